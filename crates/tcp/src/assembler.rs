@@ -1,0 +1,159 @@
+//! Out-of-order reassembly bookkeeping: which ranges past `RCV.NXT` hold data.
+//!
+//! The bytes themselves live in the receive ring, so memory is bounded by the receive buffer
+//! however the peer behaves; this keeps only the ranges, at most [`MAX_RANGES`] of them. It also
+//! yields SACK blocks in the order RFC 2018 §4 asks: the block holding the most recent segment
+//! first, then the others most recent first.
+
+use crate::seq::SeqNum;
+
+/// Most holes tracked at once; a segment that would need more is dropped (the peer resends).
+pub const MAX_RANGES: usize = 32;
+
+/// Ranges of received bytes, as offsets from the current `RCV.NXT`.
+#[derive(Debug, Default, Clone)]
+pub struct Assembler {
+    /// Sorted, disjoint, non-adjacent `(start, end)` offsets, with the age of their last update.
+    ranges: Vec<(usize, usize, u64)>,
+    clock: u64,
+}
+
+impl Assembler {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Record `[offset, offset+len)` as received. Returns false if it could not be recorded.
+    pub fn add(&mut self, offset: usize, len: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
+        self.clock += 1;
+        let (mut start, mut end) = (offset, offset + len);
+        // Merge with every range it touches or overlaps.
+        let mut i = 0;
+        let mut insert_at = self.ranges.len();
+        while i < self.ranges.len() {
+            let (s, e, _) = self.ranges[i];
+            if e < start {
+                i += 1;
+                continue;
+            }
+            if s > end {
+                insert_at = i;
+                break;
+            }
+            start = start.min(s);
+            end = end.max(e);
+            self.ranges.remove(i);
+            insert_at = i;
+        }
+        if self.ranges.len() >= MAX_RANGES {
+            return false;
+        }
+        self.ranges
+            .insert(insert_at.min(self.ranges.len()), (start, end, self.clock));
+        true
+    }
+
+    /// If data now starts at offset 0, remove that range and return its length; every other
+    /// range is shifted down by it (the caller advances `RCV.NXT` by the same amount).
+    pub fn take_front(&mut self) -> usize {
+        match self.ranges.first() {
+            Some(&(0, end, _)) => {
+                self.ranges.remove(0);
+                for r in &mut self.ranges {
+                    r.0 -= end;
+                    r.1 -= end;
+                }
+                end
+            }
+            _ => 0,
+        }
+    }
+
+    /// Shift every range down by `n` after `RCV.NXT` advanced by `n` in-order bytes that were
+    /// not themselves recorded here.
+    pub fn advance(&mut self, n: usize) {
+        self.ranges.retain_mut(|r| {
+            if r.1 <= n {
+                return false;
+            }
+            r.0 = r.0.saturating_sub(n);
+            r.1 -= n;
+            true
+        });
+    }
+
+    /// SACK blocks for `rcv_nxt`, most recently updated first (RFC 2018 §4).
+    pub fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [(SeqNum, SeqNum)]) -> usize {
+        let mut order: Vec<&(usize, usize, u64)> = self.ranges.iter().collect();
+        order.sort_by(|a, b| b.2.cmp(&a.2));
+        let n = order.len().min(out.len());
+        for (slot, r) in out.iter_mut().zip(order) {
+            *slot = (rcv_nxt + r.0, rcv_nxt + r.1);
+        }
+        n
+    }
+
+    /// The end of the last range (the highest offset holding data).
+    pub fn highest(&self) -> usize {
+        self.ranges.last().map_or(0, |r| r.1)
+    }
+
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.ranges.iter().map(|r| (r.0, r.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_and_takes_front() {
+        let mut a = Assembler::default();
+        assert!(a.add(10, 5));
+        assert!(a.add(20, 5));
+        assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(10, 15), (20, 25)]);
+        assert!(a.add(15, 5));
+        assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(10, 25)]);
+        assert_eq!(a.take_front(), 0);
+        assert!(a.add(0, 10));
+        assert_eq!(a.take_front(), 25);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn sack_blocks_most_recent_first() {
+        let mut a = Assembler::default();
+        a.add(100, 10);
+        a.add(300, 10);
+        a.add(200, 10);
+        let mut out = [(SeqNum(0), SeqNum(0)); 3];
+        assert_eq!(a.sack_blocks(SeqNum(1000), &mut out), 3);
+        assert_eq!(out[0], (SeqNum(1200), SeqNum(1210)));
+        assert_eq!(out[1], (SeqNum(1300), SeqNum(1310)));
+        assert_eq!(out[2], (SeqNum(1100), SeqNum(1110)));
+    }
+
+    #[test]
+    fn advance_drops_covered_ranges() {
+        let mut a = Assembler::default();
+        a.add(5, 5);
+        a.add(20, 5);
+        a.advance(8);
+        assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(0, 2), (12, 17)]);
+    }
+
+    #[test]
+    fn bounded_number_of_ranges() {
+        let mut a = Assembler::default();
+        for i in 0..MAX_RANGES {
+            assert!(a.add(i * 10 + 1, 1));
+        }
+        assert!(!a.add(1000, 1));
+        // Filling a hole that merges still works.
+        assert!(a.add(2, 9));
+    }
+}

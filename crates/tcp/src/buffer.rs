@@ -1,0 +1,205 @@
+//! A byte ring with a fixed capacity whose storage grows on demand.
+//!
+//! The send buffer keeps unacknowledged and unsent bytes; the receive buffer keeps in-order bytes
+//! not yet read and, past them, out-of-order bytes written at an offset (their extent is kept by
+//! the [`Assembler`](crate::assembler::Assembler)). Storage is allocated lazily, doubling up to the
+//! capacity, so a connection that moves a few bytes costs a few bytes.
+
+/// A ring buffer of at most `capacity` bytes.
+#[derive(Debug, Default)]
+pub struct RingBuffer {
+    storage: Vec<u8>,
+    head: usize,
+    len: usize,
+    capacity: usize,
+}
+
+impl RingBuffer {
+    pub fn new(capacity: usize) -> RingBuffer {
+        RingBuffer {
+            storage: Vec::new(),
+            head: 0,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Bytes held in order from the front.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Room left behind the in-order bytes.
+    #[inline]
+    pub fn free(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// Make the storage hold at least `needed` bytes (never more than the capacity).
+    fn reserve(&mut self, needed: usize) {
+        let needed = needed.min(self.capacity);
+        if needed <= self.storage.len() {
+            return;
+        }
+        let new_len = needed
+            .max(self.storage.len() * 2)
+            .max(4096)
+            .min(self.capacity);
+        let mut storage = vec![0u8; new_len];
+        // Linearize everything the ring may hold (including out-of-order bytes past `len`).
+        let old = self.storage.len();
+        if old > 0 {
+            let (a, b) = self.storage.split_at(self.head);
+            storage[..b.len()].copy_from_slice(b);
+            storage[b.len()..old].copy_from_slice(a);
+        }
+        self.storage = storage;
+        self.head = 0;
+    }
+
+    /// Copy `data` to `offset` bytes past the in-order end without making it readable; returns
+    /// how many bytes fit.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> usize {
+        if offset >= self.free() {
+            return 0;
+        }
+        let n = data.len().min(self.free() - offset);
+        if n == 0 {
+            return 0;
+        }
+        self.reserve(self.len + offset + n);
+        let cap = self.storage.len();
+        let start = (self.head + self.len + offset) % cap;
+        let first = n.min(cap - start);
+        self.storage[start..start + first].copy_from_slice(&data[..first]);
+        self.storage[..n - first].copy_from_slice(&data[first..n]);
+        n
+    }
+
+    /// Make `n` bytes written with `write_at(0, ..)` (and following) readable.
+    pub fn commit(&mut self, n: usize) {
+        debug_assert!(n <= self.free());
+        self.len += n.min(self.free());
+    }
+
+    /// Append as much of `data` as fits; returns the count.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let n = self.write_at(0, data);
+        self.commit(n);
+        n
+    }
+
+    /// Copy out and remove up to `buf.len()` bytes from the front.
+    pub fn pop(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len);
+        let (a, b) = self.slices(0, n);
+        buf[..a.len()].copy_from_slice(a);
+        buf[a.len()..n].copy_from_slice(b);
+        self.discard(n);
+        n
+    }
+
+    /// Remove `n` bytes from the front.
+    pub fn discard(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        if self.storage.is_empty() {
+            return;
+        }
+        self.head = (self.head + n) % self.storage.len();
+        if self.len == 0 {
+            // Keep out-of-order bytes where they are; only reset when nothing can be there.
+            // (The receive path rewrites them at the same logical offsets either way.)
+        }
+    }
+
+    /// The in-order bytes `[offset, offset + len)` as at most two slices.
+    pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return (&[], &[]);
+        }
+        let cap = self.storage.len();
+        let start = (self.head + offset) % cap;
+        let first = len.min(cap - start);
+        (
+            &self.storage[start..start + first],
+            &self.storage[..len - first],
+        )
+    }
+
+    /// Copy `[offset, offset + dst.len())` of the in-order bytes into `dst`.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
+        let (a, b) = self.slices(offset, dst.len());
+        dst[..a.len()].copy_from_slice(a);
+        dst[a.len()..a.len() + b.len()].copy_from_slice(b);
+        a.len() + b.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pop_wraps() {
+        let mut r = RingBuffer::new(10);
+        assert_eq!(r.push(b"abcdefgh"), 8);
+        let mut out = [0; 5];
+        assert_eq!(r.pop(&mut out), 5);
+        assert_eq!(&out, b"abcde");
+        assert_eq!(r.push(b"ijklmnop"), 7);
+        let mut all = [0; 10];
+        assert_eq!(r.pop(&mut all), 10);
+        assert_eq!(&all, b"fghijklmno");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_write_then_commit() {
+        let mut r = RingBuffer::new(8192);
+        assert_eq!(r.write_at(3, b"def"), 3);
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.write_at(0, b"abc"), 3);
+        r.commit(6);
+        let mut out = [0; 6];
+        r.pop(&mut out);
+        assert_eq!(&out, b"abcdef");
+    }
+
+    #[test]
+    fn grows_preserving_out_of_order_bytes() {
+        let mut r = RingBuffer::new(100_000);
+        r.push(&[1; 4000]);
+        let mut sink = [0; 3000];
+        r.pop(&mut sink);
+        // head is now at 3000 of a 4096 storage; write past the end to force growth.
+        assert_eq!(r.write_at(5000, &[7; 10]), 10);
+        assert_eq!(r.write_at(1000, &[9; 4000]), 4000);
+        r.commit(5010);
+        let mut out = vec![0; 6010];
+        assert_eq!(r.pop(&mut out), 6010);
+        assert!(out[..1000].iter().all(|&b| b == 1));
+        assert!(out[1000..5000].iter().all(|&b| b == 9));
+        assert!(out[6000..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn never_exceeds_capacity() {
+        let mut r = RingBuffer::new(4);
+        assert_eq!(r.push(b"abcdef"), 4);
+        assert_eq!(r.write_at(0, b"x"), 0);
+        assert_eq!(r.write_at(10, b"x"), 0);
+    }
+}

@@ -1,0 +1,102 @@
+//! Settings of a TCP endpoint and its connections. Defaults follow a modern Linux where the RFCs
+//! allow it, so that scripts and peers written against Linux see what they expect.
+
+use crate::cc::Algorithm;
+use crate::time::Duration;
+
+/// Keepalive settings, RFC 9293 §3.8.4 (names as Linux's `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+/// `TCP_KEEPCNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe (RFC 9293: no less than two hours by default).
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes after which the peer is declared dead.
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive {
+            idle: Duration::from_secs(7200),
+            interval: Duration::from_secs(75),
+            count: 9,
+        }
+    }
+}
+
+/// Endpoint-wide settings; each connection copies them when it is made and some can be changed
+/// per connection afterwards (`nodelay`, keepalive, user timeout).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The interface MTU; the MSS we announce is this minus the IP and TCP headers.
+    pub mtu: usize,
+    /// Receive buffer per connection, in bytes: the most we ever advertise.
+    pub recv_buffer: usize,
+    /// Send buffer per connection, in bytes.
+    pub send_buffer: usize,
+    /// Offer window scaling (RFC 7323 §2).
+    pub window_scaling: bool,
+    /// Offer timestamps (RFC 7323 §3).
+    pub timestamps: bool,
+    /// Offer SACK (RFC 2018).
+    pub sack: bool,
+    /// Initial congestion window in segments (RFC 6928: 10).
+    pub initial_window: usize,
+    pub congestion: Algorithm,
+    /// RTO before any measurement (RFC 6298 §2.1: 1 s).
+    pub initial_rto: Duration,
+    /// Floor of the RTO (RFC 6298 §2.4 says 1 s; Linux uses 200 ms).
+    pub min_rto: Duration,
+    /// Ceiling of the RTO (RFC 6298 §2.5: at least 60 s; Linux uses 120 s).
+    pub max_rto: Duration,
+    /// SYN (and SYN-ACK) retransmissions before the open fails (Linux `tcp_syn_retries`: 6).
+    pub syn_retries: u32,
+    /// An overall limit on an active open, if any.
+    pub connect_timeout: Option<Duration>,
+    /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (RFC 9293 §3.4.2; Linux: 60 s in all).
+    pub msl: Duration,
+    /// Delayed-ACK timeout (RFC 9293 §3.8.6.3: under 0.5 s; Linux: 40 ms); `None` acks at once.
+    pub delayed_ack: Option<Duration>,
+    /// Nagle's algorithm (RFC 9293 §3.7.4); `false` is `TCP_NODELAY`.
+    pub nagle: bool,
+    /// RFC 5482 user timeout: how long sent data may stay unacknowledged before the connection
+    /// fails. `None`: fail after `max_retransmissions` timeouts instead.
+    pub user_timeout: Option<Duration>,
+    /// Data retransmissions by timeout before the connection fails (Linux `tcp_retries2`: 15).
+    pub max_retransmissions: u32,
+    pub keepalive: Option<Keepalive>,
+    /// How long an orphaned connection may sit in FIN-WAIT-2 (Linux `tcp_fin_timeout`: 60 s).
+    pub fin_wait2_timeout: Duration,
+    /// Most connections in SYN-RECEIVED per listener (the SYN backlog).
+    pub syn_backlog: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mtu: 1500,
+            recv_buffer: 1 << 20,
+            send_buffer: 1 << 20,
+            window_scaling: true,
+            timestamps: true,
+            sack: true,
+            initial_window: 10,
+            congestion: Algorithm::Cubic,
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(120),
+            syn_retries: 6,
+            connect_timeout: None,
+            msl: Duration::from_secs(30),
+            delayed_ack: Some(Duration::from_millis(40)),
+            nagle: true,
+            user_timeout: None,
+            max_retransmissions: 15,
+            keepalive: None,
+            fin_wait2_timeout: Duration::from_secs(60),
+            syn_backlog: 128,
+        }
+    }
+}

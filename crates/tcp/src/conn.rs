@@ -1,0 +1,1794 @@
+//! One TCP connection: the transmission control block and its state machine (RFC 9293 §3.3,
+//! event processing §3.10).
+//!
+//! Methods fall in four groups, as in quinn-proto:
+//! - getters: [`state`](Connection::state), [`tuple`](Connection::tuple), [`error`](Connection::error), ...
+//! - inputs: [`handle_segment`](Connection::handle_segment) and
+//!   [`handle_timeout`](Connection::handle_timeout), each with the current `now`;
+//! - application commands: [`send`](Connection::send), [`recv`](Connection::recv),
+//!   [`shutdown`](Connection::shutdown), [`close`](Connection::close), [`abort`](Connection::abort);
+//! - outputs, polled after any input or command: [`poll_transmit`](Connection::poll_transmit)
+//!   until it returns `None`, then [`poll_timeout`](Connection::poll_timeout), then
+//!   [`poll_event`](Connection::poll_event).
+//!
+//! Time passed in must never go backwards.
+
+use std::collections::VecDeque;
+
+use synack_wire::tcp::fill_checksum;
+use synack_wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
+
+use crate::assembler::Assembler;
+use crate::buffer::RingBuffer;
+use crate::cc::{initial_window, Algorithm, CongestionControl};
+use crate::config::{Config, Keepalive};
+use crate::rtt::RttEstimator;
+use crate::seq::SeqNum;
+use crate::state::{ConnectionError, FourTuple, RecvError, SendError, State};
+use crate::time::{Duration, Instant};
+use crate::timer::{Timer, TimerTable};
+
+/// What a connection reports besides segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The state changed.
+    StateChanged { from: State, to: State },
+    /// A segment is being sent again.
+    Retransmit {
+        seq: SeqNum,
+        len: usize,
+        cause: RetransmitCause,
+    },
+    /// The congestion window or slow-start threshold changed.
+    Congestion { cwnd: usize, ssthresh: usize },
+}
+
+/// Why a segment is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetransmitCause {
+    /// The retransmission timer expired (RFC 6298 §5.4).
+    Timeout,
+    /// Three duplicate ACKs (RFC 5681 §3.2) or a partial ACK in recovery (RFC 6582).
+    FastRetransmit,
+    /// SACK loss recovery (RFC 6675).
+    Sack,
+}
+
+/// How soon an ACK is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum AckDue {
+    None,
+    Delayed,
+    Now,
+}
+
+/// The SACK scoreboard of the sender (RFC 6675 §3): ranges above `SND.UNA` the peer holds.
+#[derive(Debug, Default, Clone)]
+struct Scoreboard {
+    /// Sorted, disjoint `[left, right)` ranges.
+    blocks: Vec<(SeqNum, SeqNum)>,
+}
+
+impl Scoreboard {
+    fn add(&mut self, left: SeqNum, right: SeqNum) {
+        if !left.lt(right) {
+            return;
+        }
+        let (mut l, mut r) = (left, right);
+        self.blocks.retain(|&(s, e)| {
+            if e.lt(l) || s.gt(r) {
+                true
+            } else {
+                l = l.min(s);
+                r = r.max(e);
+                false
+            }
+        });
+        let at = self
+            .blocks
+            .iter()
+            .position(|&(s, _)| s.gt(l))
+            .unwrap_or(self.blocks.len());
+        self.blocks.insert(at, (l, r));
+        if self.blocks.len() > 64 {
+            self.blocks.remove(0);
+        }
+    }
+
+    fn trim(&mut self, una: SeqNum) {
+        self.blocks.retain_mut(|b| {
+            if b.1.le(una) {
+                return false;
+            }
+            b.0 = b.0.max(una);
+            true
+        });
+    }
+
+    /// The end of the SACKed range holding `seq`, if any.
+    fn sacked_until(&self, seq: SeqNum) -> Option<SeqNum> {
+        self.blocks
+            .iter()
+            .find(|&&(s, e)| seq.in_range(s, e))
+            .map(|b| b.1)
+    }
+
+    fn highest(&self) -> Option<SeqNum> {
+        self.blocks.last().map(|b| b.1)
+    }
+
+    fn sacked_bytes(&self) -> usize {
+        self.blocks.iter().map(|&(s, e)| e.since(s)).sum()
+    }
+
+    fn clear(&mut self) {
+        self.blocks.clear();
+    }
+}
+
+/// A TCP connection.
+pub struct Connection {
+    tuple: FourTuple,
+    state: State,
+    /// Opened from LISTEN (RFC 9293 §3.10.7.4: a RST in SYN-RECEIVED returns it there).
+    passive: bool,
+
+    // Send sequence space, RFC 9293 §3.3.1.
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// The highest sequence number sent so far (`SND.NXT` may go back on a timeout).
+    snd_max: SeqNum,
+    snd_wnd: usize,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    max_snd_wnd: usize,
+    /// The shift the peer's windows are scaled by.
+    snd_wscale: u8,
+
+    // Receive sequence space.
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// The right edge of the window we last advertised.
+    rcv_adv: SeqNum,
+    /// The shift applied to the windows we advertise.
+    rcv_wscale: u8,
+    /// Our window-scale offer, kept until the peer's SYN says whether it applies.
+    wscale_offer: Option<u8>,
+    /// Both SYNs carried window scale (RFC 7323 §2.2).
+    window_scaling_agreed: bool,
+
+    /// Payload bytes per full segment we send (options already taken off).
+    snd_mss: usize,
+    /// The MSS we announced.
+    rcv_mss: usize,
+
+    ts_enabled: bool,
+    ts_offer: bool,
+    ts_recent: u32,
+    ts_offset: u32,
+    last_ack_sent: SeqNum,
+    sack_enabled: bool,
+    sack_offer: bool,
+
+    send_buf: RingBuffer,
+    /// The sequence number of `send_buf[0]`.
+    send_buf_seq: SeqNum,
+    /// The application shut the write side; a FIN follows the data.
+    fin_queued: bool,
+    recv_buf: RingBuffer,
+    assembler: Assembler,
+    /// Sequence number of a FIN received out of order.
+    ooo_fin: Option<SeqNum>,
+    fin_received: bool,
+    /// The application closed the read side too: new data now draws a RST.
+    read_closed: bool,
+
+    timers: TimerTable,
+    rtt: RttEstimator,
+    /// The segment being timed for RTT (RFC 6298 §3, Karn): its end and when it was sent.
+    rtt_timed: Option<(SeqNum, Instant)>,
+    /// Consecutive retransmission timeouts.
+    rto_count: u32,
+    syn_count: u32,
+    persist_backoff: u32,
+    keepalive_probes: u32,
+
+    cc: Box<dyn CongestionControl>,
+    cc_algorithm: Algorithm,
+    iw_segments: usize,
+    dupacks: u32,
+    /// RFC 6582 `recover`: set on entering recovery, recovery ends when it is acknowledged.
+    recover: Option<SeqNum>,
+    /// Window inflation during NewReno recovery (RFC 5681 §3.2 steps 3–4).
+    inflation: usize,
+    /// A segment to send again before anything new.
+    retransmit_at: Option<(SeqNum, RetransmitCause)>,
+    scoreboard: Scoreboard,
+    /// RFC 6675 `HighRxt`: the highest sequence number retransmitted in this recovery.
+    high_rxt: SeqNum,
+
+    ack_due: AckDue,
+    bytes_unacked: usize,
+    /// A reset to send, and then the TCB is gone.
+    send_rst: bool,
+    /// A reply to an unacceptable segment that is not ours to answer with the TCB's numbers
+    /// (RFC 9293 §3.10.7.3: `<SEQ=SEG.ACK><CTL=RST>`).
+    rst_reply: Option<SeqNum>,
+    /// Send a zero-window probe or keepalive probe (`<SEQ=SND.UNA-1>`, no data).
+    probe_due: bool,
+
+    error: Option<ConnectionError>,
+    events: VecDeque<Event>,
+
+    nagle: bool,
+    delayed_ack: Option<Duration>,
+    user_timeout: Option<Duration>,
+    max_retransmissions: u32,
+    syn_retries: u32,
+    msl: Duration,
+    keepalive: Option<Keepalive>,
+    fin_wait2_timeout: Duration,
+    /// The application no longer holds this connection.
+    orphaned: bool,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("tuple", &self.tuple)
+            .field("state", &self.state)
+            .field("snd_una", &self.snd_una)
+            .field("snd_nxt", &self.snd_nxt)
+            .field("rcv_nxt", &self.rcv_nxt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The window-scale shift that lets `buffer` bytes be advertised (RFC 7323 §2.3), at most 14.
+pub fn wscale_for(buffer: usize) -> u8 {
+    let mut shift = 0u8;
+    while shift < 14 && (buffer >> shift) > 65535 {
+        shift += 1;
+    }
+    shift
+}
+
+/// The MSS we announce for an MTU: the MTU less the IP and TCP fixed headers.
+pub fn mss_for_mtu(mtu: usize, ipv6: bool) -> usize {
+    mtu.saturating_sub(if ipv6 { 60 } else { 40 })
+        .clamp(64, 65495)
+}
+
+impl Connection {
+    fn new(config: &Config, tuple: FourTuple, iss: SeqNum, ts_offset: u32, now: Instant) -> Self {
+        let ipv6 = tuple.local.is_ipv6();
+        let rcv_mss = mss_for_mtu(config.mtu, ipv6);
+        // Until the peer's SYN says otherwise, RFC 9293 §3.7.1's default send MSS.
+        let snd_mss = if ipv6 { 1220 } else { 536 };
+        let cc = config
+            .congestion
+            .build(snd_mss, initial_window(snd_mss, config.initial_window));
+        let _ = now;
+        Connection {
+            tuple,
+            state: State::Closed,
+            passive: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            max_snd_wnd: 0,
+            snd_wscale: 0,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            rcv_wscale: 0,
+            wscale_offer: config
+                .window_scaling
+                .then(|| wscale_for(config.recv_buffer)),
+            window_scaling_agreed: false,
+            snd_mss,
+            rcv_mss,
+            ts_enabled: false,
+            ts_offer: config.timestamps,
+            ts_recent: 0,
+            ts_offset,
+            last_ack_sent: SeqNum(0),
+            sack_enabled: false,
+            sack_offer: config.sack,
+            send_buf: RingBuffer::new(config.send_buffer),
+            send_buf_seq: iss + 1,
+            fin_queued: false,
+            recv_buf: RingBuffer::new(config.recv_buffer),
+            assembler: Assembler::default(),
+            ooo_fin: None,
+            fin_received: false,
+            read_closed: false,
+            timers: TimerTable::default(),
+            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            rtt_timed: None,
+            rto_count: 0,
+            syn_count: 0,
+            persist_backoff: 0,
+            keepalive_probes: 0,
+            cc,
+            cc_algorithm: config.congestion,
+            iw_segments: config.initial_window,
+            dupacks: 0,
+            recover: None,
+            inflation: 0,
+            retransmit_at: None,
+            scoreboard: Scoreboard::default(),
+            high_rxt: iss,
+            ack_due: AckDue::None,
+            bytes_unacked: 0,
+            send_rst: false,
+            rst_reply: None,
+            probe_due: false,
+            error: None,
+            events: VecDeque::new(),
+            nagle: config.nagle,
+            delayed_ack: config.delayed_ack,
+            user_timeout: config.user_timeout,
+            max_retransmissions: config.max_retransmissions,
+            syn_retries: config.syn_retries,
+            msl: config.msl,
+            keepalive: config.keepalive,
+            fin_wait2_timeout: config.fin_wait2_timeout,
+            orphaned: false,
+        }
+    }
+
+    /// An active open (RFC 9293 §3.10.1): the TCB enters SYN-SENT and its SYN is ready to send.
+    pub fn connect(
+        config: &Config,
+        now: Instant,
+        tuple: FourTuple,
+        iss: SeqNum,
+        ts_offset: u32,
+    ) -> Connection {
+        let mut c = Connection::new(config, tuple, iss, ts_offset, now);
+        c.set_state(State::SynSent);
+        if let Some(t) = config.connect_timeout {
+            c.timers.set(Timer::Connect, now + t);
+        }
+        c
+    }
+
+    /// A passive open: a SYN arrived at a listener (RFC 9293 §3.10.7.2). The TCB enters
+    /// SYN-RECEIVED with `RCV.NXT = SEG.SEQ+1` and its SYN-ACK ready to send.
+    pub fn accept(
+        config: &Config,
+        now: Instant,
+        tuple: FourTuple,
+        iss: SeqNum,
+        ts_offset: u32,
+        syn: &TcpRepr<'_>,
+    ) -> Connection {
+        let mut c = Connection::new(config, tuple, iss, ts_offset, now);
+        c.passive = true;
+        c.set_state(State::Listen);
+        c.irs = SeqNum(syn.seq);
+        c.rcv_nxt = c.irs + 1;
+        c.negotiate(&syn.options);
+        c.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = c.irs;
+        c.set_state(State::SynReceived);
+        c
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Getters.
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn tuple(&self) -> FourTuple {
+        self.tuple
+    }
+
+    pub fn is_passive(&self) -> bool {
+        self.passive
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error
+    }
+
+    /// Bytes ready for [`recv`](Self::recv).
+    pub fn recv_available(&self) -> usize {
+        self.recv_buf.len()
+    }
+
+    /// Room in the send buffer.
+    pub fn send_capacity(&self) -> usize {
+        if self.state.may_send() && !self.fin_queued {
+            self.send_buf.free()
+        } else {
+            0
+        }
+    }
+
+    /// Bytes queued but not yet acknowledged.
+    pub fn send_queued(&self) -> usize {
+        self.send_buf.len()
+    }
+
+    /// The peer has closed its side and every byte was read.
+    pub fn is_read_finished(&self) -> bool {
+        self.fin_received && self.recv_buf.is_empty()
+    }
+
+    /// Whether a `recv` would return something other than `Ok(0)`.
+    pub fn is_readable(&self) -> bool {
+        !self.recv_buf.is_empty()
+            || self.fin_received
+            || self.error.is_some()
+            || self.state == State::Closed
+    }
+
+    /// Whether a `send` would accept bytes or fail (rather than return `Ok(0)`).
+    pub fn is_writable(&self) -> bool {
+        self.send_capacity() > 0 || !self.state.may_send() || self.error.is_some()
+    }
+
+    /// The handshake has finished (or the connection got past it).
+    pub fn is_established(&self) -> bool {
+        self.state.is_synchronized()
+    }
+
+    pub fn iss(&self) -> SeqNum {
+        self.iss
+    }
+
+    pub fn irs(&self) -> SeqNum {
+        self.irs
+    }
+
+    pub fn snd_una(&self) -> SeqNum {
+        self.snd_una
+    }
+
+    pub fn snd_nxt(&self) -> SeqNum {
+        self.snd_nxt
+    }
+
+    pub fn rcv_nxt(&self) -> SeqNum {
+        self.rcv_nxt
+    }
+
+    /// The send MSS in payload bytes per segment.
+    pub fn mss(&self) -> usize {
+        self.snd_mss
+    }
+
+    pub fn cwnd(&self) -> usize {
+        self.cc.cwnd()
+    }
+
+    pub fn ssthresh(&self) -> usize {
+        self.cc.ssthresh()
+    }
+
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto()
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    pub fn timestamps_enabled(&self) -> bool {
+        self.ts_enabled
+    }
+
+    pub fn sack_enabled(&self) -> bool {
+        self.sack_enabled
+    }
+
+    /// The shifts in use: (ours, the peer's).
+    pub fn window_scales(&self) -> (u8, u8) {
+        (self.rcv_wscale, self.snd_wscale)
+    }
+
+    /// The peer's window, in bytes.
+    pub fn send_window(&self) -> usize {
+        self.snd_wnd
+    }
+
+    pub fn timer(&self, t: Timer) -> Option<Instant> {
+        self.timers.get(t)
+    }
+
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned
+    }
+
+    pub fn nodelay(&self) -> bool {
+        !self.nagle
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Application commands.
+
+    /// Queue bytes to send; returns how many fit (`Ok(0)` when the buffer is full).
+    /// Bytes may be queued in SYN-SENT and SYN-RECEIVED (RFC 9293 §3.10.2) and leave with the
+    /// handshake's last ACK.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        if let Some(e) = self.error {
+            return Err(SendError::Connection(e));
+        }
+        if !self.state.may_send() || self.fin_queued {
+            return Err(SendError::InvalidState);
+        }
+        Ok(self.send_buf.push(data))
+    }
+
+    /// Read received bytes. `Ok(0)` means none are ready yet; `Err(Finished)` is the end of the
+    /// stream.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        if !self.recv_buf.is_empty() {
+            let before = self.rcv_window();
+            let n = self.recv_buf.pop(buf);
+            self.after_read(before);
+            return Ok(n);
+        }
+        if let Some(e) = self.error {
+            return Err(RecvError::Connection(e));
+        }
+        if self.fin_received {
+            return Err(RecvError::Finished);
+        }
+        if self.read_closed {
+            return Err(RecvError::InvalidState);
+        }
+        match self.state {
+            State::Closed | State::Listen => Err(RecvError::InvalidState),
+            _ => Ok(0),
+        }
+    }
+
+    /// Copy received bytes without consuming them.
+    pub fn peek(&self, buf: &mut [u8]) -> usize {
+        self.recv_buf.copy_out(0, buf)
+    }
+
+    /// Open the window once the reader has made enough room (receiver-side silly window
+    /// avoidance, RFC 9293 §3.8.6.2.2): an update is owed when the right edge can move by
+    /// `min(RCV.BUFF/2, 2*MSS)`.
+    fn after_read(&mut self, _before: usize) {
+        if !self.state.may_receive() || self.fin_received {
+            return;
+        }
+        let advertised = self.rcv_adv.since(self.rcv_nxt);
+        let now_possible = self.recv_buf.free();
+        let threshold = (self.recv_buf.capacity() / 2).min(2 * self.rcv_mss).max(1);
+        if now_possible >= advertised + threshold && self.ack_due < AckDue::Now {
+            self.ack_due = AckDue::Now;
+        }
+    }
+
+    /// Shut the write side (a half-close): queue a FIN behind the data (RFC 9293 §3.10.4).
+    /// Reading goes on.
+    pub fn shutdown(&mut self) {
+        if self.fin_queued {
+            return;
+        }
+        match self.state {
+            State::SynSent => {
+                // Nothing was synchronized: the TCB goes (RFC 9293 §3.10.4, SYN-SENT).
+                self.set_state(State::Closed);
+                self.timers.stop_all();
+            }
+            State::SynReceived | State::Established => {
+                self.fin_queued = true;
+                self.set_state(State::FinWait1);
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.set_state(State::LastAck);
+            }
+            _ => {}
+        }
+    }
+
+    /// Close both sides, as the `close()` system call does. Unread data, or data arriving
+    /// later, makes it an abort (RFC 1122 §4.2.2.13, RFC 2525 §2.17).
+    pub fn close(&mut self) {
+        self.read_closed = true;
+        if !self.recv_buf.is_empty() && self.state.is_synchronized() {
+            self.abort();
+            return;
+        }
+        self.shutdown();
+    }
+
+    /// Mark that no application holds the connection any more. It still finishes its close.
+    pub fn orphan(&mut self, now: Instant) {
+        self.orphaned = true;
+        if self.state == State::FinWait2 {
+            self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+        }
+    }
+
+    /// Abort: send a RST if the connection is synchronized, and go to CLOSED
+    /// (RFC 9293 §3.10.5).
+    pub fn abort(&mut self) {
+        match self.state {
+            State::Closed | State::Listen | State::TimeWait => {}
+            State::SynSent => self.set_state(State::Closed),
+            _ => self.send_rst = true,
+        }
+        if self.error.is_none() {
+            self.error = Some(ConnectionError::Aborted);
+        }
+        self.timers.stop_all();
+        if !self.send_rst {
+            self.set_state(State::Closed);
+        }
+    }
+
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.nagle = !nodelay;
+    }
+
+    pub fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
+        self.keepalive = keepalive;
+        self.keepalive_probes = 0;
+        self.arm_keepalive(now);
+    }
+
+    pub fn set_user_timeout(&mut self, t: Option<Duration>) {
+        self.user_timeout = t;
+    }
+
+    pub fn set_delayed_ack(&mut self, d: Option<Duration>) {
+        self.delayed_ack = d;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Outputs.
+
+    /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next event for the application or the trace.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn set_state(&mut self, to: State) {
+        let from = self.state;
+        if from != to {
+            self.state = to;
+            self.events.push_back(Event::StateChanged { from, to });
+        }
+    }
+
+    fn fail(&mut self, e: ConnectionError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.timers.stop_all();
+        self.set_state(State::Closed);
+    }
+
+    /// The receive window we can offer now: the free receive buffer.
+    fn rcv_window(&self) -> usize {
+        self.recv_buf.free()
+    }
+
+    /// The window field for an outgoing segment, and the right edge it advertises. The right
+    /// edge never moves left (RFC 9293 §3.8.6.2.2, "shrinking the window"), and it moves right
+    /// only by a worthwhile step.
+    fn window_to_advertise(&self) -> (u16, SeqNum) {
+        let free = self.rcv_window();
+        let current = self.rcv_adv.since(self.rcv_nxt);
+        let threshold = (self.recv_buf.capacity() / 2).min(self.rcv_mss);
+        let mut wnd = if free >= current + threshold || self.rcv_adv.lt(self.rcv_nxt) {
+            free
+        } else {
+            current.min(free.max(current))
+        };
+        let shift = self.rcv_wscale;
+        let max = 65535usize << shift;
+        wnd = wnd.min(max);
+        let field = (wnd >> shift) as u16;
+        // Round the edge to what the field can say, but never below the old edge.
+        let mut edge = self.rcv_nxt + ((field as usize) << shift);
+        if edge.lt(self.rcv_adv) {
+            let needed = self.rcv_adv.since(self.rcv_nxt);
+            let f = needed.div_ceil(1 << shift).min(65535) as u16;
+            edge = self.rcv_nxt + ((f as usize) << shift);
+            return (f, edge);
+        }
+        (field, edge)
+    }
+
+    fn tsval(&self, now: Instant) -> u32 {
+        (now.as_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// Options on a SYN or SYN-ACK: MSS always; the others as offered (and, on a SYN-ACK, only
+    /// where the peer's SYN offered them too, RFC 7323 §2.2, RFC 2018 §2).
+    fn syn_options(&self, now: Instant) -> TcpOptions {
+        let mut o = TcpOptions {
+            mss: Some(self.rcv_mss.min(65535) as u16),
+            ..TcpOptions::default()
+        };
+        let synack = self.state == State::SynReceived;
+        if synack {
+            if self.ts_enabled {
+                o.timestamp = Some(Timestamp {
+                    tsval: self.tsval(now),
+                    tsecr: self.ts_recent,
+                });
+            }
+            o.sack_permitted = self.sack_enabled;
+            if self.window_scaling_agreed {
+                o.window_scale = Some(self.rcv_wscale);
+            }
+        } else {
+            if self.ts_offer {
+                o.timestamp = Some(Timestamp {
+                    tsval: self.tsval(now),
+                    tsecr: 0,
+                });
+            }
+            o.sack_permitted = self.sack_offer;
+            o.window_scale = self.wscale_offer;
+        }
+        o
+    }
+
+    /// Apply the options of the peer's SYN (or SYN-ACK) to this TCB.
+    fn negotiate(&mut self, opts: &TcpOptions) {
+        let ipv6 = self.tuple.local.is_ipv6();
+        let peer_mss = opts
+            .mss
+            .map(|m| m as usize)
+            .unwrap_or(if ipv6 { 1220 } else { 536 });
+        self.ts_enabled = self.ts_offer && opts.timestamp.is_some();
+        if let Some(ts) = opts.timestamp {
+            self.ts_recent = ts.tsval;
+        }
+        self.sack_enabled = self.sack_offer && opts.sack_permitted;
+        match (self.wscale_offer, opts.window_scale) {
+            (Some(ours), Some(theirs)) => {
+                self.window_scaling_agreed = true;
+                self.rcv_wscale = ours;
+                // RFC 7323 §2.3: a shift above 14 is used as 14.
+                self.snd_wscale = theirs.min(14);
+            }
+            _ => {
+                self.window_scaling_agreed = false;
+                self.rcv_wscale = 0;
+                self.snd_wscale = 0;
+            }
+        }
+        let ts_len = if self.ts_enabled { 12 } else { 0 };
+        self.snd_mss = peer_mss.min(self.rcv_mss).saturating_sub(ts_len).max(1);
+        self.rcv_mss = self.rcv_mss.saturating_sub(ts_len).max(1);
+        self.cc.set_mss(self.snd_mss);
+        let iw = initial_window(self.snd_mss, self.iw_segments);
+        // The initial window is set once the MSS is known (RFC 5681 §3.1, RFC 6928).
+        if self.cc.cwnd() != iw {
+            self.cc = self.cc_algorithm.build(self.snd_mss, iw);
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Inputs: segments.
+
+impl Connection {
+    /// A segment for this connection arrived. RFC 9293 §3.10.7.3 in SYN-SENT, §3.10.7.4 in the
+    /// other states; LISTEN and CLOSED are the endpoint's.
+    pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        match self.state {
+            State::Closed | State::Listen => {}
+            State::SynSent => self.on_segment_syn_sent(now, seg),
+            _ => {
+                self.on_segment_synchronized(now, seg);
+                if self.state.is_synchronized() && self.state != State::TimeWait {
+                    self.keepalive_probes = 0;
+                    self.arm_keepalive(now);
+                }
+            }
+        }
+        if self.ack_due == AckDue::Delayed && !self.timers.is_set(Timer::DelayedAck) {
+            match self.delayed_ack {
+                Some(d) => self.timers.set(Timer::DelayedAck, now + d),
+                None => self.ack_due = AckDue::Now,
+            }
+        }
+    }
+
+    /// RFC 9293 §3.10.7.3, SYN-SENT.
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let f = seg.flags;
+        let ack = SeqNum(seg.ack);
+        let has_ack = f.contains(TcpFlags::ACK);
+        // First, the ACK bit: "If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless the
+        // RST bit is set, if so drop the segment and return) <SEQ=SEG.ACK><CTL=RST>".
+        if has_ack && (ack.le(self.iss) || ack.gt(self.snd_max)) {
+            if !f.contains(TcpFlags::RST) {
+                self.rst_reply = Some(ack);
+            }
+            return;
+        }
+        // Second, the RST bit: with an acceptable ACK the peer refused us (RFC 5961 §3.2 keeps
+        // this rule for SYN-SENT); without an ACK, drop.
+        if f.contains(TcpFlags::RST) {
+            if has_ack {
+                self.fail(ConnectionError::Refused);
+            }
+            return;
+        }
+        // Fourth, the SYN bit.
+        if !f.contains(TcpFlags::SYN) {
+            return;
+        }
+        self.irs = SeqNum(seg.seq);
+        self.rcv_nxt = self.irs + 1;
+        self.negotiate(&seg.options);
+        // RFC 7323 §2.2: the window of a segment with SYN is never scaled.
+        self.snd_wnd = seg.window as usize;
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = self.irs;
+        self.snd_wl2 = ack;
+        if has_ack {
+            // Our SYN is acknowledged: ESTABLISHED, and the handshake's third segment is owed.
+            self.snd_una = ack;
+            if let Some((end, at)) = self.rtt_timed.take() {
+                if ack.ge(end) && self.syn_count == 1 {
+                    self.rtt.sample(now - at);
+                }
+            }
+            if self.rtt.srtt().is_none() && self.syn_count > 1 {
+                // RFC 6298 §5.7: the SYN timed out and no RTT was measured: start data at 3 s.
+                self.rtt.set_base(Duration::from_secs(3));
+            }
+            self.rtt.reset_backoff();
+            self.timers.stop(Timer::Retransmit);
+            self.timers.stop(Timer::Connect);
+            self.ack_due = AckDue::Now;
+            self.enter_established(now);
+        } else {
+            // Simultaneous open (RFC 9293 §3.5, figure 8): answer with SYN-ACK from the ISS.
+            self.snd_nxt = self.iss;
+            self.set_state(State::SynReceived);
+        }
+    }
+
+    fn enter_established(&mut self, now: Instant) {
+        self.timers.stop(Timer::Connect);
+        if self.fin_queued {
+            // A shutdown was asked for during the handshake (RFC 9293 §3.10.4).
+            self.set_state(State::Established);
+            self.set_state(State::FinWait1);
+        } else {
+            self.set_state(State::Established);
+        }
+        self.arm_keepalive(now);
+    }
+
+    /// RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state.
+    fn on_segment_synchronized(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let f = seg.flags;
+        let rst = f.contains(TcpFlags::RST);
+        let syn = f.contains(TcpFlags::SYN);
+        let fin = f.contains(TcpFlags::FIN);
+        let seq = SeqNum(seg.seq);
+        let seg_len = seg.payload.len() + syn as usize + fin as usize;
+
+        // A retransmitted SYN while our SYN-ACK is unacknowledged: send the SYN-ACK again.
+        if self.state == State::SynReceived && syn && !rst && seq == self.irs {
+            if !f.contains(TcpFlags::ACK) {
+                self.snd_nxt = self.iss;
+                return;
+            }
+        }
+
+        // TIME-WAIT: "The only thing that can arrive in this state is a retransmission of the
+        // remote FIN. Acknowledge it, and restart the 2 MSL timeout."
+        if self.state == State::TimeWait
+            && fin
+            && !rst
+            && seq + seg.payload.len() + 1 == self.rcv_nxt
+        {
+            self.ack_due = AckDue::Now;
+            self.timers.set(Timer::Close, now + self.msl * 2);
+            return;
+        }
+
+        // RFC 7323 §5.3, PAWS: a segment whose TSval is older than TS.Recent is an old duplicate.
+        if self.ts_enabled && !rst {
+            if let Some(ts) = seg.options.timestamp {
+                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                    self.ack_due = AckDue::Now;
+                    return;
+                }
+            }
+        }
+
+        // First, the sequence number (four cases of RFC 9293 §3.10.7.4).
+        let wnd = self.rcv_window();
+        let end = self.rcv_nxt + wnd;
+        let acceptable = match (seg_len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, end),
+            (_, 0) => false,
+            (n, _) => {
+                seq.in_range(self.rcv_nxt, end) || (seq + (n - 1)).in_range(self.rcv_nxt, end)
+            }
+        };
+        if !acceptable {
+            if rst {
+                return;
+            }
+            // "If an incoming segment is not acceptable, an acknowledgment should be sent in
+            // reply (unless the RST bit is set)" — and with a zero window, valid ACKs still count.
+            self.ack_due = AckDue::Now;
+            if wnd == 0 && seq == self.rcv_nxt && f.contains(TcpFlags::ACK) && !syn {
+                self.process_ack(now, seg);
+            }
+            return;
+        }
+        // Keep TS.Recent (RFC 7323 §4.3): from a segment that covers Last.ACK.sent.
+        if self.ts_enabled {
+            if let Some(ts) = seg.options.timestamp {
+                if seq.le(self.last_ack_sent) {
+                    self.ts_recent = ts.tsval;
+                }
+            }
+        }
+
+        // Second, the RST bit (RFC 5961 §3.2): exact match resets, in-window draws a challenge.
+        if rst {
+            if seq != self.rcv_nxt {
+                self.ack_due = AckDue::Now;
+                return;
+            }
+            match self.state {
+                State::SynReceived if self.passive => {
+                    // "return this connection to the LISTEN state": the listener never saw it.
+                    self.timers.stop_all();
+                    self.error = Some(ConnectionError::Reset);
+                    self.set_state(State::Closed);
+                }
+                State::SynReceived => self.fail(ConnectionError::Refused),
+                State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
+                    self.fail(ConnectionError::Reset)
+                }
+                _ => {
+                    self.timers.stop_all();
+                    self.set_state(State::Closed);
+                }
+            }
+            return;
+        }
+
+        // Fourth, the SYN bit (RFC 5961 §4): a challenge ACK, except that a passive open in
+        // SYN-RECEIVED goes back to LISTEN.
+        if syn {
+            if self.state == State::SynReceived && self.passive {
+                self.timers.stop_all();
+                self.set_state(State::Closed);
+            } else {
+                self.ack_due = AckDue::Now;
+            }
+            return;
+        }
+
+        // Fifth, the ACK field.
+        if !f.contains(TcpFlags::ACK) {
+            return;
+        }
+        if !self.process_ack(now, seg) || self.state == State::Closed {
+            return;
+        }
+
+        // Seventh, the segment text.
+        let skip = self.rcv_nxt.since(seq);
+        if seg.payload.len() > skip {
+            let offset = seq.since(self.rcv_nxt);
+            self.process_text(offset, &seg.payload[skip..]);
+            if self.state == State::Closed {
+                return;
+            }
+        }
+
+        // Eighth, the FIN bit, once everything before it has arrived.
+        if fin {
+            let fin_seq = seq + seg.payload.len();
+            if fin_seq == self.rcv_nxt {
+                self.process_fin(now);
+            } else if fin_seq.gt(self.rcv_nxt) {
+                self.ooo_fin = Some(fin_seq);
+                self.ack_due = AckDue::Now;
+            }
+        }
+        if self.ooo_fin == Some(self.rcv_nxt) && !self.fin_received {
+            self.ooo_fin = None;
+            self.process_fin(now);
+        }
+    }
+
+    /// The fifth check of RFC 9293 §3.10.7.4. Returns false when the segment is to be dropped.
+    fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) -> bool {
+        let ack = SeqNum(seg.ack);
+        let seq = SeqNum(seg.seq);
+        if self.state == State::SynReceived {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state ... If the segment
+            // acknowledgment is not acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST>".
+            if ack.gt(self.snd_una) && ack.le(self.snd_max) {
+                self.snd_wnd = (seg.window as usize) << self.snd_wscale;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = seq;
+                self.snd_wl2 = ack;
+                self.enter_established(now);
+            } else {
+                self.rst_reply = Some(ack);
+                return false;
+            }
+        }
+        // RFC 5961 §5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
+        if ack.gt(self.snd_max) {
+            self.ack_due = AckDue::Now;
+            return false;
+        }
+        if ack.lt(self.snd_una - self.max_snd_wnd.max(1)) {
+            self.ack_due = AckDue::Now;
+            return false;
+        }
+        let wnd = (seg.window as usize) << self.snd_wscale;
+        if ack.gt(self.snd_una) {
+            self.on_new_ack(now, seg, ack);
+        } else if ack == self.snd_una {
+            // RFC 5681 §2, a duplicate ACK: data outstanding, no data or SYN/FIN in it, the
+            // same acknowledgment and the same window.
+            let dup = self.snd_max.gt(self.snd_una)
+                && seg.payload.is_empty()
+                && !seg.flags.contains(TcpFlags::FIN)
+                && wnd == self.snd_wnd;
+            if dup {
+                self.record_sack(seg);
+                self.on_dup_ack(now);
+            }
+        }
+        // Window update: "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)".
+        if self.snd_wl1.lt(seq) || (self.snd_wl1 == seq && self.snd_wl2.le(ack)) {
+            self.snd_wnd = wnd;
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            if wnd > 0 {
+                self.timers.stop(Timer::Persist);
+                self.persist_backoff = 0;
+            }
+        }
+        match self.state {
+            State::FinWait1 if self.fin_acked() => {
+                self.set_state(State::FinWait2);
+                if self.orphaned {
+                    self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+                }
+            }
+            State::Closing if self.fin_acked() => self.enter_time_wait(now),
+            State::LastAck if self.fin_acked() => {
+                self.timers.stop_all();
+                self.set_state(State::Closed);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn record_sack(&mut self, seg: &TcpRepr<'_>) {
+        if !self.sack_enabled {
+            return;
+        }
+        for b in seg.options.sack_blocks() {
+            let (l, r) = (SeqNum(b.left), SeqNum(b.right));
+            if l.ge(self.snd_una) && r.le(self.snd_max) {
+                self.scoreboard.add(l, r);
+            }
+        }
+    }
+
+    /// The sequence number our FIN occupies (meaningful once a FIN is queued).
+    fn fin_seq(&self) -> SeqNum {
+        self.send_buf_seq + self.send_buf.len()
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una.gt(self.fin_seq())
+    }
+
+    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum) {
+        let acked = ack.since(self.snd_una);
+        let data_end = self.fin_seq();
+        let data_acked = ack.min(data_end).since(self.send_buf_seq);
+        self.send_buf.discard(data_acked);
+        self.send_buf_seq += data_acked;
+        self.snd_una = ack;
+        if self.snd_nxt.lt(ack) {
+            self.snd_nxt = ack;
+        }
+        self.scoreboard.trim(ack);
+        self.record_sack(seg);
+
+        // RTT: the timed segment (Karn's rule keeps retransmitted ones out), else the echoed
+        // timestamp (RFC 7323 §4).
+        let mut sample = None;
+        if let Some((end, at)) = self.rtt_timed {
+            if ack.ge(end) {
+                sample = Some(now - at);
+                self.rtt_timed = None;
+            }
+        }
+        if sample.is_none() && self.ts_enabled {
+            if let Some(ts) = seg.options.timestamp {
+                let ms = self.tsval(now).wrapping_sub(ts.tsecr);
+                if ts.tsecr != 0 && ms < (1 << 31) {
+                    sample = Some(Duration::from_millis(ms as u64));
+                }
+            }
+        }
+        if let Some(r) = sample {
+            self.rtt.sample(r);
+        }
+        self.rtt.reset_backoff();
+        self.rto_count = 0;
+
+        let flight = self.snd_max.since(self.snd_una);
+        match self.recover {
+            Some(recover) if ack.ge(recover) => {
+                // Full acknowledgment: recovery ends (RFC 6582 §3.2 step 3, RFC 6675 §5).
+                self.recover = None;
+                self.inflation = 0;
+                self.dupacks = 0;
+                self.cc.on_recovery_end(now);
+                self.push_congestion_event();
+            }
+            Some(_) => {
+                // Partial acknowledgment (RFC 6582 §3.2 step 4): resend the next hole, deflate.
+                if !self.sack_enabled {
+                    self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+                }
+                self.inflation = self.inflation.saturating_sub(acked);
+                if acked >= self.snd_mss {
+                    self.inflation += self.snd_mss;
+                }
+            }
+            None => {
+                self.dupacks = 0;
+                let before = (self.cc.cwnd(), self.cc.ssthresh());
+                self.cc.on_ack(now, acked, flight, sample);
+                if before.1 != self.cc.ssthresh() {
+                    self.push_congestion_event();
+                }
+            }
+        }
+        if flight == 0 {
+            self.timers.stop(Timer::Retransmit);
+            self.timers.stop(Timer::UserTimeout);
+        } else {
+            // RFC 6298 §5.3: restart the timer when new data is acknowledged.
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            if let Some(t) = self.user_timeout {
+                self.timers.set(Timer::UserTimeout, now + t);
+            }
+        }
+    }
+
+    fn on_dup_ack(&mut self, now: Instant) {
+        self.dupacks += 1;
+        if self.recover.is_some() {
+            if !self.sack_enabled {
+                // RFC 5681 §3.2 step 4: each further duplicate inflates the window.
+                self.inflation += self.snd_mss;
+            }
+            return;
+        }
+        // Loss is inferred on the third duplicate, or with SACK once more than
+        // (DupThresh - 1) * SMSS bytes above SND.UNA are SACKed (RFC 6675 §5 IsLost).
+        let sack_says_lost = self.sack_enabled && self.scoreboard.sacked_bytes() > 2 * self.snd_mss;
+        if self.dupacks >= 3 || sack_says_lost {
+            let flight = self.snd_max.since(self.snd_una);
+            self.cc.on_congestion_event(now, flight);
+            self.recover = Some(self.snd_max);
+            self.high_rxt = self.snd_una;
+            self.rtt_timed = None;
+            self.inflation = if self.sack_enabled {
+                0
+            } else {
+                3 * self.snd_mss
+            };
+            self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+            self.push_congestion_event();
+        }
+    }
+
+    fn push_congestion_event(&mut self) {
+        self.events.push_back(Event::Congestion {
+            cwnd: self.cc.cwnd(),
+            ssthresh: self.cc.ssthresh(),
+        });
+    }
+
+    /// The seventh step: in-order bytes go to the reader, out-of-order bytes wait in the ring.
+    fn process_text(&mut self, offset: usize, data: &[u8]) {
+        if !matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) {
+            return;
+        }
+        if self.read_closed {
+            // Data for a connection the application has closed: reset (RFC 1122 §4.2.2.13).
+            self.send_rst = true;
+            self.timers.stop_all();
+            return;
+        }
+        if offset > 0 {
+            // Out of order: it waits in the ring at its offset, and a duplicate ACK (with SACK
+            // blocks) goes out at once (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
+            let n = self.recv_buf.write_at(offset, data);
+            if n > 0 {
+                self.assembler.add(offset, n);
+            }
+            self.ack_due = AckDue::Now;
+            return;
+        }
+        let had_holes = !self.assembler.is_empty();
+        let n = self.recv_buf.write_at(0, data);
+        if !had_holes {
+            self.recv_buf.commit(n);
+            self.rcv_nxt += n;
+            self.bytes_unacked += n;
+            if self.bytes_unacked >= 2 * self.rcv_mss || n < data.len() {
+                self.ack_due = AckDue::Now;
+            } else if self.ack_due < AckDue::Delayed {
+                self.ack_due = AckDue::Delayed;
+            }
+        } else {
+            // This fills (part of) the first hole: acknowledge at once (RFC 9293 §3.8.6.3).
+            self.assembler.add(0, n);
+            let k = self.assembler.take_front();
+            self.recv_buf.commit(k);
+            self.rcv_nxt += k;
+            self.ack_due = AckDue::Now;
+        }
+    }
+
+    /// The eighth step: the FIN.
+    fn process_fin(&mut self, now: Instant) {
+        self.rcv_nxt += 1;
+        self.fin_received = true;
+        self.ack_due = AckDue::Now;
+        match self.state {
+            State::SynReceived | State::Established => self.set_state(State::CloseWait),
+            State::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.set_state(State::Closing);
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            State::TimeWait => self.timers.set(Timer::Close, now + self.msl * 2),
+            _ => {}
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.timers.stop_all();
+        self.set_state(State::TimeWait);
+        // RFC 9293 §3.10.7.4: "Start the time-wait timer, turn off the other timers."
+        self.timers.set(Timer::Close, now + self.msl * 2);
+    }
+
+    fn arm_keepalive(&mut self, now: Instant) {
+        match self.keepalive {
+            Some(k) if self.state.is_synchronized() && self.state != State::TimeWait => {
+                self.timers.set(Timer::Keepalive, now + k.idle)
+            }
+            _ => self.timers.stop(Timer::Keepalive),
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Inputs: time.
+
+impl Connection {
+    /// Run every timer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.take_expired(now) {
+            self.on_timer(now, t);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Retransmit => self.on_rto(now),
+            Timer::Persist => {
+                // RFC 9293 §3.8.6.1: probe the zero window, backing off like the RTO.
+                if self.snd_wnd == 0 && self.unsent() > 0 {
+                    self.probe_due = true;
+                    self.persist_backoff = (self.persist_backoff + 1).min(16);
+                    self.arm_persist(now);
+                }
+            }
+            Timer::DelayedAck => {
+                if self.ack_due == AckDue::Delayed {
+                    self.ack_due = AckDue::Now;
+                }
+            }
+            Timer::Keepalive => {
+                let Some(k) = self.keepalive else { return };
+                if self.snd_max != self.snd_una || self.unsent() > 0 {
+                    // Data in flight: the retransmission timer watches the peer instead.
+                    self.timers.set(Timer::Keepalive, now + k.idle);
+                    return;
+                }
+                if self.keepalive_probes >= k.count {
+                    self.fail(ConnectionError::TimedOut);
+                    return;
+                }
+                self.keepalive_probes += 1;
+                self.probe_due = true;
+                self.timers.set(Timer::Keepalive, now + k.interval);
+            }
+            Timer::Close => {
+                // TIME-WAIT's 2·MSL ran out (or an orphan sat in FIN-WAIT-2 too long).
+                self.timers.stop_all();
+                self.set_state(State::Closed);
+            }
+            Timer::Connect => {
+                if matches!(self.state, State::SynSent | State::SynReceived) {
+                    self.fail(ConnectionError::TimedOut);
+                }
+            }
+            Timer::UserTimeout => {
+                if self.snd_max != self.snd_una {
+                    self.fail(ConnectionError::TimedOut);
+                }
+            }
+        }
+    }
+
+    /// RFC 6298 §5.4–5.6: retransmit the earliest unacknowledged segment, back off the timer.
+    fn on_rto(&mut self, now: Instant) {
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                if self.syn_count > self.syn_retries {
+                    if self.passive {
+                        self.timers.stop_all();
+                        self.error = Some(ConnectionError::TimedOut);
+                        self.set_state(State::Closed);
+                    } else {
+                        self.fail(ConnectionError::TimedOut);
+                    }
+                    return;
+                }
+                self.rtt.back_off();
+                self.rtt_timed = None;
+                self.snd_nxt = self.iss;
+                self.events.push_back(Event::Retransmit {
+                    seq: self.iss,
+                    len: 0,
+                    cause: RetransmitCause::Timeout,
+                });
+            }
+            State::Closed | State::Listen | State::TimeWait => {}
+            _ => {
+                if self.snd_max == self.snd_una {
+                    return;
+                }
+                self.rto_count += 1;
+                if self.rto_count > self.max_retransmissions {
+                    self.fail(ConnectionError::TimedOut);
+                    return;
+                }
+                let flight = self.snd_max.since(self.snd_una);
+                self.cc.on_rto(now, flight);
+                self.rtt.back_off();
+                self.rtt_timed = None;
+                // Go back to SND.UNA and send again within the loss window; what the peer
+                // SACKed may have been reneged on, so the scoreboard starts afresh.
+                self.snd_nxt = self.snd_una;
+                self.recover = None;
+                self.dupacks = 0;
+                self.inflation = 0;
+                self.retransmit_at = None;
+                self.scoreboard.clear();
+                self.events.push_back(Event::Retransmit {
+                    seq: self.snd_una,
+                    len: flight.min(self.snd_mss),
+                    cause: RetransmitCause::Timeout,
+                });
+                self.push_congestion_event();
+            }
+        }
+    }
+
+    fn arm_persist(&mut self, now: Instant) {
+        let base = self.rtt.rto();
+        let t = base
+            .saturating_mul(1 << self.persist_backoff.min(16))
+            .min(Duration::from_secs(60));
+        self.timers.set(Timer::Persist, now + t);
+    }
+
+    /// Bytes queued that have never been sent (from `SND.MAX`).
+    fn unsent(&self) -> usize {
+        self.fin_seq().since(self.snd_max)
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Outputs: segments.
+
+/// What the next data-bearing segment is.
+struct Planned {
+    seq: SeqNum,
+    len: usize,
+    fin: bool,
+    retransmit: Option<RetransmitCause>,
+}
+
+impl Connection {
+    /// Write the next segment to send into `buf` — the whole TCP segment, header, options,
+    /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
+    /// the segment (the caller passes the room the MTU leaves after the IP header).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if let Some(seq) = self.rst_reply.take() {
+            return Some(self.emit(now, buf, TcpFlags::RST, seq, false, 0, 0));
+        }
+        if self.send_rst {
+            // RFC 9293 §3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST>; like Linux we acknowledge too.
+            self.send_rst = false;
+            let n = self.emit(
+                now,
+                buf,
+                TcpFlags::RST | TcpFlags::ACK,
+                self.snd_nxt,
+                true,
+                0,
+                0,
+            );
+            self.timers.stop_all();
+            self.set_state(State::Closed);
+            return Some(n);
+        }
+        match self.state {
+            State::Closed | State::Listen => None,
+            State::SynSent | State::SynReceived => {
+                if self.snd_nxt == self.iss {
+                    let synack = self.state == State::SynReceived;
+                    let flags = if synack {
+                        TcpFlags::SYN | TcpFlags::ACK
+                    } else {
+                        TcpFlags::SYN
+                    };
+                    let n = self.emit(now, buf, flags, self.iss, synack, 0, 0);
+                    self.snd_nxt = self.iss + 1;
+                    self.snd_max = self.snd_max.max(self.snd_nxt);
+                    self.syn_count += 1;
+                    if self.syn_count == 1 {
+                        self.rtt_timed = Some((self.snd_nxt, now));
+                    }
+                    self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+                    Some(n)
+                } else if self.state == State::SynReceived && self.ack_due == AckDue::Now {
+                    Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0))
+                } else {
+                    None
+                }
+            }
+            _ => self.poll_transmit_synchronized(now, buf),
+        }
+    }
+
+    fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Room for payload after the largest header we may write.
+        let room = buf.len().saturating_sub(60);
+        if let Some(p) = self.plan(room) {
+            let mut flags = TcpFlags::ACK;
+            if p.fin {
+                flags |= TcpFlags::FIN;
+            }
+            let data_end = self.fin_seq();
+            if p.len > 0 && p.seq + p.len == data_end {
+                flags |= TcpFlags::PSH;
+            }
+            let offset = p.seq.since(self.send_buf_seq);
+            let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
+            let end = p.seq + p.len + p.fin as usize;
+            match p.retransmit {
+                Some(cause) => {
+                    self.rtt_timed = None;
+                    if cause != RetransmitCause::Timeout {
+                        self.high_rxt = self.high_rxt.max(end);
+                        self.events.push_back(Event::Retransmit {
+                            seq: p.seq,
+                            len: p.len,
+                            cause,
+                        });
+                    }
+                    if p.seq == self.snd_nxt {
+                        self.snd_nxt = end;
+                    }
+                }
+                None => {
+                    if self.rtt_timed.is_none() && p.seq.ge(self.snd_max) {
+                        self.rtt_timed = Some((end, now));
+                    }
+                    self.snd_nxt = end;
+                }
+            }
+            if self.snd_nxt.gt(self.snd_max) {
+                self.snd_max = self.snd_nxt;
+            }
+            if !self.timers.is_set(Timer::Retransmit) {
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            }
+            if let Some(t) = self.user_timeout {
+                if !self.timers.is_set(Timer::UserTimeout) {
+                    self.timers.set(Timer::UserTimeout, now + t);
+                }
+            }
+            return Some(n);
+        }
+        // A zero window with data waiting and nothing in flight: the persist timer probes it.
+        if self.snd_wnd == 0
+            && self.unsent() > 0
+            && self.snd_max == self.snd_una
+            && !self.timers.is_set(Timer::Persist)
+        {
+            self.arm_persist(now);
+        }
+        if self.probe_due {
+            // Zero-window and keepalive probes: <SEQ=SND.UNA-1>, which the peer must
+            // acknowledge (RFC 9293 §3.8.4; this is what Linux sends).
+            self.probe_due = false;
+            let seq = self.snd_una - 1;
+            return Some(self.emit(now, buf, TcpFlags::ACK, seq, true, 0, 0));
+        }
+        if self.ack_due == AckDue::Now || self.window_update_due() {
+            return Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0));
+        }
+        None
+    }
+
+    /// Whether reading has opened the window enough that the peer should hear of it.
+    fn window_update_due(&self) -> bool {
+        if !self.state.may_receive() || self.fin_received {
+            return false;
+        }
+        let advertised = self.rcv_adv.since(self.rcv_nxt);
+        let threshold = (self.recv_buf.capacity() / 2).min(2 * self.rcv_mss).max(1);
+        self.rcv_window() >= advertised + threshold && advertised < self.recv_buf.capacity() / 2
+    }
+
+    /// Decide the next segment that carries data or a FIN, if any may go now.
+    fn plan(&mut self, room: usize) -> Option<Planned> {
+        let mss = self.snd_mss.min(room);
+        if mss == 0 {
+            return None;
+        }
+        let data_end = self.fin_seq();
+        let fin_allowed = self.fin_queued
+            && matches!(
+                self.state,
+                State::FinWait1 | State::Closing | State::LastAck
+            );
+        // 1. A retransmission asked for by fast retransmit or a partial ACK.
+        if let Some((seq, cause)) = self.retransmit_at.take() {
+            if seq.ge(self.snd_una) && seq.lt(self.snd_max) {
+                let mut end = (seq + mss).min(data_end);
+                if let Some(next) = self.next_sacked_after(seq) {
+                    end = end.min(next);
+                }
+                let len = end.since(seq);
+                let fin = fin_allowed && end == data_end && self.snd_max.gt(data_end);
+                if len > 0 || fin {
+                    return Some(Planned {
+                        seq,
+                        len,
+                        fin,
+                        retransmit: Some(cause),
+                    });
+                }
+            }
+        }
+        // 2. SACK recovery (RFC 6675 §5): fill holes below the highest SACKed byte while the
+        // pipe leaves room in the congestion window.
+        if self.recover.is_some() && self.sack_enabled {
+            let cwnd = self.cc.cwnd();
+            if self.pipe() + mss <= cwnd.max(mss) {
+                if let Some((seq, end)) = self.next_hole(mss, data_end) {
+                    let fin = fin_allowed && end == data_end && self.snd_max.gt(data_end);
+                    return Some(Planned {
+                        seq,
+                        len: end.since(seq),
+                        fin,
+                        retransmit: Some(RetransmitCause::Sack),
+                    });
+                }
+            }
+        }
+        // 3. New data (or data again after a timeout) within both windows.
+        let seq = self.snd_nxt;
+        let in_flight = if self.recover.is_some() && self.sack_enabled {
+            self.pipe()
+        } else {
+            self.snd_nxt.since(self.snd_una)
+        };
+        let cwnd = self.cc.cwnd() + self.inflation;
+        let by_cwnd = cwnd.saturating_sub(in_flight);
+        let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
+        let avail = data_end.since(seq);
+        let len = avail.min(by_cwnd).min(by_rwnd).min(mss);
+        let fin = fin_allowed && seq.le(data_end) && seq + len == data_end;
+        if len == 0 && !fin {
+            return None;
+        }
+        let resend = seq.lt(self.snd_max);
+        if len > 0 && !resend {
+            // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1, §3.7.4):
+            // a full segment; or everything queued when nothing is in flight (or Nagle is off);
+            // or half the largest window the peer ever offered.
+            let full = len == self.snd_mss.min(mss);
+            let all = seq + len == data_end;
+            let nothing_in_flight = self.snd_nxt == self.snd_una;
+            let half_window = self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2;
+            let fin_with_it = fin_allowed;
+            if !(full || half_window || (all && (!self.nagle || nothing_in_flight || fin_with_it)))
+            {
+                return None;
+            }
+        }
+        Some(Planned {
+            seq,
+            len,
+            fin,
+            retransmit: resend.then_some(RetransmitCause::Timeout),
+        })
+    }
+
+    /// RFC 6675 §4 `pipe`: bytes believed in the network. Holes below the highest SACKed byte
+    /// count as lost unless retransmitted (up to `HighRxt`); SACKed bytes are out.
+    fn pipe(&self) -> usize {
+        let Some(high_sacked) = self.scoreboard.highest() else {
+            return self.snd_max.since(self.snd_una);
+        };
+        let above = self.snd_max.since(high_sacked);
+        let mut retransmitted = 0;
+        let mut cursor = self.snd_una;
+        for &(s, e) in &self.scoreboard.blocks {
+            // The hole [cursor, s): its part below HighRxt is in flight again.
+            let hole_end = s.min(self.high_rxt);
+            retransmitted += hole_end.since(cursor);
+            cursor = e;
+        }
+        above + retransmitted
+    }
+
+    /// The next unSACKed range at or after `HighRxt` below the highest SACKed byte.
+    fn next_hole(&self, mss: usize, data_end: SeqNum) -> Option<(SeqNum, SeqNum)> {
+        let high = self.scoreboard.highest()?;
+        let mut seq = self.high_rxt.max(self.snd_una);
+        while seq.lt(high) {
+            if let Some(end) = self.scoreboard.sacked_until(seq) {
+                seq = end;
+                continue;
+            }
+            let mut end = (seq + mss).min(high).min(data_end.max(seq + 1));
+            if let Some(next) = self.next_sacked_after(seq) {
+                end = end.min(next);
+            }
+            if end.gt(seq) {
+                return Some((seq, end));
+            }
+            return None;
+        }
+        None
+    }
+
+    /// The start of the first SACKed block above `seq`.
+    fn next_sacked_after(&self, seq: SeqNum) -> Option<SeqNum> {
+        self.scoreboard
+            .blocks
+            .iter()
+            .map(|b| b.0)
+            .find(|s| s.gt(seq))
+    }
+
+    /// Build and write one segment. `offset`/`len` select payload from the send buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        flags: TcpFlags,
+        seq: SeqNum,
+        with_ack: bool,
+        offset: usize,
+        len: usize,
+    ) -> usize {
+        let syn = flags.contains(TcpFlags::SYN);
+        let rst = flags.contains(TcpFlags::RST);
+        let mut options = TcpOptions::default();
+        let (window, edge) = if syn {
+            options = self.syn_options(now);
+            // RFC 7323 §2.2: the window of a SYN is never scaled.
+            let w = self.rcv_window().min(65535);
+            (w as u16, self.rcv_nxt + w)
+        } else if rst {
+            (0, self.rcv_adv)
+        } else {
+            if self.ts_enabled {
+                options.timestamp = Some(Timestamp {
+                    tsval: self.tsval(now),
+                    tsecr: self.ts_recent,
+                });
+            }
+            if self.sack_enabled && with_ack && !self.assembler.is_empty() {
+                let mut blocks = [(SeqNum(0), SeqNum(0)); 4];
+                let n = self.assembler.sack_blocks(self.rcv_nxt, &mut blocks);
+                for &(l, r) in &blocks[..n] {
+                    options.push_sack(SackBlock {
+                        left: l.0,
+                        right: r.0,
+                    });
+                }
+            }
+            self.window_to_advertise()
+        };
+        let repr = TcpRepr {
+            src_port: self.tuple.local.port(),
+            dst_port: self.tuple.remote.port(),
+            seq: seq.0,
+            ack: if with_ack { self.rcv_nxt.0 } else { 0 },
+            flags,
+            window,
+            urgent: 0,
+            options,
+            payload: &[],
+        };
+        let hlen = repr.header_len();
+        let total = hlen + len;
+        repr.emit_header(&mut buf[..hlen]);
+        if len > 0 {
+            self.send_buf.copy_out(offset, &mut buf[hlen..total]);
+        }
+        fill_checksum(
+            &mut buf[..total],
+            self.tuple.local.ip(),
+            self.tuple.remote.ip(),
+        );
+        if with_ack && !rst {
+            self.last_ack_sent = self.rcv_nxt;
+            self.ack_due = AckDue::None;
+            self.bytes_unacked = 0;
+            self.timers.stop(Timer::DelayedAck);
+            if edge.gt(self.rcv_adv) || syn {
+                self.rcv_adv = edge;
+            }
+        }
+        total
+    }
+}

@@ -1,0 +1,835 @@
+//! The TCP endpoint of one host: demultiplexing segments to connections by 4-tuple and to
+//! listeners by port, passive opens with a bounded backlog, ephemeral ports, RSTs for segments
+//! that match nothing, and one timer queue for every connection. Still sans-IO: the stack hands
+//! it parsed segments and `now`, and polls it for segments and its next deadline.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use synack_wire::tcp::fill_checksum;
+use synack_wire::{TcpFlags, TcpOptions, TcpRepr};
+
+use crate::config::Config;
+use crate::conn::{Connection, Event};
+use crate::isn::IsnGenerator;
+use crate::seq::SeqNum;
+use crate::state::{ConnectionError, FourTuple, State};
+use crate::time::Instant;
+use crate::trace::{Direction, SegmentInfo, TraceEvent, TraceRecord};
+
+/// A connection of this endpoint. Stale handles (to a slot reused since) are detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// A listening socket of this endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u32);
+
+/// Why `listen` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenError {
+    /// Another listener has the address and port.
+    AddrInUse,
+    /// Port 0 cannot be listened on.
+    InvalidPort,
+}
+
+/// Why `connect` failed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Every ephemeral port to that destination is taken.
+    NoEphemeralPort,
+    /// The requested local port is in use with that peer.
+    AddrInUse,
+    /// Local and remote address families differ, or the remote is unspecified.
+    InvalidAddress,
+}
+
+impl core::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ListenError::AddrInUse => "address in use",
+            ListenError::InvalidPort => "invalid port",
+        })
+    }
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConnectError::NoEphemeralPort => "no ephemeral port free",
+            ConnectError::AddrInUse => "address in use",
+            ConnectError::InvalidAddress => "invalid address",
+        })
+    }
+}
+
+impl std::error::Error for ListenError {}
+impl std::error::Error for ConnectError {}
+
+/// Counters of what the endpoint did and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub segments_received: u64,
+    pub segments_sent: u64,
+    /// Active opens started.
+    pub connects: u64,
+    /// Passive opens that reached ESTABLISHED.
+    pub accepted: u64,
+    /// RSTs sent for segments that matched no connection or listener.
+    pub resets_sent: u64,
+    /// SYNs dropped because the listener's backlog or accept queue was full.
+    pub syn_dropped: u64,
+    /// Segments to a closed port or unknown connection dropped without reply (e.g. RSTs).
+    pub dropped: u64,
+    /// TIME-WAIT connections replaced by a new SYN (RFC 1122 §4.2.2.13).
+    pub time_wait_reused: u64,
+}
+
+/// The first and last ports handed out for active opens (Linux's default range).
+pub const EPHEMERAL_PORTS: core::ops::RangeInclusive<u16> = 32768..=60999;
+
+struct Listener {
+    addr: SocketAddr,
+    backlog: usize,
+    accept_queue: VecDeque<ConnId>,
+    /// Connections of this listener still in SYN-RECEIVED.
+    half_open: usize,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Connection>,
+    /// The listener a passive connection belongs to until accepted.
+    listener: Option<ListenerId>,
+    /// An application holds a handle (returned by `connect` or `accept`).
+    held: bool,
+    /// The earliest deadline this connection has in the timer heap.
+    in_heap: Option<Instant>,
+    /// Queued in `ready`.
+    queued: bool,
+}
+
+/// A reply to a segment that matched nothing: RFC 9293 §3.10.7.1.
+struct Reset {
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+}
+
+/// Where a segment leaves from and goes to, and its length in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub len: usize,
+}
+
+/// The TCP of one host.
+pub struct Endpoint {
+    config: Config,
+    isn: IsnGenerator,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_tuple: HashMap<FourTuple, ConnId>,
+    listeners: Vec<Option<Listener>>,
+    by_port: HashMap<(IpAddr, u16), ListenerId>,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    ready: VecDeque<ConnId>,
+    resets: VecDeque<Reset>,
+    next_ephemeral: u32,
+    trace: Option<Vec<TraceRecord>>,
+    stats: Stats,
+}
+
+impl Endpoint {
+    /// An endpoint whose ISNs and port choices are keyed by `secret` (RFC 6528, RFC 6056).
+    pub fn new(config: Config, secret: [u8; 16]) -> Endpoint {
+        Endpoint {
+            config,
+            isn: IsnGenerator::new(secret),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_tuple: HashMap::new(),
+            listeners: Vec::new(),
+            by_port: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            resets: VecDeque::new(),
+            next_ephemeral: 0,
+            trace: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Record trace events (segments, state changes, retransmissions) from now on.
+    pub fn set_tracing(&mut self, on: bool) {
+        self.trace = if on { Some(Vec::new()) } else { None };
+    }
+
+    /// Take the trace recorded so far.
+    pub fn drain_trace(&mut self) -> Vec<TraceRecord> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn record(&mut self, time: Instant, event: TraceEvent) {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(TraceRecord { time, event });
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Sockets.
+
+    /// Listen on `addr` (an unspecified IP listens on every address of the host).
+    pub fn listen(&mut self, addr: SocketAddr, backlog: usize) -> Result<ListenerId, ListenError> {
+        if addr.port() == 0 {
+            return Err(ListenError::InvalidPort);
+        }
+        let key = (addr.ip(), addr.port());
+        if self.by_port.contains_key(&key) {
+            return Err(ListenError::AddrInUse);
+        }
+        let id = ListenerId(self.listeners.len() as u32);
+        self.listeners.push(Some(Listener {
+            addr,
+            backlog: backlog.max(1),
+            accept_queue: VecDeque::new(),
+            half_open: 0,
+        }));
+        self.by_port.insert(key, id);
+        Ok(id)
+    }
+
+    /// Stop listening; connections not yet accepted are reset.
+    pub fn unlisten(&mut self, id: ListenerId) {
+        let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_port.remove(&(l.addr.ip(), l.addr.port()));
+        for c in l.accept_queue {
+            self.abort(c);
+            self.release(c);
+        }
+    }
+
+    pub fn listener_addr(&self, id: ListenerId) -> Option<SocketAddr> {
+        self.listener(id).map(|l| l.addr)
+    }
+
+    fn listener(&self, id: ListenerId) -> Option<&Listener> {
+        self.listeners.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Connections waiting in a listener's accept queue.
+    pub fn pending(&self, id: ListenerId) -> usize {
+        self.listener(id).map_or(0, |l| l.accept_queue.len())
+    }
+
+    /// Take the next established connection from a listener's accept queue.
+    pub fn accept(&mut self, id: ListenerId) -> Option<ConnId> {
+        let l = self.listeners.get_mut(id.0 as usize)?.as_mut()?;
+        let c = l.accept_queue.pop_front()?;
+        let slot = &mut self.slots[c.index as usize];
+        slot.held = true;
+        slot.listener = None;
+        Some(c)
+    }
+
+    /// Start an active open from `local_ip` (and `local_port`, or an ephemeral one) to `remote`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local_ip: IpAddr,
+        local_port: Option<u16>,
+        remote: SocketAddr,
+    ) -> Result<ConnId, ConnectError> {
+        if local_ip.is_ipv4() != remote.is_ipv4()
+            || remote.ip().is_unspecified()
+            || remote.port() == 0
+        {
+            return Err(ConnectError::InvalidAddress);
+        }
+        let port = match local_port {
+            Some(p) => {
+                let tuple = FourTuple {
+                    local: SocketAddr::new(local_ip, p),
+                    remote,
+                };
+                if self.by_tuple.contains_key(&tuple) {
+                    return Err(ConnectError::AddrInUse);
+                }
+                p
+            }
+            None => self.ephemeral_port(local_ip, remote)?,
+        };
+        let tuple = FourTuple {
+            local: SocketAddr::new(local_ip, port),
+            remote,
+        };
+        let iss = self.isn.isn(now, tuple.local, tuple.remote);
+        let ts = self.isn.ts_offset(tuple.local, tuple.remote);
+        let conn = Connection::connect(&self.config, now, tuple, iss, ts);
+        self.stats.connects += 1;
+        let id = self.insert(conn, None, true);
+        self.after(now, id);
+        Ok(id)
+    }
+
+    /// RFC 6056 §3.3.3 (algorithm 3): a keyed per-destination offset plus a counter, skipping
+    /// ports in use with that destination (live or in TIME-WAIT) and listening ports.
+    fn ephemeral_port(
+        &mut self,
+        local_ip: IpAddr,
+        remote: SocketAddr,
+    ) -> Result<u16, ConnectError> {
+        let first = *EPHEMERAL_PORTS.start() as u32;
+        let count = (*EPHEMERAL_PORTS.end() - *EPHEMERAL_PORTS.start()) as u32 + 1;
+        let offset = self.isn.port_offset(local_ip, remote);
+        for _ in 0..count {
+            let port = (first + offset.wrapping_add(self.next_ephemeral) % count) as u16;
+            self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
+            let tuple = FourTuple {
+                local: SocketAddr::new(local_ip, port),
+                remote,
+            };
+            let listening = self.by_port.contains_key(&(local_ip, port))
+                || self.by_port.contains_key(&(unspecified(local_ip), port));
+            if !listening && !self.by_tuple.contains_key(&tuple) {
+                return Ok(port);
+            }
+        }
+        Err(ConnectError::NoEphemeralPort)
+    }
+
+    fn insert(&mut self, conn: Connection, listener: Option<ListenerId>, held: bool) -> ConnId {
+        let tuple = conn.tuple();
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                    listener: None,
+                    held: false,
+                    in_heap: None,
+                    queued: false,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.conn = Some(conn);
+        slot.listener = listener;
+        slot.held = held;
+        slot.in_heap = None;
+        slot.queued = false;
+        let id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        self.by_tuple.insert(tuple, id);
+        id
+    }
+
+    fn slot(&self, id: ConnId) -> Option<&Slot> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.conn.is_some())
+    }
+
+    /// The connection behind a handle.
+    pub fn conn(&self, id: ConnId) -> Option<&Connection> {
+        self.slot(id).and_then(|s| s.conn.as_ref())
+    }
+
+    /// Run an application command on a connection; output and timers are brought up to date.
+    pub fn with_conn<R>(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        f: impl FnOnce(&mut Connection) -> R,
+    ) -> Option<R> {
+        let slot = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)?;
+        let r = f(slot.conn.as_mut()?);
+        self.after(now, id);
+        Some(r)
+    }
+
+    /// Close a connection gracefully (FIN after the data) and let go of the handle: the
+    /// endpoint finishes the close on its own and forgets the connection once CLOSED.
+    pub fn close(&mut self, now: Instant, id: ConnId) {
+        self.with_conn(now, id, |c| {
+            c.close();
+            c.orphan(now);
+        });
+        self.release(id);
+    }
+
+    /// Reset a connection (RFC 9293 §3.10.5). The handle stays valid until released.
+    pub fn abort(&mut self, id: ConnId) {
+        if let Some(slot) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+        {
+            if let Some(c) = slot.conn.as_mut() {
+                c.abort();
+            }
+            self.mark_ready(id);
+        }
+    }
+
+    /// Let go of a handle without closing (the connection goes on until it is CLOSED).
+    pub fn release(&mut self, id: ConnId) {
+        if let Some(slot) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+        {
+            slot.held = false;
+            if let Some(c) = slot.conn.as_mut() {
+                if c.state() != State::Closed && !c.is_orphaned() {
+                    // Nobody will read what arrives: treat it as closed for reading.
+                    c.orphan(Instant::ZERO);
+                }
+            }
+            self.mark_ready(id);
+            self.maybe_reap(id);
+        }
+    }
+
+    /// Number of connection slots in use (any state).
+    pub fn connection_count(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    /// Every live connection handle.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_tuple.values().copied()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs.
+
+    /// A TCP segment from `src` to `dst` (already checksummed and parsed by the stack).
+    pub fn handle_segment(&mut self, now: Instant, src: IpAddr, dst: IpAddr, seg: &TcpRepr<'_>) {
+        self.stats.segments_received += 1;
+        let tuple = FourTuple {
+            local: SocketAddr::new(dst, seg.dst_port),
+            remote: SocketAddr::new(src, seg.src_port),
+        };
+        if self.trace.is_some() {
+            self.record(
+                now,
+                TraceEvent::Segment {
+                    dir: Direction::Received,
+                    tuple,
+                    seg: SegmentInfo::from_repr(seg),
+                },
+            );
+        }
+        if let Some(&id) = self.by_tuple.get(&tuple) {
+            if !self.reopen_time_wait(now, id, seg) {
+                if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+                    c.handle_segment(now, seg);
+                }
+                self.after(now, id);
+                return;
+            }
+        }
+        let listener = self
+            .by_port
+            .get(&(dst, seg.dst_port))
+            .or_else(|| self.by_port.get(&(unspecified(dst), seg.dst_port)))
+            .copied();
+        match listener {
+            Some(l) => self.on_listen_segment(now, l, tuple, seg),
+            None => self.on_closed_segment(tuple, seg),
+        }
+    }
+
+    /// RFC 1122 §4.2.2.13 (and RFC 6191): a SYN with a higher sequence number may reopen a
+    /// connection in TIME-WAIT when a listener waits on its port.
+    fn reopen_time_wait(&mut self, now: Instant, id: ConnId, seg: &TcpRepr<'_>) -> bool {
+        let Some(c) = self.slots[id.index as usize].conn.as_ref() else {
+            return false;
+        };
+        let is_syn = seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::ACK)
+            && !seg.flags.contains(TcpFlags::RST);
+        if c.state() != State::TimeWait || !is_syn || !SeqNum(seg.seq).gt(c.rcv_nxt()) {
+            return false;
+        }
+        let local = c.tuple().local;
+        let listening = self.by_port.contains_key(&(local.ip(), local.port()))
+            || self
+                .by_port
+                .contains_key(&(unspecified(local.ip()), local.port()));
+        if !listening {
+            return false;
+        }
+        self.stats.time_wait_reused += 1;
+        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+            c.handle_timeout(now + self.config.msl * 2);
+        }
+        self.after(now, id);
+        self.remove(id);
+        true
+    }
+
+    /// RFC 9293 §3.10.7.2, LISTEN.
+    fn on_listen_segment(
+        &mut self,
+        now: Instant,
+        l: ListenerId,
+        tuple: FourTuple,
+        seg: &TcpRepr<'_>,
+    ) {
+        let f = seg.flags;
+        if f.contains(TcpFlags::RST) {
+            // "An incoming RST segment could not be valid ... it should be ignored."
+            self.stats.dropped += 1;
+            return;
+        }
+        if f.contains(TcpFlags::ACK) {
+            // "Any acknowledgment is bad if it arrives on a connection still in the LISTEN
+            // state. An acceptable reset segment should be formed: <SEQ=SEG.ACK><CTL=RST>".
+            self.queue_reset(tuple, seg);
+            return;
+        }
+        if !f.contains(TcpFlags::SYN) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let backlog_full = {
+            let Some(listener) = self.listener(l) else {
+                return;
+            };
+            listener.half_open >= self.config.syn_backlog
+                || listener.accept_queue.len() >= listener.backlog
+        };
+        if backlog_full {
+            self.stats.syn_dropped += 1;
+            return;
+        }
+        let iss = self.isn.isn(now, tuple.local, tuple.remote);
+        let ts = self.isn.ts_offset(tuple.local, tuple.remote);
+        let conn = Connection::accept(&self.config, now, tuple, iss, ts, seg);
+        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+            listener.half_open += 1;
+        }
+        let id = self.insert(conn, Some(l), false);
+        self.after(now, id);
+    }
+
+    /// RFC 9293 §3.10.7.1, CLOSED: "all data in the incoming segment is discarded. An incoming
+    /// segment containing a RST is discarded. An incoming segment not containing a RST causes a
+    /// RST to be sent in response."
+    fn on_closed_segment(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
+        if seg.flags.contains(TcpFlags::RST) {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.queue_reset(tuple, seg);
+    }
+
+    fn queue_reset(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
+        let reset = if seg.flags.contains(TcpFlags::ACK) {
+            // <SEQ=SEG.ACK><CTL=RST>
+            Reset {
+                src: tuple.local,
+                dst: tuple.remote,
+                seq: seg.ack,
+                ack: None,
+            }
+        } else {
+            // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
+            Reset {
+                src: tuple.local,
+                dst: tuple.remote,
+                seq: 0,
+                ack: Some(seg.seq.wrapping_add(seg.seq_len() as u32)),
+            }
+        };
+        // A flood of segments to closed ports must not grow memory without bound.
+        if self.resets.len() < 1024 {
+            self.resets.push_back(reset);
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Run expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.slots.get_mut(id.index as usize) else {
+                continue;
+            };
+            if slot.generation != id.generation || slot.in_heap != Some(at) {
+                continue;
+            }
+            slot.in_heap = None;
+            if let Some(c) = slot.conn.as_mut() {
+                c.handle_timeout(now);
+            }
+            self.after(now, id);
+        }
+    }
+
+    /// The next deadline of any connection.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            let valid = self
+                .slots
+                .get(id.index as usize)
+                .is_some_and(|s| s.generation == id.generation && s.in_heap == Some(at));
+            if valid {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Outputs.
+
+    /// Write the next TCP segment into `buf` (header, payload and checksum). Returns its
+    /// addresses and length, or `None` when nothing is due.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(r) = self.resets.pop_front() {
+            return Some(self.emit_reset(now, r, buf));
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(slot) = self.slots.get_mut(id.index as usize) else {
+                continue;
+            };
+            if slot.generation != id.generation {
+                continue;
+            }
+            slot.queued = false;
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
+            let tuple = conn.tuple();
+            match conn.poll_transmit(now, buf) {
+                Some(len) => {
+                    self.stats.segments_sent += 1;
+                    // Round robin: the connection goes to the back and may send again.
+                    self.mark_ready(id);
+                    self.after_quiet(now, id);
+                    if self.trace.is_some() {
+                        if let Ok(seg) = TcpRepr::parse(&buf[..len], None) {
+                            let info = SegmentInfo::from_repr(&seg);
+                            self.record(
+                                now,
+                                TraceEvent::Segment {
+                                    dir: Direction::Sent,
+                                    tuple,
+                                    seg: info,
+                                },
+                            );
+                        }
+                    }
+                    return Some(Transmit {
+                        src: tuple.local.ip(),
+                        dst: tuple.remote.ip(),
+                        len,
+                    });
+                }
+                None => {
+                    self.after_quiet(now, id);
+                    self.maybe_reap(id);
+                }
+            }
+        }
+        None
+    }
+
+    fn emit_reset(&mut self, now: Instant, r: Reset, buf: &mut [u8]) -> Transmit {
+        let mut flags = TcpFlags::RST;
+        if r.ack.is_some() {
+            flags |= TcpFlags::ACK;
+        }
+        let repr = TcpRepr {
+            src_port: r.src.port(),
+            dst_port: r.dst.port(),
+            seq: r.seq,
+            ack: r.ack.unwrap_or(0),
+            flags,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        let len = repr.header_len();
+        repr.emit_header(&mut buf[..len]);
+        fill_checksum(&mut buf[..len], r.src.ip(), r.dst.ip());
+        self.stats.resets_sent += 1;
+        self.stats.segments_sent += 1;
+        if self.trace.is_some() {
+            self.record(
+                now,
+                TraceEvent::Segment {
+                    dir: Direction::Sent,
+                    tuple: FourTuple {
+                        local: r.src,
+                        remote: r.dst,
+                    },
+                    seg: SegmentInfo::from_repr(&repr),
+                },
+            );
+        }
+        Transmit {
+            src: r.src.ip(),
+            dst: r.dst.ip(),
+            len,
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Bookkeeping after anything touched a connection.
+
+    fn mark_ready(&mut self, id: ConnId) {
+        if let Some(slot) = self.slots.get_mut(id.index as usize) {
+            if slot.generation == id.generation && !slot.queued {
+                slot.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// After an input or command: the connection may have output, new timers and events.
+    fn after(&mut self, now: Instant, id: ConnId) {
+        self.mark_ready(id);
+        self.after_quiet(now, id);
+    }
+
+    /// Drain events, keep the accept queue and the timer heap up to date.
+    fn after_quiet(&mut self, now: Instant, id: ConnId) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        let tuple = conn.tuple();
+        let mut established = false;
+        let mut closed = false;
+        while let Some(ev) = conn.poll_event() {
+            if let Event::StateChanged { to, .. } = ev {
+                established |= to == State::Established;
+                closed |= to == State::Closed;
+            }
+            if let Some(t) = self.trace.as_mut() {
+                t.push(TraceRecord {
+                    time: now,
+                    event: TraceEvent::from_conn(tuple, ev),
+                });
+            }
+        }
+        let next = conn.poll_timeout();
+        if let Some(at) = next {
+            if slot.in_heap.is_none_or(|h| at < h) {
+                slot.in_heap = Some(at);
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+        let listener = slot.listener;
+        if let Some(l) = listener {
+            if established || closed {
+                if let Some(listener) = self
+                    .listeners
+                    .get_mut(l.0 as usize)
+                    .and_then(Option::as_mut)
+                {
+                    listener.half_open = listener.half_open.saturating_sub(1);
+                    if established && !closed {
+                        listener.accept_queue.push_back(id);
+                        self.stats.accepted += 1;
+                    } else {
+                        listener.accept_queue.retain(|&c| c != id);
+                    }
+                }
+                if closed {
+                    self.slots[id.index as usize].listener = None;
+                }
+            }
+        }
+    }
+
+    /// Forget a CLOSED connection nobody holds, once it has nothing left to send.
+    fn maybe_reap(&mut self, id: ConnId) {
+        let Some(slot) = self.slots.get(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation || slot.held || slot.queued || slot.listener.is_some() {
+            return;
+        }
+        match slot.conn.as_ref() {
+            Some(c) if c.state() == State::Closed => self.remove(id),
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.index as usize];
+        if let Some(c) = slot.conn.take() {
+            self.by_tuple.remove(&c.tuple());
+        }
+        if let Some(l) = slot.listener.take() {
+            if let Some(listener) = self
+                .listeners
+                .get_mut(l.0 as usize)
+                .and_then(Option::as_mut)
+            {
+                listener.accept_queue.retain(|&c| c != id);
+            }
+        }
+        slot.held = false;
+        slot.in_heap = None;
+        slot.queued = false;
+        self.free.push(id.index);
+    }
+
+    /// The error a connection ended with, for handles kept after CLOSED.
+    pub fn error(&self, id: ConnId) -> Option<ConnectionError> {
+        self.conn(id).and_then(Connection::error)
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}

@@ -1,0 +1,148 @@
+//! The retransmission timeout, RFC 6298.
+
+use crate::time::Duration;
+
+/// SRTT, RTTVAR and RTO as RFC 6298 §2 computes them, with the clock granularity `G` taken as
+/// 1 ms and the floor and ceiling configurable (RFC 6298 §2.4 asks for 1 s; Linux uses 200 ms).
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    min_rto: Duration,
+    max_rto: Duration,
+    /// Exponential backoff shift applied after timeouts (RFC 6298 §5.5).
+    backoff: u32,
+}
+
+const G: Duration = Duration::from_millis(1);
+
+impl RttEstimator {
+    /// Before any measurement the RTO is `initial` (RFC 6298 §2.1: 1 s).
+    pub fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial.clamp(min_rto, max_rto),
+            min_rto,
+            max_rto,
+            backoff: 0,
+        }
+    }
+
+    /// Fold in one RTT measurement (RFC 6298 §2.2 and §2.3). Karn's rule (§3) is the caller's:
+    /// no sample from a retransmitted segment unless timestamps disambiguate it.
+    pub fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(r);
+                // RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|, beta = 1/4
+                self.rttvar = self.rttvar * 3 / 4 + delta / 4;
+                // SRTT <- (1 - alpha) * SRTT + alpha * R', alpha = 1/8
+                self.srtt = Some(srtt * 7 / 8 + r / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(r);
+        self.rto = (srtt + (self.rttvar * 4).max(G)).clamp(self.min_rto, self.max_rto);
+        // A new measurement ends any backoff (RFC 6298 §5.7's spirit: the RTO is recomputed).
+        self.backoff = 0;
+    }
+
+    /// The timeout to arm now, with backoff applied and capped.
+    pub fn rto(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.backoff).unwrap_or(u32::MAX);
+        self.rto.saturating_mul(factor).min(self.max_rto)
+    }
+
+    /// RFC 6298 §5.5: double the RTO after a timeout.
+    pub fn back_off(&mut self) {
+        if self.rto() < self.max_rto {
+            self.backoff += 1;
+        }
+    }
+
+    /// Drop the backoff once an ACK acknowledges new data (RFC 6298 §5.3 restarts the timer with
+    /// the current RTO).
+    pub fn reset_backoff(&mut self) {
+        self.backoff = 0;
+    }
+
+    pub fn backoff(&self) -> u32 {
+        self.backoff
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// RFC 6298 §5.7: after the SYN's timer expired, an established connection starts from an
+    /// RTO of 3 s if no RTT was measured.
+    pub fn set_base(&mut self, rto: Duration) {
+        self.rto = rto.clamp(self.min_rto, self.max_rto);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est() -> RttEstimator {
+        RttEstimator::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn first_sample_sets_srtt_and_rttvar() {
+        let mut e = est();
+        assert_eq!(e.rto(), Duration::from_secs(1));
+        e.sample(Duration::from_millis(100));
+        assert_eq!(e.srtt(), Some(Duration::from_millis(100)));
+        assert_eq!(e.rttvar(), Duration::from_millis(50));
+        // 100 + 4*50 = 300 ms
+        assert_eq!(e.rto(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn later_samples_smooth() {
+        let mut e = est();
+        e.sample(Duration::from_millis(100));
+        e.sample(Duration::from_millis(200));
+        // rttvar = 3/4*50 + 1/4*100 = 62.5; srtt = 7/8*100 + 1/8*200 = 112.5
+        assert_eq!(e.srtt(), Some(Duration::from_micros(112_500)));
+        assert_eq!(e.rttvar(), Duration::from_micros(62_500));
+        assert_eq!(e.rto(), Duration::from_micros(362_500));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps_and_resets() {
+        let mut e = est();
+        e.back_off();
+        assert_eq!(e.rto(), Duration::from_secs(2));
+        e.back_off();
+        assert_eq!(e.rto(), Duration::from_secs(4));
+        for _ in 0..10 {
+            e.back_off();
+        }
+        assert_eq!(e.rto(), Duration::from_secs(60));
+        e.reset_backoff();
+        assert_eq!(e.rto(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn floor_applies() {
+        let mut e = est();
+        e.sample(Duration::from_millis(1));
+        assert_eq!(e.rto(), Duration::from_millis(200));
+    }
+}

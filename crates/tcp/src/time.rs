@@ -1,0 +1,75 @@
+//! Time as the core sees it: a monotonic [`Instant`] handed in by the driver.
+//!
+//! The core never reads a clock. An `Instant` counts microseconds from an epoch the driver
+//! chooses (the start of a simulation, or the moment a real stack was made), so the same core
+//! runs on the simulator's virtual clock and on the wall clock.
+
+use core::fmt;
+use core::ops::{Add, AddAssign, Sub};
+pub use core::time::Duration;
+
+/// A point in time, in microseconds since the driver's epoch.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The driver's epoch.
+    pub const ZERO: Instant = Instant(0);
+    /// Later than any deadline the core sets.
+    pub const MAX: Instant = Instant(u64::MAX);
+
+    pub const fn from_micros(us: u64) -> Instant {
+        Instant(us)
+    }
+
+    pub const fn from_millis(ms: u64) -> Instant {
+        Instant(ms.saturating_mul(1000))
+    }
+
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    pub const fn as_millis(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// The time since `earlier`, or zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(us))
+    }
+}
+
+impl AddAssign<Duration> for Instant {
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, rhs: Instant) -> Duration {
+        self.saturating_duration_since(rhs)
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Seconds with microsecond precision, as the ladder prints time: `1.250000`.
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
