@@ -88,7 +88,7 @@ impl Assembler {
     /// SACK blocks for `rcv_nxt`, most recently updated first (RFC 2018 §4).
     pub fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [(SeqNum, SeqNum)]) -> usize {
         let mut order: Vec<&(usize, usize, u64)> = self.ranges.iter().collect();
-        order.sort_by(|a, b| b.2.cmp(&a.2));
+        order.sort_by_key(|r| std::cmp::Reverse(r.2));
         let n = order.len().min(out.len());
         for (slot, r) in out.iter_mut().zip(order) {
             *slot = (rcv_nxt + r.0, rcv_nxt + r.1);

@@ -892,11 +892,14 @@ impl Connection {
         let seg_len = seg.payload.len() + syn as usize + fin as usize;
 
         // A retransmitted SYN while our SYN-ACK is unacknowledged: send the SYN-ACK again.
-        if self.state == State::SynReceived && syn && !rst && seq == self.irs {
-            if !f.contains(TcpFlags::ACK) {
-                self.snd_nxt = self.iss;
-                return;
-            }
+        if self.state == State::SynReceived
+            && syn
+            && !rst
+            && seq == self.irs
+            && !f.contains(TcpFlags::ACK)
+        {
+            self.snd_nxt = self.iss;
+            return;
         }
 
         // TIME-WAIT: "The only thing that can arrive in this state is a retransmission of the

@@ -1,0 +1,227 @@
+//! An IP interface: raw packets in and out, checksums verified, TCP segments handed to the
+//! sans-IO [`Endpoint`], ICMP echo answered. Like the core, it owns no clock and no device: a
+//! driver (the simulator, a TUN loop, packetdrill's shim) feeds it packets and `now`.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use synack_tcp::{Config, Endpoint, Instant};
+use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
+use synack_wire::{Error as WireError, IpProtocol, IpRepr, TcpRepr};
+
+/// Counters of packets in and out, and of every reason a packet was dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfaceStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Malformed IP headers (truncated, bad version, bad length, bad header checksum).
+    pub rx_malformed_ip: u64,
+    /// TCP, UDP or ICMP checksums that did not verify (corruption in flight).
+    pub rx_bad_checksum: u64,
+    /// Malformed transport headers (bad data offset, bad options).
+    pub rx_malformed_transport: u64,
+    /// Packets for an address that is not ours.
+    pub rx_not_ours: u64,
+    /// Packets of a protocol we do not speak, or fragments.
+    pub rx_unsupported: u64,
+    /// ICMP echo requests answered.
+    pub icmp_echo_replies: u64,
+}
+
+/// Room before the TCP segment in the scratch buffer: enough for an IPv6 header.
+const HEADROOM: usize = 40;
+
+/// A host's IP layer over its TCP endpoint.
+pub struct Interface {
+    addrs: Vec<IpAddr>,
+    mtu: usize,
+    tcp: Endpoint,
+    /// Packets other than TCP waiting to go out (ICMP replies).
+    queued: VecDeque<Vec<u8>>,
+    scratch: Vec<u8>,
+    stats: IfaceStats,
+    ttl: u8,
+}
+
+impl Interface {
+    /// An interface with `addrs`, whose TCP uses `config` (its `mtu` is the interface's) and
+    /// keys its ISNs with `secret`.
+    pub fn new(config: Config, addrs: &[IpAddr], secret: [u8; 16]) -> Interface {
+        let mtu = config.mtu;
+        Interface {
+            addrs: addrs.to_vec(),
+            mtu,
+            tcp: Endpoint::new(config, secret),
+            queued: VecDeque::new(),
+            scratch: vec![0; mtu + HEADROOM],
+            stats: IfaceStats::default(),
+            ttl: 64,
+        }
+    }
+
+    pub fn tcp(&self) -> &Endpoint {
+        &self.tcp
+    }
+
+    pub fn tcp_mut(&mut self) -> &mut Endpoint {
+        &mut self.tcp
+    }
+
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// The first address of the family of `peer` (the source for connections to it).
+    pub fn addr_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        self.addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+    }
+
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    pub fn stats(&self) -> IfaceStats {
+        self.stats
+    }
+
+    fn is_ours(&self, dst: IpAddr) -> bool {
+        self.addrs.contains(&dst)
+    }
+
+    /// An IP packet arrived.
+    pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.rx_packets += 1;
+        let (ip, payload) = match IpRepr::parse(packet) {
+            Ok(p) => p,
+            Err(WireError::Unsupported) => {
+                self.stats.rx_unsupported += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.rx_malformed_ip += 1;
+                return;
+            }
+        };
+        if !self.is_ours(ip.dst()) {
+            self.stats.rx_not_ours += 1;
+            return;
+        }
+        match ip.protocol() {
+            IpProtocol::Tcp => match TcpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
+                Ok(seg) => self.tcp.handle_segment(now, ip.src(), ip.dst(), &seg),
+                Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
+                Err(_) => self.stats.rx_malformed_transport += 1,
+            },
+            IpProtocol::Icmp => self.receive_icmpv4(&ip, payload),
+            IpProtocol::Icmpv6 => self.receive_icmpv6(&ip, payload),
+            _ => self.stats.rx_unsupported += 1,
+        }
+    }
+
+    fn receive_icmpv4(&mut self, ip: &IpRepr, payload: &[u8]) {
+        match Icmpv4Repr::parse(payload) {
+            Ok(Icmpv4Repr::EchoRequest { ident, seq, data }) => {
+                let reply = Icmpv4Repr::EchoReply { ident, seq, data };
+                let len = reply.buffer_len();
+                if let Some(hdr) = IpRepr::new(ip.dst(), ip.src(), IpProtocol::Icmp, len, self.ttl)
+                {
+                    let mut out = vec![0u8; hdr.header_len() + len];
+                    hdr.emit(&mut out);
+                    reply.emit(&mut out[hdr.header_len()..]);
+                    self.queue(out);
+                    self.stats.icmp_echo_replies += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
+            Err(_) => self.stats.rx_malformed_transport += 1,
+        }
+    }
+
+    fn receive_icmpv6(&mut self, ip: &IpRepr, payload: &[u8]) {
+        let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip.src(), ip.dst()) else {
+            return;
+        };
+        match Icmpv6Repr::parse(payload, src, dst) {
+            Ok(Icmpv6Repr::EchoRequest { ident, seq, data }) => {
+                let reply = Icmpv6Repr::EchoReply { ident, seq, data };
+                let len = reply.buffer_len();
+                if let Some(hdr) =
+                    IpRepr::new(ip.dst(), ip.src(), IpProtocol::Icmpv6, len, self.ttl)
+                {
+                    let mut out = vec![0u8; hdr.header_len() + len];
+                    hdr.emit(&mut out);
+                    reply.emit(&mut out[hdr.header_len()..], dst, src);
+                    self.queue(out);
+                    self.stats.icmp_echo_replies += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
+            Err(_) => self.stats.rx_malformed_transport += 1,
+        }
+    }
+
+    fn queue(&mut self, packet: Vec<u8>) {
+        // Replies are bounded: a flood of requests cannot grow memory without end.
+        if self.queued.len() < 256 {
+            self.queued.push_back(packet);
+        }
+    }
+
+    /// Hand every packet due now to `send`, one call per packet.
+    pub fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
+        while let Some(p) = self.queued.pop_front() {
+            self.stats.tx_packets += 1;
+            send(&p);
+        }
+        while let Some(len) = self.transmit_one(now) {
+            self.stats.tx_packets += 1;
+            let (start, end) = len;
+            send(&self.scratch[start..end]);
+        }
+    }
+
+    /// Write the next TCP packet into the scratch buffer; returns its range there.
+    fn transmit_one(&mut self, now: Instant) -> Option<(usize, usize)> {
+        let Interface {
+            tcp, scratch, ttl, ..
+        } = self;
+        let t = tcp.poll_transmit(now, &mut scratch[HEADROOM..])?;
+        let ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
+        let start = HEADROOM - ip.header_len();
+        ip.emit(&mut scratch[start..HEADROOM]);
+        Some((start, HEADROOM + t.len))
+    }
+
+    /// The next deadline, if any.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.tcp.poll_timeout()
+    }
+
+    /// Run expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tcp.handle_timeout(now);
+    }
+}
+
+impl crate::sim::Node for Interface {
+    fn receive(&mut self, now: Instant, packet: &[u8]) {
+        Interface::receive(self, now, packet)
+    }
+
+    fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
+        Interface::transmit(self, now, send)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Interface::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Interface::handle_timeout(self, now)
+    }
+}
