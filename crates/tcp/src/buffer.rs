@@ -186,12 +186,13 @@ mod tests {
         r.pop(&mut sink);
         // head is now at 3000 of a 4096 storage; write past the end to force growth.
         assert_eq!(r.write_at(5000, &[7; 10]), 10);
-        assert_eq!(r.write_at(1000, &[9; 4000]), 4000);
+        // Offsets count from the end of the in-order bytes (1000 of them remain).
+        assert_eq!(r.write_at(0, &[9; 5000]), 5000);
         r.commit(5010);
         let mut out = vec![0; 6010];
         assert_eq!(r.pop(&mut out), 6010);
         assert!(out[..1000].iter().all(|&b| b == 1));
-        assert!(out[1000..5000].iter().all(|&b| b == 9));
+        assert!(out[1000..6000].iter().all(|&b| b == 9));
         assert!(out[6000..].iter().all(|&b| b == 7));
     }
 

@@ -886,9 +886,21 @@ impl Connection {
     fn on_segment_synchronized(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let f = seg.flags;
         let rst = f.contains(TcpFlags::RST);
-        let syn = f.contains(TcpFlags::SYN);
+        let mut syn = f.contains(TcpFlags::SYN);
         let fin = f.contains(TcpFlags::FIN);
-        let seq = SeqNum(seg.seq);
+        let mut seq = SeqNum(seg.seq);
+        // Simultaneous open (RFC 9293 §3.5, figure 8, line 6): the peer's SYN-ACK repeats a
+        // SYN we already hold. Its SYN is old and trimmed; the rest is an ACK of ours.
+        if self.state == State::SynReceived
+            && syn
+            && !rst
+            && f.contains(TcpFlags::ACK)
+            && seq + 1 == self.rcv_nxt
+            && SeqNum(seg.ack) == self.snd_nxt
+        {
+            syn = false;
+            seq = seq + 1;
+        }
         let seg_len = seg.payload.len() + syn as usize + fin as usize;
 
         // A retransmitted SYN while our SYN-ACK is unacknowledged: send the SYN-ACK again.
