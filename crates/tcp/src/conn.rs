@@ -160,7 +160,9 @@ pub struct Connection {
 
     /// Payload bytes per full segment we send (options already taken off).
     snd_mss: usize,
-    /// The MSS we announced.
+    /// The MSS we announce on our SYN: the MTU less the IP and TCP headers.
+    adv_mss: usize,
+    /// Payload bytes per full segment we expect from the peer (options taken off).
     rcv_mss: usize,
 
     ts_enabled: bool,
@@ -292,6 +294,7 @@ impl Connection {
                 .then(|| wscale_for(config.recv_buffer)),
             window_scaling_agreed: false,
             snd_mss,
+            adv_mss: rcv_mss,
             rcv_mss,
             ts_enabled: false,
             ts_offer: config.timestamps,
@@ -678,6 +681,11 @@ impl Connection {
         if self.error.is_none() {
             self.error = Some(e);
         }
+        // Giving up on a synchronized peer (retransmissions, user timeout, keepalive): tell it
+        // with a RST, as Linux does on a keepalive timeout, so it need not wait in turn.
+        if e == ConnectionError::TimedOut && self.state.is_synchronized() {
+            self.send_rst = true;
+        }
         self.timers.stop_all();
         self.set_state(State::Closed);
     }
@@ -722,7 +730,7 @@ impl Connection {
     /// where the peer's SYN offered them too, RFC 7323 §2.2, RFC 2018 §2).
     fn syn_options(&self, now: Instant) -> TcpOptions {
         let mut o = TcpOptions {
-            mss: Some(self.rcv_mss.min(65535) as u16),
+            mss: Some(self.adv_mss.min(65535) as u16),
             ..TcpOptions::default()
         };
         let synack = self.state == State::SynReceived;
@@ -776,8 +784,8 @@ impl Connection {
             }
         }
         let ts_len = if self.ts_enabled { 12 } else { 0 };
-        self.snd_mss = peer_mss.min(self.rcv_mss).saturating_sub(ts_len).max(1);
-        self.rcv_mss = self.rcv_mss.saturating_sub(ts_len).max(1);
+        self.snd_mss = peer_mss.min(self.adv_mss).saturating_sub(ts_len).max(1);
+        self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
         let iw = initial_window(self.snd_mss, self.iw_segments);
         // The initial window is set once the MSS is known (RFC 5681 §3.1, RFC 6928).

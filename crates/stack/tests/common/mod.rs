@@ -120,3 +120,108 @@ pub fn key(seed: u64, host: u64) -> [u8; 16] {
     k[8..].copy_from_slice(&host.to_le_bytes());
     k
 }
+
+/// A deterministic byte pattern for transfers (position-dependent, so shifts are caught).
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8 ^ seed)
+        .collect()
+}
+
+/// One side of a bulk exchange: what it still has to write, what it has read.
+pub struct Flow {
+    pub out: Vec<u8>,
+    pub sent: usize,
+    pub shut: bool,
+    pub got: Vec<u8>,
+    pub eof: bool,
+    pub error: Option<synack_tcp::ConnectionError>,
+}
+
+impl Flow {
+    pub fn new(out: Vec<u8>) -> Flow {
+        Flow {
+            out,
+            sent: 0,
+            shut: false,
+            got: Vec::new(),
+            eof: false,
+            error: None,
+        }
+    }
+
+    /// Write what fits, half-close when all is written, read what arrived.
+    pub fn pump(&mut self, ep: &mut synack_tcp::Endpoint, now: Instant, id: ConnId) {
+        let mut buf = vec![0u8; 64 * 1024];
+        ep.with_conn(now, id, |c| {
+            while self.sent < self.out.len() {
+                match c.send(&self.out[self.sent..]) {
+                    Ok(0) => break,
+                    Ok(n) => self.sent += n,
+                    Err(synack_tcp::SendError::Connection(e)) => {
+                        self.error = Some(e);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.sent == self.out.len() && !self.shut {
+                c.shutdown();
+                self.shut = true;
+            }
+            loop {
+                match c.recv(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                    Err(synack_tcp::RecvError::Finished) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Err(synack_tcp::RecvError::Connection(e)) => {
+                        self.error = Some(e);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    pub fn done(&self) -> bool {
+        (self.eof && self.shut) || self.error.is_some()
+    }
+}
+
+impl Pair {
+    /// Connect to a listener on `port` and return (client conn, server conn) once accepted.
+    pub fn open(&mut self, port: u16, limit: Duration) -> Option<(ConnId, ConnId)> {
+        let l = self.listen(port);
+        let c = self.connect(port);
+        let mut s = None;
+        let server = self.server;
+        self.run_until(limit, |p| {
+            s = p.net.host_mut(server).tcp_mut().accept(l);
+            s.is_some()
+        });
+        s.map(|s| (c, s))
+    }
+
+    /// Run both flows to completion (or `limit`), pumping the applications after every step.
+    pub fn exchange(
+        &mut self,
+        c: ConnId,
+        s: ConnId,
+        cf: &mut Flow,
+        sf: &mut Flow,
+        limit: Duration,
+    ) -> bool {
+        let (client, server) = (self.client, self.server);
+        self.run_until(limit, |p| {
+            let now = p.now();
+            cf.pump(p.net.host_mut(client).tcp_mut(), now, c);
+            sf.pump(p.net.host_mut(server).tcp_mut(), now, s);
+            p.net.flush();
+            cf.done() && sf.done()
+        })
+    }
+}
