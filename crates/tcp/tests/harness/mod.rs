@@ -230,3 +230,21 @@ pub fn time_wait(cfg: &Config) -> Connection {
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// ESTABLISHED by an active open whose SYN-ACK carried `opts`.
+pub fn established_with(cfg: &Config, opts: TcpOptions) -> Connection {
+    let mut c = syn_sent(cfg);
+    let mut synack = Seg::new(S | A, IRS, ISS + 1);
+    synack.options = opts;
+    input(&mut c, t(10), &synack);
+    assert_eq!(c.state(), State::Established);
+    let out = output(&mut c, t(10));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, A);
+    c
+}
+
+/// An ACK from the peer for `ack` (relative to ISS+1), window `win`.
+pub fn peer_ack(rel_ack: u32) -> Seg {
+    Seg::new(A, IRS + 1, ISS + 1 + rel_ack)
+}
