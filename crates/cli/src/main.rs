@@ -1,1 +1,48 @@
-fn main() {}
+//! `synack`: a userspace TCP/IP stack that shows every connection's life.
+
+mod demo;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A userspace TCP/IP stack that shows every connection's life.
+///
+/// synack makes what a TCP connection does observable: the 3-way handshake, the data and its
+/// acknowledgments, retransmissions, the 4-way close and TIME-WAIT, each drawn as a ladder of
+/// segments with both sides' states, and what each phase costs in round trips.
+#[derive(Debug, Parser)]
+#[command(name = "synack", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a connection's life on a simulated network: handshake, request, reply, close
+    #[command(long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            match demo::run(&args, &mut out) {
+                Ok(()) => {
+                    let _ = out.flush();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("synack demo: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use synack_tcp::{Config, Endpoint, Instant};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use synack_tcp::{Config, Endpoint, IcmpError, Instant};
 use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
 use synack_wire::{Error as WireError, IpProtocol, IpRepr, TcpRepr};
 
@@ -26,6 +28,8 @@ pub struct IfaceStats {
     pub rx_unsupported: u64,
     /// ICMP echo requests answered.
     pub icmp_echo_replies: u64,
+    /// ICMP errors about our TCP segments handed to the TCP endpoint.
+    pub icmp_errors: u64,
 }
 
 /// Room before the TCP segment in the scratch buffer: enough for an IPv6 header.
@@ -115,13 +119,13 @@ impl Interface {
                 Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
                 Err(_) => self.stats.rx_malformed_transport += 1,
             },
-            IpProtocol::Icmp => self.receive_icmpv4(&ip, payload),
-            IpProtocol::Icmpv6 => self.receive_icmpv6(&ip, payload),
+            IpProtocol::Icmp => self.receive_icmpv4(now, &ip, payload),
+            IpProtocol::Icmpv6 => self.receive_icmpv6(now, &ip, payload),
             _ => self.stats.rx_unsupported += 1,
         }
     }
 
-    fn receive_icmpv4(&mut self, ip: &IpRepr, payload: &[u8]) {
+    fn receive_icmpv4(&mut self, now: Instant, ip: &IpRepr, payload: &[u8]) {
         match Icmpv4Repr::parse(payload) {
             Ok(Icmpv4Repr::EchoRequest { ident, seq, data }) => {
                 let reply = Icmpv4Repr::EchoReply { ident, seq, data };
@@ -135,13 +139,43 @@ impl Interface {
                     self.stats.icmp_echo_replies += 1;
                 }
             }
+            Ok(Icmpv4Repr::DstUnreachable {
+                code,
+                next_hop_mtu,
+                invoking,
+            }) => {
+                let err = match code {
+                    Icmpv4Repr::PORT_UNREACHABLE => IcmpError::PortUnreachable,
+                    Icmpv4Repr::PROTOCOL_UNREACHABLE | 9 | 10 | 13 => IcmpError::Hard,
+                    Icmpv4Repr::FRAG_NEEDED => IcmpError::PacketTooBig {
+                        mtu: u32::from(next_hop_mtu),
+                    },
+                    _ => IcmpError::Soft,
+                };
+                self.icmp_to_tcp(now, err, invoking);
+            }
+            Ok(Icmpv4Repr::TimeExceeded { invoking, .. }) => {
+                self.icmp_to_tcp(now, IcmpError::Soft, invoking)
+            }
             Ok(_) => {}
             Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
             Err(_) => self.stats.rx_malformed_transport += 1,
         }
     }
 
-    fn receive_icmpv6(&mut self, ip: &IpRepr, payload: &[u8]) {
+    /// Hand an ICMP error to the TCP connection whose segment it quotes.
+    fn icmp_to_tcp(&mut self, now: Instant, err: IcmpError, invoking: &[u8]) {
+        let Some((local, remote, seq)) = quoted_tcp(invoking) else {
+            return;
+        };
+        if !self.is_ours(local.ip()) {
+            return;
+        }
+        self.stats.icmp_errors += 1;
+        self.tcp.handle_icmp_error(now, local, remote, err, seq);
+    }
+
+    fn receive_icmpv6(&mut self, now: Instant, ip: &IpRepr, payload: &[u8]) {
         let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip.src(), ip.dst()) else {
             return;
         };
@@ -158,6 +192,20 @@ impl Interface {
                     self.queue(out);
                     self.stats.icmp_echo_replies += 1;
                 }
+            }
+            Ok(Icmpv6Repr::DstUnreachable { code, invoking }) => {
+                let err = match code {
+                    Icmpv6Repr::PORT_UNREACHABLE => IcmpError::PortUnreachable,
+                    Icmpv6Repr::ADMIN_PROHIBITED => IcmpError::Hard,
+                    _ => IcmpError::Soft,
+                };
+                self.icmp_to_tcp(now, err, invoking);
+            }
+            Ok(Icmpv6Repr::PacketTooBig { mtu, invoking }) => {
+                self.icmp_to_tcp(now, IcmpError::PacketTooBig { mtu }, invoking)
+            }
+            Ok(Icmpv6Repr::TimeExceeded { invoking, .. }) => {
+                self.icmp_to_tcp(now, IcmpError::Soft, invoking)
             }
             Ok(_) => {}
             Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
@@ -224,4 +272,44 @@ impl crate::sim::Node for Interface {
     fn handle_timeout(&mut self, now: Instant) {
         Interface::handle_timeout(self, now)
     }
+}
+
+/// The addresses, ports and sequence number of the TCP segment an ICMP error quotes: its IP
+/// header and at least 8 bytes of TCP (RFC 792), which is usually all there is, so this reads
+/// the fields directly rather than parsing a whole packet.
+fn quoted_tcp(invoking: &[u8]) -> Option<(SocketAddr, SocketAddr, u32)> {
+    let version = invoking.first()? >> 4;
+    let (src, dst, proto, tcp): (IpAddr, IpAddr, u8, &[u8]) = match version {
+        4 => {
+            let ihl = usize::from(invoking[0] & 0x0f) * 4;
+            let h = invoking.get(..20)?;
+            let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+            let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            (src.into(), dst.into(), h[9], invoking.get(ihl.max(20)..)?)
+        }
+        6 => {
+            let h = invoking.get(..40)?;
+            let src: [u8; 16] = h[8..24].try_into().ok()?;
+            let dst: [u8; 16] = h[24..40].try_into().ok()?;
+            (
+                Ipv6Addr::from(src).into(),
+                Ipv6Addr::from(dst).into(),
+                h[6],
+                &invoking[40..],
+            )
+        }
+        _ => return None,
+    };
+    if proto != 6 {
+        return None;
+    }
+    let t = tcp.get(..8)?;
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    Some((
+        SocketAddr::new(src, sport),
+        SocketAddr::new(dst, dport),
+        seq,
+    ))
 }

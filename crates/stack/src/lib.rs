@@ -6,7 +6,10 @@
 //! - [`ladder`]: the trace rendered as a ladder diagram.
 
 pub mod iface;
+pub mod ladder;
+pub mod net;
 pub mod pcap;
 pub mod sim;
+pub mod tun;
 
 pub use iface::{IfaceStats, Interface};

@@ -88,8 +88,9 @@ impl CongestionControl for NewReno {
 
     fn on_ack(&mut self, _now: Instant, acked: usize, _flight: usize, _rtt: Option<Duration>) {
         if self.cwnd < self.ssthresh {
-            // Slow start with appropriate byte counting, L = 2*SMSS (RFC 3465 §2.2).
-            self.cwnd += acked.min(2 * self.mss);
+            // Slow start, counting bytes acknowledged (RFC 3465). Without RFC 3465's L limit,
+            // as Linux does: a stretch ACK for a whole flight still doubles the window.
+            self.cwnd = (self.cwnd + acked).min(self.ssthresh.max(self.cwnd + self.mss));
         } else {
             // Congestion avoidance: one SMSS per cwnd of data acknowledged (RFC 5681 §3.1).
             self.acked_ca += acked;

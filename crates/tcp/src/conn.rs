@@ -160,6 +160,9 @@ pub struct Connection {
 
     /// Payload bytes per full segment we send (options already taken off).
     snd_mss: usize,
+    /// Bytes of TCP options and payload a segment may carry: the peer's MSS, bounded by our MTU
+    /// and the path MTU (RFC 9293 §3.7.1: the options of each segment come out of it).
+    seg_budget: usize,
     /// The MSS we announce on our SYN: the MTU less the IP and TCP headers.
     adv_mss: usize,
     /// Payload bytes per full segment we expect from the peer (options taken off).
@@ -212,6 +215,13 @@ pub struct Connection {
 
     ack_due: AckDue,
     bytes_unacked: usize,
+    /// The peer's segment size as seen: the largest payload received (Linux's `rcv_mss`
+    /// estimate), for "acknowledge at least every second full-sized segment".
+    rcv_mss_seen: usize,
+    /// The application read since the last ACK: a window update may be due.
+    read_since_ack: bool,
+    /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
+    snd_sml: SeqNum,
     /// A reset to send, and then the TCB is gone.
     send_rst: bool,
     /// A reply to an unacceptable segment that is not ours to answer with the TCB's numbers
@@ -221,6 +231,9 @@ pub struct Connection {
     probe_due: bool,
 
     error: Option<ConnectionError>,
+    /// The last soft error an ICMP message reported (RFC 5927 §4, RFC 1122 §4.2.3.9): reported
+    /// instead of `TimedOut` if the connection later gives up.
+    soft_error: Option<ConnectionError>,
     events: VecDeque<Event>,
 
     nagle: bool,
@@ -294,6 +307,7 @@ impl Connection {
                 .then(|| wscale_for(config.recv_buffer)),
             window_scaling_agreed: false,
             snd_mss,
+            seg_budget: snd_mss,
             adv_mss: rcv_mss,
             rcv_mss,
             ts_enabled: false,
@@ -329,10 +343,14 @@ impl Connection {
             high_rxt: iss,
             ack_due: AckDue::None,
             bytes_unacked: 0,
+            rcv_mss_seen: 536,
+            read_since_ack: false,
+            snd_sml: iss,
             send_rst: false,
             rst_reply: None,
             probe_due: false,
             error: None,
+            soft_error: None,
             events: VecDeque::new(),
             nagle: config.nagle,
             delayed_ack: config.delayed_ack,
@@ -374,7 +392,8 @@ impl Connection {
     ) -> Connection {
         let mut c = Connection::new(config, tuple, iss, ts_offset, now);
         c.passive = true;
-        c.set_state(State::Listen);
+        // The listener was in LISTEN; the new TCB is born there (no event for it).
+        c.state = State::Listen;
         c.irs = SeqNum(syn.seq);
         c.rcv_nxt = c.irs + 1;
         c.negotiate(&syn.options);
@@ -538,10 +557,10 @@ impl Connection {
     /// stream.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if !self.recv_buf.is_empty() {
-            let before = self.rcv_window();
-            let n = self.recv_buf.pop(buf);
-            self.after_read(before);
-            return Ok(n);
+            // A window update, if reading opened enough room, goes out with the next
+            // `poll_transmit` (see `window_update_due`).
+            self.read_since_ack = true;
+            return Ok(self.recv_buf.pop(buf));
         }
         if let Some(e) = self.error {
             return Err(RecvError::Connection(e));
@@ -561,21 +580,6 @@ impl Connection {
     /// Copy received bytes without consuming them.
     pub fn peek(&self, buf: &mut [u8]) -> usize {
         self.recv_buf.copy_out(0, buf)
-    }
-
-    /// Open the window once the reader has made enough room (receiver-side silly window
-    /// avoidance, RFC 9293 §3.8.6.2.2): an update is owed when the right edge can move by
-    /// `min(RCV.BUFF/2, 2*MSS)`.
-    fn after_read(&mut self, _before: usize) {
-        if !self.state.may_receive() || self.fin_received {
-            return;
-        }
-        let advertised = self.rcv_adv.since(self.rcv_nxt);
-        let now_possible = self.recv_buf.free();
-        let threshold = (self.recv_buf.capacity() / 2).min(2 * self.rcv_mss).max(1);
-        if now_possible >= advertised + threshold && self.ack_due < AckDue::Now {
-            self.ack_due = AckDue::Now;
-        }
     }
 
     /// Shut the write side (a half-close): queue a FIN behind the data (RFC 9293 §3.10.4).
@@ -678,12 +682,18 @@ impl Connection {
     }
 
     fn fail(&mut self, e: ConnectionError) {
+        let e = match (e, self.soft_error) {
+            (ConnectionError::TimedOut, Some(soft)) => soft,
+            _ => e,
+        };
         if self.error.is_none() {
             self.error = Some(e);
         }
         // Giving up on a synchronized peer (retransmissions, user timeout, keepalive): tell it
         // with a RST, as Linux does on a keepalive timeout, so it need not wait in turn.
-        if e == ConnectionError::TimedOut && self.state.is_synchronized() {
+        if matches!(e, ConnectionError::TimedOut | ConnectionError::Unreachable)
+            && self.state.is_synchronized()
+        {
             self.send_rst = true;
         }
         self.timers.stop_all();
@@ -784,7 +794,8 @@ impl Connection {
             }
         }
         let ts_len = if self.ts_enabled { 12 } else { 0 };
-        self.snd_mss = peer_mss.min(self.adv_mss).saturating_sub(ts_len).max(1);
+        self.seg_budget = peer_mss.min(self.adv_mss);
+        self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
         let iw = initial_window(self.snd_mss, self.iw_segments);
@@ -907,7 +918,7 @@ impl Connection {
             && SeqNum(seg.ack) == self.snd_nxt
         {
             syn = false;
-            seq = seq + 1;
+            seq += 1;
         }
         let seg_len = seg.payload.len() + syn as usize + fin as usize;
 
@@ -1280,7 +1291,10 @@ impl Connection {
             self.recv_buf.commit(n);
             self.rcv_nxt += n;
             self.bytes_unacked += n;
-            if self.bytes_unacked >= 2 * self.rcv_mss || n < data.len() {
+            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
+            // sized as the peer sends them; and at once if not everything fit.
+            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -1328,6 +1342,56 @@ impl Connection {
                 self.timers.set(Timer::Keepalive, now + k.idle)
             }
             _ => self.timers.stop(Timer::Keepalive),
+        }
+    }
+}
+
+/// What an ICMP error says about a connection's path (RFC 5927, RFC 1122 §4.2.3.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpError {
+    /// Port unreachable: nothing listens there.
+    PortUnreachable,
+    /// Protocol unreachable or administratively prohibited: a hard error.
+    Hard,
+    /// Network or host unreachable, time exceeded: a soft error, the path may recover.
+    Soft,
+    /// The packet was too big for a link (RFC 1191, RFC 8201): the path MTU.
+    PacketTooBig { mtu: u32 },
+}
+
+impl Connection {
+    /// An ICMP error quoting one of our segments whose sequence number was `seq`.
+    ///
+    /// RFC 5927 §4.1: the quoted sequence number must lie in `[SND.UNA, SND.MAX)`, or the
+    /// message is ignored (it may be forged). A hard error aborts only an opening connection;
+    /// in synchronized states errors are soft (RFC 5461) and only change the error a later
+    /// timeout reports. Packet Too Big lowers the MSS and resends (RFC 1191 §6.3).
+    pub fn handle_icmp_error(&mut self, _now: Instant, err: IcmpError, seq: u32) {
+        let seq = SeqNum(seq);
+        if !(seq.ge(self.snd_una) && seq.lt(self.snd_max.max(self.snd_una + 1))) {
+            return;
+        }
+        let opening = matches!(self.state, State::SynSent | State::SynReceived);
+        match err {
+            IcmpError::PortUnreachable if opening => self.fail(ConnectionError::Refused),
+            IcmpError::Hard if opening => self.fail(ConnectionError::Unreachable),
+            IcmpError::PortUnreachable | IcmpError::Hard | IcmpError::Soft => {
+                self.soft_error = Some(ConnectionError::Unreachable)
+            }
+            IcmpError::PacketTooBig { mtu } => {
+                let ipv6 = self.tuple.local.is_ipv6();
+                let floor = if ipv6 { 1280 } else { 576 };
+                let ts = if self.ts_enabled { 12 } else { 0 };
+                let budget = mss_for_mtu((mtu as usize).max(floor), ipv6);
+                if budget < self.seg_budget {
+                    self.seg_budget = budget;
+                    self.snd_mss = budget.saturating_sub(ts).max(1);
+                    self.cc.set_mss(self.snd_mss);
+                    // Resend what is outstanding in segments that fit.
+                    self.snd_nxt = self.snd_una;
+                    self.rtt_timed = None;
+                }
+            }
         }
     }
 }
@@ -1526,9 +1590,7 @@ impl Connection {
     }
 
     fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        // Room for payload after the largest header we may write.
-        let room = buf.len().saturating_sub(60);
-        if let Some(p) = self.plan(room) {
+        if let Some(p) = self.plan(self.payload_room(buf.len())) {
             let mut flags = TcpFlags::ACK;
             if p.fin {
                 flags |= TcpFlags::FIN;
@@ -1538,7 +1600,11 @@ impl Connection {
                 flags |= TcpFlags::PSH;
             }
             let offset = p.seq.since(self.send_buf_seq);
+            let full = self.payload_room(buf.len());
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
+            if p.len < full {
+                self.snd_sml = self.snd_sml.max(p.seq + p.len);
+            }
             let end = p.seq + p.len + p.fin as usize;
             match p.retransmit {
                 Some(cause) => {
@@ -1596,14 +1662,38 @@ impl Connection {
         None
     }
 
-    /// Whether reading has opened the window enough that the peer should hear of it.
+    /// Payload bytes the next data segment can carry: the segment budget less this segment's
+    /// options (timestamps, and SACK blocks while we hold out-of-order data), within `buf_len`.
+    fn payload_room(&self, buf_len: usize) -> usize {
+        let mut opts = if self.ts_enabled { 12 } else { 0 };
+        if self.sack_enabled && !self.assembler.is_empty() {
+            let max_blocks = if self.ts_enabled { 3 } else { 4 };
+            let n = self.assembler.ranges().count().min(max_blocks);
+            opts += 4 + 8 * n;
+        }
+        self.seg_budget
+            .min(buf_len.saturating_sub(20))
+            .saturating_sub(opts)
+    }
+
+    /// Whether reading has opened the window enough that the peer should hear of it: once the
+    /// window still advertised has fallen to half of the largest we can offer, and the window
+    /// now possible is at least twice it (receiver-side SWS avoidance, RFC 9293 §3.8.6.2.2, in
+    /// the form Linux uses, so no update goes out while the window is mostly open).
     fn window_update_due(&self) -> bool {
-        if !self.state.may_receive() || self.fin_received {
+        if !self.read_since_ack || !self.state.may_receive() || self.fin_received {
             return false;
         }
         let advertised = self.rcv_adv.since(self.rcv_nxt);
-        let threshold = (self.recv_buf.capacity() / 2).min(2 * self.rcv_mss).max(1);
-        self.rcv_window() >= advertised + threshold && advertised < self.recv_buf.capacity() / 2
+        let clamp = self.recv_buf.capacity().min(65535 << self.rcv_wscale);
+        let possible = self.max_advertisable();
+        2 * advertised <= clamp && possible >= (2 * advertised).max(self.rcv_mss)
+    }
+
+    /// The largest window the window field can carry now: the free buffer, capped by
+    /// 65535 << scale (RFC 7323 §2.3).
+    fn max_advertisable(&self) -> usize {
+        self.rcv_window().min(65535 << self.rcv_wscale)
     }
 
     /// Decide the next segment that carries data or a FIN, if any may go now.
@@ -1670,17 +1760,22 @@ impl Connection {
             return None;
         }
         let resend = seq.lt(self.snd_max);
-        if len > 0 && !resend {
-            // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1, §3.7.4):
-            // a full segment; or everything queued when nothing is in flight (or Nagle is off);
-            // or half the largest window the peer ever offered.
-            let full = len == self.snd_mss.min(mss);
+        if len > 0 {
+            // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1, §3.7.4), for
+            // new data and for data sent again alike: a full segment; or everything queued
+            // when nothing is in flight (or Nagle is off, or a FIN goes with it); or half the
+            // largest window the peer ever offered; or, with nothing in flight, all the
+            // peer's window allows. Never a sliver that only the congestion window cut short.
+            let full = len >= mss;
             let all = seq + len == data_end;
-            let nothing_in_flight = self.snd_nxt == self.snd_una;
+            let nothing_in_flight = in_flight == 0;
             let half_window = self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2;
-            let fin_with_it = fin_allowed;
-            if !(full || half_window || (all && (!self.nagle || nothing_in_flight || fin_with_it)))
-            {
+            let whole_rwnd = nothing_in_flight && len == by_rwnd;
+            // Minshall's Nagle (as Linux): a short tail waits only while an earlier short
+            // segment is unacknowledged.
+            let small_in_flight = self.snd_sml.gt(self.snd_una);
+            let tail = all && (!self.nagle || !small_in_flight || fin_allowed || resend);
+            if !(full || half_window || whole_rwnd || tail) {
                 return None;
             }
         }
@@ -1807,6 +1902,7 @@ impl Connection {
             self.last_ack_sent = self.rcv_nxt;
             self.ack_due = AckDue::None;
             self.bytes_unacked = 0;
+            self.read_since_ack = false;
             self.timers.stop(Timer::DelayedAck);
             if edge.gt(self.rcv_adv) || syn {
                 self.rcv_adv = edge;

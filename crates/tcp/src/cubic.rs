@@ -69,7 +69,7 @@ impl CongestionControl for Cubic {
             self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         }
         if self.cwnd < self.ssthresh {
-            self.cwnd += acked.min(2 * self.mss);
+            self.cwnd = (self.cwnd + acked).min(self.ssthresh.max(self.cwnd + self.mss));
             return;
         }
         let epoch = *self.epoch.get_or_insert_with(|| {

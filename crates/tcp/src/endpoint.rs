@@ -581,6 +581,26 @@ impl Endpoint {
         }
     }
 
+    /// An ICMP error quoting a segment from `local` to `remote` with sequence number `seq`.
+    pub fn handle_icmp_error(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        err: crate::conn::IcmpError,
+        seq: u32,
+    ) {
+        let tuple = FourTuple { local, remote };
+        let Some(&id) = self.by_tuple.get(&tuple) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+            c.handle_icmp_error(now, err, seq);
+        }
+        self.after(now, id);
+    }
+
     /// Run expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {

@@ -24,7 +24,7 @@ pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
 pub use config::{Config, Keepalive};
-pub use conn::{Connection, Event, RetransmitCause};
+pub use conn::{Connection, Event, IcmpError, RetransmitCause};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
 pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};

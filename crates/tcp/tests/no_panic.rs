@@ -204,7 +204,7 @@ proptest! {
         let l = ep.listen(server, 2).unwrap();
         let mut now = Instant::ZERO;
         let mut buf = vec![0u8; 2000];
-        let payload = vec![1u8; 200];
+        let payload = [1u8; 200];
         for (flags, seq, ack, win, len, opts, port, sport) in segs {
             let repr = TcpRepr {
                 src_port: sport,

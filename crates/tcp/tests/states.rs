@@ -557,3 +557,19 @@ fn out_of_order_fin_waits_for_the_data_before_it() {
     assert_eq!(&buf[..n], b"abcdef");
     assert_eq!(c.recv(&mut buf), Err(RecvError::Finished));
 }
+
+#[test]
+fn a_peer_without_window_scaling_gets_one_ack_not_a_stream_of_updates() {
+    // Regression: with a 1 MiB buffer and no window scaling the field caps at 65535; that cap
+    // must not look like a window worth updating forever.
+    let cfg = Config {
+        recv_buffer: 1 << 20,
+        ..Config::default()
+    };
+    let mut c = syn_sent(&cfg);
+    input(&mut c, t(10), &Seg::new(S | A, IRS, ISS + 1));
+    let out = output(&mut c, t(10));
+    assert_eq!(keys(&out), vec![(A, ISS + 1, IRS + 1, 0)]);
+    assert_eq!(out[0].win, 65535);
+    assert!(output(&mut c, t(11)).is_empty());
+}

@@ -1,0 +1,409 @@
+//! `synack demo`, run as a user would: its ladder, its phase table, its determinism, its
+//! capture (checked with tshark when installed) and its behaviour under loss.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use synack_stack::pcap::PcapReader;
+use synack_wire::{IpProtocol, IpRepr, TcpRepr};
+
+fn synack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(args)
+        .output()
+        .expect("run synack")
+}
+
+/// Runs `synack demo ARGS`, asserts success, returns stdout.
+fn demo(args: &[&str]) -> String {
+    let mut all = vec!["demo"];
+    all.extend_from_slice(args);
+    let out = synack(&all);
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "synack {all:?} failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    stdout
+}
+
+/// Index of the first line at or after `from` containing `needle`.
+fn find(lines: &[&str], from: usize, needle: &str) -> usize {
+    lines[from..]
+        .iter()
+        .position(|l| l.contains(needle))
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("no line containing {needle:?} after line {from}"))
+}
+
+/// The cells of the phase-table row starting with `name`: `[from, to, ms, RTTs]`.
+fn phase<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .unwrap_or_else(|| panic!("no phase row {name:?} in\n{out}"));
+    let cells: Vec<&str> = line[line.find(name).unwrap() + name.len()..]
+        .split_whitespace()
+        .collect();
+    assert_eq!(cells.len(), 4, "{line}");
+    cells
+}
+
+/// The number after `label` in `line` (`"... 10 in all"` → `label = " in all"` reads backwards).
+fn total_segments(out: &str) -> usize {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("segments:"))
+        .expect("segments line");
+    let before = line.strip_suffix(" in all").expect("ends with 'in all'");
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("synack-demo-{}-{name}", std::process::id()))
+}
+
+/// tshark's path, or `None` (skipping with a message) when it is not installed and CI is not
+/// set; with CI=true a missing tshark fails the test.
+fn tshark(test: &str) -> Option<&'static str> {
+    match Command::new("tshark").arg("--version").output() {
+        Ok(o) if o.status.success() => Some("tshark"),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: tshark is not installed, and CI=true requires it");
+            }
+            eprintln!("skipping the tshark part of {test}: tshark is not installed");
+            None
+        }
+    }
+}
+
+/// Runs tshark on `file` with IP and TCP checksum validation on; returns stdout.
+fn run_tshark(bin: &str, file: &Path, extra: &[&str]) -> String {
+    let out = Command::new(bin)
+        .arg("-r")
+        .arg(file)
+        .args([
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+        ])
+        .args(extra)
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tshark's expert summary must show no malformed packet and no bad checksum.
+fn assert_tshark_clean(bin: &str, file: &Path) {
+    let expert = run_tshark(bin, file, &["-q", "-z", "expert"]);
+    assert!(!expert.contains("Malformed"), "{expert}");
+    assert!(!expert.contains("Bad checksum"), "{expert}");
+}
+
+#[test]
+fn demo_draws_handshake_exchange_and_close_with_states_and_phases() {
+    let out = demo(&["--rtt", "80ms"]);
+    let lines: Vec<&str> = out.lines().collect();
+    // The 3-way handshake, in order.
+    let syn = find(&lines, 0, "client --> server : SYN, seq=0,");
+    let synack = find(&lines, syn, "server --> client : SYN-ACK, seq=0, ack=1,");
+    let ack = find(&lines, synack, "client --> server : ACK, seq=1, ack=1,");
+    // The request and the reply.
+    let req = find(
+        &lines,
+        ack,
+        "client --> server : PSH-ACK, seq=1, ack=1, len=",
+    );
+    let reply = find(&lines, req, "server --> client : PSH-ACK, seq=1,");
+    // The 4-way close: the client's FIN, the server's, the last ACK.
+    let fin1 = find(&lines, reply, "client --> server : FIN-ACK");
+    let fin2 = find(&lines, fin1, "server --> client : FIN-ACK");
+    find(&lines, fin2, "client --> server : ACK");
+    // Each side's states, beside it.
+    for (who, states) in [
+        (
+            "client",
+            &[
+                "CLOSED -> SYN-SENT",
+                "SYN-SENT -> ESTABLISHED",
+                "ESTABLISHED -> FIN-WAIT-1",
+                "FIN-WAIT-1 -> FIN-WAIT-2",
+                "FIN-WAIT-2 -> TIME-WAIT",
+                "TIME-WAIT -> CLOSED",
+            ][..],
+        ),
+        (
+            "server",
+            &[
+                "LISTEN -> SYN-RECEIVED",
+                "SYN-RECEIVED -> ESTABLISHED",
+                "ESTABLISHED -> CLOSE-WAIT",
+                "CLOSE-WAIT -> LAST-ACK",
+                "LAST-ACK -> CLOSED",
+            ][..],
+        ),
+    ] {
+        let mut at = 0;
+        for s in states {
+            at = find(&lines, at, &format!("{who}   {s}"));
+        }
+    }
+    // The handshake takes exactly one round trip, and so does the request.
+    assert_eq!(
+        phase(&out, "handshake (SYN -> ESTABLISHED)"),
+        ["0.000000", "0.080000", "80.000", "1.00"]
+    );
+    assert_eq!(
+        phase(&out, "request -> first reply byte"),
+        ["0.080000", "0.160000", "80.000", "1.00"]
+    );
+    // 1 KiB fits in one segment.
+    assert_eq!(
+        phase(&out, "reply transfer (first -> last byte)")[2..],
+        ["0.000", "0.00"]
+    );
+    // FIN, FIN + ACK back, last ACK: one and a half round trips.
+    assert_eq!(
+        phase(&out, "close (first FIN -> both closed)")[2..],
+        ["120.000", "1.50"]
+    );
+    assert_eq!(
+        phase(&out, "total (SYN -> both closed)")[2..],
+        ["280.000", "3.50"]
+    );
+    assert!(out.contains("handshakes:  1; retransmitted segments: 0; lost or dropped: 0"));
+    assert!(out.contains("1 KiB body, checked byte for byte"));
+    assert!(out.contains("TIME-WAIT:   client from 0.240000 until 60.240000 (2*MSL = 60s)"));
+    assert_eq!(total_segments(&out), 10);
+}
+
+#[test]
+fn same_seed_same_output_and_the_rtt_moves_the_times() {
+    let a = demo(&["--rtt", "80ms", "--seed", "5"]);
+    let b = demo(&["--rtt", "80ms", "--seed", "5"]);
+    assert_eq!(a, b);
+    let c = demo(&["--rtt", "30ms", "--seed", "5"]);
+    assert_ne!(a, c);
+    assert_eq!(
+        phase(&c, "handshake (SYN -> ESTABLISHED)"),
+        ["0.000000", "0.030000", "30.000", "1.00"]
+    );
+    assert!(c.contains("  0.015000"), "{c}");
+    // The seed picks ISNs: absolute numbering shows it.
+    let abs5 = demo(&["--seed", "5", "--absolute"]);
+    let abs6 = demo(&["--seed", "6", "--absolute"]);
+    let syn = |o: &str| {
+        o.lines()
+            .find(|l| l.contains(": SYN, "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(syn(&abs5), syn(&abs6));
+    assert!(!syn(&abs5).contains("seq=0,"), "{}", syn(&abs5));
+}
+
+#[test]
+fn a_mebibyte_is_folded_and_checked() {
+    let out = demo(&["--bytes", "1MiB"]);
+    let fold: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" data segments, "))
+        .collect();
+    assert_eq!(fold.len(), 1, "{out}");
+    // 1 MiB of body after a 44-byte head: relative sequence numbers 1..1048621.
+    assert!(
+        fold[0].contains("server --> client : ") && fold[0].contains(", seq=1..1048621 (1.00 MiB)"),
+        "{}",
+        fold[0]
+    );
+    assert!(out.contains("reply 1048620 B (44 B head + 1 MiB body, checked byte for byte)"));
+    // Unfolded, each data segment has its own line.
+    let flat = demo(&["--bytes", "1MiB", "--no-fold"]);
+    assert!(!flat.contains(" data segments, "));
+    let data_lines = flat
+        .lines()
+        .filter(|l| l.contains("server --> client : ") && l.contains(", len="))
+        .count();
+    let n: usize = fold[0]
+        .split(" : ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(data_lines, n);
+}
+
+#[test]
+fn the_capture_has_every_packet_once_and_tshark_accepts_it() {
+    let file = temp("plain.pcap");
+    let out = demo(&["--bytes", "64KiB", "--pcap", file.to_str().unwrap()]);
+    let data = std::fs::read(&file).expect("the capture was written");
+    let _ = std::fs::remove_file(&file);
+    let packets = PcapReader::read_all(&data).expect("a valid pcap");
+    // Without impairments the client sees every segment: each once, as sent or received.
+    assert_eq!(packets.len(), total_segments(&out));
+    assert!(out.contains(&format!("capture:     {} packets", packets.len())));
+    let mut seen = HashSet::new();
+    for (_, p) in &packets {
+        assert!(seen.insert(p.clone()), "a packet appears twice");
+        let (ip, payload) = IpRepr::parse(p).expect("a valid IP packet");
+        assert_eq!(ip.protocol(), IpProtocol::Tcp);
+        TcpRepr::parse(payload, Some((ip.src(), ip.dst())))
+            .expect("a valid TCP segment with a good checksum");
+    }
+    if let Some(bin) = tshark("the_capture_has_every_packet_once_and_tshark_accepts_it") {
+        let file = temp("plain-tshark.pcap");
+        demo(&["--bytes", "64KiB", "--pcap", file.to_str().unwrap()]);
+        let frames = run_tshark(bin, &file, &["-T", "fields", "-e", "frame.number"]);
+        assert_eq!(frames.lines().count(), packets.len());
+        assert_tshark_clean(bin, &file);
+        let retx = run_tshark(
+            bin,
+            &file,
+            &[
+                "-Y",
+                "tcp.analysis.retransmission || tcp.analysis.fast_retransmission",
+            ],
+        );
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(retx.trim(), "", "no retransmissions on a perfect path");
+    }
+}
+
+#[test]
+fn five_percent_loss_still_delivers_every_byte() {
+    let file = temp("loss.pcap");
+    let out = demo(&[
+        "--loss",
+        "5%",
+        "--bytes",
+        "1MiB",
+        "--pcap",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.contains("impairments: loss 5%"));
+    assert!(out.contains("reply 1048620 B (44 B head + 1 MiB body, checked byte for byte)"));
+    // The ladder shows the retransmissions: counted on folded lines, marked on drawn ones.
+    let retransmitted: usize = out
+        .lines()
+        .filter_map(|l| {
+            let i = l.find(" retransmitted")?;
+            l[..i].rsplit(' ').next()?.parse::<usize>().ok()
+        })
+        .sum::<usize>()
+        + out.matches("(retransmission)").count();
+    assert!(retransmitted > 0, "{out}");
+    assert!(!out.contains("retransmitted segments: 0;"), "{out}");
+    if let Some(bin) = tshark("five_percent_loss_still_delivers_every_byte") {
+        assert_tshark_clean(bin, &file);
+        let retx = run_tshark(
+            bin,
+            &file,
+            &[
+                "-Y",
+                "tcp.analysis.retransmission || tcp.analysis.fast_retransmission",
+            ],
+        );
+        assert!(retx.lines().count() > 0, "tshark sees no retransmission");
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn other_impairments_complete_and_are_listed() {
+    let out = demo(&[
+        "--reorder",
+        "--duplicate",
+        "1%",
+        "--corrupt",
+        "1%",
+        "--jitter",
+        "5ms",
+        "--bandwidth",
+        "10mbit",
+        "--queue",
+        "64KiB",
+        "--bytes",
+        "256KiB",
+    ]);
+    assert!(
+        out.contains(
+            "impairments: reorder 1%, duplicate 1%, corrupt 1%, jitter 5ms, bandwidth 10mbit, \
+             queue 64 KiB"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("256 KiB body, checked byte for byte"));
+}
+
+#[test]
+fn bad_flags_and_failures_exit_with_an_error() {
+    // Rejected by the parser.
+    let o = synack(&["demo", "--rtt", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--rtt"));
+    let o = synack(&["demo", "--loss", "150%"]);
+    assert_eq!(o.status.code(), Some(2));
+    // Inconsistent.
+    let o = synack(&["demo", "--queue", "64KiB"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --bandwidth"));
+    // Out of virtual time.
+    let o = synack(&["demo", "--time-limit", "60ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gave up after 60ms"));
+    // Nothing gets through: the connect times out after its SYN retries.
+    let o = synack(&["demo", "--loss", "100%"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("connect failed: connection timed out"),
+        "{err}"
+    );
+    // The capture cannot be created.
+    let o = synack(&["demo", "--pcap", "/nonexistent-dir/x.pcap"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("creating the capture"));
+}
+
+#[test]
+fn help_reads_well() {
+    let o = synack(&["--help"]);
+    assert!(o.status.success());
+    let h = String::from_utf8_lossy(&o.stdout);
+    assert!(h.contains("demo  Show a connection's life on a simulated network"));
+    let o = synack(&["demo", "--help"]);
+    assert!(o.status.success());
+    let h = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--rtt <DURATION>",
+        "--seed <N>",
+        "--bytes <SIZE>",
+        "--pcap <FILE>",
+        "--absolute",
+        "--loss <PERCENT>",
+        "--reorder [<PERCENT>]",
+        "--duplicate <PERCENT>",
+        "--corrupt <PERCENT>",
+        "--jitter <DURATION>",
+        "--bandwidth <RATE>",
+        "--queue <SIZE>",
+        "Examples:",
+    ] {
+        assert!(h.contains(flag), "{flag} missing from:\n{h}");
+    }
+}

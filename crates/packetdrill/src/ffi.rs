@@ -1,0 +1,885 @@
+//! The C ABI: `struct packetdrill_interface` and the functions it points to.
+//!
+//! Every function returns what the POSIX call would (a descriptor, a byte count, 0, or -1 with
+//! the calling thread's `errno` set). None lets a panic unwind into C: a panic becomes -1 with
+//! `EIO`. `userdata` is an `Arc<Shim>`; each call holds its own reference for its duration, so
+//! `free` while another thread is blocked in a call is safe (that call returns -1 / `EIO`).
+
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use libc::{
+    c_int, c_long, c_longlong, c_uint, c_ulong, epoll_event, iovec, loff_t, msghdr, nfds_t, pollfd,
+    size_t, sockaddr, socklen_t, ssize_t, timeval, useconds_t,
+};
+
+use crate::flags::ShimConfig;
+use crate::shim::{Errno, OptIn, OptValue, Shim, SysResult};
+use crate::sockaddr as sa;
+
+/// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
+/// ABI. `fcntl` and `ioctl` are variadic in C, and are declared so here.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::type_complexity)]
+pub struct PacketdrillInterface {
+    pub userdata: *mut c_void,
+    pub free: Option<unsafe extern "C" fn(*mut c_void)>,
+    pub socket: Option<unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int) -> c_int>,
+    pub bind: Option<unsafe extern "C" fn(*mut c_void, c_int, *const sockaddr, socklen_t) -> c_int>,
+    pub listen: Option<unsafe extern "C" fn(*mut c_void, c_int, c_int) -> c_int>,
+    pub accept:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, *mut sockaddr, *mut socklen_t) -> c_int>,
+    pub connect:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, *const sockaddr, socklen_t) -> c_int>,
+    pub read: Option<unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t) -> ssize_t>,
+    pub readv: Option<unsafe extern "C" fn(*mut c_void, c_int, *const iovec, c_int) -> ssize_t>,
+    pub recv:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t, c_int) -> ssize_t>,
+    pub recvfrom: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            c_int,
+            *mut c_void,
+            size_t,
+            c_int,
+            *mut sockaddr,
+            *mut socklen_t,
+        ) -> ssize_t,
+    >,
+    pub recvmsg: Option<unsafe extern "C" fn(*mut c_void, c_int, *mut msghdr, c_int) -> ssize_t>,
+    pub write: Option<unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t) -> ssize_t>,
+    pub writev: Option<unsafe extern "C" fn(*mut c_void, c_int, *const iovec, c_int) -> ssize_t>,
+    pub send:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t, c_int) -> ssize_t>,
+    pub sendto: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            c_int,
+            *const c_void,
+            size_t,
+            c_int,
+            *const sockaddr,
+            socklen_t,
+        ) -> ssize_t,
+    >,
+    pub sendmsg: Option<unsafe extern "C" fn(*mut c_void, c_int, *const msghdr, c_int) -> ssize_t>,
+    pub fcntl: Option<unsafe extern "C" fn(*mut c_void, c_int, c_int, ...) -> c_int>,
+    pub ioctl: Option<unsafe extern "C" fn(*mut c_void, c_int, c_ulong, ...) -> c_int>,
+    pub close: Option<unsafe extern "C" fn(*mut c_void, c_int) -> c_int>,
+    pub shutdown: Option<unsafe extern "C" fn(*mut c_void, c_int, c_int) -> c_int>,
+    pub getsockopt: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            c_int,
+            c_int,
+            c_int,
+            *mut c_void,
+            *mut socklen_t,
+        ) -> c_int,
+    >,
+    pub setsockopt: Option<
+        unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, *const c_void, socklen_t) -> c_int,
+    >,
+    pub poll: Option<unsafe extern "C" fn(*mut c_void, *mut pollfd, nfds_t, c_int) -> c_int>,
+    pub netdev_send: Option<unsafe extern "C" fn(*mut c_void, *const c_void, size_t) -> c_int>,
+    pub netdev_receive: Option<
+        unsafe extern "C" fn(*mut c_void, *mut c_void, *mut size_t, *mut c_longlong) -> c_int,
+    >,
+    pub usleep: Option<unsafe extern "C" fn(*mut c_void, useconds_t) -> c_int>,
+    pub gettimeofday: Option<unsafe extern "C" fn(*mut c_void, *mut timeval, *mut c_void) -> c_int>,
+    pub epoll_create: Option<unsafe extern "C" fn(*mut c_void, c_int) -> c_int>,
+    pub epoll_ctl:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, *mut epoll_event) -> c_int>,
+    pub epoll_wait:
+        Option<unsafe extern "C" fn(*mut c_void, c_int, *mut epoll_event, c_int, c_int) -> c_int>,
+    pub pipe: Option<unsafe extern "C" fn(*mut c_void, *mut c_int) -> c_int>,
+    pub splice: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            c_int,
+            *mut loff_t,
+            c_int,
+            *mut loff_t,
+            size_t,
+            c_uint,
+        ) -> c_int,
+    >,
+}
+
+impl PacketdrillInterface {
+    /// A table with every entry empty.
+    pub const fn empty() -> PacketdrillInterface {
+        PacketdrillInterface {
+            userdata: std::ptr::null_mut(),
+            free: None,
+            socket: None,
+            bind: None,
+            listen: None,
+            accept: None,
+            connect: None,
+            read: None,
+            readv: None,
+            recv: None,
+            recvfrom: None,
+            recvmsg: None,
+            write: None,
+            writev: None,
+            send: None,
+            sendto: None,
+            sendmsg: None,
+            fcntl: None,
+            ioctl: None,
+            close: None,
+            shutdown: None,
+            getsockopt: None,
+            setsockopt: None,
+            poll: None,
+            netdev_send: None,
+            netdev_receive: None,
+            usleep: None,
+            gettimeofday: None,
+            epoll_create: None,
+            epoll_ctl: None,
+            epoll_wait: None,
+            pipe: None,
+            splice: None,
+        }
+    }
+}
+
+/// The initializer packetdrill looks up with `dlsym`. Bad or unknown flags are reported on
+/// stderr and skipped (the function has no way to fail); see [`crate::flags`].
+///
+/// # Safety
+/// `flags` must be null or a NUL-terminated string; `ifc` must be null or point to a writable
+/// `struct packetdrill_interface`.
+#[no_mangle]
+pub unsafe extern "C" fn packetdrill_interface_init(
+    flags: *const c_char,
+    ifc: *mut PacketdrillInterface,
+) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if ifc.is_null() {
+            return;
+        }
+        let text = if flags.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the caller passes a NUL-terminated string.
+            unsafe { CStr::from_ptr(flags) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let (cfg, errors) = ShimConfig::parse(&text);
+        for e in errors {
+            eprintln!("synack-packetdrill: ignoring so_flags word: {e}");
+        }
+        let table = table(Arc::new(Shim::new(&cfg)));
+        // SAFETY: `ifc` points to a writable table (checked non-null).
+        unsafe { ifc.write(table) };
+    }));
+}
+
+/// A filled table whose `userdata` holds `shim`.
+pub fn table(shim: Arc<Shim>) -> PacketdrillInterface {
+    type Fcntl = unsafe extern "C" fn(*mut c_void, c_int, c_int, ...) -> c_int;
+    type Ioctl = unsafe extern "C" fn(*mut c_void, c_int, c_ulong, ...) -> c_int;
+    // The variadic entries point to fixed-arity functions taking the one optional argument:
+    // on the System V x86-64 and AAPCS64 (Linux) ABIs a variadic call passes it where a
+    // fixed-arity callee reads it.
+    // SAFETY: same size; see above for the calling convention.
+    let fcntl = unsafe {
+        std::mem::transmute::<unsafe extern "C" fn(*mut c_void, c_int, c_int, c_long) -> c_int, Fcntl>(
+            pd_fcntl,
+        )
+    };
+    // SAFETY: as for fcntl.
+    let ioctl = unsafe {
+        std::mem::transmute::<
+            unsafe extern "C" fn(*mut c_void, c_int, c_ulong, *mut c_void) -> c_int,
+            Ioctl,
+        >(pd_ioctl)
+    };
+    PacketdrillInterface {
+        userdata: Arc::into_raw(shim) as *mut c_void,
+        free: Some(pd_free),
+        socket: Some(pd_socket),
+        bind: Some(pd_bind),
+        listen: Some(pd_listen),
+        accept: Some(pd_accept),
+        connect: Some(pd_connect),
+        read: Some(pd_read),
+        readv: Some(pd_readv),
+        recv: Some(pd_recv),
+        recvfrom: Some(pd_recvfrom),
+        recvmsg: Some(pd_recvmsg),
+        write: Some(pd_write),
+        writev: Some(pd_writev),
+        send: Some(pd_send),
+        sendto: Some(pd_sendto),
+        sendmsg: Some(pd_sendmsg),
+        fcntl: Some(fcntl),
+        ioctl: Some(ioctl),
+        close: Some(pd_close),
+        shutdown: Some(pd_shutdown),
+        getsockopt: Some(pd_getsockopt),
+        setsockopt: Some(pd_setsockopt),
+        poll: Some(pd_poll),
+        netdev_send: Some(pd_netdev_send),
+        netdev_receive: Some(pd_netdev_receive),
+        usleep: Some(pd_usleep),
+        gettimeofday: Some(pd_gettimeofday),
+        epoll_create: Some(pd_epoll_create),
+        epoll_ctl: Some(pd_epoll_ctl),
+        epoll_wait: Some(pd_epoll_wait),
+        pipe: Some(pd_pipe),
+        splice: Some(pd_splice),
+    }
+}
+
+/// The shim behind a table's `userdata`, with a reference of the caller's own.
+///
+/// # Safety
+/// `ud` must be null or the `userdata` of a table made by [`table`] and not yet freed.
+pub unsafe fn shim_of(ud: *mut c_void) -> Option<Arc<Shim>> {
+    if ud.is_null() {
+        return None;
+    }
+    let p = ud as *const Shim;
+    // SAFETY: `p` came from Arc::into_raw and the table's reference is alive (not freed).
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Run `f` on the shim: `Err(e)` becomes `fail` with errno `e`, a panic `fail` with EIO.
+fn call<R>(ud: *mut c_void, fail: R, f: impl FnOnce(&Shim) -> SysResult<R>) -> R {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: packetdrill passes back the userdata we gave it.
+        let shim = unsafe { shim_of(ud) }.ok_or(Errno(libc::EINVAL))?;
+        f(&shim)
+    }));
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            fail
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// A byte count as `ssize_t`.
+fn count(n: usize) -> ssize_t {
+    n.min(ssize_t::MAX as usize) as ssize_t
+}
+
+/// # Safety
+/// `p` must be null (only when `len` is 0) or valid for `len` bytes.
+unsafe fn slice<'a>(p: *const c_void, len: size_t) -> SysResult<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: as the caller promises.
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
+/// # Safety
+/// As [`slice`], writable.
+unsafe fn slice_mut<'a>(p: *mut c_void, len: size_t) -> SysResult<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: as the caller promises.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
+}
+
+/// The buffers of an iovec array.
+///
+/// # Safety
+/// `iov` must point to `cnt` iovecs, each valid for its length.
+unsafe fn iovecs<'a>(iov: *const iovec, cnt: c_int) -> SysResult<Vec<&'a mut [u8]>> {
+    if !(0..=libc::UIO_MAXIOV).contains(&cnt) {
+        return Err(Errno(libc::EINVAL));
+    }
+    if cnt > 0 && iov.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let mut out = Vec::with_capacity(cnt as usize);
+    for i in 0..cnt as usize {
+        // SAFETY: `i < cnt` iovecs are readable.
+        let v = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        // SAFETY: each iovec describes a valid buffer.
+        out.push(unsafe { slice_mut(v.iov_base, v.iov_len) }?);
+    }
+    Ok(out)
+}
+
+/// Map "not a socket" to "invalid" for read/write on an epoll descriptor, as Linux does.
+fn rw_errno(r: SysResult<usize>) -> SysResult<usize> {
+    r.map_err(|e| {
+        if e.0 == libc::ENOTSOCK {
+            Errno(libc::EINVAL)
+        } else {
+            e
+        }
+    })
+}
+
+/// recv flags we act on; the rest are accepted and ignored (MSG_WAITALL, MSG_NOSIGNAL, ...).
+fn recv_flags(flags: c_int) -> SysResult<(bool, bool)> {
+    if flags & libc::MSG_OOB != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    Ok((flags & libc::MSG_PEEK != 0, flags & libc::MSG_DONTWAIT != 0))
+}
+
+fn send_flags(flags: c_int) -> SysResult<bool> {
+    if flags & libc::MSG_OOB != 0 {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    Ok(flags & libc::MSG_DONTWAIT != 0)
+}
+
+fn gather(bufs: &[&mut [u8]]) -> Vec<u8> {
+    bufs.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+fn scatter(data: &[u8], bufs: &mut [&mut [u8]]) {
+    let mut off = 0;
+    for b in bufs.iter_mut() {
+        let n = b.len().min(data.len() - off);
+        b[..n].copy_from_slice(&data[off..off + n]);
+        off += n;
+        if off == data.len() {
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entries.
+
+unsafe extern "C" fn pd_free(ud: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if ud.is_null() {
+            return;
+        }
+        // SAFETY: the table's own reference, given back exactly once.
+        let shim = unsafe { Arc::from_raw(ud as *const Shim) };
+        shim.shut();
+    }));
+}
+
+unsafe extern "C" fn pd_socket(ud: *mut c_void, domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    call(ud, -1, |s| s.socket(domain, ty, proto))
+}
+
+unsafe extern "C" fn pd_bind(
+    ud: *mut c_void,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> c_int {
+    call(ud, -1, |s| {
+        // SAFETY: packetdrill passes a sockaddr of `len` bytes.
+        let a = unsafe { sa::read(addr, len) }?;
+        s.bind(fd, a).map(|()| 0)
+    })
+}
+
+unsafe extern "C" fn pd_listen(ud: *mut c_void, fd: c_int, backlog: c_int) -> c_int {
+    call(ud, -1, |s| s.listen(fd, backlog).map(|()| 0))
+}
+
+unsafe extern "C" fn pd_accept(
+    ud: *mut c_void,
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    call(ud, -1, |s| {
+        let (newfd, peer, v6) = s.accept(fd)?;
+        // SAFETY: null or a buffer of `*len` bytes.
+        unsafe { sa::write(peer, v6, addr, len) };
+        Ok(newfd)
+    })
+}
+
+unsafe extern "C" fn pd_connect(
+    ud: *mut c_void,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> c_int {
+    call(ud, -1, |s| {
+        // SAFETY: packetdrill passes a sockaddr of `len` bytes.
+        let a = unsafe { sa::read(addr, len) }?;
+        s.connect(fd, a).map(|()| 0)
+    })
+}
+
+unsafe extern "C" fn pd_read(ud: *mut c_void, fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    call(ud, -1, |s| {
+        // SAFETY: `buf` has `n` writable bytes.
+        let b = unsafe { slice_mut(buf, n) }?;
+        rw_errno(s.recv(fd, b, false, false)).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_readv(
+    ud: *mut c_void,
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        // SAFETY: `iov` holds `cnt` valid iovecs.
+        let mut bufs = unsafe { iovecs(iov, cnt) }?;
+        let mut tmp = vec![0u8; bufs.iter().map(|b| b.len()).sum()];
+        let n = rw_errno(s.recv(fd, &mut tmp, false, false))?;
+        scatter(&tmp[..n], &mut bufs);
+        Ok(count(n))
+    })
+}
+
+unsafe extern "C" fn pd_recv(
+    ud: *mut c_void,
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        let (peek, dontwait) = recv_flags(flags)?;
+        // SAFETY: `buf` has `n` writable bytes.
+        let b = unsafe { slice_mut(buf, n) }?;
+        s.recv(fd, b, peek, dontwait).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_recvfrom(
+    ud: *mut c_void,
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    _addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        let (peek, dontwait) = recv_flags(flags)?;
+        // SAFETY: `buf` has `n` writable bytes.
+        let b = unsafe { slice_mut(buf, n) }?;
+        let r = s.recv(fd, b, peek, dontwait)?;
+        // TCP leaves the source address empty (Linux's tcp_recvmsg sets no msg_name).
+        if !addrlen.is_null() {
+            // SAFETY: non-null and writable.
+            unsafe { *addrlen = 0 };
+        }
+        Ok(count(r))
+    })
+}
+
+unsafe extern "C" fn pd_recvmsg(
+    ud: *mut c_void,
+    fd: c_int,
+    msg: *mut msghdr,
+    flags: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        if msg.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let (peek, dontwait) = recv_flags(flags)?;
+        // SAFETY: `msg` points to a msghdr.
+        let m = unsafe { &mut *msg };
+        // SAFETY: its iovecs are valid.
+        let mut bufs = unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }?;
+        let mut tmp = vec![0u8; bufs.iter().map(|b| b.len()).sum()];
+        let n = s.recv(fd, &mut tmp, peek, dontwait)?;
+        scatter(&tmp[..n], &mut bufs);
+        m.msg_namelen = 0;
+        m.msg_controllen = 0;
+        m.msg_flags = 0;
+        Ok(count(n))
+    })
+}
+
+unsafe extern "C" fn pd_write(
+    ud: *mut c_void,
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        rw_errno(s.send(fd, b, false)).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_writev(
+    ud: *mut c_void,
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        // SAFETY: `iov` holds `cnt` valid iovecs.
+        let bufs = unsafe { iovecs(iov, cnt) }?;
+        rw_errno(s.send(fd, &gather(&bufs), false)).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_send(
+    ud: *mut c_void,
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        let dontwait = send_flags(flags)?;
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        s.send(fd, b, dontwait).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_sendto(
+    ud: *mut c_void,
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    _addr: *const sockaddr,
+    _len: socklen_t,
+) -> ssize_t {
+    // A connected TCP socket ignores the destination (no TCP Fast Open here).
+    call(ud, -1, |s| {
+        let dontwait = send_flags(flags)?;
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        s.send(fd, b, dontwait).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_sendmsg(
+    ud: *mut c_void,
+    fd: c_int,
+    msg: *const msghdr,
+    flags: c_int,
+) -> ssize_t {
+    call(ud, -1, |s| {
+        if msg.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let dontwait = send_flags(flags)?;
+        // SAFETY: `msg` points to a msghdr whose iovecs are valid.
+        let bufs = unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen as c_int) }?;
+        s.send(fd, &gather(&bufs), dontwait).map(count)
+    })
+}
+
+unsafe extern "C" fn pd_fcntl(ud: *mut c_void, fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    call(ud, -1, |s| match cmd {
+        libc::F_GETFL => s.get_flags(fd),
+        libc::F_SETFL => {
+            // An int argument: only its low 32 bits are meaningful.
+            let flags = arg as c_int;
+            s.set_nonblocking(fd, flags & libc::O_NONBLOCK != 0)
+                .map(|()| 0)
+        }
+        libc::F_GETFD | libc::F_SETFD => s.get_flags(fd).map(|_| 0),
+        _ => Err(Errno(libc::EINVAL)),
+    })
+}
+
+unsafe extern "C" fn pd_ioctl(ud: *mut c_void, fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    call(ud, -1, |s| {
+        let int_arg = |v: c_int| -> SysResult<c_int> {
+            if arg.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: these requests take an `int *`.
+            unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), v) };
+            Ok(0)
+        };
+        if req == libc::FIONREAD as c_ulong {
+            int_arg(s.queued(fd, false)?)
+        } else if req == libc::TIOCOUTQ as c_ulong {
+            int_arg(s.queued(fd, true)?)
+        } else if req == libc::FIONBIO as c_ulong {
+            if arg.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: FIONBIO takes an `int *`.
+            let on = unsafe { std::ptr::read_unaligned(arg.cast::<c_int>()) } != 0;
+            s.set_nonblocking(fd, on).map(|()| 0)
+        } else {
+            s.get_flags(fd)?; // EBADF first, as the kernel does
+            Err(Errno(libc::ENOTTY))
+        }
+    })
+}
+
+unsafe extern "C" fn pd_close(ud: *mut c_void, fd: c_int) -> c_int {
+    call(ud, -1, |s| s.close(fd).map(|()| 0))
+}
+
+unsafe extern "C" fn pd_shutdown(ud: *mut c_void, fd: c_int, how: c_int) -> c_int {
+    call(ud, -1, |s| s.shutdown(fd, how).map(|()| 0))
+}
+
+unsafe extern "C" fn pd_getsockopt(
+    ud: *mut c_void,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    call(ud, -1, |s| {
+        if val.is_null() || len.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: non-null.
+        let room = unsafe { *len } as usize;
+        let bytes: Vec<u8> = match s.getsockopt(fd, level, name)? {
+            OptValue::Int(v) => v.to_ne_bytes().to_vec(),
+            OptValue::Linger { onoff, secs } => {
+                let mut b = onoff.to_ne_bytes().to_vec();
+                b.extend_from_slice(&secs.to_ne_bytes());
+                b
+            }
+            #[cfg(target_os = "linux")]
+            OptValue::TcpInfo(ti) => {
+                let p = (&*ti as *const libc::tcp_info).cast::<u8>();
+                // SAFETY: tcp_info is plain data of its size.
+                unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<libc::tcp_info>()) }
+                    .to_vec()
+            }
+        };
+        let n = room.min(bytes.len());
+        // SAFETY: `val` has `*len` writable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), val.cast::<u8>(), n);
+            *len = n as socklen_t;
+        }
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn pd_setsockopt(
+    ud: *mut c_void,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    call(ud, -1, |s| {
+        if val.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let len = len as usize;
+        let int = |off: usize| -> c_int {
+            // SAFETY: `off + 4 <= len` is checked by the callers below.
+            unsafe { std::ptr::read_unaligned(val.cast::<u8>().add(off).cast::<c_int>()) }
+        };
+        let v = if level == libc::SOL_SOCKET && name == libc::SO_LINGER {
+            if len < std::mem::size_of::<libc::linger>() {
+                return Err(Errno(libc::EINVAL));
+            }
+            OptIn::Linger {
+                onoff: int(0),
+                secs: int(4),
+            }
+        } else {
+            if len < std::mem::size_of::<c_int>() {
+                return Err(Errno(libc::EINVAL));
+            }
+            OptIn::Int(int(0))
+        };
+        s.setsockopt(fd, level, name, v).map(|()| 0)
+    })
+}
+
+unsafe extern "C" fn pd_poll(
+    ud: *mut c_void,
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout: c_int,
+) -> c_int {
+    call(ud, -1, |s| {
+        if n > 4096 {
+            return Err(Errno(libc::EINVAL));
+        }
+        if n > 0 && fds.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: `fds` holds `n` pollfds.
+        let list = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
+        let req: Vec<(c_int, u32)> = list
+            .iter()
+            .map(|p| (p.fd, p.events as u16 as u32))
+            .collect();
+        let rev = s.poll(&req, timeout)?;
+        let mut ready = 0;
+        for (p, r) in list.iter_mut().zip(rev) {
+            p.revents = r as u16 as i16;
+            ready += (r != 0) as c_int;
+        }
+        Ok(ready)
+    })
+}
+
+unsafe extern "C" fn pd_netdev_send(ud: *mut c_void, buf: *const c_void, n: size_t) -> c_int {
+    call(ud, -1, |s| {
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        s.netdev_send(b).map(|()| 0)
+    })
+}
+
+/// Returns 0 with a packet, or -1 with `*count = 0` (errno EAGAIN) when none could come:
+/// packetdrill's so_netdev_receive calls again on -1, while a 0-byte "packet" would fail its
+/// parser.
+unsafe extern "C" fn pd_netdev_receive(
+    ud: *mut c_void,
+    buf: *mut c_void,
+    n: *mut size_t,
+    time: *mut c_longlong,
+) -> c_int {
+    call(ud, -1, |s| {
+        if n.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: non-null; `buf` has `*n` writable bytes.
+        let room = unsafe { *n };
+        // SAFETY: as above.
+        let b = unsafe { slice_mut(buf, room) }?;
+        let got = s.netdev_receive(b);
+        // SAFETY: `n` and `time` (when non-null) are writable.
+        unsafe {
+            match got {
+                Ok(Some((len, t))) => {
+                    *n = len;
+                    if !time.is_null() {
+                        *time = t as c_longlong;
+                    }
+                    Ok(0)
+                }
+                Ok(None) => {
+                    *n = 0;
+                    Err(Errno(libc::EAGAIN))
+                }
+                Err(e) => {
+                    *n = 0;
+                    Err(e)
+                }
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn pd_usleep(ud: *mut c_void, usec: useconds_t) -> c_int {
+    call(ud, -1, |s| {
+        s.usleep(usec.into());
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn pd_gettimeofday(ud: *mut c_void, tv: *mut timeval, _tz: *mut c_void) -> c_int {
+    call(ud, -1, |s| {
+        let t = s.gettimeofday();
+        if !tv.is_null() {
+            // SAFETY: writable timeval.
+            unsafe {
+                (*tv).tv_sec = (t / 1_000_000) as libc::time_t;
+                (*tv).tv_usec = (t % 1_000_000) as libc::suseconds_t;
+            }
+        }
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn pd_epoll_create(ud: *mut c_void, size: c_int) -> c_int {
+    call(ud, -1, |s| s.epoll_create(size))
+}
+
+unsafe extern "C" fn pd_epoll_ctl(
+    ud: *mut c_void,
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut epoll_event,
+) -> c_int {
+    call(ud, -1, |s| {
+        let e = if ev.is_null() {
+            None
+        } else {
+            // SAFETY: a readable epoll_event (packed on x86-64).
+            let e = unsafe { std::ptr::read_unaligned(ev) };
+            Some((e.events, e.u64))
+        };
+        s.epoll_ctl(epfd, op, fd, e).map(|()| 0)
+    })
+}
+
+unsafe extern "C" fn pd_epoll_wait(
+    ud: *mut c_void,
+    epfd: c_int,
+    evs: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    call(ud, -1, |s| {
+        if max <= 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        if evs.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let ready = s.epoll_wait(epfd, max as usize, timeout)?;
+        for (i, &(events, data)) in ready.iter().enumerate() {
+            // SAFETY: `evs` has room for `max` events and `ready.len() <= max`.
+            unsafe { std::ptr::write_unaligned(evs.add(i), epoll_event { events, u64: data }) };
+        }
+        Ok(ready.len() as c_int)
+    })
+}
+
+unsafe extern "C" fn pd_pipe(ud: *mut c_void, _fds: *mut c_int) -> c_int {
+    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+}
+
+unsafe extern "C" fn pd_splice(
+    ud: *mut c_void,
+    _in: c_int,
+    _off_in: *mut loff_t,
+    _out: c_int,
+    _off_out: *mut loff_t,
+    _len: size_t,
+    _flags: c_uint,
+) -> c_int {
+    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+}

@@ -1,0 +1,215 @@
+//! Devices the driver moves IP packets through, and the impairment layer that may sit between
+//! a device and the stack.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::task::{Context, Poll};
+
+use synack_tcp::time::Duration;
+use synack_tcp::Instant;
+use tokio::sync::mpsc;
+
+use crate::sim::rng::Xoshiro256StarStar;
+use crate::sim::{PathConfig, PathStats};
+
+/// A packet device: raw IP packets in and out, one per call (a TUN device, a pipe).
+///
+/// Both calls follow tokio's poll conventions: `Poll::Pending` means "not now", and the device
+/// wakes the task of `cx` when it may be ready. The driver also calls them with a no-op waker
+/// to drain what is ready without blocking.
+pub trait Device: Send + 'static {
+    /// Receives one packet into `buf`; returns its length. A packet longer than `buf` may be
+    /// truncated. An error is fatal: the driver stops and the sockets fail with it.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+
+    /// Sends one packet. An error drops that packet (and is counted); the driver goes on.
+    fn poll_send(&mut self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>>;
+}
+
+impl<D: Device + ?Sized> Device for Box<D> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        (**self).poll_recv(cx, buf)
+    }
+    fn poll_send(&mut self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>> {
+        (**self).poll_send(cx, packet)
+    }
+}
+
+/// One end of an in-memory point-to-point link made by [`pipe`].
+pub struct PipeDevice {
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    dropped: u64,
+}
+
+/// Two devices joined back to back: what one sends, the other receives, in order and at once.
+/// Each direction holds up to `capacity` packets; a packet sent to a full direction is
+/// tail-dropped, as an interface queue would (TCP recovers). Lets two [`Stack`](super::Stack)s
+/// run over the device driver, with its impairment layer, without privileges.
+pub fn pipe(capacity: usize) -> (PipeDevice, PipeDevice) {
+    let (a_tx, b_rx) = mpsc::channel(capacity.max(1));
+    let (b_tx, a_rx) = mpsc::channel(capacity.max(1));
+    (
+        PipeDevice {
+            tx: a_tx,
+            rx: a_rx,
+            dropped: 0,
+        },
+        PipeDevice {
+            tx: b_tx,
+            rx: b_rx,
+            dropped: 0,
+        },
+    )
+}
+
+impl PipeDevice {
+    /// Packets tail-dropped because the other end's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl Device for PipeDevice {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(p)) => {
+                let n = p.len().min(buf.len());
+                buf[..n].copy_from_slice(&p[..n]);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(None) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the other end of the pipe is gone",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_send(&mut self, _cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>> {
+        match self.tx.try_send(packet.to_vec()) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped += 1;
+                Poll::Ready(Ok(()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the other end of the pipe is gone",
+            ))),
+        }
+    }
+}
+
+/// A packet held back by the impairment layer.
+struct Held {
+    at: Instant,
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// One direction of the impairment layer between a real device and the stack: the
+/// [`PathConfig`] fields `delay`, `jitter`, `loss`, `reorder` (with `reorder_delay`),
+/// `duplicate` and `corrupt`, with the same meaning as on the simulator's paths, drawn from a
+/// seeded xoshiro256** stream (six draws per packet whatever the configuration).
+/// `bandwidth_bps`, `queue_limit_bytes` and `gilbert_elliott` are not applied here.
+pub(crate) struct Impairment {
+    cfg: PathConfig,
+    rng: Xoshiro256StarStar,
+    held: BinaryHeap<Reverse<Held>>,
+    seq: u64,
+    pub(crate) stats: PathStats,
+}
+
+impl Impairment {
+    pub(crate) fn new(cfg: PathConfig, seed: u64) -> Impairment {
+        Impairment {
+            cfg,
+            rng: Xoshiro256StarStar::seed_from_u64(seed),
+            held: BinaryHeap::new(),
+            seq: 0,
+            stats: PathStats::default(),
+        }
+    }
+
+    /// A packet enters the path at `now`.
+    pub(crate) fn offer(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.sent += 1;
+        let loss = self.rng.next_f64();
+        let corrupt = self.rng.next_f64();
+        let corrupt_bit = self.rng.next_u64();
+        let reorder = self.rng.next_f64();
+        let jitter = self.rng.next_u64();
+        let duplicate = self.rng.next_f64();
+        if loss < self.cfg.loss {
+            self.stats.dropped_loss += 1;
+            return;
+        }
+        let mut at = now + self.cfg.delay;
+        let jitter_us = self.cfg.jitter.as_micros() as u64;
+        if jitter_us > 0 {
+            at += Duration::from_micros(jitter % jitter_us);
+        }
+        if reorder < self.cfg.reorder {
+            at += self.cfg.effective_reorder_delay();
+            self.stats.reordered += 1;
+        }
+        let mut bytes = packet.to_vec();
+        // An intact copy, delivered right after the original (taken before corruption, as
+        // netem does).
+        let copy = (duplicate < self.cfg.duplicate).then(|| bytes.clone());
+        if corrupt < self.cfg.corrupt && !bytes.is_empty() {
+            let bit = corrupt_bit % (bytes.len() as u64 * 8);
+            bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+            self.stats.corrupted += 1;
+        }
+        self.push(at, bytes);
+        if let Some(copy) = copy {
+            self.stats.duplicated += 1;
+            self.push(at, copy);
+        }
+    }
+
+    fn push(&mut self, at: Instant, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.held.push(Reverse(Held {
+            at,
+            seq: self.seq,
+            bytes,
+        }));
+    }
+
+    /// The next packet due at `now`, in (due time, arrival) order.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.held.peek()?.0.at > now {
+            return None;
+        }
+        let Reverse(h) = self.held.pop()?;
+        self.stats.delivered += 1;
+        self.stats.bytes_delivered += h.bytes.len() as u64;
+        Some(h.bytes)
+    }
+
+    /// When the next held packet is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.held.peek().map(|h| h.0.at)
+    }
+}

@@ -1,0 +1,344 @@
+//! Throughput and connection rate: synack over TUN against the kernel, and the kernel against
+//! itself over a veth pair, in namespaces made for the run. Needs root; ignored by default.
+//!
+//! ```text
+//! cargo test --release -p synack-stack --test tun_bench -- --ignored --nocapture
+//! ```
+//!
+//! Each measurement is bounded: a transfer stops after 256 MiB or 3 s, the connection rate
+//! after 3000 connections or 3 s.
+
+mod tun_support;
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use synack_stack::net::{Stack, StackConfig, TcpListener, TcpStream};
+use synack_stack::tun::{TunConfig, TunDevice};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tun_support::{enter, privileged, Netns};
+
+const MAX_BYTES: u64 = 256 << 20;
+const MAX_TIME: Duration = Duration::from_secs(3);
+const MAX_CONNS: u32 = 3000;
+const CHUNK: usize = 256 * 1024;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends until `MAX_BYTES` or `MAX_TIME`, then half-closes; returns the bytes sent.
+fn kernel_send(mut s: std::net::TcpStream) -> io::Result<u64> {
+    let buf = vec![0x5au8; CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < MAX_BYTES && start.elapsed() < MAX_TIME {
+        s.write_all(&buf)?;
+        sent += CHUNK as u64;
+    }
+    s.shutdown(Shutdown::Write)?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    Ok(sent)
+}
+
+/// Reads to the end; returns the bytes and the time from the first call to the end.
+fn kernel_recv(mut s: std::net::TcpStream) -> io::Result<(u64, Duration)> {
+    let mut buf = vec![0u8; CHUNK];
+    let start = Instant::now();
+    let mut got = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok((got, start.elapsed()));
+        }
+        got += n as u64;
+    }
+}
+
+async fn synack_send(mut s: TcpStream) -> io::Result<u64> {
+    let buf = vec![0x5au8; CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < MAX_BYTES && start.elapsed() < MAX_TIME {
+        s.write_all(&buf).await?;
+        sent += CHUNK as u64;
+    }
+    s.shutdown().await?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await?;
+    Ok(sent)
+}
+
+async fn synack_recv(mut s: TcpStream) -> io::Result<(u64, Duration)> {
+    let mut buf = vec![0u8; CHUNK];
+    let start = Instant::now();
+    let mut got = 0u64;
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((got, start.elapsed()));
+        }
+        got += n as u64;
+    }
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / d.as_secs_f64() / 1e6
+}
+
+/// One connection's exchange for the rate: one byte each way, then close.
+fn kernel_rate_client(to: SocketAddr) -> io::Result<(u32, Duration)> {
+    let start = Instant::now();
+    let mut n = 0;
+    while n < MAX_CONNS && start.elapsed() < MAX_TIME {
+        let mut s = std::net::TcpStream::connect(to)?;
+        s.set_nodelay(true)?;
+        s.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        drop(s);
+        n += 1;
+    }
+    Ok((n, start.elapsed()))
+}
+
+/// Answers each connection's byte until `stop` is set (and one more connection wakes it).
+fn kernel_rate_server(l: std::net::TcpListener, stop: Arc<AtomicBool>) {
+    for s in l.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut s) = s else { return };
+        let _ = s.set_nodelay(true);
+        let mut b = [0u8; 1];
+        if s.read_exact(&mut b).is_ok() {
+            let _ = s.write_all(&b);
+        }
+    }
+}
+
+/// Stops a [`kernel_rate_server`] listening on `addr`.
+fn stop_server(addr: &str, stop: &AtomicBool) {
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(addr);
+}
+
+struct Row {
+    what: &'static str,
+    synack: f64,
+    kernel: f64,
+    unit: &'static str,
+}
+
+#[test]
+#[ignore = "benchmark: run as root with --release -- --ignored --nocapture"]
+fn tun_vs_veth() {
+    if !privileged("tun_vs_veth") {
+        return;
+    }
+    // synack over TUN.
+    let tun_ns = Netns::new("bench-tun");
+    let synack = tun_ns.run(|| {
+        runtime().block_on(async {
+            let dev = TunDevice::create(&TunConfig {
+                name: "synack0".into(),
+                mtu: 1500,
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            })
+            .unwrap();
+            let ours: IpAddr = "198.18.0.2".parse().unwrap();
+            let stack = Stack::new(dev, StackConfig::new(&[ours])).unwrap();
+
+            // kernel → synack
+            let l = TcpListener::bind(&stack, (ours, 5001)).await.unwrap();
+            let t = std::thread::spawn(|| {
+                kernel_send(std::net::TcpStream::connect("198.18.0.2:5001")?)
+            });
+            let (s, _) = l.accept().await.unwrap();
+            let (got, d) = synack_recv(s).await.unwrap();
+            let sent = tokio::task::spawn_blocking(|| t.join().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, sent);
+            let k2s = mbps(got, d);
+            let dev_stats = stack.device_stats().unwrap();
+
+            // synack → kernel
+            let kl = std::net::TcpListener::bind("198.18.0.1:5002").unwrap();
+            let t = std::thread::spawn(move || kernel_recv(kl.accept()?.0));
+            let s = TcpStream::connect(&stack, "198.18.0.1:5002").await.unwrap();
+            let sent = synack_send(s).await.unwrap();
+            let (got, d) = tokio::task::spawn_blocking(|| t.join().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, sent);
+            let s2k = mbps(got, d);
+
+            // Connection rate, kernel client → synack server.
+            let l = TcpListener::bind(&stack, (ours, 5003)).await.unwrap();
+            let server = tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = l.accept().await else {
+                        return;
+                    };
+                    tokio::spawn(async move {
+                        let _ = s.set_nodelay(true);
+                        let mut b = [0u8; 1];
+                        if s.read_exact(&mut b).await.is_ok() {
+                            let _ = s.write_all(&b).await;
+                            // Wait for the client's FIN, so that we do not reset it.
+                            let _ = s.read(&mut b).await;
+                        }
+                    });
+                }
+            });
+            let (n, d) = tokio::task::spawn_blocking(|| {
+                kernel_rate_client("198.18.0.2:5003".parse().unwrap())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            server.abort();
+            let rate_in = f64::from(n) / d.as_secs_f64();
+
+            // Connection rate, synack client → kernel server.
+            let kl = std::net::TcpListener::bind("198.18.0.1:5004").unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let ks = std::thread::spawn(move || kernel_rate_server(kl, stop2));
+            let start = Instant::now();
+            let mut n = 0u32;
+            while n < MAX_CONNS && start.elapsed() < MAX_TIME {
+                let mut s = TcpStream::connect(&stack, "198.18.0.1:5004").await.unwrap();
+                s.set_nodelay(true).unwrap();
+                s.write_all(b"x").await.unwrap();
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                drop(s);
+                n += 1;
+            }
+            let rate_out = f64::from(n) / start.elapsed().as_secs_f64();
+            tokio::task::spawn_blocking(move || {
+                stop_server("198.18.0.1:5004", &stop);
+                ks.join().unwrap()
+            })
+            .await
+            .unwrap();
+            eprintln!("synack device: {dev_stats:?}");
+            (k2s, s2k, rate_in, rate_out)
+        })
+    });
+
+    // The kernel against itself over a veth pair between two namespaces.
+    let a = Netns::new("bench-a");
+    let b = Netns::new("bench-b");
+    let out = std::process::Command::new("ip")
+        .args(["link", "add", "synveth-a", "netns", &a.name, "type", "veth"])
+        .args(["peer", "name", "synveth-b", "netns", &b.name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.ip(&["addr", "add", "198.18.1.1/24", "dev", "synveth-a"]);
+    b.ip(&["addr", "add", "198.18.1.2/24", "dev", "synveth-b"]);
+    a.ip(&["link", "set", "synveth-a", "up"]);
+    b.ip(&["link", "set", "synveth-b", "up"]);
+    let (a_path, b_path) = (
+        format!("/run/netns/{}", a.name),
+        format!("/run/netns/{}", b.name),
+    );
+    let kernel = {
+        let bp = b_path.clone();
+        let server = std::thread::spawn(move || {
+            enter(&bp);
+            let l = std::net::TcpListener::bind("198.18.1.2:5001").unwrap();
+            let r1 = kernel_recv(l.accept().unwrap().0).unwrap();
+            let l2 = std::net::TcpListener::bind("198.18.1.2:5003").unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let t = std::thread::spawn(move || kernel_rate_server(l2, stop2));
+            (r1, stop, t)
+        });
+        let ap = a_path.clone();
+        let client = std::thread::spawn(move || {
+            enter(&ap);
+            // Give the listener a moment to exist.
+            let s = loop {
+                if let Ok(s) = std::net::TcpStream::connect("198.18.1.2:5001") {
+                    break s;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            kernel_send(s).unwrap();
+        });
+        client.join().unwrap();
+        let ((got, d), stop, t) = server.join().unwrap();
+        let ap = a_path.clone();
+        let rate = std::thread::spawn(move || {
+            enter(&ap);
+            std::thread::sleep(Duration::from_millis(50));
+            kernel_rate_client("198.18.1.2:5003".parse().unwrap()).unwrap()
+        })
+        .join()
+        .unwrap();
+        let ap = a_path.clone();
+        std::thread::spawn(move || {
+            enter(&ap);
+            stop_server("198.18.1.2:5003", &stop);
+        })
+        .join()
+        .unwrap();
+        t.join().unwrap();
+        (mbps(got, d), f64::from(rate.0) / rate.1.as_secs_f64())
+    };
+
+    let rows = [
+        Row {
+            what: "throughput kernel → synack (TUN) vs kernel → kernel (veth)",
+            synack: synack.0,
+            kernel: kernel.0,
+            unit: "Mbit/s",
+        },
+        Row {
+            what: "throughput synack → kernel (TUN) vs kernel → kernel (veth)",
+            synack: synack.1,
+            kernel: kernel.0,
+            unit: "Mbit/s",
+        },
+        Row {
+            what: "conn rate kernel client → synack server vs kernel ↔ kernel",
+            synack: synack.2,
+            kernel: kernel.1,
+            unit: "conn/s",
+        },
+        Row {
+            what: "conn rate synack client → kernel server vs kernel ↔ kernel",
+            synack: synack.3,
+            kernel: kernel.1,
+            unit: "conn/s",
+        },
+    ];
+    for r in rows {
+        eprintln!(
+            "{:<64} synack {:>10.1} {u}  kernel {:>10.1} {u}  ratio {:.3}",
+            r.what,
+            r.synack,
+            r.kernel,
+            r.synack / r.kernel,
+            u = r.unit
+        );
+    }
+}
