@@ -1,6 +1,7 @@
 //! `synack`: a userspace TCP/IP stack that shows every connection's life.
 
 mod demo;
+mod nc;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -24,11 +25,17 @@ enum Command {
     /// Show a connection's life on a simulated network: handshake, request, reply, close
     #[command(long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
     Demo(demo::DemoArgs),
+    /// Listen for TCP on synack's stack over a TUN device (netcat-like; echoes by default)
+    Listen(nc::ListenArgs),
+    /// Connect over a TUN device with synack's stack and pipe standard input and output
+    Connect(nc::ConnectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Listen(args) => report("listen", nc::listen(&args)),
+        Command::Connect(args) => report("connect", nc::connect(&args)),
         Command::Demo(args) => {
             let stdout = io::stdout();
             let mut out = stdout.lock();
@@ -43,6 +50,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn report(what: &str, r: io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synack {what}: error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
