@@ -11,6 +11,7 @@ mod tun_support;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 use std::process::Stdio;
 use std::time::Duration;
@@ -299,6 +300,20 @@ fn tcp_v4_transfer_with_loss_and_reordering() {
     }
 }
 
+/// RSTs from synack's addresses in a capture file being written (0 if unreadable yet).
+fn count_resets(file: &Path) -> usize {
+    Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args([
+            "-Y",
+            "(ip.src == 198.18.0.2 || ipv6.src == 2001:2::2) && tcp.flags.reset == 1",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
 /// Kills (SIGINT) and reaps a child process this test started, waiting at most `limit`.
 fn stop(child: &mut std::process::Child, limit: Duration) {
     // SAFETY: signals our own child, by its pid.
@@ -350,6 +365,19 @@ fn tshark_finds_no_malformed_packet_of_ours() {
             });
             rx.recv_timeout(Duration::from_secs(30))
                 .expect("tshark did not start capturing");
+            // "Capturing on" comes before packets really reach the file: knock on a closed
+            // port until synack's RST shows up in it, so nothing after this is missed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while count_resets(&path) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the capture never started"
+                );
+                let knock = SocketAddr::new(Fam::V4.ours(), 7998);
+                let _ = std::net::TcpStream::connect_timeout(&knock, Duration::from_secs(1));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let knocks = count_resets(&path);
 
             for fam in [Fam::V4, Fam::V6] {
                 let listener = TcpListener::bind(&stack, (fam.ours(), 7000)).await.unwrap();
@@ -378,8 +406,12 @@ fn tshark_finds_no_malformed_packet_of_ours() {
                 s.abort();
                 join(client).await.unwrap_err();
             }
-            // Let the last packets reach the capture, then stop it.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Let the last packets reach the capture file (dumpcap writes in its own time,
+            // slower on a loaded machine), bounded, then stop it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline && count_resets(&path) < knocks + 4 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             stop(&mut tshark, Duration::from_secs(20));
         })
     });
