@@ -1,6 +1,7 @@
 //! `synack`: a userspace TCP/IP stack that shows every connection's life.
 
 mod demo;
+mod http;
 mod nc;
 
 use std::io::{self, Write};
@@ -29,6 +30,12 @@ enum Command {
     Listen(nc::ListenArgs),
     /// Connect over a TUN device with synack's stack and pipe standard input and output
     Connect(nc::ConnectArgs),
+    /// Serve HTTP/1.1 with persistent connections (keep-alive) over TUN or kernel sockets
+    #[command(after_help = http::SERVE_EXAMPLES)]
+    Serve(http::ServeArgs),
+    /// Fetch URLs in order through a connection pool, showing each connection's reuse
+    #[command(after_help = http::GET_EXAMPLES)]
+    Get(http::GetArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Listen(args) => report("listen", nc::listen(&args)),
         Command::Connect(args) => report("connect", nc::connect(&args)),
+        Command::Serve(args) => report("serve", http::run_serve(&args)),
+        Command::Get(args) => report("get", http::run_get(&args)),
         Command::Demo(args) => {
             let stdout = io::stdout();
             let mut out = stdout.lock();

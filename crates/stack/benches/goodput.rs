@@ -26,6 +26,11 @@
 //!
 //! The test `tests/goodput.rs` includes this file as a module and asserts the behaviour claims
 //! on shorter runs; `main` at the bottom prints the table.
+//!
+//! Knobs (environment; the defaults make the table): `GOODPUT_SECS` (60), `GOODPUT_WARMUP` (2),
+//! `GOODPUT_SEEDS` (5), `GOODPUT_THREADS` (2), `GOODPUT_SERIES=1` (per-second goodput of every
+//! run), `GOODPUT_DUMP=label/loss%/seed/from_ms/to_ms` (print the synack sender's trace records
+//! of one run in a window of virtual time, e.g. `CUBIC+SACK/0/1/400/2000`).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -36,7 +41,7 @@ use synack_stack::sim::{HostId, Network, Node, PathConfig, PathStats};
 use synack_stack::Interface;
 use synack_tcp::{
     Algorithm, Config, ConnId, Direction, Duration, Instant, ListenerId, RecvError,
-    RetransmitCause, SeqNum, TraceEvent,
+    RetransmitCause, SeqNum, State, TraceEvent,
 };
 
 /// The bottleneck rate, both directions.
@@ -271,6 +276,9 @@ trait Probe {
     /// Bytes the application has read so far (verified).
     fn delivered(&self) -> u64;
     fn sender_stats(&self) -> Option<SenderStats>;
+    /// Whether the connection is still established (a run must not end in a dead connection
+    /// that merely stopped delivering).
+    fn established(&self) -> bool;
 }
 
 // -------------------------------------------------------------------------------------------
@@ -446,6 +454,12 @@ impl Probe for SynackHost {
 
     fn sender_stats(&self) -> Option<SenderStats> {
         Some(self.stats)
+    }
+
+    fn established(&self) -> bool {
+        self.conn
+            .and_then(|id| self.iface.tcp().conn(id))
+            .is_some_and(|c| c.state() == State::Established)
     }
 }
 
@@ -669,6 +683,10 @@ mod smol {
         fn sender_stats(&self) -> Option<SenderStats> {
             None
         }
+
+        fn established(&self) -> bool {
+            self.sockets.get::<tcp::Socket>(self.socket).state() == tcp::State::Established
+        }
     }
 }
 
@@ -695,7 +713,7 @@ pub fn synack_config(congestion: Algorithm, sack: bool, recv_buffer: usize) -> C
 }
 
 /// `GOODPUT_DUMP=label/loss%/seed/from_ms/to_ms` (e.g. `CUBIC+SACK/0/1/400/2000`) prints the
-/// sender's trace records of that run in that window of virtual time.
+/// sender's trace records of that run (4 MiB buffers) in that window of virtual time.
 fn dump_window(stack: Stack, sc: Scenario) -> Option<(Instant, Instant)> {
     let v = std::env::var("GOODPUT_DUMP").ok()?;
     let f: Vec<&str> = v.split('/').collect();
@@ -704,6 +722,7 @@ fn dump_window(stack: Stack, sc: Scenario) -> Option<(Instant, Instant)> {
     };
     let loss: f64 = loss.parse().ok()?;
     let matches = label == stack.label()
+        && sc.recv_buffer == BUFFER
         && (loss / 100.0 - sc.loss).abs() < 1e-9
         && seed.parse() == Ok(sc.seed);
     matches.then_some((
@@ -772,6 +791,16 @@ fn measure<N: Node + Probe>(
         sc.loss * 100.0,
         sc.seed
     );
+    for (who, id) in [("client", client), ("server", server)] {
+        assert!(
+            net.host(id).established(),
+            "{}: the {who}'s connection is no longer established at the end ({:.1}% loss, seed \
+             {})",
+            stack.label(),
+            sc.loss * 100.0,
+            sc.seed
+        );
+    }
     out
 }
 
@@ -1009,7 +1038,10 @@ fn main() {
     }
 
     println!();
-    println!("0 % row, goodput in each of the first 10 virtual seconds (Mbit/s):");
+    println!(
+        "0 % row, goodput in each of the first 10 virtual seconds, and over the second half of \
+         the run (Mbit/s):"
+    );
     for &s in &Stack::ALL {
         for o in cell(0.0, s, BUFFER) {
             let per: Vec<String> = o
@@ -1022,7 +1054,17 @@ fn main() {
                     Some(format!("{:5.1}", v as f64 * 8.0 / 1e6))
                 })
                 .collect();
-            println!("{:<LABEL_W$}{}", s.label(), per.join(" "));
+            let half = o.delivered_per_second.len() / 2;
+            let late = (o.delivered() - o.delivered_per_second[half - 1]) as f64 * 8.0
+                / (o.delivered_per_second.len() - half) as f64;
+            println!(
+                "{:<LABEL_W$}{}   | s {}-{}: {:.2}",
+                s.label(),
+                per.join(" "),
+                half,
+                o.delivered_per_second.len(),
+                late / 1e6
+            );
         }
     }
     if std::env::var_os("GOODPUT_SERIES").is_some() {

@@ -10,9 +10,9 @@
 //! `smoltcp_stock`, smoltcp exactly as its own `phy::Loopback` and defaults come (checksums
 //! ignored by the device, no timestamps, no congestion control), for reference.
 //!
-//! Both stacks run on a fake clock that the driver advances by [`TICK`] per round; neither ever
-//! reads the wall clock. A round is: application steps on both ends, then the clock ticks,
-//! timers due run, and packets move until both sides are quiet.
+//! Both stacks run on a fake clock that the driver advances by `TICK_US` (10 µs) per round;
+//! neither ever reads the wall clock. A round is: application steps on both ends, then the clock
+//! ticks, timers due run, and packets move until both sides are quiet.
 //!
 //! - synack: two `Interface`s (client 198.18.0.1, server 198.18.0.2) joined back to back in
 //!   memory: every packet one `transmit`s is handed straight to the other's `receive`.

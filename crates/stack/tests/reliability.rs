@@ -97,8 +97,10 @@ fn run(seed: u64, imp: &Impairment, algo: Algorithm, sack: bool, up: usize, down
     });
     let Some(s) = s else {
         let e = p.net.host(client).tcp().error(c);
+        // Explicit: the SYN retries ran out, or the server gave up on its SYN-ACK first and
+        // reset the client's first segment.
         assert!(
-            matches!(e, Some(ConnectionError::TimedOut)),
+            matches!(e, Some(ConnectionError::TimedOut | ConnectionError::Reset)),
             "seed {seed}: the open neither completed nor failed explicitly: {e:?}"
         );
         return;

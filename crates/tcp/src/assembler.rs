@@ -7,8 +7,10 @@
 
 use crate::seq::SeqNum;
 
-/// Most holes tracked at once; a segment that would need more is dropped (the peer resends).
-pub const MAX_RANGES: usize = 32;
+/// Most out-of-order ranges tracked at once. When full, the highest range is forgotten to make
+/// room for a lower one, as Linux prunes its out-of-order queue from the end: data nearer
+/// `RCV.NXT` is worth more. (The bytes live in the receive ring, bounded by the window.)
+pub const MAX_RANGES: usize = 256;
 
 /// Ranges of received bytes, as offsets from the current `RCV.NXT`.
 #[derive(Debug, Default, Clone)]
@@ -49,11 +51,34 @@ impl Assembler {
             insert_at = i;
         }
         if self.ranges.len() >= MAX_RANGES {
-            return false;
+            if insert_at >= self.ranges.len() {
+                // Above everything held: this one is the one to forget.
+                return false;
+            }
+            self.ranges.pop();
         }
         self.ranges
             .insert(insert_at.min(self.ranges.len()), (start, end, self.clock));
         true
+    }
+
+    /// `n` in-order bytes arrived at offset 0: returns how far the data is now contiguous from
+    /// offset 0 (at least `n`), taking out every range that joined, and shifts the rest down by
+    /// that much. Never fails, however many ranges are held.
+    pub fn fill_front(&mut self, n: usize) -> usize {
+        let mut end = n;
+        while let Some(&(s, e, _)) = self.ranges.first() {
+            if s > end {
+                break;
+            }
+            end = end.max(e);
+            self.ranges.remove(0);
+        }
+        for r in &mut self.ranges {
+            r.0 -= end;
+            r.1 -= end;
+        }
+        end
     }
 
     /// If data now starts at offset 0, remove that range and return its length; every other
@@ -147,13 +172,29 @@ mod tests {
     }
 
     #[test]
-    fn bounded_number_of_ranges() {
+    fn bounded_number_of_ranges_forgets_the_highest() {
         let mut a = Assembler::default();
         for i in 0..MAX_RANGES {
             assert!(a.add(i * 10 + 1, 1));
         }
-        assert!(!a.add(1000, 1));
-        // Filling a hole that merges still works.
-        assert!(a.add(2, 9));
+        // Above everything held: refused.
+        assert!(!a.add(MAX_RANGES * 10 + 100, 1));
+        // Below the highest: the highest range makes room.
+        let highest = a.highest();
+        assert!(a.add(5, 1));
+        assert!(a.highest() < highest);
+        assert_eq!(a.ranges().count(), MAX_RANGES);
+        // In-order data is always taken, however many ranges are held.
+        assert_eq!(a.fill_front(3), 3);
+    }
+
+    #[test]
+    fn fill_front_joins_ranges_it_reaches() {
+        let mut a = Assembler::default();
+        a.add(5, 5);
+        a.add(12, 3);
+        a.add(30, 1);
+        assert_eq!(a.fill_front(5), 10);
+        assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(2, 5), (20, 21)]);
     }
 }

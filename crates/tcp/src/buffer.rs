@@ -52,9 +52,12 @@ impl RingBuffer {
         if needed <= self.storage.len() {
             return;
         }
+        // Start at what is needed (a connection that moves a few bytes costs a few bytes),
+        // then double.
         let new_len = needed
+            .next_power_of_two()
             .max(self.storage.len() * 2)
-            .max(4096)
+            .max(64)
             .min(self.capacity);
         let mut storage = vec![0u8; new_len];
         // Linearize everything the ring may hold (including out-of-order bytes past `len`).

@@ -41,6 +41,9 @@ pub trait CongestionControl: Debug + Send {
     fn on_rto(&mut self, now: Instant, flight: usize);
     /// The MSS changed (e.g. once options are known).
     fn set_mss(&mut self, mss: usize);
+    /// Leave slow start where the window is now (HyStart++, RFC 9406 §4.2, saw the queue
+    /// building): `ssthresh = cwnd`.
+    fn exit_slow_start(&mut self);
 }
 
 /// The RFC 6928 initial window: `min(10*MSS, max(2*MSS, 14600))`, or `segments` MSS when set.
@@ -121,6 +124,10 @@ impl CongestionControl for NewReno {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+    }
+
+    fn exit_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
     }
 }
 

@@ -62,6 +62,77 @@ enum AckDue {
     Now,
 }
 
+/// Events waiting for the endpoint, which drains them after every call: a few inline (no
+/// allocation per connection), more spill to the heap in order, none lost.
+#[derive(Debug, Default)]
+struct EventQueue {
+    inline: [Option<Event>; 4],
+    head: usize,
+    len: usize,
+    spill: VecDeque<Event>,
+}
+
+impl EventQueue {
+    fn push(&mut self, e: Event) {
+        if !self.spill.is_empty() || self.len == self.inline.len() {
+            self.spill.push_back(e);
+        } else {
+            let i = (self.head + self.len) % self.inline.len();
+            self.inline[i] = Some(e);
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        if self.len > 0 {
+            let e = self.inline[self.head].take();
+            self.head = (self.head + 1) % self.inline.len();
+            self.len -= 1;
+            return e;
+        }
+        self.spill.pop_front()
+    }
+}
+
+/// HyStart++ (RFC 9406 §4.2): leave slow start when the round trip grows, i.e. when a queue
+/// starts to build, before slow start overfills it. Rounds are delimited by `SND.NXT`; the RTT
+/// samples are the echoed timestamps of each ACK. (The conservative slow start phase of §4.2 is
+/// folded into going straight to congestion avoidance.)
+#[derive(Debug, Clone, Copy, Default)]
+struct HyStart {
+    window_end: Option<SeqNum>,
+    last_round_min: Option<Duration>,
+    current_round_min: Option<Duration>,
+    samples: u32,
+}
+
+/// RFC 9406 §4.3 constants.
+const HS_MIN_RTT_THRESH: Duration = Duration::from_millis(4);
+const HS_MAX_RTT_THRESH: Duration = Duration::from_millis(16);
+const HS_N_RTT_SAMPLE: u32 = 8;
+
+impl HyStart {
+    /// One ACK in slow start; returns true when slow start should end.
+    fn on_ack(&mut self, ack: SeqNum, snd_nxt: SeqNum, rtt: Option<Duration>) -> bool {
+        if self.window_end.is_none_or(|end| ack.ge(end)) {
+            self.last_round_min = self.current_round_min;
+            self.current_round_min = None;
+            self.samples = 0;
+            self.window_end = Some(snd_nxt);
+        }
+        let Some(rtt) = rtt else { return false };
+        self.current_round_min = Some(self.current_round_min.map_or(rtt, |m| m.min(rtt)));
+        self.samples += 1;
+        match (self.current_round_min, self.last_round_min) {
+            (Some(cur), Some(last)) if self.samples >= HS_N_RTT_SAMPLE => {
+                let thresh = (last / 8).clamp(HS_MIN_RTT_THRESH, HS_MAX_RTT_THRESH);
+                cur >= last + thresh
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The SACK scoreboard of the sender (RFC 6675 §3): ranges above `SND.UNA` the peer holds.
 #[derive(Debug, Default, Clone)]
 struct Scoreboard {
@@ -91,7 +162,8 @@ impl Scoreboard {
             .unwrap_or(self.blocks.len());
         self.blocks.insert(at, (l, r));
         if self.blocks.len() > 64 {
-            self.blocks.remove(0);
+            // Keep the blocks nearest SND.UNA: the next retransmissions are decided there.
+            self.blocks.pop();
         }
     }
 
@@ -205,6 +277,14 @@ pub struct Connection {
     dupacks: u32,
     /// RFC 6582 `recover`: set on entering recovery, recovery ends when it is acknowledged.
     recover: Option<SeqNum>,
+    /// The highest sequence number sent when recovery or a timeout last began: duplicate ACKs
+    /// start a new recovery only once `SND.UNA` has passed it (RFC 6582 §3.2 step 2 and §4.1).
+    recover_mark: SeqNum,
+    /// Partial ACKs in this NewReno recovery: only the first restarts the retransmission
+    /// timer (RFC 6582 §4.2, the "Impatient" variant), so a window with many losses falls back
+    /// to a timeout and slow start instead of one repair per round trip.
+    partial_acks: u32,
+    hystart: HyStart,
     /// Window inflation during NewReno recovery (RFC 5681 §3.2 steps 3–4).
     inflation: usize,
     /// A segment to send again before anything new.
@@ -234,7 +314,7 @@ pub struct Connection {
     /// The last soft error an ICMP message reported (RFC 5927 §4, RFC 1122 §4.2.3.9): reported
     /// instead of `TimedOut` if the connection later gives up.
     soft_error: Option<ConnectionError>,
-    events: VecDeque<Event>,
+    events: EventQueue,
 
     nagle: bool,
     delayed_ack: Option<Duration>,
@@ -337,6 +417,9 @@ impl Connection {
             iw_segments: config.initial_window,
             dupacks: 0,
             recover: None,
+            recover_mark: iss,
+            partial_acks: 0,
+            hystart: HyStart::default(),
             inflation: 0,
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
@@ -351,7 +434,7 @@ impl Connection {
             probe_due: false,
             error: None,
             soft_error: None,
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             nagle: config.nagle,
             delayed_ack: config.delayed_ack,
             user_timeout: config.user_timeout,
@@ -413,6 +496,12 @@ impl Connection {
 
     pub fn tuple(&self) -> FourTuple {
         self.tuple
+    }
+
+    /// The tuple, without copying it.
+    #[inline]
+    pub fn tuple_ref(&self) -> &FourTuple {
+        &self.tuple
     }
 
     pub fn is_passive(&self) -> bool {
@@ -663,6 +752,30 @@ impl Connection {
     // ---------------------------------------------------------------------------------------
     // Outputs.
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have a segment now. A cheap,
+    /// conservative test (it may say yes when the windows or Nagle then hold data back, never
+    /// no when a segment is due), so drivers poll only connections that can send.
+    pub fn may_transmit(&self) -> bool {
+        if self.rst_reply.is_some() || self.send_rst || self.probe_due {
+            return true;
+        }
+        match self.state {
+            State::Closed | State::Listen => false,
+            State::SynSent | State::SynReceived => {
+                self.snd_nxt == self.iss || self.ack_due == AckDue::Now
+            }
+            _ => {
+                self.ack_due == AckDue::Now
+                    || self.retransmit_at.is_some()
+                    || self.snd_nxt.lt(self.snd_max)
+                    || self.fin_seq().gt(self.snd_nxt)
+                    || (self.fin_queued && self.snd_nxt.le(self.fin_seq()))
+                    || (self.recover.is_some() && self.sack_enabled)
+                    || self.window_update_due()
+            }
+        }
+    }
+
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -670,14 +783,14 @@ impl Connection {
 
     /// The next event for the application or the trace.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     fn set_state(&mut self, to: State) {
         let from = self.state;
         if from != to {
             self.state = to;
-            self.events.push_back(Event::StateChanged { from, to });
+            self.events.push(Event::StateChanged { from, to });
         }
     }
 
@@ -1095,8 +1208,9 @@ impl Connection {
                 && seg.payload.is_empty()
                 && !seg.flags.contains(TcpFlags::FIN)
                 && wnd == self.snd_wnd;
+            // RFC 6675 §5: the scoreboard learns from every ACK.
+            self.record_sack(seg);
             if dup {
-                self.record_sack(seg);
                 self.on_dup_ack(now);
             }
         }
@@ -1184,6 +1298,13 @@ impl Connection {
         }
         self.rtt.reset_backoff();
         self.rto_count = 0;
+        // Every ACK's echoed timestamp, for HyStart++ (the estimator above takes one sample
+        // per round trip when a timed segment is acknowledged).
+        let ts_rtt = self.ts_enabled.then_some(()).and_then(|()| {
+            let ts = seg.options.timestamp?;
+            let ms = self.tsval(now).wrapping_sub(ts.tsecr);
+            (ts.tsecr != 0 && ms < (1 << 31)).then(|| Duration::from_millis(u64::from(ms)))
+        });
 
         let flight = self.snd_max.since(self.snd_una);
         match self.recover {
@@ -1197,6 +1318,7 @@ impl Connection {
             }
             Some(_) => {
                 // Partial acknowledgment (RFC 6582 §3.2 step 4): resend the next hole, deflate.
+                self.partial_acks += 1;
                 if !self.sack_enabled {
                     self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
                 }
@@ -1208,6 +1330,11 @@ impl Connection {
             None => {
                 self.dupacks = 0;
                 let before = (self.cc.cwnd(), self.cc.ssthresh());
+                if self.cc.cwnd() < self.cc.ssthresh()
+                    && self.hystart.on_ack(ack, self.snd_nxt, ts_rtt)
+                {
+                    self.cc.exit_slow_start();
+                }
                 self.cc.on_ack(now, acked, flight, sample);
                 if before.1 != self.cc.ssthresh() {
                     self.push_congestion_event();
@@ -1217,7 +1344,7 @@ impl Connection {
         if flight == 0 {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::UserTimeout);
-        } else {
+        } else if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
             // RFC 6298 §5.3: restart the timer when new data is acknowledged.
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
             if let Some(t) = self.user_timeout {
@@ -1238,8 +1365,11 @@ impl Connection {
         // Loss is inferred on the third duplicate, or with SACK once more than
         // (DupThresh - 1) * SMSS bytes above SND.UNA are SACKed (RFC 6675 §5 IsLost).
         let sack_says_lost = self.sack_enabled && self.scoreboard.sacked_bytes() > 2 * self.snd_mss;
-        if self.dupacks >= 3 || sack_says_lost {
-            let flight = self.snd_max.since(self.snd_una);
+        // Duplicates of data sent before the last recovery or timeout began say nothing new.
+        let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
+        if fresh && (self.dupacks >= 3 || sack_says_lost) {
+            let flight = self.snd_nxt.since(self.snd_una);
+            self.recover_mark = self.snd_max;
             self.cc.on_congestion_event(now, flight);
             self.recover = Some(self.snd_max);
             self.high_rxt = self.snd_una;
@@ -1255,7 +1385,7 @@ impl Connection {
     }
 
     fn push_congestion_event(&mut self) {
-        self.events.push_back(Event::Congestion {
+        self.events.push(Event::Congestion {
             cwnd: self.cc.cwnd(),
             ssthresh: self.cc.ssthresh(),
         });
@@ -1301,8 +1431,7 @@ impl Connection {
             }
         } else {
             // This fills (part of) the first hole: acknowledge at once (RFC 9293 §3.8.6.3).
-            self.assembler.add(0, n);
-            let k = self.assembler.take_front();
+            let k = self.assembler.fill_front(n);
             self.recv_buf.commit(k);
             self.rcv_nxt += k;
             self.ack_due = AckDue::Now;
@@ -1473,7 +1602,7 @@ impl Connection {
                 self.rtt.back_off();
                 self.rtt_timed = None;
                 self.snd_nxt = self.iss;
-                self.events.push_back(Event::Retransmit {
+                self.events.push(Event::Retransmit {
                     seq: self.iss,
                     len: 0,
                     cause: RetransmitCause::Timeout,
@@ -1494,14 +1623,16 @@ impl Connection {
                 self.rtt.back_off();
                 self.rtt_timed = None;
                 // Go back to SND.UNA and send again within the loss window; what the peer
-                // SACKed may have been reneged on, so the scoreboard starts afresh.
+                // SACKed may have been reneged on, so the scoreboard starts afresh. Duplicate
+                // ACKs of what was sent before start no new recovery (RFC 6582 §4.1).
                 self.snd_nxt = self.snd_una;
+                self.recover_mark = self.snd_max;
                 self.recover = None;
                 self.dupacks = 0;
                 self.inflation = 0;
                 self.retransmit_at = None;
                 self.scoreboard.clear();
-                self.events.push_back(Event::Retransmit {
+                self.events.push(Event::Retransmit {
                     seq: self.snd_una,
                     len: flight.min(self.snd_mss),
                     cause: RetransmitCause::Timeout,
@@ -1611,7 +1742,7 @@ impl Connection {
                     self.rtt_timed = None;
                     if cause != RetransmitCause::Timeout {
                         self.high_rxt = self.high_rxt.max(end);
-                        self.events.push_back(Event::Retransmit {
+                        self.events.push(Event::Retransmit {
                             seq: p.seq,
                             len: p.len,
                             cause,
@@ -1790,10 +1921,11 @@ impl Connection {
     /// RFC 6675 §4 `pipe`: bytes believed in the network. Holes below the highest SACKed byte
     /// count as lost unless retransmitted (up to `HighRxt`); SACKed bytes are out.
     fn pipe(&self) -> usize {
+        // After a timeout SND.NXT went back: what lies above it is not in flight any more.
         let Some(high_sacked) = self.scoreboard.highest() else {
-            return self.snd_max.since(self.snd_una);
+            return self.snd_nxt.since(self.snd_una);
         };
-        let above = self.snd_max.since(high_sacked);
+        let above = self.snd_nxt.since(high_sacked);
         let mut retransmitted = 0;
         let mut cursor = self.snd_una;
         for &(s, e) in &self.scoreboard.blocks {

@@ -138,6 +138,11 @@ impl CongestionControl for Cubic {
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
     }
+
+    fn exit_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+        self.epoch = None;
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use synack_wire::{TcpFlags, TcpOptions, TcpRepr};
 
 use crate::config::Config;
 use crate::conn::{Connection, Event};
+use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, State};
@@ -136,7 +137,7 @@ pub struct Endpoint {
     isn: IsnGenerator,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_tuple: HashMap<FourTuple, ConnId>,
+    by_tuple: HashMap<FourTuple, ConnId, TupleHashBuilder>,
     listeners: Vec<Option<Listener>>,
     by_port: HashMap<(IpAddr, u16), ListenerId>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -155,7 +156,7 @@ impl Endpoint {
             isn: IsnGenerator::new(secret),
             slots: Vec::new(),
             free: Vec::new(),
-            by_tuple: HashMap::new(),
+            by_tuple: HashMap::with_hasher(TupleHashBuilder::new(secret)),
             listeners: Vec::new(),
             by_port: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -284,8 +285,7 @@ impl Endpoint {
             local: SocketAddr::new(local_ip, port),
             remote,
         };
-        let iss = self.isn.isn(now, tuple.local, tuple.remote);
-        let ts = self.isn.ts_offset(tuple.local, tuple.remote);
+        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
         let conn = Connection::connect(&self.config, now, tuple, iss, ts);
         self.stats.connects += 1;
         let id = self.insert(conn, None, true);
@@ -320,7 +320,7 @@ impl Endpoint {
     }
 
     fn insert(&mut self, conn: Connection, listener: Option<ListenerId>, held: bool) -> ConnId {
-        let tuple = conn.tuple();
+        let tuple = *conn.tuple_ref();
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -534,8 +534,7 @@ impl Endpoint {
             self.stats.syn_dropped += 1;
             return;
         }
-        let iss = self.isn.isn(now, tuple.local, tuple.remote);
-        let ts = self.isn.ts_offset(tuple.local, tuple.remote);
+        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
         let conn = Connection::accept(&self.config, now, tuple, iss, ts, seg);
         if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
             listener.half_open += 1;
@@ -657,14 +656,19 @@ impl Endpoint {
             let Some(conn) = slot.conn.as_mut() else {
                 continue;
             };
-            let tuple = conn.tuple();
             match conn.poll_transmit(now, buf) {
                 Some(len) => {
+                    let t = conn.tuple_ref();
+                    let (src, dst) = (t.local.ip(), t.remote.ip());
+                    let tuple = if self.trace.is_some() { Some(*t) } else { None };
                     self.stats.segments_sent += 1;
-                    // Round robin: the connection goes to the back and may send again.
-                    self.mark_ready(id);
+                    // Round robin: the connection goes to the back if it may send again.
+                    if self.may_transmit(id) {
+                        self.mark_ready(id);
+                    }
                     self.after_quiet(now, id);
-                    if self.trace.is_some() {
+                    self.maybe_reap(id);
+                    if let Some(tuple) = tuple {
                         if let Ok(seg) = TcpRepr::parse(&buf[..len], None) {
                             let info = SegmentInfo::from_repr(&seg);
                             self.record(
@@ -677,11 +681,7 @@ impl Endpoint {
                             );
                         }
                     }
-                    return Some(Transmit {
-                        src: tuple.local.ip(),
-                        dst: tuple.remote.ip(),
-                        len,
-                    });
+                    return Some(Transmit { src, dst, len });
                 }
                 None => {
                     self.after_quiet(now, id);
@@ -747,8 +747,18 @@ impl Endpoint {
 
     /// After an input or command: the connection may have output, new timers and events.
     fn after(&mut self, now: Instant, id: ConnId) {
-        self.mark_ready(id);
+        if self.may_transmit(id) {
+            self.mark_ready(id);
+        }
         self.after_quiet(now, id);
+        // A connection that closed with nothing to send is forgotten here (if unheld).
+        self.maybe_reap(id);
+    }
+
+    fn may_transmit(&self, id: ConnId) -> bool {
+        self.slot(id)
+            .and_then(|s| s.conn.as_ref())
+            .is_some_and(Connection::may_transmit)
     }
 
     /// Drain events, keep the accept queue and the timer heap up to date.
@@ -762,7 +772,6 @@ impl Endpoint {
         let Some(conn) = slot.conn.as_mut() else {
             return;
         };
-        let tuple = conn.tuple();
         let mut established = false;
         let mut closed = false;
         while let Some(ev) = conn.poll_event() {
@@ -773,7 +782,7 @@ impl Endpoint {
             if let Some(t) = self.trace.as_mut() {
                 t.push(TraceRecord {
                     time: now,
-                    event: TraceEvent::from_conn(tuple, ev),
+                    event: TraceEvent::from_conn(*conn.tuple_ref(), ev),
                 });
             }
         }

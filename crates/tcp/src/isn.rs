@@ -43,6 +43,20 @@ impl IsnGenerator {
         SeqNum(m.wrapping_add(self.hash(0, local, Some(remote)) as u32))
     }
 
+    /// The ISN and the timestamp offset from one keyed hash of the tuple: its low 32 bits are
+    /// `F` of RFC 6528, its high 32 bits the offset of RFC 7323 §5.4 (neither reveals the
+    /// other: halves of a PRF output are independent).
+    pub fn isn_and_ts_offset(
+        &self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> (SeqNum, u32) {
+        let h = self.hash(0, local, Some(remote));
+        let m = (now.as_micros() / 4) as u32;
+        (SeqNum(m.wrapping_add(h as u32)), (h >> 32) as u32)
+    }
+
     /// A per-connection offset added to TSval, RFC 7323 §5.4 and §7.1.
     pub fn ts_offset(&self, local: SocketAddr, remote: SocketAddr) -> u32 {
         self.hash(1, local, Some(remote)) as u32

@@ -30,6 +30,7 @@ pub use seq::SeqNum;
 pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};
 pub use timer::Timer;
 pub mod endpoint;
+pub mod hash;
 pub mod trace;
 
 pub use endpoint::{ConnId, ConnectError, Endpoint, ListenError, ListenerId, Transmit};

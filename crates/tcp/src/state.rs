@@ -80,8 +80,8 @@ impl fmt::Display for State {
     }
 }
 
-/// The local and remote ends of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The local and remote ends of a connection. (`Hash` is in [`crate::hash`]: a few whole words.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FourTuple {
     pub local: SocketAddr,
     pub remote: SocketAddr,

@@ -6,6 +6,7 @@
 //! making API calls (a connection per call, keep-alive, a pool, ...) can be set side by side.
 
 mod app;
+mod keepalive;
 mod report;
 mod scenario;
 mod world;
@@ -71,6 +72,19 @@ pub struct DemoArgs {
     /// Draw every segment instead of folding bulk data into summary lines.
     #[arg(long)]
     pub no_fold: bool,
+
+    /// API calls made by each of the keep-alive scenarios (a new connection per call, one
+    /// keep-alive connection, a pool).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub calls: u64,
+
+    /// Calls in flight at once in the pool scenario (its connections).
+    #[arg(long, value_name = "C", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub concurrency: u64,
+
+    /// Reply body of each API call, e.g. 100, 1KiB.
+    #[arg(long, value_name = "SIZE", default_value = "1KiB", value_parser = parse_size)]
+    pub call_bytes: u64,
 
     /// Give up (with an error) after this much virtual time.
     #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
@@ -253,7 +267,18 @@ fn fmt_rate(bps: u64) -> String {
 /// Runs the demo's scenarios and prints their ladders, phase tables and the results table.
 pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
     let settings = Settings::from_args(args)?;
-    let scenarios: Vec<Box<dyn Scenario>> = vec![Box::new(OneConnection)];
+    let calls = |mode| keepalive::ApiCalls {
+        mode,
+        calls: args.calls as usize,
+        concurrency: args.concurrency as usize,
+        reply_bytes: args.call_bytes,
+    };
+    let scenarios: Vec<Box<dyn Scenario>> = vec![
+        Box::new(OneConnection),
+        Box::new(calls(keepalive::Mode::ConnPerCall)),
+        Box::new(calls(keepalive::Mode::KeepAlive)),
+        Box::new(calls(keepalive::Mode::Pool)),
+    ];
     writeln!(
         out,
         "synack demo: rtt {} ({} each way), seed {}, reply {} ({} bytes), impairments: {}",

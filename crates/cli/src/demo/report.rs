@@ -211,6 +211,7 @@ pub fn print_results(
         &[
             "scenario",
             "handshakes",
+            "handshake RTTs",
             "requests",
             "ms to last byte",
             "RTTs",
@@ -227,9 +228,16 @@ pub fn print_results(
             Align::Right,
             Align::Right,
             Align::Right,
+            Align::Right,
         ],
     );
     for o in outcomes {
+        let handshake =
+            o.handshake_time
+                .or(match (o.phases.connect_start, o.phases.handshake_done) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                });
         let p = &o.phases;
         let to_last = match (p.connect_start, p.last_response_byte) {
             (Some(a), Some(b)) => (ms(b - a), rtts(b - a, settings.rtt)),
@@ -244,6 +252,7 @@ pub fn print_results(
         t.row(vec![
             o.name.to_owned(),
             o.summary.handshakes.to_string(),
+            handshake.map_or("-".into(), |d| rtts(d, settings.rtt)),
             o.requests.to_string(),
             to_last.0,
             to_last.1,

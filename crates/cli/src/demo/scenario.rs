@@ -43,6 +43,9 @@ pub struct Outcome {
     pub end: Instant,
     /// Packets written to the capture, if one was asked for.
     pub captured: Option<u64>,
+    /// Time the client spent in handshakes (SYN sent -> ESTABLISHED), summed over its
+    /// connections; `None`: the first connection's, from `phases`.
+    pub handshake_time: Option<Duration>,
 }
 
 /// A connection per call: connect, one request, one reply, close.
@@ -131,6 +134,7 @@ impl Scenario for OneConnection {
             time_wait: Config::default().msl * 2,
             end,
             captured,
+            handshake_time: None,
         })
     }
 }

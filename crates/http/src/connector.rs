@@ -1,0 +1,231 @@
+//! Where the client's connections come from: a [`Connector`] opens a byte stream to an
+//! [`Origin`]. Two are provided: [`SynackConnector`] (synack's stack, over the simulated
+//! network or a TUN device) and [`KernelConnector`] (the kernel's TCP through `tokio::net`).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::Uri;
+use synack_stack::net::{Stack, TcpStream};
+use synack_tcp::State;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream the client can run HTTP/1.1 on.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Tells whether the peer has closed (FIN or RST) or sent something unasked on an idle
+/// connection: such a connection must not carry another request.
+pub type PeerClosedProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What a connector hands back: the stream and what is known of it.
+pub struct Connected {
+    pub io: Box<dyn Io>,
+    pub local_addr: Option<SocketAddr>,
+    pub peer_addr: Option<SocketAddr>,
+    /// A probe of the idle stream that does not consume it (see [`PeerClosedProbe`]).
+    pub peer_closed: Option<PeerClosedProbe>,
+}
+
+impl fmt::Debug for Connected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connected")
+            .field("local_addr", &self.local_addr)
+            .field("peer_addr", &self.peer_addr)
+            .finish()
+    }
+}
+
+/// The scheme of an origin. Only `http` is served (no TLS in synack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+}
+
+/// An origin (RFC 6454): scheme, host and port; the key of the client's pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub scheme: Scheme,
+    /// The host as written in the URL, without brackets around an IPv6 address.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Origin {
+    /// The origin of an absolute `http://` URI (port 80 by default).
+    pub fn from_uri(uri: &Uri) -> Result<Origin, String> {
+        match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => {}
+            Some(s) => return Err(format!("{uri}: scheme {s:?} is not supported (http only)")),
+            None => return Err(format!("{uri}: not an absolute http:// URL")),
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{uri}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(format!("{uri}: no host"));
+        }
+        Ok(Origin {
+            scheme: Scheme::Http,
+            host,
+            port: uri.port_u16().unwrap_or(80),
+        })
+    }
+
+    /// The value of the `Host` header (RFC 9110 §7.2).
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The host as an IP address, if it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+/// A boxed connect future.
+pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Connected>> + Send + 'a>>;
+
+/// Opens connections for the client's pool. Each successful `connect` is one TCP handshake.
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a connection to `origin` (the pool applies the connect timeout).
+    fn connect<'a>(&'a self, origin: &'a Origin) -> ConnectFuture<'a>;
+}
+
+/// Connections over a synack [`Stack`] (a host of a simulated network, or a TUN device). The
+/// stack has no resolver: hosts must be IP addresses.
+#[derive(Debug, Clone)]
+pub struct SynackConnector {
+    stack: Stack,
+    nodelay: bool,
+}
+
+impl SynackConnector {
+    /// Connects from `stack`, with Nagle's algorithm off.
+    pub fn new(stack: &Stack) -> SynackConnector {
+        SynackConnector {
+            stack: stack.clone(),
+            nodelay: true,
+        }
+    }
+
+    /// Leaves Nagle's algorithm on (`false`) or turns it off (`true`, the default).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+}
+
+impl Connector for SynackConnector {
+    fn connect<'a>(&'a self, origin: &'a Origin) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let ip = origin.ip().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: synack's stack has no resolver; use an IP address",
+                        origin.host
+                    ),
+                )
+            })?;
+            let s = TcpStream::connect(&self.stack, SocketAddr::new(ip, origin.port)).await?;
+            s.set_nodelay(self.nodelay)?;
+            let (stack, id) = (s.stack().clone(), s.id());
+            let probe: PeerClosedProbe = Arc::new(move || {
+                stack.with_interface(|i| {
+                    i.tcp()
+                        .conn(id)
+                        .is_none_or(|c| c.state() != State::Established || c.error().is_some())
+                })
+            });
+            Ok(Connected {
+                local_addr: s.local_addr().ok(),
+                peer_addr: s.peer_addr().ok(),
+                io: Box::new(s),
+                peer_closed: Some(probe),
+            })
+        })
+    }
+}
+
+/// Connections over the kernel's TCP (`tokio::net::TcpStream`), resolving names with the
+/// system's resolver.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelConnector {
+    nodelay: bool,
+}
+
+impl Default for KernelConnector {
+    fn default() -> Self {
+        KernelConnector { nodelay: true }
+    }
+}
+
+impl KernelConnector {
+    /// With Nagle's algorithm off.
+    pub fn new() -> KernelConnector {
+        KernelConnector::default()
+    }
+
+    /// Leaves Nagle's algorithm on (`false`) or turns it off (`true`, the default).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+}
+
+impl Connector for KernelConnector {
+    fn connect<'a>(&'a self, origin: &'a Origin) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let s = match origin.ip() {
+                Some(ip) => {
+                    tokio::net::TcpStream::connect(SocketAddr::new(ip, origin.port)).await?
+                }
+                None => tokio::net::TcpStream::connect((origin.host.as_str(), origin.port)).await?,
+            };
+            s.set_nodelay(self.nodelay)?;
+            let (local, peer) = (s.local_addr().ok(), s.peer_addr().ok());
+            // A second descriptor of the same socket, to peek at it while hyper owns the
+            // stream: a read of 0 bytes is the peer's FIN.
+            let std = s.into_std()?;
+            let peek = std.try_clone()?;
+            let s = tokio::net::TcpStream::from_std(std)?;
+            let probe: PeerClosedProbe = Arc::new(move || {
+                let mut b = [0u8; 1];
+                !matches!(peek.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            });
+            Ok(Connected {
+                local_addr: local,
+                peer_addr: peer,
+                io: Box::new(s),
+                peer_closed: Some(probe),
+            })
+        })
+    }
+}

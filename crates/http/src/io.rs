@@ -1,0 +1,138 @@
+//! A byte-counting wrapper around a connection's stream.
+//!
+//! The client needs to know whether *any* response byte arrived on a connection before it
+//! failed (a request is retried only when none did), and the server needs to know when the
+//! first byte of the next request arrives (its header read timeout starts then). Both are
+//! read off the stream here, below hyper, so they do not depend on how hyper classifies
+//! errors.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What a [`Tracked`] stream has seen, shared with its owner.
+#[derive(Debug, Default)]
+pub(crate) struct IoState {
+    read: AtomicU64,
+    eof: AtomicBool,
+    /// When set, the next read of at least one byte records its time in `first_byte` and
+    /// notifies `notify` (the server arms it when a connection becomes idle).
+    armed: AtomicBool,
+    first_byte: Mutex<Option<Instant>>,
+    notify: Notify,
+}
+
+impl IoState {
+    /// Bytes read from the stream so far.
+    pub(crate) fn read(&self) -> u64 {
+        self.read.load(Ordering::Acquire)
+    }
+
+    /// Whether a read returned the end of the stream (the peer's FIN).
+    pub(crate) fn eof(&self) -> bool {
+        self.eof.load(Ordering::Acquire)
+    }
+
+    /// Forgets the last first byte and waits for the next one.
+    pub(crate) fn arm(&self) {
+        *self
+            .first_byte
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// Stops waiting for a first byte.
+    pub(crate) fn disarm(&self) {
+        self.armed.store(false, Ordering::Release);
+        *self
+            .first_byte
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// When the first byte after [`arm`](Self::arm) arrived, if it did.
+    pub(crate) fn first_byte(&self) -> Option<Instant> {
+        *self
+            .first_byte
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Woken when the first byte after [`arm`](Self::arm) arrives.
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+/// A stream that counts what passes through it into an [`IoState`].
+#[derive(Debug)]
+pub(crate) struct Tracked<S> {
+    inner: S,
+    state: Arc<IoState>,
+}
+
+impl<S> Tracked<S> {
+    pub(crate) fn new(inner: S) -> (Tracked<S>, Arc<IoState>) {
+        let state = Arc::new(IoState::default());
+        (
+            Tracked {
+                inner,
+                state: state.clone(),
+            },
+            state,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            let st = &self.state;
+            if n == 0 {
+                if buf.remaining() > 0 {
+                    st.eof.store(true, Ordering::Release);
+                }
+            } else {
+                st.read.fetch_add(n, Ordering::AcqRel);
+                if st.armed.swap(false, Ordering::AcqRel) {
+                    *st.first_byte.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(Instant::now());
+                    st.notify.notify_one();
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,32 @@
+//! HTTP/1.1 persistent connections over synack's stack or the kernel's: a keep-alive
+//! [`server`] and a pooled [`Client`], with [`Metrics`] of what each connection cost.
+//!
+//! The pool ([`pool`]) knows nothing of HTTP; the client ([`client`]) runs hyper's HTTP/1.1
+//! client connections in it; a [`Connector`] opens them over synack ([`SynackConnector`]) or
+//! the kernel ([`KernelConnector`]). The server ([`server`]) runs hyper's HTTP/1.1 server
+//! connections with nginx's keep-alive settings around them, on any [`server::Listener`].
+//! [`routes`] is the service `synack serve` runs.
+
+pub mod client;
+pub mod connector;
+pub mod headers;
+mod io;
+pub mod metrics;
+pub mod pool;
+pub mod routes;
+pub mod server;
+
+pub use client::{Client, ClientConfig, Error, RequestInfo};
+pub use connector::{Connected, Connector, KernelConnector, Origin, SynackConnector};
+pub use metrics::{Metrics, ServerStats};
+pub use pool::PoolConfig;
+pub use server::{serve, ServerConfig, ServerHandle};
+
+/// A current-thread tokio runtime whose clock is paused: virtual time, which jumps to the
+/// next timer whenever every task waits (for runs on a simulated network outside tests).
+pub fn virtual_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+}

@@ -1,0 +1,248 @@
+//! Counters of the client and of the server, and their JSON form.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a [`Client`](crate::Client) did, as counted since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Metrics {
+    /// Connections whose TCP handshake completed (each one cost a handshake).
+    pub connections_opened: u64,
+    /// Completed TCP handshakes, as the connector reported them (equal to
+    /// `connections_opened`: kept apart so a test can cross-check it with a TCP trace).
+    pub handshakes: u64,
+    /// Total time spent in handshakes (connect calls that succeeded).
+    pub handshake_time: Duration,
+    /// Connect attempts that failed or timed out.
+    pub connect_errors: u64,
+    /// Requests sent (a retried request counts each time it is sent).
+    pub requests: u64,
+    /// Requests that got a complete response.
+    pub responses: u64,
+    /// Requests sent on a connection that had already carried one (no handshake paid).
+    pub reused: u64,
+    /// Requests resent on a fresh connection after a reused one failed before any response
+    /// byte (idempotent methods only).
+    pub retries: u64,
+    /// Requests that failed with an error returned to the caller.
+    pub failures: u64,
+    /// Of `failures`: non-idempotent requests whose connection failed after they were sent
+    /// ([`Error::MaybeProcessed`](crate::Error::MaybeProcessed)).
+    pub maybe_processed: u64,
+    /// Idle connections found closed by the peer (FIN or RST) and dropped before reuse.
+    pub peer_closed: u64,
+    /// Idle connections retired before the server's `Keep-Alive: timeout` ran out.
+    pub retired_keepalive: u64,
+    /// Connections retired because the server's `Keep-Alive: max` or `Connection: close`
+    /// said no more requests.
+    pub retired_by_server: u64,
+    /// Idle connections closed by the client's own idle timeout or idle limit.
+    pub evicted_idle: u64,
+    /// Requests that waited in the pool's queue for a connection.
+    pub pool_waits: u64,
+    /// Of those, the ones that gave up after `pool_wait_timeout`.
+    pub pool_wait_timeouts: u64,
+}
+
+impl Metrics {
+    /// Share of requests sent on a reused connection, in [0, 1].
+    pub fn reuse_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.reused as f64 / self.requests as f64
+        }
+    }
+
+    /// Mean requests sent per connection opened.
+    pub fn requests_per_connection(&self) -> f64 {
+        if self.connections_opened == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.connections_opened as f64
+        }
+    }
+
+    /// The metrics as one JSON object on one line.
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        let ints: [(&str, u64); 15] = [
+            ("connections_opened", self.connections_opened),
+            ("handshakes", self.handshakes),
+            ("connect_errors", self.connect_errors),
+            ("requests", self.requests),
+            ("responses", self.responses),
+            ("reused", self.reused),
+            ("retries", self.retries),
+            ("failures", self.failures),
+            ("maybe_processed", self.maybe_processed),
+            ("peer_closed", self.peer_closed),
+            ("retired_keepalive", self.retired_keepalive),
+            ("retired_by_server", self.retired_by_server),
+            ("evicted_idle", self.evicted_idle),
+            ("pool_waits", self.pool_waits),
+            ("pool_wait_timeouts", self.pool_wait_timeouts),
+        ];
+        for (i, (k, v)) in ints.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "\"{k}\":{v}");
+        }
+        let _ = write!(
+            s,
+            ",\"handshake_ms\":{:.3},\"requests_per_connection\":{:.3},\"reuse_ratio\":{:.4}}}",
+            self.handshake_time.as_secs_f64() * 1000.0,
+            self.requests_per_connection(),
+            self.reuse_ratio()
+        );
+        s
+    }
+}
+
+/// The client's live counters.
+#[derive(Debug, Default)]
+pub(crate) struct ClientCounters {
+    pub connections_opened: AtomicU64,
+    pub handshake_us: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub reused: AtomicU64,
+    pub retries: AtomicU64,
+    pub failures: AtomicU64,
+    pub maybe_processed: AtomicU64,
+    pub peer_closed: AtomicU64,
+    pub retired_keepalive: AtomicU64,
+    pub retired_by_server: AtomicU64,
+    pub evicted_idle: AtomicU64,
+    pub pool_waits: AtomicU64,
+    pub pool_wait_timeouts: AtomicU64,
+}
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl ClientCounters {
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let opened = get(&self.connections_opened);
+        Metrics {
+            connections_opened: opened,
+            handshakes: opened,
+            handshake_time: Duration::from_micros(get(&self.handshake_us)),
+            connect_errors: get(&self.connect_errors),
+            requests: get(&self.requests),
+            responses: get(&self.responses),
+            reused: get(&self.reused),
+            retries: get(&self.retries),
+            failures: get(&self.failures),
+            maybe_processed: get(&self.maybe_processed),
+            peer_closed: get(&self.peer_closed),
+            retired_keepalive: get(&self.retired_keepalive),
+            retired_by_server: get(&self.retired_by_server),
+            evicted_idle: get(&self.evicted_idle),
+            pool_waits: get(&self.pool_waits),
+            pool_wait_timeouts: get(&self.pool_wait_timeouts),
+        }
+    }
+}
+
+/// What a [`Server`](crate::server) did, as counted since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections still open.
+    pub active_connections: u64,
+    /// Requests handed to the service.
+    pub requests: u64,
+    /// Most requests served on one connection.
+    pub max_requests_per_connection: u64,
+    /// Connections closed by the idle timeout (`keepalive_timeout`) between requests.
+    pub closed_idle: u64,
+    /// Connections closed after their last allowed request (`keepalive_requests`).
+    pub closed_max_requests: u64,
+    /// Connections closed after a request past their maximum life (`keepalive_time`).
+    pub closed_max_time: u64,
+    /// Connections closed because the client asked (`Connection: close`, or HTTP/1.0).
+    pub closed_by_client_request: u64,
+    /// Connections the client closed (its FIN) between requests.
+    pub closed_by_peer: u64,
+    /// Connections closed because a request head did not arrive in `header_read_timeout`.
+    pub header_timeouts: u64,
+    /// Connections that ended with an HTTP or I/O error (bad request, reset, ...).
+    pub errors: u64,
+}
+
+impl ServerStats {
+    /// Mean requests per accepted connection.
+    pub fn requests_per_connection(&self) -> f64 {
+        if self.connections == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.connections as f64
+        }
+    }
+
+    /// The counters as one JSON object on one line.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"connections\":{},\"active_connections\":{},\"requests\":{},\
+             \"max_requests_per_connection\":{},\"closed_idle\":{},\"closed_max_requests\":{},\
+             \"closed_max_time\":{},\"closed_by_client_request\":{},\"closed_by_peer\":{},\
+             \"header_timeouts\":{},\"errors\":{},\"requests_per_connection\":{:.3}}}",
+            self.connections,
+            self.active_connections,
+            self.requests,
+            self.max_requests_per_connection,
+            self.closed_idle,
+            self.closed_max_requests,
+            self.closed_max_time,
+            self.closed_by_client_request,
+            self.closed_by_peer,
+            self.header_timeouts,
+            self.errors,
+            self.requests_per_connection()
+        )
+    }
+}
+
+/// The server's live counters.
+#[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    pub connections: AtomicU64,
+    pub active_connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub max_requests_per_connection: AtomicU64,
+    pub closed_idle: AtomicU64,
+    pub closed_max_requests: AtomicU64,
+    pub closed_max_time: AtomicU64,
+    pub closed_by_client_request: AtomicU64,
+    pub closed_by_peer: AtomicU64,
+    pub header_timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl ServerCounters {
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        ServerStats {
+            connections: get(&self.connections),
+            active_connections: get(&self.active_connections),
+            requests: get(&self.requests),
+            max_requests_per_connection: get(&self.max_requests_per_connection),
+            closed_idle: get(&self.closed_idle),
+            closed_max_requests: get(&self.closed_max_requests),
+            closed_max_time: get(&self.closed_max_time),
+            closed_by_client_request: get(&self.closed_by_client_request),
+            closed_by_peer: get(&self.closed_by_peer),
+            header_timeouts: get(&self.header_timeouts),
+            errors: get(&self.errors),
+        }
+    }
+}
