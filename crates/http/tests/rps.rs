@@ -6,7 +6,7 @@
 //! ```text
 //! cargo test --release -p synack-http --test rps -- --ignored --nocapture
 //! ```
-//! `SYNACK_RPS_REQUESTS` sets the requests per case (default 20000).
+//! `SYNACK_RPS_REQUESTS` sets the requests per case (default 50000).
 
 mod common;
 
@@ -23,7 +23,7 @@ fn requests() -> usize {
     std::env::var("SYNACK_RPS_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000)
+        .unwrap_or(50_000)
 }
 
 fn config(conns: usize) -> ClientConfig {
@@ -69,6 +69,14 @@ async fn load(client: &Client, url: &str, n: usize, conns: usize) -> (f64, u64) 
     (n as f64 / secs, client.metrics().connections_opened)
 }
 
+/// No limit of requests per connection: each lane keeps its connection.
+fn server_config() -> ServerConfig {
+    ServerConfig {
+        keepalive_requests: u64::MAX,
+        ..ServerConfig::default()
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,7 +90,7 @@ fn synack_case(conns: usize, n: usize) -> (f64, u64) {
         let l = TcpListener::bind(&b, SocketAddr::new(common::ip(common::SERVER), 80))
             .await
             .unwrap();
-        let srv = serve(l, ServerConfig::default(), Routes::new());
+        let srv = serve(l, server_config(), Routes::new());
         let c = Client::new(SynackConnector::new(&a), config(conns));
         let r = tokio::time::timeout(
             Duration::from_secs(300),
@@ -100,14 +108,7 @@ fn kernel_case(conns: usize, n: usize) -> (f64, u64) {
     rt().block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let srv = serve(
-            l,
-            ServerConfig {
-                keepalive_requests: u64::MAX,
-                ..ServerConfig::default()
-            },
-            Routes::new(),
-        );
+        let srv = serve(l, server_config(), Routes::new());
         let c = Client::new(KernelConnector::new(), config(conns));
         let url = format!("http://{addr}/");
         let r = tokio::time::timeout(Duration::from_secs(300), load(&c, &url, n, conns))

@@ -273,3 +273,48 @@ fn time_wait_ends_after_exactly_two_msl_of_virtual_time() {
     assert_eq!(left - entered, Duration::from_secs(10));
     assert_eq!(p.net.host(client).tcp().connection_count(), 0);
 }
+
+#[test]
+fn many_sequential_connections_each_one_byte_each_way() {
+    // Connection churn: every connection's rings come from the ones before it.
+    let cfg = Config {
+        msl: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let mut p = Pair::new(51, Duration::from_millis(2), cfg);
+    p.net.host_mut(p.client).tcp_mut().set_tracing(false);
+    p.net.host_mut(p.server).tcp_mut().set_tracing(false);
+    let l = p.listen(80);
+    for i in 0..300u32 {
+        let byte = (i % 251) as u8;
+        let c = p.connect(80);
+        let mut cf = Flow::new(vec![byte]);
+        let mut sf: Option<(synack_tcp::ConnId, Flow)> = None;
+        let (client, server) = (p.client, p.server);
+        let done = p.run_until(Duration::from_secs(5), |p| {
+            let now = p.now();
+            if sf.is_none() {
+                if let Some(s) = p.net.host_mut(server).tcp_mut().accept(l) {
+                    sf = Some((s, Flow::new(vec![byte ^ 0xff])));
+                }
+            }
+            cf.pump(p.net.host_mut(client).tcp_mut(), now, c);
+            if let Some((s, f)) = sf.as_mut() {
+                f.pump(p.net.host_mut(server).tcp_mut(), now, *s);
+            }
+            p.net.flush();
+            cf.done() && sf.as_ref().is_some_and(|(_, f)| f.done())
+        });
+        assert!(done, "connection {i} did not finish");
+        assert_eq!(cf.got, vec![byte ^ 0xff], "connection {i}");
+        assert_eq!(sf.as_ref().unwrap().1.got, vec![byte], "connection {i}");
+        let now = p.now();
+        p.net.host_mut(client).tcp_mut().close(now, c);
+        let s = sf.unwrap().0;
+        p.net.host_mut(server).tcp_mut().close(now, s);
+        p.net.flush();
+    }
+    p.run_until(Duration::from_secs(5), |_| false);
+    assert_eq!(p.net.host(p.client).tcp().connection_count(), 0);
+    assert_eq!(p.net.host(p.server).tcp().connection_count(), 0);
+}

@@ -24,6 +24,22 @@ impl RingBuffer {
         }
     }
 
+    /// Give the ring storage to use (from a pool), if it has none yet; the bytes in it are
+    /// never read before being written.
+    pub fn adopt(&mut self, storage: Vec<u8>) {
+        if self.storage.is_empty() && self.len == 0 && !storage.is_empty() {
+            self.storage = storage;
+            self.head = 0;
+        }
+    }
+
+    /// Take the storage out (for a pool), leaving the ring empty.
+    pub fn take_storage(&mut self) -> Vec<u8> {
+        self.head = 0;
+        self.len = 0;
+        std::mem::take(&mut self.storage)
+    }
+
     /// Bytes held in order from the front.
     #[inline]
     pub fn len(&self) -> usize {

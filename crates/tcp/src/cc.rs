@@ -19,10 +19,61 @@ pub enum Algorithm {
 
 impl Algorithm {
     pub fn build(self, mss: usize, initial_window: usize) -> Box<dyn CongestionControl> {
+        Box::new(self.controller(mss, initial_window))
+    }
+
+    /// The built-in controllers, held inline by each connection (no allocation).
+    pub fn controller(self, mss: usize, initial_window: usize) -> Controller {
         match self {
-            Algorithm::NewReno => Box::new(NewReno::new(mss, initial_window)),
-            Algorithm::Cubic => Box::new(crate::cubic::Cubic::new(mss, initial_window)),
+            Algorithm::NewReno => Controller::NewReno(NewReno::new(mss, initial_window)),
+            Algorithm::Cubic => Controller::Cubic(crate::cubic::Cubic::new(mss, initial_window)),
         }
+    }
+}
+
+/// One of the built-in algorithms, as a value: the connection's controller.
+#[derive(Debug, Clone)]
+pub enum Controller {
+    NewReno(NewReno),
+    Cubic(crate::cubic::Cubic),
+}
+
+macro_rules! delegate {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            Controller::NewReno($c) => $e,
+            Controller::Cubic($c) => $e,
+        }
+    };
+}
+
+impl CongestionControl for Controller {
+    fn name(&self) -> &'static str {
+        delegate!(self, c => c.name())
+    }
+    fn cwnd(&self) -> usize {
+        delegate!(self, c => c.cwnd())
+    }
+    fn ssthresh(&self) -> usize {
+        delegate!(self, c => c.ssthresh())
+    }
+    fn on_ack(&mut self, now: Instant, acked: usize, flight: usize, rtt: Option<Duration>) {
+        delegate!(self, c => c.on_ack(now, acked, flight, rtt))
+    }
+    fn on_congestion_event(&mut self, now: Instant, flight: usize) {
+        delegate!(self, c => c.on_congestion_event(now, flight))
+    }
+    fn on_recovery_end(&mut self, now: Instant) {
+        delegate!(self, c => c.on_recovery_end(now))
+    }
+    fn on_rto(&mut self, now: Instant, flight: usize) {
+        delegate!(self, c => c.on_rto(now, flight))
+    }
+    fn set_mss(&mut self, mss: usize) {
+        delegate!(self, c => c.set_mss(mss))
+    }
+    fn exit_slow_start(&mut self) {
+        delegate!(self, c => c.exit_slow_start())
     }
 }
 

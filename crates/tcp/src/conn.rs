@@ -20,7 +20,7 @@ use synack_wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 
 use crate::assembler::Assembler;
 use crate::buffer::RingBuffer;
-use crate::cc::{initial_window, Algorithm, CongestionControl};
+use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
 use crate::config::{Config, Keepalive};
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
@@ -271,7 +271,7 @@ pub struct Connection {
     persist_backoff: u32,
     keepalive_probes: u32,
 
-    cc: Box<dyn CongestionControl>,
+    cc: Controller,
     cc_algorithm: Algorithm,
     iw_segments: usize,
     dupacks: u32,
@@ -363,7 +363,7 @@ impl Connection {
         let snd_mss = if ipv6 { 1220 } else { 536 };
         let cc = config
             .congestion
-            .build(snd_mss, initial_window(snd_mss, config.initial_window));
+            .controller(snd_mss, initial_window(snd_mss, config.initial_window));
         let _ = now;
         Connection {
             tuple,
@@ -678,12 +678,12 @@ impl Connection {
             return;
         }
         match self.state {
-            State::SynSent => {
-                // Nothing was synchronized: the TCB goes (RFC 9293 §3.10.4, SYN-SENT).
-                self.set_state(State::Closed);
-                self.timers.stop_all();
+            State::SynSent | State::SynReceived => {
+                // RFC 9293 §3.10.4: "queue for processing after entering ESTABLISHED state" —
+                // the bytes already queued, then the FIN, once the handshake is done.
+                self.fin_queued = true;
             }
-            State::SynReceived | State::Established => {
+            State::Established => {
                 self.fin_queued = true;
                 self.set_state(State::FinWait1);
             }
@@ -699,6 +699,12 @@ impl Connection {
     /// later, makes it an abort (RFC 1122 §4.2.2.13, RFC 2525 §2.17).
     pub fn close(&mut self) {
         self.read_closed = true;
+        if self.state == State::SynSent && self.send_buf.is_empty() {
+            // Nothing was synchronized or queued: the TCB goes (RFC 9293 §3.10.4, SYN-SENT).
+            self.timers.stop_all();
+            self.set_state(State::Closed);
+            return;
+        }
         if !self.recv_buf.is_empty() && self.state.is_synchronized() {
             self.abort();
             return;
@@ -751,6 +757,17 @@ impl Connection {
 
     // ---------------------------------------------------------------------------------------
     // Outputs.
+
+    /// Lend the send and receive rings storage from a pool (before any data moved).
+    pub(crate) fn adopt_storage(&mut self, send: Vec<u8>, recv: Vec<u8>) {
+        self.send_buf.adopt(send);
+        self.recv_buf.adopt(recv);
+    }
+
+    /// Take the rings' storage back for a pool (the connection is being dropped).
+    pub(crate) fn take_storage(&mut self) -> [Vec<u8>; 2] {
+        [self.send_buf.take_storage(), self.recv_buf.take_storage()]
+    }
 
     /// Whether [`poll_transmit`](Self::poll_transmit) may have a segment now. A cheap,
     /// conservative test (it may say yes when the windows or Nagle then hold data back, never
@@ -914,7 +931,7 @@ impl Connection {
         let iw = initial_window(self.snd_mss, self.iw_segments);
         // The initial window is set once the MSS is known (RFC 5681 §3.1, RFC 6928).
         if self.cc.cwnd() != iw {
-            self.cc = self.cc_algorithm.build(self.snd_mss, iw);
+            self.cc = self.cc_algorithm.controller(self.snd_mss, iw);
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct ConnId {
 }
 
 /// A listening socket of this endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u32);
 
 /// Why `listen` failed.
@@ -146,7 +146,14 @@ pub struct Endpoint {
     next_ephemeral: u32,
     trace: Option<Vec<TraceRecord>>,
     stats: Stats,
+    /// Ring storage of dropped connections, lent to new ones: connection churn allocates
+    /// nothing in the steady state.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Most spare ring storages kept, and the largest kept (big ones go back to the allocator).
+const SPARE_MAX: usize = 256;
+const SPARE_MAX_BYTES: usize = 64 * 1024;
 
 impl Endpoint {
     /// An endpoint whose ISNs and port choices are keyed by `secret` (RFC 6528, RFC 6056).
@@ -165,6 +172,7 @@ impl Endpoint {
             next_ephemeral: 0,
             trace: None,
             stats: Stats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -319,7 +327,11 @@ impl Endpoint {
         Err(ConnectError::NoEphemeralPort)
     }
 
-    fn insert(&mut self, conn: Connection, listener: Option<ListenerId>, held: bool) -> ConnId {
+    fn insert(&mut self, mut conn: Connection, listener: Option<ListenerId>, held: bool) -> ConnId {
+        if self.spare.len() >= 2 {
+            let (a, b) = (self.spare.pop(), self.spare.pop());
+            conn.adopt_storage(a.unwrap_or_default(), b.unwrap_or_default());
+        }
         let tuple = *conn.tuple_ref();
         let index = match self.free.pop() {
             Some(i) => i,
@@ -832,8 +844,16 @@ impl Endpoint {
 
     fn remove(&mut self, id: ConnId) {
         let slot = &mut self.slots[id.index as usize];
-        if let Some(c) = slot.conn.take() {
-            self.by_tuple.remove(&c.tuple());
+        if let Some(mut c) = slot.conn.take() {
+            self.by_tuple.remove(c.tuple_ref());
+            for storage in c.take_storage() {
+                if self.spare.len() < SPARE_MAX
+                    && !storage.is_empty()
+                    && storage.len() <= SPARE_MAX_BYTES
+                {
+                    self.spare.push(storage);
+                }
+            }
         }
         if let Some(l) = slot.listener.take() {
             if let Some(listener) = self

@@ -33,54 +33,116 @@ const ALL: [Timer; COUNT] = [
     Timer::UserTimeout,
 ];
 
-/// A table of deadlines, one per [`Timer`].
-#[derive(Debug, Clone, Copy, Default)]
+/// A table of deadlines, one per [`Timer`], with the earliest kept at hand: `next` is asked
+/// after every input, so it is a field read, not a scan.
+#[derive(Debug, Clone, Copy)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; COUNT],
+    /// Microseconds; `u64::MAX` is "not set".
+    deadlines: [u64; COUNT],
+    next: u64,
+}
+
+const UNSET: u64 = u64::MAX;
+
+impl Default for TimerTable {
+    fn default() -> TimerTable {
+        TimerTable {
+            deadlines: [UNSET; COUNT],
+            next: UNSET,
+        }
+    }
 }
 
 impl TimerTable {
     #[inline]
     pub fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer as usize] = Some(at);
+        let at = at.as_micros().min(UNSET - 1);
+        let old = self.deadlines[timer as usize];
+        self.deadlines[timer as usize] = at;
+        if at <= self.next {
+            self.next = at;
+        } else if old == self.next {
+            self.recompute();
+        }
     }
 
     #[inline]
     pub fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer as usize] = None;
+        let old = self.deadlines[timer as usize];
+        if old == UNSET {
+            return;
+        }
+        self.deadlines[timer as usize] = UNSET;
+        if old == self.next {
+            self.recompute();
+        }
+    }
+
+    fn recompute(&mut self) {
+        self.next = self.deadlines.iter().copied().min().unwrap_or(UNSET);
     }
 
     #[inline]
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.deadlines[timer as usize]
+        let at = self.deadlines[timer as usize];
+        (at != UNSET).then_some(Instant::from_micros(at))
     }
 
     #[inline]
     pub fn is_set(&self, timer: Timer) -> bool {
-        self.deadlines[timer as usize].is_some()
+        self.deadlines[timer as usize] != UNSET
     }
 
     pub fn stop_all(&mut self) {
-        self.deadlines = [None; COUNT];
+        self.deadlines = [UNSET; COUNT];
+        self.next = UNSET;
     }
 
     /// The earliest deadline.
+    #[inline]
     pub fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
+        (self.next != UNSET).then_some(Instant::from_micros(self.next))
     }
 
     /// Take (stop) one timer whose deadline is at or before `now`, earliest first.
     pub fn take_expired(&mut self, now: Instant) -> Option<Timer> {
-        let mut best: Option<(Instant, Timer)> = None;
+        let now = now.as_micros();
+        if self.next > now {
+            return None;
+        }
+        let mut best: Option<(u64, Timer)> = None;
         for t in ALL {
-            if let Some(at) = self.deadlines[t as usize] {
-                if at <= now && best.is_none_or(|(b, _)| at < b) {
-                    best = Some((at, t));
-                }
+            let at = self.deadlines[t as usize];
+            if at <= now && best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, t));
             }
         }
         let (_, t) = best?;
         self.stop(t);
         Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_earliest() {
+        let mut t = TimerTable::default();
+        assert_eq!(t.next(), None);
+        t.set(Timer::Retransmit, Instant::from_millis(200));
+        t.set(Timer::DelayedAck, Instant::from_millis(40));
+        assert_eq!(t.next(), Some(Instant::from_millis(40)));
+        t.set(Timer::DelayedAck, Instant::from_millis(400));
+        assert_eq!(t.next(), Some(Instant::from_millis(200)));
+        t.stop(Timer::Retransmit);
+        assert_eq!(t.next(), Some(Instant::from_millis(400)));
+        assert_eq!(t.take_expired(Instant::from_millis(399)), None);
+        assert_eq!(
+            t.take_expired(Instant::from_millis(400)),
+            Some(Timer::DelayedAck)
+        );
+        assert_eq!(t.next(), None);
     }
 }

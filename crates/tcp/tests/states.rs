@@ -573,3 +573,28 @@ fn a_peer_without_window_scaling_gets_one_ack_not_a_stream_of_updates() {
     assert_eq!(out[0].win, 65535);
     assert!(output(&mut c, t(11)).is_empty());
 }
+
+#[test]
+fn shutdown_during_the_handshake_sends_the_data_then_the_fin() {
+    // A write and a half-close before the SYN-ACK: nothing is lost, the FIN follows the data.
+    let cfg = plain();
+    let mut c = syn_sent(&cfg);
+    assert_eq!(c.send(b"bye"), Ok(3));
+    c.shutdown();
+    assert_eq!(c.state(), State::SynSent);
+    input(&mut c, t(50), &Seg::new(S | A, IRS, ISS + 1));
+    assert_eq!(c.state(), State::FinWait1);
+    assert_eq!(
+        keys(&output(&mut c, t(50))),
+        vec![(F | P | A, ISS + 1, IRS + 1, 3)]
+    );
+}
+
+#[test]
+fn close_in_syn_sent_with_nothing_queued_deletes_the_tcb() {
+    let cfg = plain();
+    let mut c = syn_sent(&cfg);
+    c.close();
+    assert_eq!(c.state(), State::Closed);
+    assert!(output(&mut c, t(1)).is_empty());
+}

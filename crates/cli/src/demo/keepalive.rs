@@ -268,6 +268,10 @@ impl ApiCalls {
         // The client closes its idle connections, the server its side.
         tokio::time::sleep(IDLE_CLOSE * 2).await;
         drop(client);
+        // The server closes each connection when the client's FIN arrives.
+        while server.stats().active_connections > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         server.shutdown(Duration::from_secs(10)).await;
         let open = c.wait_idle(settings.time_limit).await && s.wait_idle(settings.time_limit).await;
         if !open {

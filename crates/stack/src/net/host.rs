@@ -2,7 +2,7 @@
 //! in this module until the interface has UDP of its own, and the wakers of the tasks waiting
 //! on its sockets.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::task::Waker;
 
@@ -28,8 +28,8 @@ pub(crate) struct ConnWaiters {
 pub(crate) struct Host {
     pub(crate) iface: Interface,
     pub(crate) udp: UdpLayer,
-    pub(crate) conns: HashMap<ConnId, ConnWaiters>,
-    pub(crate) listeners: HashMap<ListenerId, Waker>,
+    pub(crate) conns: BTreeMap<ConnId, ConnWaiters>,
+    pub(crate) listeners: BTreeMap<ListenerId, Waker>,
     /// The addresses TCP listeners are bound to (for `EADDRINUSE` between an unspecified
     /// and a specific address, which the endpoint allows).
     pub(crate) tcp_bound: Vec<SocketAddr>,
@@ -69,8 +69,8 @@ impl Host {
         Host {
             iface,
             udp: UdpLayer::default(),
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: BTreeMap::new(),
+            listeners: BTreeMap::new(),
             tcp_bound: Vec::new(),
             trace_hook: None,
         }
@@ -136,7 +136,7 @@ impl Host {
             wake(&mut w.write);
             wake(&mut w.connect);
         }
-        for (_, w) in self.listeners.drain() {
+        for (_, w) in std::mem::take(&mut self.listeners) {
             w.wake();
         }
         self.udp.wake_all();

@@ -6,7 +6,7 @@
 //! [`UdpLayer::intercept`] first: UDP to one of the host's addresses is consumed here, the
 //! rest goes on to the interface. When the interface grows UDP, this layer moves into it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -69,7 +69,7 @@ struct Sock {
 /// The UDP sockets of one host and the datagrams waiting to be sent.
 #[derive(Default)]
 pub(crate) struct UdpLayer {
-    sockets: HashMap<SocketAddr, Sock>,
+    sockets: BTreeMap<SocketAddr, Sock>,
     out: VecDeque<Vec<u8>>,
     send_waiters: Vec<Waker>,
     stats: UdpStats,
