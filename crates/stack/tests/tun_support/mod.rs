@@ -80,6 +80,16 @@ impl Netns {
         run(Command::new("ip").args(["netns", "add", &name])).expect("ip netns add");
         let ns = Netns { name };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"])).expect("lo up");
+        // No duplicate address detection for the namespace's interfaces: a fresh IPv6 address
+        // would stay "tentative" for a second or more, and the kernel would meanwhile pick its
+        // link-local source or fail to connect.
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sh", "-c"])
+            .arg(
+                "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; \
+             echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad",
+            ))
+        .expect("disable DAD");
         ns
     }
 
