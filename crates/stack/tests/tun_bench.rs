@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use synack_stack::net::{Stack, StackConfig, TcpListener, TcpStream};
-use synack_stack::tun::{TunConfig, TunDevice};
+use synack_stack::tun::{TunConfig, TunDevice, TunOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tun_support::{enter, privileged, Netns};
 
@@ -132,32 +132,60 @@ fn stop_server(addr: &str, stop: &AtomicBool) {
 }
 
 struct Row {
-    what: &'static str,
+    what: String,
     synack: f64,
     kernel: f64,
     unit: &'static str,
 }
 
-#[test]
-#[ignore = "benchmark: run as root with --release -- --ignored --nocapture"]
-fn tun_vs_veth() {
-    if !privileged("tun_vs_veth") {
-        return;
-    }
-    // synack over TUN.
-    let tun_ns = Netns::new("bench-tun");
-    let synack = tun_ns.run(|| {
+/// The kernel's packet counters of `synack0` in the calling thread's namespace: (packets it
+/// took from synack, packets it handed to synack). With offloads one packet is one write or
+/// read of up to 64 KiB, so these count system calls.
+fn tun_counts() -> (u64, u64) {
+    let out = std::process::Command::new("ip")
+        .args(["-s", "-j", "link", "show", "dev", "synack0"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let packets = |dir: &str| -> u64 {
+        let Some(i) = out.find(&format!("\"{dir}\":{{")) else {
+            return 0;
+        };
+        let rest = &out[i..];
+        let Some(j) = rest.find("\"packets\":") else {
+            return 0;
+        };
+        rest[j + 10..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    };
+    (packets("rx"), packets("tx"))
+}
+
+/// synack over a TUN device opened with `options`, in a namespace of its own: throughput
+/// kernel → synack and synack → kernel (Mbit/s), connection rate kernel client → synack server
+/// and synack client → kernel server (conn/s).
+fn synack_over_tun(tag: &'static str, options: TunOptions) -> (f64, f64, f64, f64) {
+    let tun_ns = Netns::new(tag);
+    tun_ns.run(move || {
         runtime().block_on(async {
-            let dev = TunDevice::create(&TunConfig {
-                name: "synack0".into(),
-                mtu: 1500,
-                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
-            })
+            let dev = TunDevice::create_with(
+                &TunConfig {
+                    name: "synack0".into(),
+                    mtu: 1500,
+                    addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+                },
+                options,
+            )
             .unwrap();
             let ours: IpAddr = "198.18.0.2".parse().unwrap();
             let stack = Stack::new(dev, StackConfig::new(&[ours])).unwrap();
 
             // kernel → synack
+            let c0 = tun_counts();
             let l = TcpListener::bind(&stack, (ours, 5001)).await.unwrap();
             let t = std::thread::spawn(|| {
                 kernel_send(std::net::TcpStream::connect("198.18.0.2:5001")?)
@@ -170,7 +198,8 @@ fn tun_vs_veth() {
                 .unwrap();
             assert_eq!(got, sent);
             let k2s = mbps(got, d);
-            let dev_stats = stack.device_stats().unwrap();
+            let k2s_stats = stack.device_stats().unwrap();
+            let c1 = tun_counts();
 
             // synack → kernel
             let kl = std::net::TcpListener::bind("198.18.0.1:5002").unwrap();
@@ -183,6 +212,17 @@ fn tun_vs_veth() {
                 .unwrap();
             assert_eq!(got, sent);
             let s2k = mbps(got, d);
+            let dev_stats = stack.device_stats().unwrap();
+            let c2 = tun_counts();
+            eprintln!(
+                "{tag}: kernel → synack: {} stack packets in {} TUN reads; \
+                 synack → kernel: {} stack packets in {} TUN writes",
+                k2s_stats.rx_packets,
+                c1.1 - c0.1,
+                dev_stats.tx_packets - k2s_stats.tx_packets,
+                c2.0 - c1.0
+            );
+            eprintln!("synack device after kernel → synack ({tag}): {k2s_stats:?}");
 
             // Connection rate, kernel client → synack server.
             let l = TcpListener::bind(&stack, (ours, 5003)).await.unwrap();
@@ -234,10 +274,37 @@ fn tun_vs_veth() {
             })
             .await
             .unwrap();
-            eprintln!("synack device: {dev_stats:?}");
+            eprintln!("synack device ({tag}, {options:?}): {dev_stats:?}");
             (k2s, s2k, rate_in, rate_out)
         })
-    });
+    })
+}
+
+#[test]
+#[ignore = "benchmark: run as root with --release -- --ignored --nocapture"]
+fn tun_vs_veth() {
+    if !privileged("tun_vs_veth") {
+        return;
+    }
+    // synack over TUN.
+    // synack over TUN: one packet per system call (the default), batched writes, and the
+    // virtio-net offloads with batched (coalesced) writes.
+    let plain = synack_over_tun("bench-tun", TunOptions::default());
+    let batch = TunOptions {
+        offload: false,
+        batch: 64,
+    };
+    let batched = synack_over_tun("bench-tun-batch", batch);
+    let offload1 = TunOptions {
+        offload: true,
+        batch: 1,
+    };
+    let offload_rx = synack_over_tun("bench-tun-off1", offload1);
+    let offload = TunOptions {
+        offload: true,
+        batch: 64,
+    };
+    let offloaded = synack_over_tun("bench-tun-off", offload);
 
     // The kernel against itself over a veth pair between two namespaces.
     let a = Netns::new("bench-a");
@@ -305,35 +372,42 @@ fn tun_vs_veth() {
         (mbps(got, d), f64::from(rate.0) / rate.1.as_secs_f64())
     };
 
-    let rows = [
-        Row {
-            what: "throughput kernel → synack (TUN) vs kernel → kernel (veth)",
-            synack: synack.0,
+    let mut rows = Vec::new();
+    for (how, r) in [
+        ("", plain),
+        (" [batch 64]", batched),
+        (" [offload, batch 1]", offload_rx),
+        (" [offload, batch 64]", offloaded),
+    ] {
+        rows.push(Row {
+            what: format!("throughput kernel → synack (TUN){how}"),
+            synack: r.0,
             kernel: kernel.0,
             unit: "Mbit/s",
-        },
-        Row {
-            what: "throughput synack → kernel (TUN) vs kernel → kernel (veth)",
-            synack: synack.1,
+        });
+        rows.push(Row {
+            what: format!("throughput synack → kernel (TUN){how}"),
+            synack: r.1,
             kernel: kernel.0,
             unit: "Mbit/s",
-        },
-        Row {
-            what: "conn rate kernel client → synack server vs kernel ↔ kernel",
-            synack: synack.2,
+        });
+        rows.push(Row {
+            what: format!("conn rate kernel client → synack server{how}"),
+            synack: r.2,
             kernel: kernel.1,
             unit: "conn/s",
-        },
-        Row {
-            what: "conn rate synack client → kernel server vs kernel ↔ kernel",
-            synack: synack.3,
+        });
+        rows.push(Row {
+            what: format!("conn rate synack client → kernel server{how}"),
+            synack: r.3,
             kernel: kernel.1,
             unit: "conn/s",
-        },
-    ];
+        });
+    }
+    eprintln!("(kernel column: kernel ↔ kernel over veth, same run)");
     for r in rows {
         eprintln!(
-            "{:<64} synack {:>10.1} {u}  kernel {:>10.1} {u}  ratio {:.3}",
+            "{:<56} synack {:>10.1} {u}  kernel {:>10.1} {u}  ratio {:.3}",
             r.what,
             r.synack,
             r.kernel,

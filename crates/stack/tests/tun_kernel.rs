@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use synack_stack::net::{nc, Stack, StackConfig, TcpListener, TcpStream};
 use synack_stack::sim::PathConfig;
-use synack_stack::tun::{TunConfig, TunDevice};
+use synack_stack::tun::{TunConfig, TunDevice, TunOptions};
 use synack_tcp::Config;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -71,14 +71,21 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The TUN device and a stack over it, inside the current namespace.
 fn open_stack(impair: Option<PathConfig>) -> Stack {
-    let dev = TunDevice::create(&TunConfig {
-        name: TUN.into(),
-        mtu: 1500,
-        addrs: vec![
-            (KERNEL_V4.parse().unwrap(), 24),
-            (KERNEL_V6.parse().unwrap(), 64),
-        ],
-    })
+    open_stack_with(impair, TunOptions::default())
+}
+
+fn open_stack_with(impair: Option<PathConfig>, options: TunOptions) -> Stack {
+    let dev = TunDevice::create_with(
+        &TunConfig {
+            name: TUN.into(),
+            mtu: 1500,
+            addrs: vec![
+                (KERNEL_V4.parse().unwrap(), 24),
+                (KERNEL_V6.parse().unwrap(), 64),
+            ],
+        },
+        options,
+    )
     .expect("create the TUN device");
     assert_eq!(dev.name(), TUN);
     let mut config = StackConfig::new(&[OURS_V4.parse().unwrap(), OURS_V6.parse().unwrap()]);
@@ -141,12 +148,16 @@ async fn synack_exchange(s: TcpStream, total: u64) -> io::Result<u64> {
 /// moves `total` bytes each way, checked byte for byte, and half-closes after sending while
 /// reading on to the peer's FIN.
 fn transfer(fam: Fam, impair: Option<PathConfig>, tag: &str) {
+    transfer_with(fam, impair, tag, TunOptions::default())
+}
+
+fn transfer_with(fam: Fam, impair: Option<PathConfig>, tag: &str, options: TunOptions) {
     let total = transfer_bytes();
     let ns = Netns::new(tag);
     let tag = tag.to_owned();
     ns.run(move || {
         runtime().block_on(async move {
-            let stack = open_stack(impair);
+            let stack = open_stack_with(impair, options);
             // Kernel client → synack listener.
             let listener = TcpListener::bind(&stack, (fam.ours(), 7000)).await.unwrap();
             let to = SocketAddr::new(fam.ours(), 7000);
@@ -297,6 +308,21 @@ fn tcp_v4_transfer_with_loss_and_reordering() {
             .with_reorder(0.02)
             .with_reorder_delay(synack_tcp::Duration::from_millis(2));
         transfer(Fam::V4, Some(hostile), "lossy");
+    }
+}
+
+/// The same transfers, byte-exact, through the TUN offloads (IFF_VNET_HDR with GSO/GRO:
+/// segments split and coalesced by the device layer) and batched writes, with loss on top.
+#[test]
+fn tcp_v4_transfer_with_offload_and_loss() {
+    if privileged("tcp_v4_transfer_with_offload_and_loss") {
+        let options = TunOptions {
+            offload: true,
+            batch: 64,
+        };
+        transfer_with(Fam::V4, None, "offload", options);
+        let hostile = PathConfig::default().with_loss(0.01);
+        transfer_with(Fam::V4, Some(hostile), "offload-lossy", options);
     }
 }
 

@@ -73,6 +73,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub no_fold: bool,
 
+    /// Draw the ladders of the API-call scenarios too (by default only the first scenario's
+    /// ladder is drawn; the others print their phase tables and counts).
+    #[arg(long)]
+    pub all_ladders: bool,
+
     /// API calls made by each of the keep-alive scenarios (a new connection per call, one
     /// keep-alive connection, a pool).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -300,7 +305,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
         }
     )?;
     let mut outcomes = Vec::new();
-    for scenario in &scenarios {
+    for (i, scenario) in scenarios.iter().enumerate() {
         writeln!(out)?;
         writeln!(
             out,
@@ -310,7 +315,8 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
         )?;
         writeln!(out)?;
         let outcome = scenario.run(&settings)?;
-        report::print_outcome(out, &settings, &outcome)?;
+        let ladder = i == 0 || args.all_ladders;
+        report::print_outcome(out, &settings, &outcome, ladder)?;
         outcomes.push(outcome);
     }
     writeln!(out)?;

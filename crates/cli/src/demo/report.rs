@@ -89,9 +89,12 @@ pub fn print_outcome(
     out: &mut dyn Write,
     settings: &Settings,
     o: &Outcome,
+    ladder: bool,
 ) -> Result<(), DemoError> {
-    out.write_all(o.ladder.render().as_bytes())?;
-    writeln!(out)?;
+    if ladder {
+        out.write_all(o.ladder.render().as_bytes())?;
+        writeln!(out)?;
+    }
 
     let p = &o.phases;
     let mut t = Table::new(

@@ -24,7 +24,17 @@ pub trait Device: Send + 'static {
     fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
 
     /// Sends one packet. An error drops that packet (and is counted); the driver goes on.
+    ///
+    /// A batching device may keep the packet and send it with the next ones: the driver calls
+    /// [`flush`](Self::flush) once it has handed over everything the stack had to send.
     fn poll_send(&mut self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>>;
+
+    /// Sends what a batching device still holds from [`poll_send`](Self::poll_send). A device
+    /// that sends each packet at once has nothing to do (the default). An error drops what
+    /// was held (counted once); the driver goes on.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -33,6 +43,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn poll_send(&mut self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>> {
         (**self).poll_send(cx, packet)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
     }
 }
 

@@ -590,6 +590,9 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
             core.output(now, &mut |p| {
                 send_or_keep(&mut dev, &mut backlog, &mut stats, p)
             });
+            if dev.flush().is_err() {
+                stats.tx_errors += 1;
+            }
             core.stats = stats;
             if let Some(e) = fatal {
                 core.error = Some((e.kind(), e.to_string()));
@@ -621,6 +624,9 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
                         }
                         Poll::Pending => break,
                     }
+                }
+                if sent > 0 && dev.flush().is_err() {
+                    errors += 1;
                 }
                 if sent + errors > 0 {
                     return Poll::Ready(DevEvent::Drained { sent, errors });
