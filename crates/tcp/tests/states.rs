@@ -79,8 +79,8 @@ fn simultaneous_open_between_two_connections() {
     let mut log = Vec::new();
     for step in 0..10u64 {
         let now = t(step * 10);
-        let from_a = drain(&mut a, now, a_tuple);
-        let from_b = drain(&mut b, now, b_tuple);
+        let from_a = output_on(&mut a, now, a_tuple);
+        let from_b = output_on(&mut b, now, b_tuple);
         for s in &from_a {
             log.push(("a", s.key(), a.state(), b.state()));
         }
@@ -88,10 +88,10 @@ fn simultaneous_open_between_two_connections() {
             log.push(("b", s.key(), a.state(), b.state()));
         }
         for s in &from_a {
-            feed(&mut b, now, s, b_tuple);
+            input_on(&mut b, now, s, b_tuple);
         }
         for s in &from_b {
-            feed(&mut a, now, s, a_tuple);
+            input_on(&mut a, now, s, a_tuple);
         }
     }
     assert_eq!(a.state(), State::Established);
@@ -106,39 +106,6 @@ fn simultaneous_open_between_two_connections() {
             ("b", (S | A, IRS, ISS + 1, 0)),
         ]
     );
-}
-
-fn drain(c: &mut Connection, now: synack_tcp::Instant, tuple: synack_tcp::FourTuple) -> Vec<Seg> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1600];
-    while let Some(n) = c.poll_transmit(now, &mut buf) {
-        let r = synack_wire::TcpRepr::parse(&buf[..n], Some((tuple.local.ip(), tuple.remote.ip())))
-            .unwrap();
-        out.push(Seg {
-            flags: r.flags,
-            seq: r.seq,
-            ack: r.ack,
-            win: r.window,
-            data: r.payload.to_vec(),
-            options: r.options,
-        });
-    }
-    out
-}
-
-fn feed(c: &mut Connection, now: synack_tcp::Instant, s: &Seg, tuple: synack_tcp::FourTuple) {
-    let repr = synack_wire::TcpRepr {
-        src_port: tuple.remote.port(),
-        dst_port: tuple.local.port(),
-        seq: s.seq,
-        ack: s.ack,
-        flags: s.flags,
-        window: s.win,
-        urgent: 0,
-        options: s.options,
-        payload: &s.data,
-    };
-    c.handle_segment(now, &repr);
 }
 
 #[test]

@@ -85,9 +85,14 @@ impl Seg {
 
 /// Feed a segment from the peer.
 pub fn input(c: &mut Connection, now: Instant, s: &Seg) {
+    input_on(c, now, s, tuple());
+}
+
+/// Feed a segment to a connection whose ends are `t` (the segment comes from `t.remote`).
+pub fn input_on(c: &mut Connection, now: Instant, s: &Seg, t: FourTuple) {
     let repr = TcpRepr {
-        src_port: remote().port(),
-        dst_port: local().port(),
+        src_port: t.remote.port(),
+        dst_port: t.local.port(),
         seq: s.seq,
         ack: s.ack,
         flags: s.flags,
@@ -101,13 +106,18 @@ pub fn input(c: &mut Connection, now: Instant, s: &Seg) {
 
 /// Everything the connection sends now.
 pub fn output(c: &mut Connection, now: Instant) -> Vec<Seg> {
+    output_on(c, now, tuple())
+}
+
+/// Everything a connection whose ends are `t` sends now, checked and parsed back.
+pub fn output_on(c: &mut Connection, now: Instant, t: FourTuple) -> Vec<Seg> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1600];
     while let Some(n) = c.poll_transmit(now, &mut buf) {
-        let r = TcpRepr::parse(&buf[..n], Some((local().ip(), remote().ip())))
+        let r = TcpRepr::parse(&buf[..n], Some((t.local.ip(), t.remote.ip())))
             .expect("the connection wrote a valid segment with a valid checksum");
-        assert_eq!(r.src_port, local().port());
-        assert_eq!(r.dst_port, remote().port());
+        assert_eq!(r.src_port, t.local.port());
+        assert_eq!(r.dst_port, t.remote.port());
         out.push(Seg {
             flags: r.flags,
             seq: r.seq,
