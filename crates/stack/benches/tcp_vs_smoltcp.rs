@@ -201,6 +201,8 @@ mod synack {
             let byte = churn_byte(self.count);
             self.count += 1;
             let p = &mut self.pair;
+            // MAX_ROUNDS bounds one connection, not the whole run.
+            p.rounds = 0;
             let c = p.connect();
             let now = p.now;
             // synack takes bytes in SYN-SENT; they leave with the handshake's last ACK.
@@ -640,6 +642,7 @@ mod smol {
             let port = 32768 + (self.count % 28232) as u16;
             self.count += 1;
             let p = &mut self.pair;
+            p.rounds = 0;
             p.listen();
             p.connect(port);
             p.round();
