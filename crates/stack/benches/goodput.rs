@@ -415,7 +415,9 @@ impl SynackHost {
                 TraceEvent::Retransmit { cause, .. } => match cause {
                     RetransmitCause::Timeout => self.stats.rtos += 1,
                     RetransmitCause::FastRetransmit => self.stats.fast_retransmits += 1,
-                    RetransmitCause::Sack => self.stats.sack_retransmits += 1,
+                    RetransmitCause::Sack | RetransmitCause::TailLossProbe => {
+                        self.stats.sack_retransmits += 1
+                    }
                 },
                 TraceEvent::Congestion { .. } => {
                     self.stats.congestion_events += 1;

@@ -874,6 +874,7 @@ fn cause_name(c: RetransmitCause) -> &'static str {
         RetransmitCause::Timeout => "timeout",
         RetransmitCause::FastRetransmit => "fast retransmit",
         RetransmitCause::Sack => "SACK recovery",
+        RetransmitCause::TailLossProbe => "tail loss probe",
     }
 }
 

@@ -52,6 +52,8 @@ pub enum RetransmitCause {
     FastRetransmit,
     /// SACK loss recovery (RFC 6675).
     Sack,
+    /// A tail loss probe sent again the last segment (RFC 8985 §7.3).
+    TailLossProbe,
 }
 
 /// How soon an ACK is owed.
@@ -285,6 +287,10 @@ pub struct Connection {
     /// to a timeout and slow start instead of one repair per round trip.
     partial_acks: u32,
     hystart: HyStart,
+    /// A tail loss probe is due (its timer fired).
+    tlp_due: bool,
+    /// `SND.MAX` when the last probe went out: one probe per episode (RFC 8985 §7.2).
+    tlp_high: Option<SeqNum>,
     /// Window inflation during NewReno recovery (RFC 5681 §3.2 steps 3–4).
     inflation: usize,
     /// A segment to send again before anything new.
@@ -420,6 +426,8 @@ impl Connection {
             recover_mark: iss,
             partial_acks: 0,
             hystart: HyStart::default(),
+            tlp_due: false,
+            tlp_high: None,
             inflation: 0,
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
@@ -773,7 +781,7 @@ impl Connection {
     /// conservative test (it may say yes when the windows or Nagle then hold data back, never
     /// no when a segment is due), so drivers poll only connections that can send.
     pub fn may_transmit(&self) -> bool {
-        if self.rst_reply.is_some() || self.send_rst || self.probe_due {
+        if self.rst_reply.is_some() || self.send_rst || self.probe_due || self.tlp_due {
             return true;
         }
         match self.state {
@@ -1225,9 +1233,14 @@ impl Connection {
                 && seg.payload.is_empty()
                 && !seg.flags.contains(TcpFlags::FIN)
                 && wnd == self.snd_wnd;
-            // RFC 6675 §5: the scoreboard learns from every ACK.
+            // RFC 6675 §5: the scoreboard learns from every ACK; and with SACK, an ACK that
+            // SACKs bytes not SACKed before is a duplicate ACK whatever its window says
+            // (RFC 6675 §2, "DupAck") — a receiver that opens its window as it reads, or that
+            // acknowledges a whole flight at once, still signals the loss.
+            let sacked = self.scoreboard.sacked_bytes();
             self.record_sack(seg);
-            if dup {
+            let new_sack = self.scoreboard.sacked_bytes() > sacked;
+            if dup || new_sack {
                 self.on_dup_ack(now);
             }
         }
@@ -1358,12 +1371,17 @@ impl Connection {
                 }
             }
         }
+        if self.tlp_high.is_some_and(|h| ack.ge(h)) {
+            self.tlp_high = None;
+        }
         if flight == 0 {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::UserTimeout);
+            self.timers.stop(Timer::Probe);
         } else if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
             // RFC 6298 §5.3: restart the timer when new data is acknowledged.
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            self.arm_tlp(now);
             if let Some(t) = self.user_timeout {
                 self.timers.set(Timer::UserTimeout, now + t);
             }
@@ -1382,9 +1400,16 @@ impl Connection {
         // Loss is inferred on the third duplicate, or with SACK once more than
         // (DupThresh - 1) * SMSS bytes above SND.UNA are SACKed (RFC 6675 §5 IsLost).
         let sack_says_lost = self.sack_enabled && self.scoreboard.sacked_bytes() > 2 * self.snd_mss;
+        // The tail loss probe arrived (it is SACKed) while bytes sent before it were not: as
+        // RACK would (RFC 8985 §6.2, §7.4), those are lost — recover now, not at the RTO.
+        let probe_says_lost = self.sack_enabled
+            && self
+                .tlp_high
+                .zip(self.scoreboard.highest())
+                .is_some_and(|(probe, sacked)| sacked.ge(probe));
         // Duplicates of data sent before the last recovery or timeout began say nothing new.
         let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
-        if fresh && (self.dupacks >= 3 || sack_says_lost) {
+        if fresh && (self.dupacks >= 3 || sack_says_lost || probe_says_lost) {
             let flight = self.snd_nxt.since(self.snd_una);
             self.recover_mark = self.snd_max;
             self.cc.on_congestion_event(now, flight);
@@ -1397,6 +1422,8 @@ impl Connection {
                 3 * self.snd_mss
             };
             self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+            self.timers.stop(Timer::Probe);
+            self.tlp_due = false;
             self.push_congestion_event();
         }
     }
@@ -1599,6 +1626,34 @@ impl Connection {
                     self.fail(ConnectionError::TimedOut);
                 }
             }
+            Timer::Probe => {
+                if self.state.is_synchronized() && self.snd_max.gt(self.snd_una) {
+                    self.tlp_due = true;
+                }
+            }
+        }
+    }
+
+    /// RFC 8985 §7.2: arm the tail loss probe after sending, while no recovery or timeout is
+    /// under way and no probe of this flight is out. PTO = 2·SRTT, plus the peer's worst-case
+    /// delayed ACK when one segment is in flight, and never later than the RTO.
+    fn arm_tlp(&mut self, now: Instant) {
+        let open = self.recover.is_none() && self.rto_count == 0 && self.tlp_high.is_none();
+        let Some(srtt) = self.rtt.srtt() else {
+            return;
+        };
+        if !self.sack_enabled || !open || self.snd_max == self.snd_una {
+            return;
+        }
+        let mut pto = srtt * 2;
+        if self.snd_max.since(self.snd_una) <= self.snd_mss {
+            pto += Duration::from_millis(200);
+        }
+        let pto = pto.max(Duration::from_millis(10));
+        let at = now + pto;
+        match self.timers.get(Timer::Retransmit) {
+            Some(rto) if rto <= at => self.timers.stop(Timer::Probe),
+            _ => self.timers.set(Timer::Probe, at),
         }
     }
 
@@ -1639,6 +1694,8 @@ impl Connection {
                 self.cc.on_rto(now, flight);
                 self.rtt.back_off();
                 self.rtt_timed = None;
+                self.timers.stop(Timer::Probe);
+                self.tlp_due = false;
                 // Go back to SND.UNA and send again within the loss window; what the peer
                 // SACKed may have been reneged on, so the scoreboard starts afresh. Duplicate
                 // ACKs of what was sent before start no new recovery (RFC 6582 §4.1).
@@ -1682,6 +1739,8 @@ struct Planned {
     len: usize,
     fin: bool,
     retransmit: Option<RetransmitCause>,
+    /// A tail loss probe.
+    probe: bool,
 }
 
 impl Connection {
@@ -1779,8 +1838,14 @@ impl Connection {
             if self.snd_nxt.gt(self.snd_max) {
                 self.snd_max = self.snd_nxt;
             }
-            if !self.timers.is_set(Timer::Retransmit) {
+            if p.probe {
+                // RFC 8985 §7.3: after the probe, the RTO guards the flight again.
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            } else {
+                if !self.timers.is_set(Timer::Retransmit) {
+                    self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+                }
+                self.arm_tlp(now);
             }
             if let Some(t) = self.user_timeout {
                 if !self.timers.is_set(Timer::UserTimeout) {
@@ -1856,6 +1921,36 @@ impl Connection {
                 self.state,
                 State::FinWait1 | State::Closing | State::LastAck
             );
+        // 0. A tail loss probe (RFC 8985 §7.3): new data if the peer's window has room for it,
+        // else the last segment again; either way outside the congestion window.
+        if std::mem::take(&mut self.tlp_due) && self.snd_max.gt(self.snd_una) {
+            self.tlp_high = Some(self.snd_max);
+            let unsent = data_end.since(self.snd_max);
+            let by_rwnd = (self.snd_una + self.snd_wnd).since(self.snd_max);
+            if unsent > 0 && by_rwnd > 0 && self.snd_nxt == self.snd_max {
+                let len = unsent.min(by_rwnd).min(mss);
+                return Some(Planned {
+                    seq: self.snd_max,
+                    len,
+                    fin: fin_allowed && self.snd_max + len == data_end,
+                    retransmit: None,
+                    probe: true,
+                });
+            }
+            let fin_sent = fin_allowed && self.snd_max.gt(data_end);
+            let last = if fin_sent { data_end } else { self.snd_max };
+            let len = last.since(self.snd_una).min(mss);
+            let seq = last - len;
+            if len > 0 || fin_sent {
+                return Some(Planned {
+                    seq,
+                    len,
+                    fin: fin_sent,
+                    retransmit: Some(RetransmitCause::TailLossProbe),
+                    probe: true,
+                });
+            }
+        }
         // 1. A retransmission asked for by fast retransmit or a partial ACK.
         if let Some((seq, cause)) = self.retransmit_at.take() {
             if seq.ge(self.snd_una) && seq.lt(self.snd_max) {
@@ -1871,6 +1966,7 @@ impl Connection {
                         len,
                         fin,
                         retransmit: Some(cause),
+                        probe: false,
                     });
                 }
             }
@@ -1887,6 +1983,7 @@ impl Connection {
                         len: end.since(seq),
                         fin,
                         retransmit: Some(RetransmitCause::Sack),
+                        probe: false,
                     });
                 }
             }
@@ -1932,6 +2029,7 @@ impl Connection {
             len,
             fin,
             retransmit: resend.then_some(RetransmitCause::Timeout),
+            probe: false,
         })
     }
 

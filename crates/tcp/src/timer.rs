@@ -19,9 +19,12 @@ pub enum Timer {
     Connect = 5,
     /// The RFC 5482 user timeout on unacknowledged data.
     UserTimeout = 6,
+    /// The tail loss probe (RFC 8985 §7): a segment sent when the ACKs of a flight's tail stop
+    /// coming, so a lost tail is repaired by fast recovery, not a timeout.
+    Probe = 7,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 const ALL: [Timer; COUNT] = [
     Timer::Retransmit,
@@ -31,6 +34,7 @@ const ALL: [Timer; COUNT] = [
     Timer::Close,
     Timer::Connect,
     Timer::UserTimeout,
+    Timer::Probe,
 ];
 
 /// A table of deadlines, one per [`Timer`], with the earliest kept at hand: `next` is asked

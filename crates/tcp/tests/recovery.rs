@@ -360,3 +360,37 @@ fn receive_window_never_shrinks_and_opens_when_the_reader_drains() {
     assert_eq!(keys(&out), vec![(A, ISS + 1, IRS + 1 + 4000, 0)]);
     assert_eq!(out[0].win, 4000);
 }
+
+#[test]
+fn a_lost_tail_is_probed_before_the_retransmission_timeout() {
+    // RFC 8985 §7: with SACK, when a flight's last ACKs stop coming, a probe (the last segment
+    // again) goes out after 2·SRTT, so the peer's SACK can trigger fast recovery instead of the
+    // RTO firing.
+    let cfg = Config {
+        sack: true,
+        ..plain()
+    };
+    let mut c = established_with(&cfg, mss_opts(1000, true));
+    // The handshake measured SRTT = 10 ms.
+    c.send(&[4u8; 3000]).unwrap();
+    assert_eq!(output(&mut c, t(20)).len(), 3);
+    let pto = c.timer(Timer::Probe).expect("probe timer armed");
+    let rto = c.timer(Timer::Retransmit).unwrap();
+    assert!(pto < rto, "the probe comes first ({pto:?} vs {rto:?})");
+    assert_eq!(pto, t(20) + Duration::from_millis(20));
+    c.handle_timeout(pto);
+    let out = output(&mut c, pto);
+    // The last segment again.
+    assert_eq!(keys(&out), vec![(P | A, ISS + 1 + 2000, IRS + 1, 1000)]);
+    // One probe per flight: no second one before the RTO.
+    assert!(c.timer(Timer::Probe).is_none());
+    // The peer had lost the first two: its SACK of the probe starts recovery at once.
+    let mut sack = peer_ack(0);
+    sack.options.push_sack(SackBlock {
+        left: ISS + 1 + 2000,
+        right: ISS + 1 + 3000,
+    });
+    input(&mut c, pto + Duration::from_millis(10), &sack);
+    let out = output(&mut c, pto + Duration::from_millis(10));
+    assert_eq!(out[0].seq, ISS + 1);
+}
