@@ -386,34 +386,6 @@ impl TcpStream {
     }
 }
 
-impl AsyncRead for TcpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.conn.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TcpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.conn.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.conn.shutdown_write())
-    }
-}
-
 /// The read half of a [`TcpStream`], borrowed by [`TcpStream::split`].
 #[derive(Debug)]
 pub struct ReadHalf<'a> {
@@ -512,6 +484,9 @@ macro_rules! write_half {
     };
 }
 
+// The stream and its halves read and write through the same shared connection.
+read_half!(TcpStream);
+write_half!(TcpStream);
 read_half!(ReadHalf<'_>);
 read_half!(OwnedReadHalf);
 write_half!(WriteHalf<'_>);
