@@ -574,12 +574,8 @@ unsafe extern "C" fn pd_sendto(
     _len: socklen_t,
 ) -> ssize_t {
     // A connected TCP socket ignores the destination (no TCP Fast Open here).
-    call(ud, -1, |s| {
-        let dontwait = send_flags(flags)?;
-        // SAFETY: `buf` has `n` readable bytes.
-        let b = unsafe { slice(buf, n) }?;
-        s.send(fd, b, dontwait).map(count)
-    })
+    // SAFETY: the caller's guarantees for `send` are the same.
+    unsafe { pd_send(ud, fd, buf, n, flags) }
 }
 
 unsafe extern "C" fn pd_sendmsg(
