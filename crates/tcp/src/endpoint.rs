@@ -104,7 +104,9 @@ struct Listener {
 
 struct Slot {
     generation: u32,
-    conn: Option<Connection>,
+    /// Boxed, so that a slot is a few words of hot metadata and a connection moves as a
+    /// pointer; the boxes of dropped connections are reused.
+    conn: Option<Box<Connection>>,
     /// The listener a passive connection belongs to until accepted.
     listener: Option<ListenerId>,
     /// An application holds a handle (returned by `connect` or `accept`).
@@ -149,6 +151,8 @@ pub struct Endpoint {
     /// Ring storage of dropped connections, lent to new ones: connection churn allocates
     /// nothing in the steady state.
     spare: Vec<Vec<u8>>,
+    /// Boxes of dropped connections, for the next ones.
+    spare_conns: Vec<Box<Connection>>,
 }
 
 /// Most spare ring storages kept, and the largest kept (big ones go back to the allocator).
@@ -173,6 +177,7 @@ impl Endpoint {
             trace: None,
             stats: Stats::default(),
             spare: Vec::new(),
+            spare_conns: Vec::new(),
         }
     }
 
@@ -349,7 +354,13 @@ impl Endpoint {
         };
         let slot = &mut self.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(conn);
+        slot.conn = Some(match self.spare_conns.pop() {
+            Some(mut b) => {
+                *b = conn;
+                b
+            }
+            None => Box::new(conn),
+        });
         slot.listener = listener;
         slot.held = held;
         slot.in_heap = None;
@@ -370,7 +381,7 @@ impl Endpoint {
 
     /// The connection behind a handle.
     pub fn conn(&self, id: ConnId) -> Option<&Connection> {
-        self.slot(id).and_then(|s| s.conn.as_ref())
+        self.slot(id).and_then(|s| s.conn.as_deref())
     }
 
     /// Run an application command on a connection; output and timers are brought up to date.
@@ -769,7 +780,7 @@ impl Endpoint {
 
     fn may_transmit(&self, id: ConnId) -> bool {
         self.slot(id)
-            .and_then(|s| s.conn.as_ref())
+            .and_then(|s| s.conn.as_deref())
             .is_some_and(Connection::may_transmit)
     }
 
@@ -853,6 +864,9 @@ impl Endpoint {
                 {
                     self.spare.push(storage);
                 }
+            }
+            if self.spare_conns.len() < SPARE_MAX {
+                self.spare_conns.push(c);
             }
         }
         if let Some(l) = slot.listener.take() {
