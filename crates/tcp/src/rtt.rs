@@ -4,26 +4,33 @@ use crate::time::Duration;
 
 /// SRTT, RTTVAR and RTO as RFC 6298 §2 computes them, with the clock granularity `G` taken as
 /// 1 ms and the floor and ceiling configurable (RFC 6298 §2.4 asks for 1 s; Linux uses 200 ms).
+/// Kept in integer microseconds: this runs on every acknowledgment.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    rto: Duration,
-    min_rto: Duration,
-    max_rto: Duration,
+    /// Smoothed RTT in µs; `None` before the first measurement.
+    srtt: Option<u64>,
+    rttvar: u64,
+    rto: u64,
+    min_rto: u64,
+    max_rto: u64,
     /// Exponential backoff shift applied after timeouts (RFC 6298 §5.5).
     backoff: u32,
 }
 
-const G: Duration = Duration::from_millis(1);
+const G_US: u64 = 1000;
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
 
 impl RttEstimator {
     /// Before any measurement the RTO is `initial` (RFC 6298 §2.1: 1 s).
     pub fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
+        let (min_rto, max_rto) = (us(min_rto), us(max_rto).max(us(min_rto)));
         RttEstimator {
             srtt: None,
-            rttvar: Duration::ZERO,
-            rto: initial.clamp(min_rto, max_rto),
+            rttvar: 0,
+            rto: us(initial).clamp(min_rto, max_rto),
             min_rto,
             max_rto,
             backoff: 0,
@@ -33,34 +40,36 @@ impl RttEstimator {
     /// Fold in one RTT measurement (RFC 6298 §2.2 and §2.3). Karn's rule (§3) is the caller's:
     /// no sample from a retransmitted segment unless timestamps disambiguate it.
     pub fn sample(&mut self, r: Duration) {
-        match self.srtt {
+        let r = us(r);
+        let srtt = match self.srtt {
             None => {
-                self.srtt = Some(r);
                 self.rttvar = r / 2;
+                r
             }
             Some(srtt) => {
-                let delta = srtt.abs_diff(r);
                 // RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|, beta = 1/4
-                self.rttvar = self.rttvar * 3 / 4 + delta / 4;
+                self.rttvar = self.rttvar * 3 / 4 + srtt.abs_diff(r) / 4;
                 // SRTT <- (1 - alpha) * SRTT + alpha * R', alpha = 1/8
-                self.srtt = Some(srtt * 7 / 8 + r / 8);
+                srtt * 7 / 8 + r / 8
             }
-        }
-        let srtt = self.srtt.unwrap_or(r);
-        self.rto = (srtt + (self.rttvar * 4).max(G)).clamp(self.min_rto, self.max_rto);
+        };
+        self.srtt = Some(srtt);
+        self.rto = srtt
+            .saturating_add((self.rttvar.saturating_mul(4)).max(G_US))
+            .clamp(self.min_rto, self.max_rto);
         // A new measurement ends any backoff (RFC 6298 §5.7's spirit: the RTO is recomputed).
         self.backoff = 0;
     }
 
     /// The timeout to arm now, with backoff applied and capped.
     pub fn rto(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.backoff).unwrap_or(u32::MAX);
-        self.rto.saturating_mul(factor).min(self.max_rto)
+        let factor = 1u64.checked_shl(self.backoff).unwrap_or(u64::MAX);
+        Duration::from_micros(self.rto.saturating_mul(factor).min(self.max_rto))
     }
 
     /// RFC 6298 §5.5: double the RTO after a timeout.
     pub fn back_off(&mut self) {
-        if self.rto() < self.max_rto {
+        if us(self.rto()) < self.max_rto {
             self.backoff += 1;
         }
     }
@@ -76,17 +85,17 @@ impl RttEstimator {
     }
 
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
+        self.srtt.map(Duration::from_micros)
     }
 
     pub fn rttvar(&self) -> Duration {
-        self.rttvar
+        Duration::from_micros(self.rttvar)
     }
 
     /// RFC 6298 §5.7: after the SYN's timer expired, an established connection starts from an
     /// RTO of 3 s if no RTT was measured.
     pub fn set_base(&mut self, rto: Duration) {
-        self.rto = rto.clamp(self.min_rto, self.max_rto);
+        self.rto = us(rto).clamp(self.min_rto, self.max_rto);
     }
 }
 
