@@ -688,11 +688,11 @@ impl Endpoint {
                     let tuple = if self.trace.is_some() { Some(*t) } else { None };
                     self.stats.segments_sent += 1;
                     // Round robin: the connection goes to the back if it may send again.
-                    if self.may_transmit(id) {
+                    if self.after_quiet(now, id) {
                         self.mark_ready(id);
+                    } else {
+                        self.maybe_reap(id);
                     }
-                    self.after_quiet(now, id);
-                    self.maybe_reap(id);
                     if let Some(tuple) = tuple {
                         if let Ok(seg) = TcpRepr::parse(&buf[..len], None) {
                             let info = SegmentInfo::from_repr(&seg);
@@ -772,30 +772,25 @@ impl Endpoint {
 
     /// After an input or command: the connection may have output, new timers and events.
     fn after(&mut self, now: Instant, id: ConnId) {
-        if self.may_transmit(id) {
+        if self.after_quiet(now, id) {
             self.mark_ready(id);
+        } else {
+            // A connection that closed with nothing to send is forgotten here (if unheld).
+            self.maybe_reap(id);
         }
-        self.after_quiet(now, id);
-        // A connection that closed with nothing to send is forgotten here (if unheld).
-        self.maybe_reap(id);
-    }
-
-    fn may_transmit(&self, id: ConnId) -> bool {
-        self.slot(id)
-            .and_then(|s| s.conn.as_deref())
-            .is_some_and(Connection::may_transmit)
     }
 
     /// Drain events, keep the accept queue and the timer heap up to date.
-    fn after_quiet(&mut self, now: Instant, id: ConnId) {
+    /// Returns whether the connection may have a segment to send now.
+    fn after_quiet(&mut self, now: Instant, id: ConnId) -> bool {
         let Some(slot) = self.slots.get_mut(id.index as usize) else {
-            return;
+            return false;
         };
         if slot.generation != id.generation {
-            return;
+            return false;
         }
         let Some(conn) = slot.conn.as_mut() else {
-            return;
+            return false;
         };
         let mut established = false;
         let mut closed = false;
@@ -811,6 +806,7 @@ impl Endpoint {
                 });
             }
         }
+        let may_transmit = conn.may_transmit();
         let next = conn.poll_timeout();
         if let Some(at) = next {
             if slot.in_heap.is_none_or(|h| at < h) {
@@ -839,6 +835,7 @@ impl Endpoint {
                 }
             }
         }
+        may_transmit
     }
 
     /// Forget a CLOSED connection nobody holds, once it has nothing left to send.
