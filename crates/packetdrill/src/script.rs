@@ -37,7 +37,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use libc::{c_int, c_void, socklen_t};
-use synack_wire::{IpProtocol, IpRepr};
+use synack_wire::{IpProtocol, IpRepr, TcpFlags};
 
 use crate::ffi::{self, PacketdrillInterface};
 use crate::shim::Shim;
@@ -157,14 +157,15 @@ struct Event {
     action: Action,
 }
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
-const URG: u8 = 0x20;
-const ECE: u8 = 0x40;
-const CWR: u8 = 0x80;
+// packetdrill's flag letters map to the wire crate's control bits.
+const FIN: u8 = TcpFlags::FIN.0;
+const SYN: u8 = TcpFlags::SYN.0;
+const RST: u8 = TcpFlags::RST.0;
+const PSH: u8 = TcpFlags::PSH.0;
+const ACK: u8 = TcpFlags::ACK.0;
+const URG: u8 = TcpFlags::URG.0;
+const ECE: u8 = TcpFlags::ECE.0;
+const CWR: u8 = TcpFlags::CWR.0;
 
 /// Seconds with up to six decimals (`0.100`, `.1`, `2`) in microseconds.
 fn parse_secs(s: &str) -> Result<i64, String> {

@@ -15,24 +15,12 @@ use goodput::{run, Outcome, Scenario, Stack, CAPPED_RECV_BUFFER, LINK_BPS};
 use synack_tcp::{Algorithm, Config, Endpoint, Instant};
 use synack_wire::{TcpFlags, TcpOptions, TcpRepr};
 
-const SYNACK: [Stack; 4] = [
-    Stack::Synack {
-        congestion: Algorithm::NewReno,
-        sack: false,
-    },
-    Stack::Synack {
-        congestion: Algorithm::NewReno,
-        sack: true,
-    },
-    Stack::Synack {
-        congestion: Algorithm::Cubic,
-        sack: false,
-    },
-    Stack::Synack {
-        congestion: Algorithm::Cubic,
-        sack: true,
-    },
-];
+/// The table's synack columns.
+fn synack() -> impl Iterator<Item = Stack> {
+    Stack::ALL
+        .into_iter()
+        .filter(|s| matches!(s, Stack::Synack { .. }))
+}
 
 fn mbps(bps: f64) -> f64 {
     bps / 1e6
@@ -60,7 +48,7 @@ fn describe(o: &Outcome) -> String {
 /// variant fills the link: at least 95 % of 100 Mbit/s after the first 2 s, nothing resent.
 #[test]
 fn zero_loss_fills_the_link_when_the_window_fits_the_queue() {
-    for stack in SYNACK {
+    for stack in synack() {
         let sc = Scenario {
             recv_buffer: CAPPED_RECV_BUFFER,
             ..Scenario::new(0.0, 1, 6, 2)
@@ -79,7 +67,7 @@ fn zero_loss_fills_the_link_when_the_window_fits_the_queue() {
 /// that the rest of the run fills the link.
 #[test]
 fn zero_loss_fills_the_link_after_slow_start() {
-    for stack in SYNACK {
+    for stack in synack() {
         let o = run(stack, Scenario::new(0.0, 1, 10, 2));
         println!("{}", describe(&o));
         assert!(o.steady_bps() >= 0.95 * LINK_BPS as f64, "{}", describe(&o));

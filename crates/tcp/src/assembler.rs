@@ -81,22 +81,6 @@ impl Assembler {
         end
     }
 
-    /// If data now starts at offset 0, remove that range and return its length; every other
-    /// range is shifted down by it (the caller advances `RCV.NXT` by the same amount).
-    pub fn take_front(&mut self) -> usize {
-        match self.ranges.first() {
-            Some(&(0, end, _)) => {
-                self.ranges.remove(0);
-                for r in &mut self.ranges {
-                    r.0 -= end;
-                    r.1 -= end;
-                }
-                end
-            }
-            _ => 0,
-        }
-    }
-
     /// Shift every range down by `n` after `RCV.NXT` advanced by `n` in-order bytes that were
     /// not themselves recorded here.
     pub fn advance(&mut self, n: usize) {
@@ -136,16 +120,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merges_and_takes_front() {
+    fn merges_and_fills_the_front() {
         let mut a = Assembler::default();
         assert!(a.add(10, 5));
         assert!(a.add(20, 5));
         assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(10, 15), (20, 25)]);
         assert!(a.add(15, 5));
         assert_eq!(a.ranges().collect::<Vec<_>>(), vec![(10, 25)]);
-        assert_eq!(a.take_front(), 0);
         assert!(a.add(0, 10));
-        assert_eq!(a.take_front(), 25);
+        assert_eq!(a.fill_front(0), 25);
         assert!(a.is_empty());
     }
 

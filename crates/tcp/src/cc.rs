@@ -18,10 +18,6 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub fn build(self, mss: usize, initial_window: usize) -> Box<dyn CongestionControl> {
-        Box::new(self.controller(mss, initial_window))
-    }
-
     /// The built-in controllers, held inline by each connection (no allocation).
     pub fn controller(self, mss: usize, initial_window: usize) -> Controller {
         match self {

@@ -3,8 +3,9 @@
 //!
 //! `F` is SipHash-2-4 under a 128-bit key that each stack draws once (the driver supplies it: from
 //! the seeded RNG in the simulator, from the OS in a real stack). The same generator derives the
-//! per-connection timestamp offset (RFC 7323 §5.4) and the ephemeral-port offset (RFC 6056
-//! §3.3.3), each under a distinct domain byte, so none of them reveals another.
+//! per-connection timestamp offset (RFC 7323 §5.4: the other half of the ISN's hash) and the
+//! ephemeral-port offset (RFC 6056 §3.3.3, under another domain byte), so none of them reveals
+//! another.
 
 use core::hash::Hasher;
 use core::net::{IpAddr, SocketAddr};
@@ -37,12 +38,6 @@ impl IsnGenerator {
         h.finish()
     }
 
-    /// The ISN for a connection: `M + F(tuple, key)`, RFC 6528 §3.
-    pub fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> SeqNum {
-        let m = (now.as_micros() / 4) as u32;
-        SeqNum(m.wrapping_add(self.hash(0, local, Some(remote)) as u32))
-    }
-
     /// The ISN and the timestamp offset from one keyed hash of the tuple: its low 32 bits are
     /// `F` of RFC 6528, its high 32 bits the offset of RFC 7323 §5.4 (neither reveals the
     /// other: halves of a PRF output are independent).
@@ -57,9 +52,9 @@ impl IsnGenerator {
         (SeqNum(m.wrapping_add(h as u32)), (h >> 32) as u32)
     }
 
-    /// A per-connection offset added to TSval, RFC 7323 §5.4 and §7.1.
-    pub fn ts_offset(&self, local: SocketAddr, remote: SocketAddr) -> u32 {
-        self.hash(1, local, Some(remote)) as u32
+    /// The ISN for a connection: `M + F(tuple, key)`, RFC 6528 §3.
+    pub fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> SeqNum {
+        self.isn_and_ts_offset(now, local, remote).0
     }
 
     /// A per-destination starting offset for ephemeral port search, RFC 6056 §3.3.3.
