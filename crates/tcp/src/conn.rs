@@ -65,17 +65,22 @@ enum AckDue {
 }
 
 /// Events waiting for the endpoint, which drains them after every call: a few inline (no
-/// allocation per connection), more spill to the heap in order, none lost.
+/// allocation per connection), more spill to the heap in order, none lost. Nobody may want
+/// them (an endpoint that does not trace): `off` skips the queueing.
 #[derive(Debug, Default)]
 struct EventQueue {
     inline: [Option<Event>; 4],
     head: usize,
     len: usize,
     spill: VecDeque<Event>,
+    off: bool,
 }
 
 impl EventQueue {
     fn push(&mut self, e: Event) {
+        if self.off {
+            return;
+        }
         if !self.spill.is_empty() || self.len == self.inline.len() {
             self.spill.push_back(e);
         } else {
@@ -362,7 +367,13 @@ pub fn mss_for_mtu(mtu: usize, ipv6: bool) -> usize {
 }
 
 impl Connection {
-    fn new(config: &Config, tuple: FourTuple, iss: SeqNum, ts_offset: u32, now: Instant) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        tuple: FourTuple,
+        iss: SeqNum,
+        ts_offset: u32,
+        now: Instant,
+    ) -> Self {
         let ipv6 = tuple.local.is_ipv6();
         let rcv_mss = mss_for_mtu(config.mtu, ipv6);
         // Until the peer's SYN says otherwise, RFC 9293 §3.7.1's default send MSS.
@@ -464,10 +475,7 @@ impl Connection {
         ts_offset: u32,
     ) -> Connection {
         let mut c = Connection::new(config, tuple, iss, ts_offset, now);
-        c.set_state(State::SynSent);
-        if let Some(t) = config.connect_timeout {
-            c.timers.set(Timer::Connect, now + t);
-        }
+        c.start_connect(config, now);
         c
     }
 
@@ -482,17 +490,42 @@ impl Connection {
         syn: &TcpRepr<'_>,
     ) -> Connection {
         let mut c = Connection::new(config, tuple, iss, ts_offset, now);
-        c.passive = true;
-        // The listener was in LISTEN; the new TCB is born there (no event for it).
-        c.state = State::Listen;
-        c.irs = SeqNum(syn.seq);
-        c.rcv_nxt = c.irs + 1;
-        c.negotiate(&syn.options);
-        c.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
-        c.max_snd_wnd = c.snd_wnd;
-        c.snd_wl1 = c.irs;
-        c.set_state(State::SynReceived);
+        c.start_accept(syn);
         c
+    }
+
+    /// A fresh TCB in place of this one (the endpoint reuses boxes: one copy, not a move per
+    /// call level). Start it with [`start_connect`](Self::start_connect) or
+    /// [`start_accept`](Self::start_accept).
+    pub(crate) fn reset(
+        &mut self,
+        config: &Config,
+        now: Instant,
+        tuple: FourTuple,
+        iss: SeqNum,
+        ts_offset: u32,
+    ) {
+        *self = Connection::new(config, tuple, iss, ts_offset, now);
+    }
+
+    pub(crate) fn start_connect(&mut self, config: &Config, now: Instant) {
+        self.set_state(State::SynSent);
+        if let Some(t) = config.connect_timeout {
+            self.timers.set(Timer::Connect, now + t);
+        }
+    }
+
+    pub(crate) fn start_accept(&mut self, syn: &TcpRepr<'_>) {
+        self.passive = true;
+        // The listener was in LISTEN; the new TCB is born there (no event for it).
+        self.state = State::Listen;
+        self.irs = SeqNum(syn.seq);
+        self.rcv_nxt = self.irs + 1;
+        self.negotiate(&syn.options);
+        self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = self.irs;
+        self.set_state(State::SynReceived);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -809,6 +842,15 @@ impl Connection {
     /// The next event for the application or the trace.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
+    }
+
+    /// Whether events are queued for [`poll_event`](Self::poll_event): on for a new
+    /// connection; an endpoint that does not trace turns them off (it needs none).
+    pub fn set_events(&mut self, on: bool) {
+        self.events.off = !on;
+        if !on {
+            while self.events.pop().is_some() {}
+        }
     }
 
     fn set_state(&mut self, to: State) {

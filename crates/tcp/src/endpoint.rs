@@ -109,6 +109,8 @@ struct Slot {
     conn: Option<Box<Connection>>,
     /// The listener a passive connection belongs to until accepted.
     listener: Option<ListenerId>,
+    /// Established and in its listener's accept queue (else still SYN-RECEIVED).
+    in_accept_queue: bool,
     /// An application holds a handle (returned by `connect` or `accept`).
     held: bool,
     /// The earliest deadline this connection has in the timer heap.
@@ -141,7 +143,9 @@ pub struct Endpoint {
     free: Vec<u32>,
     by_tuple: HashMap<FourTuple, ConnId, TupleHashBuilder>,
     listeners: Vec<Option<Listener>>,
-    by_port: HashMap<(IpAddr, u16), ListenerId>,
+    /// Listeners by local address and port, keyed as tuples with an unspecified remote: the
+    /// lookup shares the connection table's hash and code.
+    by_port: HashMap<FourTuple, ListenerId, TupleHashBuilder>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     ready: VecDeque<ConnId>,
     resets: VecDeque<Reset>,
@@ -171,7 +175,7 @@ impl Endpoint {
             free: Vec::new(),
             by_tuple: HashMap::with_hasher(TupleHashBuilder::new(secret)),
             listeners: Vec::new(),
-            by_port: HashMap::new(),
+            by_port: HashMap::with_hasher(TupleHashBuilder::new(secret)),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             resets: VecDeque::new(),
@@ -198,6 +202,11 @@ impl Endpoint {
     /// Record trace events (segments, state changes, retransmissions) from now on.
     pub fn set_tracing(&mut self, on: bool) {
         self.trace = if on { Some(Vec::new()) } else { None };
+        for slot in &mut self.slots {
+            if let Some(c) = slot.conn.as_mut() {
+                c.set_events(on);
+            }
+        }
     }
 
     /// Take the trace recorded so far.
@@ -205,6 +214,8 @@ impl Endpoint {
         self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    #[cold]
+    #[inline(never)]
     fn record(&mut self, time: Instant, event: TraceEvent) {
         if let Some(t) = self.trace.as_mut() {
             t.push(TraceRecord { time, event });
@@ -219,7 +230,7 @@ impl Endpoint {
         if addr.port() == 0 {
             return Err(ListenError::InvalidPort);
         }
-        let key = (addr.ip(), addr.port());
+        let key = listen_key(addr.ip(), addr.port());
         if self.by_port.contains_key(&key) {
             return Err(ListenError::AddrInUse);
         }
@@ -239,11 +250,20 @@ impl Endpoint {
         let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
-        self.by_port.remove(&(l.addr.ip(), l.addr.port()));
+        self.by_port.remove(&listen_key(l.addr.ip(), l.addr.port()));
         for c in l.accept_queue {
             self.abort(c);
             self.release(c);
         }
+    }
+
+    /// The listener a segment to `ip` and `port` goes to: one on that address, else one on
+    /// the unspecified address.
+    fn listener_for(&self, ip: IpAddr, port: u16) -> Option<ListenerId> {
+        let exact = self.by_port.get(&listen_key(ip, port));
+        exact
+            .or_else(|| self.by_port.get(&listen_key(unspecified(ip), port)))
+            .copied()
     }
 
     pub fn listener_addr(&self, id: ListenerId) -> Option<SocketAddr> {
@@ -300,10 +320,11 @@ impl Endpoint {
             local: SocketAddr::new(local_ip, port),
             remote,
         };
-        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
-        let conn = Connection::connect(&self.config, now, tuple, iss, ts);
         self.stats.connects += 1;
-        let id = self.insert(conn, None, true);
+        let id = self.insert(now, tuple, None, true);
+        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+            c.start_connect(&self.config, now);
+        }
         self.after(now, id);
         Ok(id)
     }
@@ -325,21 +346,36 @@ impl Endpoint {
                 local: SocketAddr::new(local_ip, port),
                 remote,
             };
-            let listening = self.by_port.contains_key(&(local_ip, port))
-                || self.by_port.contains_key(&(unspecified(local_ip), port));
-            if !listening && !self.by_tuple.contains_key(&tuple) {
+            if self.listener_for(local_ip, port).is_none() && !self.by_tuple.contains_key(&tuple) {
                 return Ok(port);
             }
         }
         Err(ConnectError::NoEphemeralPort)
     }
 
-    fn insert(&mut self, mut conn: Connection, listener: Option<ListenerId>, held: bool) -> ConnId {
+    /// A new connection for `tuple` (its ISN drawn here), in a reused box when there is one,
+    /// with reused ring storage; the caller starts it (active or passive open).
+    fn insert(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        listener: Option<ListenerId>,
+        held: bool,
+    ) -> ConnId {
+        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
+        let mut conn = match self.spare_conns.pop() {
+            Some(mut b) => {
+                b.reset(&self.config, now, tuple, iss, ts);
+                b
+            }
+            None => Box::new(Connection::new(&self.config, tuple, iss, ts, now)),
+        };
         if self.spare.len() >= 2 {
             let (a, b) = (self.spare.pop(), self.spare.pop());
             conn.adopt_storage(a.unwrap_or_default(), b.unwrap_or_default());
         }
-        let tuple = *conn.tuple_ref();
+        // Events only feed the trace: the accept queue follows states.
+        conn.set_events(self.trace.is_some());
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -347,6 +383,7 @@ impl Endpoint {
                     generation: 0,
                     conn: None,
                     listener: None,
+                    in_accept_queue: false,
                     held: false,
                     in_heap: None,
                     queued: false,
@@ -356,14 +393,9 @@ impl Endpoint {
         };
         let slot = &mut self.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(match self.spare_conns.pop() {
-            Some(mut b) => {
-                *b = conn;
-                b
-            }
-            None => Box::new(conn),
-        });
+        slot.conn = Some(conn);
         slot.listener = listener;
+        slot.in_accept_queue = false;
         slot.held = held;
         slot.in_heap = None;
         slot.queued = false;
@@ -484,12 +516,7 @@ impl Endpoint {
                 return;
             }
         }
-        let listener = self
-            .by_port
-            .get(&(dst, seg.dst_port))
-            .or_else(|| self.by_port.get(&(unspecified(dst), seg.dst_port)))
-            .copied();
-        match listener {
+        match self.listener_for(dst, seg.dst_port) {
             Some(l) => self.on_listen_segment(now, l, tuple, seg),
             None => self.on_closed_segment(tuple, seg),
         }
@@ -508,11 +535,7 @@ impl Endpoint {
             return false;
         }
         let local = c.tuple().local;
-        let listening = self.by_port.contains_key(&(local.ip(), local.port()))
-            || self
-                .by_port
-                .contains_key(&(unspecified(local.ip()), local.port()));
-        if !listening {
+        if self.listener_for(local.ip(), local.port()).is_none() {
             return false;
         }
         self.stats.time_wait_reused += 1;
@@ -559,12 +582,13 @@ impl Endpoint {
             self.stats.syn_dropped += 1;
             return;
         }
-        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
-        let conn = Connection::accept(&self.config, now, tuple, iss, ts, seg);
         if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
             listener.half_open += 1;
         }
-        let id = self.insert(conn, Some(l), false);
+        let id = self.insert(now, tuple, Some(l), false);
+        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+            c.start_accept(seg);
+        }
         self.after(now, id);
     }
 
@@ -694,17 +718,7 @@ impl Endpoint {
                         self.maybe_reap(id);
                     }
                     if let Some(tuple) = tuple {
-                        if let Ok(seg) = TcpRepr::parse(&buf[..len], None) {
-                            let info = SegmentInfo::from_repr(&seg);
-                            self.record(
-                                now,
-                                TraceEvent::Segment {
-                                    dir: Direction::Sent,
-                                    tuple,
-                                    seg: info,
-                                },
-                            );
-                        }
+                        self.record_sent(now, tuple, &buf[..len]);
                     }
                     return Some(Transmit { src, dst, len });
                 }
@@ -715,6 +729,22 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_sent(&mut self, now: Instant, tuple: FourTuple, segment: &[u8]) {
+        if let Ok(seg) = TcpRepr::parse(segment, None) {
+            let info = SegmentInfo::from_repr(&seg);
+            self.record(
+                now,
+                TraceEvent::Segment {
+                    dir: Direction::Sent,
+                    tuple,
+                    seg: info,
+                },
+            );
+        }
     }
 
     fn emit_reset(&mut self, now: Instant, r: Reset, buf: &mut [u8]) -> Transmit {
@@ -771,6 +801,8 @@ impl Endpoint {
     }
 
     /// After an input or command: the connection may have output, new timers and events.
+    /// Not inlined: every generic `with_conn` shares this one copy.
+    #[inline(never)]
     fn after(&mut self, now: Instant, id: ConnId) {
         if self.after_quiet(now, id) {
             self.mark_ready(id);
@@ -792,18 +824,9 @@ impl Endpoint {
         let Some(conn) = slot.conn.as_mut() else {
             return false;
         };
-        let mut established = false;
-        let mut closed = false;
-        while let Some(ev) = conn.poll_event() {
-            if let Event::StateChanged { to, .. } = ev {
-                established |= to == State::Established;
-                closed |= to == State::Closed;
-            }
-            if let Some(t) = self.trace.as_mut() {
-                t.push(TraceRecord {
-                    time: now,
-                    event: TraceEvent::from_conn(*conn.tuple_ref(), ev),
-                });
+        if let Some(t) = self.trace.as_mut() {
+            while let Some(ev) = conn.poll_event() {
+                record_conn_event(t, now, conn, ev);
             }
         }
         let may_transmit = conn.may_transmit();
@@ -814,24 +837,36 @@ impl Endpoint {
                 self.timers.push(Reverse((at, id)));
             }
         }
-        let listener = slot.listener;
-        if let Some(l) = listener {
-            if established || closed {
+        if let Some(l) = slot.listener {
+            // A passive connection: queued for accept once synchronized (it may have moved
+            // past ESTABLISHED within one segment), dropped from its listener when CLOSED.
+            let state = conn.state();
+            let closed = state == State::Closed;
+            let established = !closed && state != State::SynReceived && state != State::Listen;
+            let queued = slot.in_accept_queue;
+            if closed || (established && !queued) {
+                if closed {
+                    slot.listener = None;
+                    slot.in_accept_queue = false;
+                } else {
+                    slot.in_accept_queue = true;
+                }
                 if let Some(listener) = self
                     .listeners
                     .get_mut(l.0 as usize)
                     .and_then(Option::as_mut)
                 {
-                    listener.half_open = listener.half_open.saturating_sub(1);
-                    if established && !closed {
+                    if !queued {
+                        listener.half_open = listener.half_open.saturating_sub(1);
+                    }
+                    if closed {
+                        if queued {
+                            listener.accept_queue.retain(|&c| c != id);
+                        }
+                    } else {
                         listener.accept_queue.push_back(id);
                         self.stats.accepted += 1;
-                    } else {
-                        listener.accept_queue.retain(|&c| c != id);
                     }
-                }
-                if closed {
-                    self.slots[id.index as usize].listener = None;
                 }
             }
         }
@@ -886,6 +921,23 @@ impl Endpoint {
     /// The error a connection ended with, for handles kept after CLOSED.
     pub fn error(&self, id: ConnId) -> Option<ConnectionError> {
         self.conn(id).and_then(Connection::error)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn record_conn_event(trace: &mut Vec<TraceRecord>, time: Instant, conn: &Connection, ev: Event) {
+    trace.push(TraceRecord {
+        time,
+        event: TraceEvent::from_conn(*conn.tuple_ref(), ev),
+    });
+}
+
+/// The `by_port` key of a listener on `ip` and `port`.
+fn listen_key(ip: IpAddr, port: u16) -> FourTuple {
+    FourTuple {
+        local: SocketAddr::new(ip, port),
+        remote: SocketAddr::new(unspecified(ip), 0),
     }
 }
 
