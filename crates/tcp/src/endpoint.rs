@@ -150,6 +150,8 @@ pub struct Endpoint {
     ready: VecDeque<ConnId>,
     resets: VecDeque<Reset>,
     next_ephemeral: u32,
+    /// The last destination's RFC 6056 offset (a pure function of it and the key).
+    last_port_offset: Option<(IpAddr, SocketAddr, u32)>,
     trace: Option<Vec<TraceRecord>>,
     stats: Stats,
     /// Ring storage of dropped connections, lent to new ones: connection churn allocates
@@ -180,6 +182,7 @@ impl Endpoint {
             ready: VecDeque::new(),
             resets: VecDeque::new(),
             next_ephemeral: 0,
+            last_port_offset: None,
             trace: None,
             stats: Stats::default(),
             spare: Vec::new(),
@@ -338,7 +341,16 @@ impl Endpoint {
     ) -> Result<u16, ConnectError> {
         let first = *EPHEMERAL_PORTS.start() as u32;
         let count = (*EPHEMERAL_PORTS.end() - *EPHEMERAL_PORTS.start()) as u32 + 1;
-        let offset = self.isn.port_offset(local_ip, remote);
+        // F depends only on the destination: a client that keeps connecting to one server
+        // (a pool, an API) computes it once.
+        let offset = match self.last_port_offset {
+            Some((ip, r, offset)) if ip == local_ip && r == remote => offset,
+            _ => {
+                let offset = self.isn.port_offset(local_ip, remote);
+                self.last_port_offset = Some((local_ip, remote, offset));
+                offset
+            }
+        };
         for _ in 0..count {
             let port = (first + offset.wrapping_add(self.next_ephemeral) % count) as u16;
             self.next_ephemeral = self.next_ephemeral.wrapping_add(1);

@@ -34,17 +34,26 @@ impl IsnGenerator {
         msg[0] = domain;
         let mut len = 1;
         for addr in core::iter::once(local).chain(remote) {
-            let (octets, n) = match addr.ip() {
+            // Fixed-size copies per family (no length-dependent copy call).
+            let port = addr.port().to_le_bytes();
+            match addr.ip() {
                 IpAddr::V4(a) => {
-                    let mut o = [0u8; 16];
-                    o[..4].copy_from_slice(&a.octets());
-                    (o, 4)
+                    let Some(out) = msg.get_mut(len..len + 6) else {
+                        break;
+                    };
+                    out[..4].copy_from_slice(&a.octets());
+                    out[4..].copy_from_slice(&port);
+                    len += 6;
                 }
-                IpAddr::V6(a) => (a.octets(), 16),
-            };
-            msg[len..len + n].copy_from_slice(&octets[..n]);
-            msg[len + n..len + n + 2].copy_from_slice(&addr.port().to_le_bytes());
-            len += n + 2;
+                IpAddr::V6(a) => {
+                    let Some(out) = msg.get_mut(len..len + 18) else {
+                        break;
+                    };
+                    out[..16].copy_from_slice(&a.octets());
+                    out[16..].copy_from_slice(&port);
+                    len += 18;
+                }
+            }
         }
         siphash24(&self.key, &msg[..len])
     }

@@ -151,6 +151,9 @@ pub struct TcpRepr<'a> {
 /// Option kinds (RFC 9293 §3.2, RFC 7323, RFC 2018).
 const OPT_EOL: u8 = 0;
 const OPT_NOP: u8 = 1;
+/// Timestamps alone: `NOP, NOP, kind 8, length 10`, then TSval and TSecr (RFC 7323 Appendix A).
+const TIMESTAMP_ONLY_PREFIX: [u8; 4] = [OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10];
+const TIMESTAMP_ONLY_LEN: usize = 12;
 const OPT_MSS: u8 = 2;
 const OPT_WINDOW_SCALE: u8 = 3;
 const OPT_SACK_PERMITTED: u8 = 4;
@@ -189,6 +192,16 @@ impl TcpOptions {
     pub fn clear_sack(&mut self) {
         self.sack = [SackBlock::default(); 4];
         self.sack_len = 0;
+    }
+
+    /// The timestamps, when they are the only option to write.
+    #[inline]
+    fn timestamp_only(&self) -> Option<Timestamp> {
+        let only = self.mss.is_none()
+            && self.window_scale.is_none()
+            && !self.sack_permitted
+            && self.sack_len == 0;
+        self.timestamp.filter(|_| only)
     }
 
     /// Bytes of the options written before any SACK blocks.
@@ -259,6 +272,14 @@ impl TcpOptions {
     /// # Panics
     /// If `buf` is shorter than `self.len()`.
     pub fn emit(&self, buf: &mut [u8]) -> usize {
+        if let Some(ts) = self.timestamp_only() {
+            // The common case, every segment after the handshake: one fixed layout.
+            let out = &mut buf[..TIMESTAMP_ONLY_LEN];
+            out[..4].copy_from_slice(&TIMESTAMP_ONLY_PREFIX);
+            out[4..8].copy_from_slice(&ts.tsval.to_be_bytes());
+            out[8..].copy_from_slice(&ts.tsecr.to_be_bytes());
+            return TIMESTAMP_ONLY_LEN;
+        }
         let len = self.len();
         let buf = &mut buf[..len];
         let mut w = 0;
@@ -310,6 +331,20 @@ impl TcpOptions {
     /// * SACK blocks beyond the fourth are ignored; a later occurrence of MSS, window scale or
     ///   timestamps replaces an earlier one.
     pub fn parse(options: &[u8]) -> Result<TcpOptions> {
+        // RFC 7323 Appendix A's layout, which Linux and synack send on every segment after the
+        // handshake, read without the general loop (as Linux's `tcp_fast_parse_options`).
+        if let Some((prefix, ts)) = options.split_first_chunk::<4>() {
+            if *prefix == TIMESTAMP_ONLY_PREFIX && ts.len() == 8 {
+                let word = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                return Ok(TcpOptions {
+                    timestamp: Some(Timestamp {
+                        tsval: word(&ts[..4]),
+                        tsecr: word(&ts[4..]),
+                    }),
+                    ..TcpOptions::default()
+                });
+            }
+        }
         let mut out = TcpOptions::default();
         let mut rest = options;
         while let Some((&kind, after_kind)) = rest.split_first() {
