@@ -84,6 +84,7 @@ impl Ipv4Repr {
     ///   [`Error::Truncated`];
     /// * a fragment (MF set or a non-zero offset) → [`Error::Unsupported`]: synack does not
     ///   reassemble (it sends with DF and relies on path MTU discovery, RFC 1191).
+    #[inline]
     pub fn parse(packet: &[u8]) -> Result<(Ipv4Repr, &[u8])> {
         let first = *packet.first().ok_or(Error::Truncated)?;
         if first >> 4 != 4 {
@@ -125,6 +126,7 @@ impl Ipv4Repr {
     ///
     /// # Panics
     /// If `buf` is shorter than 20 bytes or `payload_len` exceeds `65535 - 20`.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) {
         let total_len = u16::try_from(Self::HEADER_LEN + self.payload_len)
             .expect("IPv4 payload_len too large for the Total Length field");
@@ -301,6 +303,7 @@ impl IpRepr {
     /// Parses an IPv4 or IPv6 packet according to its version nibble: empty input →
     /// [`Error::Truncated`], a version other than 4 or 6 → [`Error::BadVersion`]; otherwise as
     /// [`Ipv4Repr::parse`] or [`Ipv6Repr::parse`].
+    #[inline]
     pub fn parse(packet: &[u8]) -> Result<(IpRepr, &[u8])> {
         let first = *packet.first().ok_or(Error::Truncated)?;
         match first >> 4 {

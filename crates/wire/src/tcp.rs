@@ -271,6 +271,7 @@ impl TcpOptions {
     ///
     /// # Panics
     /// If `buf` is shorter than `self.len()`.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> usize {
         if let Some(ts) = self.timestamp_only() {
             // The common case, every segment after the handshake: one fixed layout.
@@ -330,6 +331,7 @@ impl TcpOptions {
     ///   (RFC 9293 §3.2: "be prepared to handle an illegal option length");
     /// * SACK blocks beyond the fourth are ignored; a later occurrence of MSS, window scale or
     ///   timestamps replaces an earlier one.
+    #[inline]
     pub fn parse(options: &[u8]) -> Result<TcpOptions> {
         // RFC 7323 Appendix A's layout, which Linux and synack send on every segment after the
         // handshake, read without the general loop (as Linux's `tcp_fast_parse_options`).
@@ -442,6 +444,7 @@ impl<'a> TcpRepr<'a> {
     /// assert_eq!(TcpRepr::parse(&buf[..len], Some((src, dst))), Ok(syn));
     /// assert_eq!(syn.seq_len(), 1);
     /// ```
+    #[inline]
     pub fn parse(segment: &'a [u8], checksum: Option<(IpAddr, IpAddr)>) -> Result<TcpRepr<'a>> {
         let hdr: &[u8; 20] = segment.first_chunk().ok_or(Error::Truncated)?;
         let header_len = usize::from(hdr[12] >> 4) * 4;
@@ -497,6 +500,7 @@ impl<'a> TcpRepr<'a> {
     ///
     /// # Panics
     /// If `buf` is shorter than `self.header_len()`.
+    #[inline]
     pub fn emit_header(&self, buf: &mut [u8]) {
         let header_len = self.header_len();
         let hdr = &mut buf[..header_len];
@@ -533,6 +537,7 @@ impl<'a> TcpRepr<'a> {
 ///
 /// # Panics
 /// If `segment` is shorter than 20 bytes or longer than `u32::MAX`.
+#[inline]
 pub fn fill_checksum(segment: &mut [u8], src: IpAddr, dst: IpAddr) {
     segment[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&[0, 0]);
     let len = u32::try_from(segment.len()).expect("TCP segment longer than u32::MAX");
@@ -543,6 +548,7 @@ pub fn fill_checksum(segment: &mut [u8], src: IpAddr, dst: IpAddr) {
 
 /// Whether a received segment's checksum verifies over the pseudo-header of `src` and `dst`
 /// (RFC 9293 §3.1). A segment longer than `u32::MAX` does not.
+#[inline]
 pub fn verify_checksum(segment: &[u8], src: IpAddr, dst: IpAddr) -> bool {
     let Ok(len) = u32::try_from(segment.len()) else {
         return false;
