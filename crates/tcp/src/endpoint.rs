@@ -683,6 +683,7 @@ impl Endpoint {
     }
 
     /// The next deadline of any connection.
+    #[inline]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             let valid = self

@@ -269,6 +269,7 @@ impl IpRepr {
     /// IPv4 gets TOS 0, identification 0 and Don't Fragment set (synack does path MTU discovery,
     /// RFC 1191, and never fragments; RFC 6864 §4.1 allows any identification on atomic
     /// datagrams). IPv6 gets traffic class 0 and flow label 0.
+    #[inline]
     pub fn new(
         src: IpAddr,
         dst: IpAddr,
@@ -370,6 +371,7 @@ impl IpRepr {
     ///
     /// # Panics
     /// As [`Ipv4Repr::emit`] / [`Ipv6Repr::emit`].
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) {
         match self {
             IpRepr::V4(r) => r.emit(buf),
