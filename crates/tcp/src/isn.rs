@@ -34,25 +34,18 @@ impl IsnGenerator {
         msg[0] = domain;
         let mut len = 1;
         for addr in core::iter::once(local).chain(remote) {
-            // Fixed-size copies per family (no length-dependent copy call).
-            let port = addr.port().to_le_bytes();
+            // One inlined copy per family, so each is of a fixed size (no copy call).
+            let mut put = |octets: &[u8]| {
+                let end = len + octets.len() + 2;
+                if let Some(out) = msg.get_mut(len..end) {
+                    out[..octets.len()].copy_from_slice(octets);
+                    out[octets.len()..].copy_from_slice(&addr.port().to_le_bytes());
+                    len = end;
+                }
+            };
             match addr.ip() {
-                IpAddr::V4(a) => {
-                    let Some(out) = msg.get_mut(len..len + 6) else {
-                        break;
-                    };
-                    out[..4].copy_from_slice(&a.octets());
-                    out[4..].copy_from_slice(&port);
-                    len += 6;
-                }
-                IpAddr::V6(a) => {
-                    let Some(out) = msg.get_mut(len..len + 18) else {
-                        break;
-                    };
-                    out[..16].copy_from_slice(&a.octets());
-                    out[16..].copy_from_slice(&port);
-                    len += 18;
-                }
+                IpAddr::V4(a) => put(&a.octets()),
+                IpAddr::V6(a) => put(&a.octets()),
             }
         }
         siphash24(&self.key, &msg[..len])
