@@ -324,10 +324,9 @@ impl Endpoint {
             remote,
         };
         self.stats.connects += 1;
-        let id = self.insert(now, tuple, None, true);
-        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
-            c.start_connect(&self.config, now);
-        }
+        let id = self.insert(now, tuple, None, true, |c, config| {
+            c.start_connect(config, now)
+        });
         self.after(now, id);
         Ok(id)
     }
@@ -366,13 +365,14 @@ impl Endpoint {
     }
 
     /// A new connection for `tuple` (its ISN drawn here), in a reused box when there is one,
-    /// with reused ring storage; the caller starts it (active or passive open).
+    /// with reused ring storage, opened by `open` (active or passive).
     fn insert(
         &mut self,
         now: Instant,
         tuple: FourTuple,
         listener: Option<ListenerId>,
         held: bool,
+        open: impl FnOnce(&mut Connection, &Config),
     ) -> ConnId {
         let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
         let mut conn = match self.spare_conns.pop() {
@@ -388,6 +388,7 @@ impl Endpoint {
         }
         // Events only feed the trace: the accept queue follows states.
         conn.set_events(self.trace.is_some());
+        open(&mut conn, &self.config);
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -597,10 +598,7 @@ impl Endpoint {
         if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
             listener.half_open += 1;
         }
-        let id = self.insert(now, tuple, Some(l), false);
-        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
-            c.start_accept(seg);
-        }
+        let id = self.insert(now, tuple, Some(l), false, |c, _| c.start_accept(seg));
         self.after(now, id);
     }
 
@@ -855,9 +853,8 @@ impl Endpoint {
             // past ESTABLISHED within one segment), dropped from its listener when CLOSED.
             let state = conn.state();
             let closed = state == State::Closed;
-            let established = !closed && state != State::SynReceived && state != State::Listen;
             let queued = slot.in_accept_queue;
-            if closed || (established && !queued) {
+            if closed || (state.is_synchronized() && !queued) {
                 if closed {
                     slot.listener = None;
                     slot.in_accept_queue = false;

@@ -38,42 +38,39 @@ fn add_carry(a: u64, b: u64) -> u64 {
 const BLOCK: usize = 8 << 23;
 
 /// Headers (an IPv4 header, a TCP header with options and a small payload) are at most this
-/// long and take [`short_sum`]; longer data takes the vectorized [`long_sum`].
+/// long: they are summed by an inlined [`block_sum`]; longer data goes to [`long_sum`].
 const SHORT: usize = 64;
 
 /// The ones' complement sum of `data` taken as 16-bit words in *native* byte order, unfolded.
 #[inline]
 fn native_sum(data: &[u8]) -> u64 {
     if data.len() <= SHORT {
-        short_sum(data)
+        block_sum(data)
     } else {
         long_sum(data)
     }
 }
 
-/// [`native_sum`] of at most [`SHORT`] bytes: eight bytes a step (each split into its two
-/// 32-bit halves, as in [`long_sum`]), no vector setup to amortize.
+/// [`native_sum`] of at most [`BLOCK`] bytes: eight bytes a step, each split into its two
+/// 32-bit halves and both added, in a loop the compiler vectorizes; then the last 0 to 7.
 #[inline]
-fn short_sum(data: &[u8]) -> u64 {
+fn block_sum(block: &[u8]) -> u64 {
+    let mut chunks = block.chunks_exact(8);
     let mut acc: u64 = 0;
-    let mut rest = data;
-    while let Some((head, tail)) = rest.split_first_chunk::<8>() {
-        let v = u64::from_ne_bytes(*head);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_ne_bytes(word);
         acc += (v & 0xffff_ffff) + (v >> 32);
-        rest = tail;
     }
+    let mut rest = chunks.remainder();
     if let Some((head, tail)) = rest.split_first_chunk::<4>() {
         acc += u64::from(u32::from_ne_bytes(*head));
         rest = tail;
     }
-    acc + tail_sum(rest)
-}
-
-/// The native-order sum of the last 0 to 3 bytes: a 16-bit word, then an odd byte padded with
-/// zero (RFC 1071 §4.1: it is the high-order byte of its word).
-#[inline]
-fn tail_sum(rest: &[u8]) -> u64 {
-    match *rest {
+    // A 16-bit word, then an odd byte padded with zero (RFC 1071 §4.1: it is the high-order
+    // byte of its word).
+    acc + match *rest {
         [a, b, c] => u64::from(u16::from_ne_bytes([a, b])) + u64::from(u16::from_ne_bytes([c, 0])),
         [a, b] => u64::from(u16::from_ne_bytes([a, b])),
         [a] => u64::from(u16::from_ne_bytes([a, 0])),
@@ -81,29 +78,12 @@ fn tail_sum(rest: &[u8]) -> u64 {
     }
 }
 
-/// [`native_sum`] of any length, eight bytes a step in a loop the compiler vectorizes. Not
-/// inlined: every checksum of a payload (TCP, UDP, ICMP; filled or verified) shares one copy.
+/// [`native_sum`] of any length, a [`BLOCK`] at a time. Not inlined: every checksum of a
+/// payload (TCP, UDP, ICMP; filled or verified) shares one copy.
 #[inline(never)]
 fn long_sum(data: &[u8]) -> u64 {
-    let mut total: u64 = 0;
-    for block in data.chunks(BLOCK) {
-        let mut chunks = block.chunks_exact(8);
-        let mut acc: u64 = 0;
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let v = u64::from_ne_bytes(word);
-            acc += (v & 0xffff_ffff) + (v >> 32);
-        }
-        let mut rest = chunks.remainder();
-        if let Some((head, tail)) = rest.split_first_chunk::<4>() {
-            acc += u64::from(u32::from_ne_bytes(*head));
-            rest = tail;
-        }
-        acc += tail_sum(rest);
-        total = add_carry(total, acc);
-    }
-    total
+    data.chunks(BLOCK)
+        .fold(0, |total, block| add_carry(total, block_sum(block)))
 }
 
 /// Adds the bytes of `data` (16-bit big-endian words, an odd last byte padded with zero) to the
