@@ -241,7 +241,15 @@ async fn accept_loop<L, S, B>(
                         shutdown.clone(),
                     ));
                 }
+                // synack's listener says NotConnected only when it is closed or its stack
+                // stopped; tokio's never does.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+                // One connection died between its handshake and accept(): the listener is
+                // fine, and the next connection is served at once.
+                Err(e) if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) => {}
                 Err(_) => {
                     // Out of descriptors and the like: back off a little, as servers do.
                     inc(&counters.errors);

@@ -641,6 +641,11 @@ impl Connection {
         self.ts_enabled
     }
 
+    /// The peer's most recent timestamp kept for PAWS (RFC 7323 §4.3, `TS.Recent`).
+    pub fn ts_recent(&self) -> u32 {
+        self.ts_recent
+    }
+
     pub fn sack_enabled(&self) -> bool {
         self.sack_enabled
     }

@@ -521,7 +521,7 @@ impl Endpoint {
             );
         }
         if let Some(&id) = self.by_tuple.get(&tuple) {
-            if !self.reopen_time_wait(now, id, seg) {
+            if !self.reopen_time_wait(id, seg) {
                 if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
                     c.handle_segment(now, seg);
                 }
@@ -535,16 +535,26 @@ impl Endpoint {
         }
     }
 
-    /// RFC 1122 §4.2.2.13 (and RFC 6191): a SYN with a higher sequence number may reopen a
-    /// connection in TIME-WAIT when a listener waits on its port.
-    fn reopen_time_wait(&mut self, now: Instant, id: ConnId, seg: &TcpRepr<'_>) -> bool {
+    /// RFC 9293 §3.10.7.4 with RFC 6191: a SYN may reopen a connection in TIME-WAIT when a
+    /// listener waits on its port and the SYN cannot be an old duplicate: its timestamp is
+    /// newer than TS.Recent when the old connection used timestamps (RFC 6191 §2), else its
+    /// sequence number is above RCV.NXT (RFC 1122 §4.2.2.13). Any other SYN goes to the
+    /// TIME-WAIT connection, which answers it with an ACK (RFC 5961 §4).
+    fn reopen_time_wait(&mut self, id: ConnId, seg: &TcpRepr<'_>) -> bool {
         let Some(c) = self.slots[id.index as usize].conn.as_ref() else {
             return false;
         };
         let is_syn = seg.flags.contains(TcpFlags::SYN)
             && !seg.flags.contains(TcpFlags::ACK)
             && !seg.flags.contains(TcpFlags::RST);
-        if c.state() != State::TimeWait || !is_syn || !SeqNum(seg.seq).gt(c.rcv_nxt()) {
+        if c.state() != State::TimeWait || !is_syn {
+            return false;
+        }
+        let newer = match (c.timestamps_enabled(), seg.options.timestamp) {
+            (true, Some(ts)) => (ts.tsval.wrapping_sub(c.ts_recent()) as i32) > 0,
+            _ => SeqNum(seg.seq).gt(c.rcv_nxt()),
+        };
+        if !newer {
             return false;
         }
         let local = c.tuple().local;
@@ -552,10 +562,8 @@ impl Endpoint {
             return false;
         }
         self.stats.time_wait_reused += 1;
-        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
-            c.handle_timeout(now + self.config.msl * 2);
-        }
-        self.after(now, id);
+        // The old incarnation ends here, without a segment: forget it now, before the new
+        // SYN makes a connection for the same tuple.
         self.remove(id);
         true
     }
@@ -897,8 +905,16 @@ impl Endpoint {
         }
     }
 
+    /// Forget a connection: its tuple, its timers and its slot (freed exactly once: a stale
+    /// or already removed handle does nothing).
     fn remove(&mut self, id: ConnId) {
-        let slot = &mut self.slots[id.index as usize];
+        let Some(slot) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.conn.is_some())
+        else {
+            return;
+        };
         if let Some(mut c) = slot.conn.take() {
             self.by_tuple.remove(c.tuple_ref());
             for storage in c.take_storage() {

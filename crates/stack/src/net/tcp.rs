@@ -573,9 +573,14 @@ impl TcpListener {
         let lid = self.id;
         let r = self.stack.with_host(|h, _| {
             let tcp = h.iface.tcp_mut();
-            if let Some(id) = tcp.accept(lid) {
-                let t = tcp.conn(id).map(|c| c.tuple());
-                return Ok(Some((id, t)));
+            // A connection that completed its handshake and died before it was accepted (a
+            // RST, a peer that gave up) is skipped, as Linux's accept() skips it: the
+            // listener itself goes on.
+            while let Some(id) = tcp.accept(lid) {
+                match tcp.conn(id).map(|c| c.tuple()) {
+                    Some(t) => return Ok(Some((id, t))),
+                    None => tcp.release(id),
+                }
             }
             if tcp.listener_addr(lid).is_none() {
                 return Err(not_connected());
@@ -591,16 +596,10 @@ impl TcpListener {
         match r {
             Err(e) | Ok(Err(e)) => Poll::Ready(Err(e)),
             Ok(Ok(None)) => Poll::Pending,
-            Ok(Ok(Some((id, Some(t))))) => Poll::Ready(Ok((
+            Ok(Ok(Some((id, t)))) => Poll::Ready(Ok((
                 TcpStream::from_parts(self.stack.clone(), id, t.local, t.remote),
                 t.remote,
             ))),
-            Ok(Ok(Some((id, None)))) => {
-                // Accepted and gone at once: release the handle and report it.
-                self.stack
-                    .with_host_even_if_dead(|h, _| h.iface.tcp_mut().release(id));
-                Poll::Ready(Err(not_connected()))
-            }
         }
     }
 

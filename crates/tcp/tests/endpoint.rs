@@ -1,0 +1,262 @@
+//! Two endpoints wired back to back: demultiplexing, listeners, TIME-WAIT reuse and the
+//! bookkeeping of connection slots, with every segment between them visible.
+
+use std::net::{IpAddr, SocketAddr};
+
+use synack_tcp::{Config, ConnId, Duration, Endpoint, Instant, ListenerId, State};
+use synack_wire::{TcpFlags, TcpRepr};
+
+const CLIENT: &str = "198.18.0.1";
+const SERVER: &str = "198.18.0.2";
+
+/// A segment that crossed the wire, as the test sees it.
+#[derive(Debug, Clone)]
+struct Wire {
+    from_client: bool,
+    src_port: u16,
+    dst_port: u16,
+    flags: TcpFlags,
+    seq: u32,
+    ack: u32,
+    len: usize,
+}
+
+struct Pair {
+    now: Instant,
+    client: Endpoint,
+    server: Endpoint,
+    listener: ListenerId,
+    log: Vec<Wire>,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+impl Pair {
+    fn new(config: Config) -> Pair {
+        let client = Endpoint::new(config.clone(), [1; 16]);
+        let mut server = Endpoint::new(config, [2; 16]);
+        let listener = server.listen(SocketAddr::new(ip(SERVER), 80), 64).unwrap();
+        Pair {
+            now: Instant::ZERO,
+            client,
+            server,
+            listener,
+            log: Vec::new(),
+        }
+    }
+
+    /// Move every segment due now across (both ways, instantly), until both are quiet.
+    fn exchange(&mut self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.client.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                let seg = TcpRepr::parse(&buf[..t.len], Some((t.src, t.dst))).unwrap();
+                self.log.push(wire(true, &seg));
+                self.server.handle_segment(self.now, t.src, t.dst, &seg);
+            }
+            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+                moved = true;
+                let seg = TcpRepr::parse(&buf[..t.len], Some((t.src, t.dst))).unwrap();
+                self.log.push(wire(false, &seg));
+                self.client.handle_segment(self.now, t.src, t.dst, &seg);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advance virtual time by `d`, firing timers on the way and exchanging what they send.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.client.handle_timeout(self.now);
+                    self.server.handle_timeout(self.now);
+                    self.exchange();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.exchange();
+    }
+
+    fn connect(&mut self, port: u16) -> ConnId {
+        let id = self
+            .client
+            .connect(
+                self.now,
+                ip(CLIENT),
+                Some(port),
+                SocketAddr::new(ip(SERVER), 80),
+            )
+            .unwrap();
+        self.exchange();
+        id
+    }
+
+    /// Accept the next connection, answer one byte and close from the server first.
+    fn serve_one_and_close(&mut self) -> ConnId {
+        let id = self
+            .server
+            .accept(self.listener)
+            .expect("a connection to accept");
+        self.server
+            .with_conn(self.now, id, |c| c.send(b"x").unwrap());
+        self.server.close(self.now, id);
+        self.exchange();
+        id
+    }
+
+    fn fins_from_client(&self, port: u16) -> usize {
+        self.log
+            .iter()
+            .filter(|w| w.from_client && w.src_port == port && w.flags.contains(TcpFlags::FIN))
+            .count()
+    }
+}
+
+fn wire(from_client: bool, seg: &TcpRepr<'_>) -> Wire {
+    Wire {
+        from_client,
+        src_port: seg.src_port,
+        dst_port: seg.dst_port,
+        flags: seg.flags,
+        seq: seg.seq,
+        ack: seg.ack,
+        len: seg.payload.len(),
+    }
+}
+
+fn quick() -> Config {
+    Config {
+        delayed_ack: None,
+        ..Config::default()
+    }
+}
+
+/// One connection from `port`: the server answers and closes first (so it holds TIME-WAIT),
+/// the client reads, closes, and must see its FIN acknowledged once.
+fn server_closes_first(p: &mut Pair, port: u16) -> ConnId {
+    let c = p.connect(port);
+    p.serve_one_and_close();
+    let mut b = [0u8; 8];
+    p.client.with_conn(p.now, c, |c| {
+        assert_eq!(c.recv(&mut b), Ok(1));
+    });
+    p.client.close(p.now, c);
+    p.exchange();
+    c
+}
+
+/// Defect: a SYN that reopened a TIME-WAIT tuple freed its connection slot twice, so two later
+/// connections shared one slot, and segments of one (the client's FIN among them) went to the
+/// other: the FIN was never acknowledged and the kernel peer retransmitted it until it gave up.
+#[test]
+fn fins_after_time_wait_reuse_are_each_acknowledged_once() {
+    let mut p = Pair::new(quick());
+    server_closes_first(&mut p, 40000);
+    assert_eq!(p.fins_from_client(40000), 1);
+    p.advance(Duration::from_millis(100));
+    // The same 4-tuple again while the server holds it in TIME-WAIT (RFC 6191: the new SYN's
+    // sequence number is above the old RCV.NXT, the clock-driven ISN sees to that).
+    server_closes_first(&mut p, 40000);
+    assert_eq!(p.server.stats().time_wait_reused, 1);
+    // Then several connections side by side, each closed by the server first.
+    let ports: Vec<u16> = (40001..40009).collect();
+    let conns: Vec<ConnId> = ports.iter().map(|&port| p.connect(port)).collect();
+    for _ in &ports {
+        p.serve_one_and_close();
+    }
+    for &c in &conns {
+        let mut b = [0u8; 8];
+        p.client
+            .with_conn(p.now, c, |c| assert_eq!(c.recv(&mut b), Ok(1)));
+        p.client.close(p.now, c);
+    }
+    p.exchange();
+    p.advance(Duration::from_secs(5));
+    for &port in &ports {
+        assert_eq!(
+            p.fins_from_client(port),
+            1,
+            "the client's FIN from port {port} was retransmitted: the server never acked it"
+        );
+    }
+    // Every client connection is gone (LAST-ACK ended by the server's ACK), and the server
+    // holds exactly one TIME-WAIT per tuple it closed first.
+    assert_eq!(p.client.connection_count(), 0);
+    let time_wait = p
+        .server
+        .connections()
+        .filter(|&id| p.server.conn(id).map(|c| c.state()) == Some(State::TimeWait))
+        .count();
+    assert_eq!(time_wait, 1 + ports.len());
+    assert_eq!(p.server.connection_count(), 1 + ports.len());
+}
+
+/// RFC 6191 §2: with timestamps, a SYN to a tuple in TIME-WAIT reopens it only when its TSval
+/// is newer than the old connection's TS.Recent; an older one is answered with an ACK of the
+/// old connection (RFC 5961 §4) and TIME-WAIT stays.
+#[test]
+fn time_wait_reopens_only_for_a_newer_timestamp() {
+    let mut p = Pair::new(quick());
+    server_closes_first(&mut p, 40000);
+    let tw = p
+        .server
+        .connections()
+        .find(|&id| p.server.conn(id).map(|c| c.state()) == Some(State::TimeWait))
+        .expect("the server holds TIME-WAIT");
+    let (ts_recent, rcv_nxt) = {
+        let c = p.server.conn(tw).unwrap();
+        assert!(c.timestamps_enabled());
+        (c.ts_recent(), c.rcv_nxt().0)
+    };
+    let syn = |tsval: u32, seq: u32| {
+        let mut options = synack_wire::TcpOptions {
+            mss: Some(1460),
+            ..Default::default()
+        };
+        options.timestamp = Some(synack_wire::tcp::Timestamp { tsval, tsecr: 0 });
+        TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq,
+            ack: 0,
+            flags: TcpFlags::SYN,
+            window: 65535,
+            urgent: 0,
+            options,
+            payload: &[],
+        }
+    };
+    // A higher sequence number but an older timestamp: an old duplicate.
+    let old = syn(ts_recent.wrapping_sub(1), rcv_nxt.wrapping_add(100_000));
+    p.server.handle_segment(p.now, ip(CLIENT), ip(SERVER), &old);
+    let mut buf = [0u8; 128];
+    let t = p.server.poll_transmit(p.now, &mut buf).expect("an ACK");
+    let ack = TcpRepr::parse(&buf[..t.len], None).unwrap();
+    assert_eq!(ack.flags, TcpFlags::ACK);
+    assert_eq!(ack.ack, rcv_nxt);
+    assert_eq!(p.server.stats().time_wait_reused, 0);
+    assert_eq!(p.server.conn(tw).unwrap().state(), State::TimeWait);
+    // A newer timestamp reopens it, whatever the sequence number.
+    let new = syn(ts_recent.wrapping_add(1), rcv_nxt.wrapping_sub(100_000));
+    p.server.handle_segment(p.now, ip(CLIENT), ip(SERVER), &new);
+    assert_eq!(p.server.stats().time_wait_reused, 1);
+    let t = p.server.poll_transmit(p.now, &mut buf).expect("a SYN-ACK");
+    let synack = TcpRepr::parse(&buf[..t.len], None).unwrap();
+    assert_eq!(synack.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(synack.ack, rcv_nxt.wrapping_sub(100_000).wrapping_add(1));
+}
