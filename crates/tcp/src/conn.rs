@@ -228,8 +228,14 @@ pub struct Connection {
     // Receive sequence space.
     irs: SeqNum,
     rcv_nxt: SeqNum,
-    /// The right edge of the window we last advertised.
+    /// The right edge of the widest window advertised so far (RFC 9293 §3.8.6.2.2: it never
+    /// moves left). Meaningful once `RCV.NXT` is known; set to it then.
     rcv_adv: SeqNum,
+    /// Bytes the receive ring holds beyond the configured buffer, for the rounding of scaled
+    /// windows: keeping the right edge in place means rounding the window field up, and each
+    /// such rounding may push the edge up to one unit of our scale further while data sits
+    /// unread (RFC 7323 Appendix F). The slack is what those roundings may spend.
+    rcv_slack: usize,
     /// The shift applied to the windows we advertise.
     rcv_wscale: u8,
     /// Our window-scale offer, kept until the peer's SYN says whether it applies.
@@ -382,6 +388,15 @@ impl Connection {
             .congestion
             .controller(snd_mss, initial_window(snd_mss, config.initial_window));
         let _ = now;
+        let wscale_offer = config
+            .window_scaling
+            .then(|| wscale_for(config.recv_buffer));
+        let rcv_slack = wscale_offer.map_or(0, |s| {
+            let unit = 1usize << s;
+            (config.recv_buffer / 16)
+                .next_multiple_of(unit)
+                .max(2 * unit)
+        });
         Connection {
             tuple,
             state: State::Closed,
@@ -398,10 +413,9 @@ impl Connection {
             irs: SeqNum(0),
             rcv_nxt: SeqNum(0),
             rcv_adv: SeqNum(0),
+            rcv_slack,
             rcv_wscale: 0,
-            wscale_offer: config
-                .window_scaling
-                .then(|| wscale_for(config.recv_buffer)),
+            wscale_offer,
             window_scaling_agreed: false,
             snd_mss,
             seg_budget: snd_mss,
@@ -417,7 +431,7 @@ impl Connection {
             send_buf: RingBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1,
             fin_queued: false,
-            recv_buf: RingBuffer::new(config.recv_buffer),
+            recv_buf: RingBuffer::new(config.recv_buffer + rcv_slack),
             assembler: Assembler::default(),
             ooo_fin: None,
             fin_received: false,
@@ -521,6 +535,7 @@ impl Connection {
         self.state = State::Listen;
         self.irs = SeqNum(syn.seq);
         self.rcv_nxt = self.irs + 1;
+        self.rcv_adv = self.rcv_nxt;
         self.negotiate(&syn.options);
         self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd;
@@ -885,36 +900,57 @@ impl Connection {
         self.set_state(State::Closed);
     }
 
-    /// The receive window we can offer now: the free receive buffer.
+    /// Bytes the receive ring can hold (the buffer as configured, and the slack that rounding
+    /// scaled windows may spend): no advertised window reaches past it.
+    pub fn recv_ring_capacity(&self) -> usize {
+        self.recv_buf.capacity()
+    }
+
+    /// The receive buffer as configured (the ring holds `rcv_slack` more).
+    fn rcv_capacity(&self) -> usize {
+        self.recv_buf.capacity() - self.rcv_slack
+    }
+
+    /// The receive window we can offer now: the free receive buffer, as configured.
     fn rcv_window(&self) -> usize {
-        self.recv_buf.free()
+        self.recv_buf.free().saturating_sub(self.rcv_slack)
+    }
+
+    /// What is still open of the window advertised so far (0 once the peer filled it).
+    fn rcv_advertised(&self) -> usize {
+        if self.rcv_adv.gt(self.rcv_nxt) {
+            self.rcv_adv.since(self.rcv_nxt)
+        } else {
+            0
+        }
     }
 
     /// The window field for an outgoing segment, and the right edge it advertises. The right
-    /// edge never moves left (RFC 9293 §3.8.6.2.2, "shrinking the window"), and it moves right
-    /// only by a worthwhile step.
+    /// edge never moves left (RFC 9293 §3.8.6.2.2, "shrinking the window") and never past what
+    /// the receive ring can hold, and it moves right only by a worthwhile step. With a window
+    /// scale the field counts units of 2^shift: the edge is rounded down to a unit, or up
+    /// when rounding down would move it left. Only if the ring's slack were spent (a peer
+    /// sending tiny segments into an unread buffer) would the edge retract, by less than one
+    /// unit (RFC 7323 Appendix F); what the peer sent up to the old edge is still accepted.
     fn window_to_advertise(&self) -> (u16, SeqNum) {
         let free = self.rcv_window();
-        let current = self.rcv_adv.since(self.rcv_nxt);
-        let threshold = (self.recv_buf.capacity() / 2).min(self.rcv_mss);
-        let mut wnd = if free >= current + threshold || self.rcv_adv.lt(self.rcv_nxt) {
-            free
-        } else {
-            current.min(free.max(current))
-        };
+        let current = self.rcv_advertised();
+        let threshold = (self.rcv_capacity() / 2).min(self.rcv_mss);
         let shift = self.rcv_wscale;
         let max = 65535usize << shift;
-        wnd = wnd.min(max);
-        let field = (wnd >> shift) as u16;
-        // Round the edge to what the field can say, but never below the old edge.
-        let mut edge = self.rcv_nxt + ((field as usize) << shift);
-        if edge.lt(self.rcv_adv) {
-            let needed = self.rcv_adv.since(self.rcv_nxt);
-            let f = needed.div_ceil(1 << shift).min(65535) as u16;
-            edge = self.rcv_nxt + ((f as usize) << shift);
-            return (f, edge);
+        let wnd = if free >= current + threshold || self.rcv_adv.lt(self.rcv_nxt) {
+            free
+        } else {
+            current
+        };
+        let mut field = wnd.min(max) >> shift;
+        if (field << shift) < current {
+            let up = current.div_ceil(1 << shift);
+            if (up << shift) <= self.recv_buf.free().min(max) {
+                field = up;
+            }
         }
-        (field, edge)
+        (field as u16, self.rcv_nxt + (field << shift))
     }
 
     fn tsval(&self, now: Instant) -> u32 {
@@ -1044,6 +1080,9 @@ impl Connection {
         }
         self.irs = SeqNum(seg.seq);
         self.rcv_nxt = self.irs + 1;
+        // Nothing advertised yet beyond RCV.NXT (our SYN carried no ACK): the first window
+        // is measured from here, whatever half of the sequence space the peer's ISN is in.
+        self.rcv_adv = self.rcv_nxt;
         self.negotiate(&seg.options);
         // RFC 7323 §2.2: the window of a segment with SYN is never scaled.
         self.snd_wnd = seg.window as usize;
@@ -1141,7 +1180,12 @@ impl Connection {
         }
 
         // First, the sequence number (four cases of RFC 9293 §3.10.7.4).
-        let wnd = self.rcv_window();
+        // RCV.WND: what the peer may send now, the window advertised so far or what has
+        // opened since, within what the ring can hold.
+        let wnd = self
+            .rcv_advertised()
+            .max(self.rcv_window())
+            .min(self.recv_buf.free());
         let end = self.rcv_nxt + wnd;
         let acceptable = match (seg_len, wnd) {
             (0, 0) => seq == self.rcv_nxt,
@@ -1944,8 +1988,8 @@ impl Connection {
         if !self.read_since_ack || !self.state.may_receive() || self.fin_received {
             return false;
         }
-        let advertised = self.rcv_adv.since(self.rcv_nxt);
-        let clamp = self.recv_buf.capacity().min(65535 << self.rcv_wscale);
+        let advertised = self.rcv_advertised();
+        let clamp = self.rcv_capacity().min(65535 << self.rcv_wscale);
         let possible = self.max_advertisable();
         2 * advertised <= clamp && possible >= (2 * advertised).max(self.rcv_mss)
     }
