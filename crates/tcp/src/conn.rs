@@ -205,6 +205,22 @@ impl Scoreboard {
     }
 }
 
+/// DupThresh never grows past this many segments (Linux's `tcp_max_reordering`).
+pub const MAX_REORDERING: usize = 300;
+
+/// The congestion state before a fast recovery and the timestamp of its first
+/// retransmission: an ACK of that segment echoing an older timestamp acknowledges the original
+/// transmission, so the retransmission was spurious (RFC 3522 §3, the Eifel detection) and
+/// the window reduction is undone (RFC 4015 §3).
+#[derive(Debug, Clone)]
+struct Undo {
+    cc: Controller,
+    /// The first retransmitted sequence number.
+    seq: SeqNum,
+    /// Our TSval when recovery began (its retransmission goes out then).
+    tsval: u32,
+}
+
 /// A TCP connection.
 pub struct Connection {
     tuple: FourTuple,
@@ -309,6 +325,14 @@ pub struct Connection {
     scoreboard: Scoreboard,
     /// RFC 6675 `HighRxt`: the highest sequence number retransmitted in this recovery.
     high_rxt: SeqNum,
+    /// DupThresh, in segments: 3 (RFC 5681 §3.2) until the path shows reordering, then the
+    /// depth of the deepest reordering seen (as Linux's `tp->reordering`), at most
+    /// [`MAX_REORDERING`].
+    reordering: usize,
+    /// What a fast recovery changed, kept to undo it if the retransmission proves spurious.
+    undo: Option<Undo>,
+    /// Fast recoveries undone because the original segment arrived after all.
+    spurious_retransmits: u64,
 
     ack_due: AckDue,
     bytes_unacked: usize,
@@ -457,6 +481,9 @@ impl Connection {
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
             high_rxt: iss,
+            reordering: 3,
+            undo: None,
+            spurious_retransmits: 0,
             ack_due: AckDue::None,
             bytes_unacked: 0,
             rcv_mss_seen: 536,
@@ -654,6 +681,17 @@ impl Connection {
 
     pub fn timestamps_enabled(&self) -> bool {
         self.ts_enabled
+    }
+
+    /// DupThresh in segments: 3, or the deepest reordering the path has shown since.
+    pub fn reordering(&self) -> usize {
+        self.reordering
+    }
+
+    /// Fast retransmissions found spurious by their ACK's timestamp (RFC 3522), whose window
+    /// reduction was undone.
+    pub fn spurious_retransmits(&self) -> u64 {
+        self.spurious_retransmits
     }
 
     /// The peer's most recent timestamp kept for PAWS (RFC 7323 §4.3, `TS.Recent`).
@@ -1169,11 +1207,25 @@ impl Connection {
             return;
         }
 
-        // RFC 7323 §5.3, PAWS: a segment whose TSval is older than TS.Recent is an old duplicate.
+        // RFC 7323 §5.3, PAWS: a segment whose TSval is older than TS.Recent is an old duplicate
+        // and draws an ACK. Except a pure ACK at RCV.NXT: one the network reordered behind a
+        // later one carries an older TSval but no data that could be an old duplicate, and its
+        // acknowledgment and SACK blocks still count; it is used, not answered (Linux's
+        // "disordered ACK"), so reordering costs neither information nor an ACK storm.
         if self.ts_enabled && !rst {
             if let Some(ts) = seg.options.timestamp {
                 if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    self.ack_due = AckDue::Now;
+                    let pure_ack = f.contains(TcpFlags::ACK)
+                        && !syn
+                        && !fin
+                        && seg.payload.is_empty()
+                        && seq == self.rcv_nxt
+                        && self.state != State::SynReceived;
+                    if pure_ack {
+                        self.process_ack(now, seg);
+                    } else {
+                        self.ack_due = AckDue::Now;
+                    }
                     return;
                 }
             }
@@ -1334,6 +1386,9 @@ impl Connection {
             if dup || new_sack {
                 self.on_dup_ack(now);
             }
+        } else {
+            // An ACK overtaken by a later one: its SACK blocks may still be news.
+            self.record_sack(seg);
         }
         // Window update: "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)".
         if self.snd_wl1.lt(seq) || (self.snd_wl1 == seq && self.snd_wl2.le(ack)) {
@@ -1386,6 +1441,26 @@ impl Connection {
 
     fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack: SeqNum) {
         let acked = ack.since(self.snd_una);
+        // Reordering (RFC 4737 §4.1, as Linux measures it): bytes never retransmitted are
+        // acknowledged below the highest SACKed byte, so segments sent after them arrived
+        // first. DupThresh grows to the depth seen, so the next such reordering is no loss.
+        if let Some(fack) = self.scoreboard.highest() {
+            if self.recover.is_none() && self.rto_count == 0 && fack.gt(self.snd_una) {
+                self.note_reordering(fack.since(self.snd_una));
+            }
+        }
+        // The first ACK of the first retransmitted segment decides whether it was needed.
+        if let Some(u) = self.undo.as_ref().filter(|u| ack.gt(u.seq)) {
+            let echoes_original = seg
+                .options
+                .timestamp
+                .is_some_and(|ts| (ts.tsecr.wrapping_sub(u.tsval) as i32) < 0);
+            if echoes_original {
+                self.undo_recovery();
+            } else {
+                self.undo = None;
+            }
+        }
         let data_end = self.fin_seq();
         let data_acked = ack.min(data_end).since(self.send_buf_seq);
         self.send_buf.discard(data_acked);
@@ -1479,6 +1554,37 @@ impl Connection {
         }
     }
 
+    /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
+    fn note_reordering(&mut self, depth: usize) {
+        let segments = depth.div_ceil(self.snd_mss.max(1)) + 1;
+        self.reordering = self.reordering.max(segments).min(MAX_REORDERING);
+    }
+
+    /// The fast retransmission was spurious (RFC 3522): the original arrived, only late.
+    /// Restore the congestion state from before the recovery (RFC 4015 §3) and leave it.
+    fn undo_recovery(&mut self) {
+        let Some(u) = self.undo.take() else {
+            return;
+        };
+        if let Some(fack) = self.scoreboard.highest() {
+            self.note_reordering(fack.since(u.seq));
+        }
+        self.note_reordering(
+            self.snd_max
+                .since(u.seq)
+                .min(self.reordering * self.snd_mss),
+        );
+        self.cc = u.cc;
+        self.recover = None;
+        self.inflation = 0;
+        self.dupacks = 0;
+        self.partial_acks = 0;
+        self.retransmit_at = None;
+        self.high_rxt = self.snd_una;
+        self.spurious_retransmits += 1;
+        self.push_congestion_event();
+    }
+
     fn on_dup_ack(&mut self, now: Instant) {
         self.dupacks += 1;
         if self.recover.is_some() {
@@ -1490,7 +1596,9 @@ impl Connection {
         }
         // Loss is inferred on the third duplicate, or with SACK once more than
         // (DupThresh - 1) * SMSS bytes above SND.UNA are SACKed (RFC 6675 §5 IsLost).
-        let sack_says_lost = self.sack_enabled && self.scoreboard.sacked_bytes() > 2 * self.snd_mss;
+        let dupthresh = self.reordering;
+        let sack_says_lost =
+            self.sack_enabled && self.scoreboard.sacked_bytes() > (dupthresh - 1) * self.snd_mss;
         // The tail loss probe arrived (it is SACKed) while bytes sent before it were not: as
         // RACK would (RFC 8985 §6.2, §7.4), those are lost — recover now, not at the RTO.
         let probe_says_lost = self.sack_enabled
@@ -1500,8 +1608,13 @@ impl Connection {
                 .is_some_and(|(probe, sacked)| sacked.ge(probe));
         // Duplicates of data sent before the last recovery or timeout began say nothing new.
         let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
-        if fresh && (self.dupacks >= 3 || sack_says_lost || probe_says_lost) {
+        if fresh && (self.dupacks as usize >= dupthresh || sack_says_lost || probe_says_lost) {
             let flight = self.snd_nxt.since(self.snd_una);
+            self.undo = self.ts_enabled.then(|| Undo {
+                cc: self.cc.clone(),
+                seq: self.snd_una,
+                tsval: self.tsval(now),
+            });
             self.recover_mark = self.snd_max;
             self.cc.on_congestion_event(now, flight);
             self.recover = Some(self.snd_max);
