@@ -71,6 +71,12 @@ pub struct Config {
     pub fin_wait2_timeout: Duration,
     /// Most connections in SYN-RECEIVED per listener (the SYN backlog).
     pub syn_backlog: usize,
+    /// At most one challenge ACK (RFC 5961) or ACK to an unacceptable segment without data
+    /// per this interval on one connection (Linux `tcp_invalid_ratelimit`: 500 ms).
+    pub challenge_ack_interval: Duration,
+    /// At most this many challenge ACKs per second from the whole endpoint (RFC 5961 §7;
+    /// Linux `tcp_challenge_ack_limit`: 1000).
+    pub challenge_ack_limit: u32,
 }
 
 impl Default for Config {
@@ -97,6 +103,8 @@ impl Default for Config {
             keepalive: None,
             fin_wait2_timeout: Duration::from_secs(60),
             syn_backlog: 128,
+            challenge_ack_interval: Duration::from_millis(500),
+            challenge_ack_limit: 1000,
         }
     }
 }

@@ -205,6 +205,10 @@ impl Scoreboard {
     }
 }
 
+/// The smallest MSS a peer may make us use (Linux's `tcp_min_snd_mss`): with timestamps,
+/// 36 bytes of data still fit in each segment.
+pub const MIN_SND_MSS: usize = 48;
+
 /// DupThresh never grows past this many segments (Linux's `tcp_max_reordering`).
 pub const MAX_REORDERING: usize = 300;
 
@@ -333,6 +337,12 @@ pub struct Connection {
     undo: Option<Undo>,
     /// Fast recoveries undone because the original segment arrived after all.
     spurious_retransmits: u64,
+    /// When the last challenge or out-of-window ACK was owed (RFC 5961 §7 rate limit).
+    last_oow_ack: Option<Instant>,
+    challenge_ack_interval: Duration,
+    /// The ACK owed now is a challenge (the endpoint's global limit applies).
+    challenge_pending: bool,
+    challenges_limited: u64,
 
     ack_due: AckDue,
     bytes_unacked: usize,
@@ -484,6 +494,10 @@ impl Connection {
             reordering: 3,
             undo: None,
             spurious_retransmits: 0,
+            last_oow_ack: None,
+            challenge_ack_interval: config.challenge_ack_interval,
+            challenge_pending: false,
+            challenges_limited: 0,
             ack_due: AckDue::None,
             bytes_unacked: 0,
             rcv_mss_seen: 536,
@@ -1053,7 +1067,9 @@ impl Connection {
             }
         }
         let ts_len = if self.ts_enabled { 12 } else { 0 };
-        self.seg_budget = peer_mss.min(self.adv_mss);
+        // A peer's tiny MSS cannot make us send slivers (CVE-2019-11479): at least
+        // MIN_SND_MSS bytes of options and data per segment, as Linux's `tcp_min_snd_mss`.
+        self.seg_budget = peer_mss.max(MIN_SND_MSS).min(self.adv_mss);
         self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
@@ -1224,7 +1240,7 @@ impl Connection {
                     if pure_ack {
                         self.process_ack(now, seg);
                     } else {
-                        self.ack_due = AckDue::Now;
+                        self.out_of_window_ack(now, seg);
                     }
                     return;
                 }
@@ -1253,7 +1269,7 @@ impl Connection {
             }
             // "If an incoming segment is not acceptable, an acknowledgment should be sent in
             // reply (unless the RST bit is set)" — and with a zero window, valid ACKs still count.
-            self.ack_due = AckDue::Now;
+            self.out_of_window_ack(now, seg);
             if wnd == 0 && seq == self.rcv_nxt && f.contains(TcpFlags::ACK) && !syn {
                 self.process_ack(now, seg);
             }
@@ -1271,7 +1287,7 @@ impl Connection {
         // Second, the RST bit (RFC 5961 §3.2): exact match resets, in-window draws a challenge.
         if rst {
             if seq != self.rcv_nxt {
-                self.ack_due = AckDue::Now;
+                self.challenge_ack(now);
                 return;
             }
             match self.state {
@@ -1300,7 +1316,7 @@ impl Connection {
                 self.timers.stop_all();
                 self.set_state(State::Closed);
             } else {
-                self.ack_due = AckDue::Now;
+                self.challenge_ack(now);
             }
             return;
         }
@@ -1358,12 +1374,8 @@ impl Connection {
             }
         }
         // RFC 5961 §5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
-        if ack.gt(self.snd_max) {
-            self.ack_due = AckDue::Now;
-            return false;
-        }
-        if ack.lt(self.snd_una - self.max_snd_wnd.max(1)) {
-            self.ack_due = AckDue::Now;
+        if ack.gt(self.snd_max) || ack.lt(self.snd_una - self.max_snd_wnd.max(1)) {
+            self.challenge_ack(now);
             return false;
         }
         let wnd = (seg.window as usize) << self.snd_wscale;
@@ -1552,6 +1564,62 @@ impl Connection {
                 self.timers.set(Timer::UserTimeout, now + t);
             }
         }
+    }
+
+    /// A challenge ACK (RFC 5961 §3.2, §4.2, §5.2), at most one per
+    /// [`Config::challenge_ack_interval`] on this connection (RFC 5961 §7; Linux's
+    /// `tcp_invalid_ratelimit`). The endpoint also caps them across connections
+    /// (`challenge_ack_limit`), so a blind attacker learns nothing from counting them and a
+    /// flood of forged segments draws no flood of ACKs.
+    fn challenge_ack(&mut self, now: Instant) {
+        if self
+            .last_oow_ack
+            .is_some_and(|t| now < t + self.challenge_ack_interval)
+        {
+            self.challenges_limited += 1;
+            return;
+        }
+        self.last_oow_ack = Some(now);
+        self.challenge_pending = true;
+        self.ack_due = AckDue::Now;
+    }
+
+    /// The ACK owed to an unacceptable segment (RFC 9293 §3.10.7.4). A segment with data gets
+    /// it always (a zero-window probe, a retransmission below the window); one without, which
+    /// could be half of an ACK loop, at the challenge ACKs' pace, as Linux does.
+    fn out_of_window_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let syn = seg.flags.contains(TcpFlags::SYN);
+        if !seg.payload.is_empty() && !syn {
+            self.ack_due = AckDue::Now;
+            return;
+        }
+        if self
+            .last_oow_ack
+            .is_some_and(|t| now < t + self.challenge_ack_interval)
+        {
+            self.challenges_limited += 1;
+            return;
+        }
+        self.last_oow_ack = Some(now);
+        self.ack_due = AckDue::Now;
+    }
+
+    /// Whether the ACK about to go is a challenge the endpoint's global limit applies to.
+    pub(crate) fn take_challenge(&mut self) -> bool {
+        std::mem::take(&mut self.challenge_pending)
+    }
+
+    /// Withdraw the pending challenge ACK (the endpoint's global limit was reached).
+    pub(crate) fn cancel_challenge(&mut self) {
+        if self.ack_due == AckDue::Now {
+            self.ack_due = AckDue::None;
+        }
+        self.challenges_limited += 1;
+    }
+
+    /// Challenge and out-of-window ACKs not sent because of the rate limits (RFC 5961 §7).
+    pub fn challenges_limited(&self) -> u64 {
+        self.challenges_limited
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.

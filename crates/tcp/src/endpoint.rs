@@ -89,6 +89,30 @@ pub struct Stats {
     pub dropped: u64,
     /// TIME-WAIT connections replaced by a new SYN (RFC 1122 §4.2.2.13).
     pub time_wait_reused: u64,
+    /// Challenge ACKs withheld by the endpoint-wide limit (RFC 5961 §7).
+    pub challenge_acks_limited: u64,
+}
+
+/// The endpoint-wide budget of challenge ACKs: `limit` per second of virtual time.
+#[derive(Debug, Default)]
+struct ChallengeBudget {
+    second: u64,
+    sent: u32,
+}
+
+impl ChallengeBudget {
+    fn take(&mut self, now: Instant, limit: u32) -> bool {
+        let second = now.as_millis() / 1000;
+        if second != self.second {
+            self.second = second;
+            self.sent = 0;
+        }
+        if self.sent >= limit {
+            return false;
+        }
+        self.sent += 1;
+        true
+    }
 }
 
 /// The first and last ports handed out for active opens (Linux's default range).
@@ -154,6 +178,7 @@ pub struct Endpoint {
     last_port_offset: Option<(IpAddr, SocketAddr, u32)>,
     trace: Option<Vec<TraceRecord>>,
     stats: Stats,
+    challenge_budget: ChallengeBudget,
     /// Ring storage of dropped connections, lent to new ones: connection churn allocates
     /// nothing in the steady state.
     spare: Vec<Vec<u8>>,
@@ -185,6 +210,7 @@ impl Endpoint {
             last_port_offset: None,
             trace: None,
             stats: Stats::default(),
+            challenge_budget: ChallengeBudget::default(),
             spare: Vec::new(),
             spare_conns: Vec::new(),
         }
@@ -248,13 +274,25 @@ impl Endpoint {
         Ok(id)
     }
 
-    /// Stop listening; connections not yet accepted are reset.
+    /// Stop listening; every connection not yet accepted is reset and forgotten, whether it
+    /// waits in the accept queue or is still in SYN-RECEIVED (as Linux's close of a listener).
     pub fn unlisten(&mut self, id: ListenerId) {
         let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
         self.by_port.remove(&listen_key(l.addr.ip(), l.addr.port()));
-        for c in l.accept_queue {
+        let children: Vec<ConnId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.listener == Some(id) && s.conn.is_some())
+            .map(|(i, s)| ConnId {
+                index: i as u32,
+                generation: s.generation,
+            })
+            .collect();
+        for c in children {
+            self.slots[c.index as usize].listener = None;
             self.abort(c);
             self.release(c);
         }
@@ -724,6 +762,14 @@ impl Endpoint {
             let Some(conn) = slot.conn.as_mut() else {
                 continue;
             };
+            if conn.take_challenge()
+                && !self
+                    .challenge_budget
+                    .take(now, self.config.challenge_ack_limit)
+            {
+                conn.cancel_challenge();
+                self.stats.challenge_acks_limited += 1;
+            }
             match conn.poll_transmit(now, buf) {
                 Some(len) => {
                     let t = conn.tuple_ref();

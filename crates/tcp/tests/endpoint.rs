@@ -260,3 +260,90 @@ fn time_wait_reopens_only_for_a_newer_timestamp() {
     assert_eq!(synack.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(synack.ack, rcv_nxt.wrapping_sub(100_000).wrapping_add(1));
 }
+
+/// RFC 5961 §7: challenge ACKs are capped across the endpoint too (`challenge_ack_limit` per
+/// second), however many connections the forged segments aim at.
+#[test]
+fn challenge_acks_are_capped_across_connections() {
+    let mut p = Pair::new(Config {
+        challenge_ack_limit: 5,
+        ..quick()
+    });
+    let ports: Vec<u16> = (41000..41020).collect();
+    for &port in &ports {
+        p.connect(port);
+    }
+    let mut buf = [0u8; 128];
+    let mut challenges = 0;
+    for &port in &ports {
+        let id = p
+            .server
+            .connections()
+            .find(|&id| p.server.conn(id).unwrap().tuple().remote.port() == port)
+            .unwrap();
+        let rcv_nxt = p.server.conn(id).unwrap().rcv_nxt().0;
+        let rst = TcpRepr {
+            src_port: port,
+            dst_port: 80,
+            seq: rcv_nxt.wrapping_add(100),
+            ack: 0,
+            flags: TcpFlags::RST,
+            window: 0,
+            urgent: 0,
+            options: Default::default(),
+            payload: &[],
+        };
+        p.server.handle_segment(p.now, ip(CLIENT), ip(SERVER), &rst);
+        while p.server.poll_transmit(p.now, &mut buf).is_some() {
+            challenges += 1;
+        }
+    }
+    assert_eq!(challenges, 5);
+    assert_eq!(p.server.stats().challenge_acks_limited, 15);
+    // Every connection is still established: an in-window RST only draws a challenge.
+    assert!(p
+        .server
+        .connections()
+        .all(|id| p.server.conn(id).unwrap().state() == State::Established));
+}
+
+/// Closing a listener resets and forgets every child it owns: those in its accept queue and
+/// those still in SYN-RECEIVED. None lingers, and the port refuses new SYNs.
+#[test]
+fn closing_a_listener_leaves_no_child_behind() {
+    let mut p = Pair::new(quick());
+    // Two established children, waiting to be accepted.
+    p.connect(42000);
+    p.connect(42001);
+    // Three half-open ones: SYNs whose SYN-ACKs are never answered.
+    for port in 42002..42005u16 {
+        let syn = TcpRepr {
+            src_port: port,
+            dst_port: 80,
+            seq: 1000,
+            ack: 0,
+            flags: TcpFlags::SYN,
+            window: 65535,
+            urgent: 0,
+            options: Default::default(),
+            payload: &[],
+        };
+        p.server.handle_segment(p.now, ip(CLIENT), ip(SERVER), &syn);
+    }
+    let mut buf = [0u8; 128];
+    while p.server.poll_transmit(p.now, &mut buf).is_some() {}
+    assert_eq!(p.server.pending(p.listener), 2);
+    assert_eq!(p.server.connection_count(), 5);
+    p.server.unlisten(p.listener);
+    let mut resets = Vec::new();
+    while let Some(t) = p.server.poll_transmit(p.now, &mut buf) {
+        let seg = TcpRepr::parse(&buf[..t.len], None).unwrap();
+        assert!(seg.flags.contains(TcpFlags::RST), "{seg:?}");
+        resets.push(seg.dst_port);
+    }
+    resets.sort();
+    assert_eq!(resets, (42000..42005).collect::<Vec<_>>());
+    assert_eq!(p.server.connection_count(), 0, "no child lingers");
+    p.advance(Duration::from_secs(200));
+    assert_eq!(p.server.connection_count(), 0);
+}
