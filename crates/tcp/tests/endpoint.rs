@@ -14,11 +14,7 @@ const SERVER: &str = "198.18.0.2";
 struct Wire {
     from_client: bool,
     src_port: u16,
-    dst_port: u16,
     flags: TcpFlags,
-    seq: u32,
-    ack: u32,
-    len: usize,
 }
 
 struct Pair {
@@ -131,11 +127,7 @@ fn wire(from_client: bool, seg: &TcpRepr<'_>) -> Wire {
     Wire {
         from_client,
         src_port: seg.src_port,
-        dst_port: seg.dst_port,
         flags: seg.flags,
-        seq: seg.seq,
-        ack: seg.ack,
-        len: seg.payload.len(),
     }
 }
 
