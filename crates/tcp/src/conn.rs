@@ -1556,12 +1556,16 @@ impl Connection {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::UserTimeout);
             self.timers.stop(Timer::Probe);
-        } else if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
-            // RFC 6298 §5.3: restart the timer when new data is acknowledged.
-            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
-            self.arm_tlp(now);
+        } else {
+            // RFC 5482: the user timeout counts from the last progress, whatever the
+            // retransmission timer does.
             if let Some(t) = self.user_timeout {
                 self.timers.set(Timer::UserTimeout, now + t);
+            }
+            if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
+                // RFC 6298 §5.3: restart the timer when new data is acknowledged.
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+                self.arm_tlp(now);
             }
         }
     }
@@ -2142,7 +2146,11 @@ impl Connection {
             return Some(self.emit(now, buf, TcpFlags::ACK, seq, true, 0, 0));
         }
         if self.ack_due == AckDue::Now || self.window_update_due() {
-            return Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0));
+            // SEQ = SND.MAX, not SND.NXT: after a timeout rewound SND.NXT, an ACK numbered
+            // below what the peer already received would be unacceptable to it (RFC 9293
+            // §3.10.7.4) and draw an ACK that is unacceptable to us in turn, an ACK ping-pong
+            // until a timeout. BSD and Linux number pure ACKs from the highest sent.
+            return Some(self.emit(now, buf, TcpFlags::ACK, self.snd_max, true, 0, 0));
         }
         None
     }

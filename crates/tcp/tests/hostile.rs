@@ -59,3 +59,29 @@ fn challenge_acks_are_rate_limited_per_connection() {
     assert_eq!(output(&mut c, t(601)).len(), 1);
     let _ = Duration::ZERO;
 }
+
+/// After a timeout rewound SND.NXT, a pure ACK is numbered SND.MAX: the peer has seen bytes up
+/// to there, and an ACK numbered below its RCV.NXT would be unacceptable to it (each side
+/// then answers the other's ACKs with ACKs it drops in turn, until a timeout).
+#[test]
+fn pure_acks_after_a_timeout_are_numbered_from_the_highest_sent() {
+    let mut c = established(&plain());
+    c.send(&[1u8; 3000]).unwrap();
+    let out = output(&mut c, t(20));
+    assert_eq!(out.len(), 6, "536-byte segments");
+    let snd_max = ISS + 1 + 3000;
+    // No ACK: the retransmission timer fires and SND.NXT goes back to SND.UNA.
+    let rto = c.timer(synack_tcp::Timer::Retransmit).unwrap();
+    c.handle_timeout(rto);
+    let resent = output(&mut c, rto);
+    assert_eq!(resent[0].seq, ISS + 1, "the first segment again");
+    // The peer (which got everything) sends data: our ACK carries SEQ = SND.MAX.
+    input(&mut c, rto, &Seg::new(A, IRS + 1, ISS + 1).data(b"hello"));
+    let acks: Vec<Seg> = output(&mut c, rto)
+        .into_iter()
+        .filter(|s| s.data.is_empty())
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].seq, snd_max);
+    assert_eq!(acks[0].ack, IRS + 1 + 5);
+}
