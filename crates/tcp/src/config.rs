@@ -71,6 +71,10 @@ pub struct Config {
     pub fin_wait2_timeout: Duration,
     /// Most connections in SYN-RECEIVED per listener (the SYN backlog).
     pub syn_backlog: usize,
+    /// Answer SYNs with SYN cookies when a listener's SYN queue is full, keeping no state
+    /// until the handshake completes (RFC 4987 §3.6; Linux `tcp_syncookies = 1`). Without,
+    /// such SYNs are dropped.
+    pub syn_cookies: bool,
     /// At most one challenge ACK (RFC 5961) or ACK to an unacceptable segment without data
     /// per this interval on one connection (Linux `tcp_invalid_ratelimit`: 500 ms).
     pub challenge_ack_interval: Duration,
@@ -103,6 +107,7 @@ impl Default for Config {
             keepalive: None,
             fin_wait2_timeout: Duration::from_secs(60),
             syn_backlog: 128,
+            syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,
         }

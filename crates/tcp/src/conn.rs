@@ -584,6 +584,18 @@ impl Connection {
         self.set_state(State::SynReceived);
     }
 
+    /// A passive open rebuilt from a SYN cookie (RFC 4987 §3.6): `syn` is the SYN as the
+    /// cookie remembers it, our SYN-ACK (ISS `iss`, window `window`) went out statelessly, and
+    /// the handshake's ACK is next. The TCB is in SYN-RECEIVED with that SYN-ACK outstanding.
+    pub(crate) fn start_accept_cookie(&mut self, syn: &TcpRepr<'_>, window: usize) {
+        self.start_accept(syn);
+        self.snd_nxt = self.iss + 1;
+        self.snd_max = self.snd_nxt;
+        self.syn_count = 1;
+        self.rcv_adv = self.rcv_nxt + window;
+        self.last_ack_sent = self.rcv_nxt;
+    }
+
     // ---------------------------------------------------------------------------------------
     // Getters.
 

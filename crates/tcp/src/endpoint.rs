@@ -91,6 +91,12 @@ pub struct Stats {
     pub time_wait_reused: u64,
     /// Challenge ACKs withheld by the endpoint-wide limit (RFC 5961 §7).
     pub challenge_acks_limited: u64,
+    /// SYN-ACKs sent with a SYN cookie (the SYN queue was full), keeping no state.
+    pub syn_cookies_sent: u64,
+    /// Connections opened from a valid cookie in the handshake's ACK.
+    pub syn_cookies_accepted: u64,
+    /// ACKs to a listener whose cookie did not check (answered with a RST).
+    pub syn_cookies_rejected: u64,
 }
 
 /// The endpoint-wide budget of challenge ACKs: `limit` per second of virtual time.
@@ -124,7 +130,24 @@ struct Listener {
     accept_queue: VecDeque<ConnId>,
     /// Connections of this listener still in SYN-RECEIVED.
     half_open: usize,
+    /// When its SYN queue last overflowed into SYN cookies: ACKs are checked as cookies only
+    /// for a while after (two cookie periods), as Linux does.
+    cookies_since: Option<Instant>,
 }
+
+/// A SYN-ACK carrying a SYN cookie, sent without a connection.
+struct CookieSynAck {
+    src: SocketAddr,
+    dst: SocketAddr,
+    iss: u32,
+    ack: u32,
+    options: TcpOptions,
+    window: u16,
+}
+
+/// Most stateless replies (RSTs, cookie SYN-ACKs) queued at once: a flood beyond is dropped
+/// and counted, so it cannot grow memory.
+const MAX_STATELESS_REPLIES: usize = 1024;
 
 struct Slot {
     generation: u32,
@@ -173,6 +196,7 @@ pub struct Endpoint {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     ready: VecDeque<ConnId>,
     resets: VecDeque<Reset>,
+    cookies: VecDeque<CookieSynAck>,
     next_ephemeral: u32,
     /// The last destination's RFC 6056 offset (a pure function of it and the key).
     last_port_offset: Option<(IpAddr, SocketAddr, u32)>,
@@ -206,6 +230,7 @@ impl Endpoint {
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             resets: VecDeque::new(),
+            cookies: VecDeque::new(),
             next_ephemeral: 0,
             last_port_offset: None,
             trace: None,
@@ -269,6 +294,7 @@ impl Endpoint {
             backlog: backlog.max(1),
             accept_queue: VecDeque::new(),
             half_open: 0,
+            cookies_since: None,
         }));
         self.by_port.insert(key, id);
         Ok(id)
@@ -412,7 +438,21 @@ impl Endpoint {
         held: bool,
         open: impl FnOnce(&mut Connection, &Config),
     ) -> ConnId {
-        let (iss, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
+        self.insert_with(now, tuple, listener, held, None, open)
+    }
+
+    /// As [`insert`](Self::insert), with the ISS given (a SYN cookie's) or drawn.
+    fn insert_with(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        listener: Option<ListenerId>,
+        held: bool,
+        given_iss: Option<SeqNum>,
+        open: impl FnOnce(&mut Connection, &Config),
+    ) -> ConnId {
+        let (drawn, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
+        let iss = given_iss.unwrap_or(drawn);
         let mut conn = match self.spare_conns.pop() {
             Some(mut b) => {
                 b.reset(&self.config, now, tuple, iss, ts);
@@ -621,6 +661,9 @@ impl Endpoint {
             return;
         }
         if f.contains(TcpFlags::ACK) {
+            if !f.contains(TcpFlags::SYN) && self.accept_cookie(now, l, tuple, seg) {
+                return;
+            }
             // "Any acknowledgment is bad if it arrives on a connection still in the LISTEN
             // state. An acceptable reset segment should be formed: <SEQ=SEG.ACK><CTL=RST>".
             self.queue_reset(tuple, seg);
@@ -630,15 +673,21 @@ impl Endpoint {
             self.stats.dropped += 1;
             return;
         }
-        let backlog_full = {
+        let (syn_queue_full, accept_queue_full) = {
             let Some(listener) = self.listener(l) else {
                 return;
             };
-            listener.half_open >= self.config.syn_backlog
-                || listener.accept_queue.len() >= listener.backlog
+            (
+                listener.half_open >= self.config.syn_backlog,
+                listener.accept_queue.len() >= listener.backlog,
+            )
         };
-        if backlog_full {
+        if accept_queue_full || (syn_queue_full && !self.config.syn_cookies) {
             self.stats.syn_dropped += 1;
+            return;
+        }
+        if syn_queue_full {
+            self.send_cookie(now, l, tuple, seg);
             return;
         }
         if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
@@ -646,6 +695,128 @@ impl Endpoint {
         }
         let id = self.insert(now, tuple, Some(l), false, |c, _| c.start_accept(seg));
         self.after(now, id);
+    }
+
+    /// Answer a SYN with a SYN cookie (RFC 4987 §3.6): a SYN-ACK whose ISS encodes what the
+    /// connection needs, and nothing kept.
+    fn send_cookie(&mut self, now: Instant, l: ListenerId, tuple: FourTuple, seg: &TcpRepr<'_>) {
+        if self.cookies.len() >= MAX_STATELESS_REPLIES {
+            self.stats.syn_dropped += 1;
+            return;
+        }
+        let ipv6 = tuple.local.is_ipv6();
+        let peer_mss = seg.options.mss.unwrap_or(if ipv6 { 1220 } else { 536 });
+        let our_mss = crate::conn::mss_for_mtu(self.config.mtu, ipv6);
+        let (iss, _) = crate::syncookie::make(
+            &self.isn,
+            now,
+            tuple.local,
+            tuple.remote,
+            seg.seq,
+            peer_mss.min(our_mss as u16),
+        );
+        // Window scale and SACK only where the echoed timestamp can bring them back: its low
+        // bits keep the peer's scale (ours follows from the buffer) and SACK.
+        let mut options = TcpOptions {
+            mss: Some(our_mss.min(65535) as u16),
+            ..TcpOptions::default()
+        };
+        if let (true, Some(ts)) = (self.config.timestamps, seg.options.timestamp) {
+            let peer_scale = seg
+                .options
+                .window_scale
+                .filter(|_| self.config.window_scaling)
+                .map(|s| s.min(14));
+            let sack = self.config.sack && seg.options.sack_permitted;
+            let (_, offset) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
+            let ts_now = (now.as_millis() as u32).wrapping_add(offset);
+            options.timestamp = Some(synack_wire::Timestamp {
+                tsval: crate::syncookie::encode_ts(ts_now, peer_scale, sack),
+                tsecr: ts.tsval,
+            });
+            options.window_scale =
+                peer_scale.map(|_| crate::conn::wscale_for(self.config.recv_buffer));
+            options.sack_permitted = sack;
+        }
+        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+            listener.cookies_since = Some(now);
+        }
+        self.stats.syn_cookies_sent += 1;
+        self.cookies.push_back(CookieSynAck {
+            src: tuple.local,
+            dst: tuple.remote,
+            iss: iss.0,
+            ack: seg.seq.wrapping_add(1),
+            options,
+            window: self.config.recv_buffer.min(65535) as u16,
+        });
+    }
+
+    /// The handshake's ACK to a listener with no connection: if it carries a valid cookie,
+    /// the connection is made now, ESTABLISHED, as if its SYN had been queued.
+    fn accept_cookie(
+        &mut self,
+        now: Instant,
+        l: ListenerId,
+        tuple: FourTuple,
+        seg: &TcpRepr<'_>,
+    ) -> bool {
+        let Some(listener) = self.listener(l) else {
+            return false;
+        };
+        let recent = listener
+            .cookies_since
+            .is_some_and(|t| now < t + crate::time::Duration::from_secs(128));
+        if !recent || seg.flags.contains(TcpFlags::RST) {
+            return false;
+        }
+        if listener.accept_queue.len() >= listener.backlog {
+            self.stats.syn_dropped += 1;
+            return true;
+        }
+        let peer_isn = seg.seq.wrapping_sub(1);
+        let cookie = seg.ack.wrapping_sub(1);
+        let Some(mss) =
+            crate::syncookie::check(&self.isn, now, tuple.local, tuple.remote, peer_isn, cookie)
+        else {
+            self.stats.syn_cookies_rejected += 1;
+            return false;
+        };
+        // The SYN as the cookie remembers it.
+        let mut options = TcpOptions {
+            mss: Some(mss),
+            ..TcpOptions::default()
+        };
+        if let (true, Some(ts)) = (self.config.timestamps, seg.options.timestamp) {
+            let (peer_scale, sack) = crate::syncookie::decode_ts(ts.tsecr);
+            options.window_scale = peer_scale.filter(|_| self.config.window_scaling);
+            options.sack_permitted = sack && self.config.sack;
+            options.timestamp = Some(ts);
+        }
+        let syn = TcpRepr {
+            src_port: seg.src_port,
+            dst_port: seg.dst_port,
+            seq: peer_isn,
+            ack: 0,
+            flags: TcpFlags::SYN,
+            window: seg.window,
+            urgent: 0,
+            options,
+            payload: &[],
+        };
+        let window = self.config.recv_buffer.min(65535);
+        self.stats.syn_cookies_accepted += 1;
+        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+            listener.half_open += 1;
+        }
+        let id = self.insert_with(now, tuple, Some(l), false, Some(SeqNum(cookie)), |c, _| {
+            c.start_accept_cookie(&syn, window)
+        });
+        if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+            c.handle_segment(now, seg);
+        }
+        self.after(now, id);
+        true
     }
 
     /// RFC 9293 §3.10.7.1, CLOSED: "all data in the incoming segment is discarded. An incoming
@@ -678,7 +849,7 @@ impl Endpoint {
             }
         };
         // A flood of segments to closed ports must not grow memory without bound.
-        if self.resets.len() < 1024 {
+        if self.resets.len() < MAX_STATELESS_REPLIES {
             self.resets.push_back(reset);
         } else {
             self.stats.dropped += 1;
@@ -751,6 +922,9 @@ impl Endpoint {
         if let Some(r) = self.resets.pop_front() {
             return Some(self.emit_reset(now, r, buf));
         }
+        if let Some(c) = self.cookies.pop_front() {
+            return Some(self.emit_cookie(now, c, buf));
+        }
         while let Some(id) = self.ready.pop_front() {
             let Some(slot) = self.slots.get_mut(id.index as usize) else {
                 continue;
@@ -809,6 +983,42 @@ impl Endpoint {
                     seg: info,
                 },
             );
+        }
+    }
+
+    fn emit_cookie(&mut self, now: Instant, c: CookieSynAck, buf: &mut [u8]) -> Transmit {
+        let repr = TcpRepr {
+            src_port: c.src.port(),
+            dst_port: c.dst.port(),
+            seq: c.iss,
+            ack: c.ack,
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            window: c.window,
+            urgent: 0,
+            options: c.options,
+            payload: &[],
+        };
+        let len = repr.header_len();
+        repr.emit_header(&mut buf[..len]);
+        fill_checksum(&mut buf[..len], c.src.ip(), c.dst.ip());
+        self.stats.segments_sent += 1;
+        if self.trace.is_some() {
+            self.record(
+                now,
+                TraceEvent::Segment {
+                    dir: Direction::Sent,
+                    tuple: FourTuple {
+                        local: c.src,
+                        remote: c.dst,
+                    },
+                    seg: SegmentInfo::from_repr(&repr),
+                },
+            );
+        }
+        Transmit {
+            src: c.src.ip(),
+            dst: c.dst.ip(),
+            len,
         }
     }
 

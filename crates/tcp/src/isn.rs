@@ -70,6 +70,23 @@ impl IsnGenerator {
         self.isn_and_ts_offset(now, local, remote).0
     }
 
+    /// The keyed hash of a SYN cookie (RFC 4987 §3.6): the tuple, the peer's ISN and `extra`
+    /// (the cookie's counter and MSS index), under its own domain byte.
+    pub fn cookie_hash(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        peer_isn: u32,
+        extra: u32,
+    ) -> u32 {
+        let h = self.hash(3, local, Some(remote));
+        let mut msg = [0u8; 16];
+        msg[..8].copy_from_slice(&h.to_le_bytes());
+        msg[8..12].copy_from_slice(&peer_isn.to_le_bytes());
+        msg[12..].copy_from_slice(&extra.to_le_bytes());
+        siphash24(&self.key, &msg) as u32
+    }
+
     /// A per-destination starting offset for ephemeral port search, RFC 6056 §3.3.3.
     pub fn port_offset(&self, local_ip: IpAddr, remote: SocketAddr) -> u32 {
         self.hash(2, SocketAddr::new(local_ip, 0), Some(remote)) as u32

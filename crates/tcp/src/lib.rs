@@ -20,6 +20,7 @@ pub mod isn;
 pub mod rtt;
 pub mod seq;
 pub mod state;
+pub mod syncookie;
 pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};

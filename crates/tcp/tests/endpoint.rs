@@ -339,3 +339,121 @@ fn closing_a_listener_leaves_no_child_behind() {
     p.advance(Duration::from_secs(200));
     assert_eq!(p.server.connection_count(), 0);
 }
+
+fn spoofed_syn(port: u16, seq: u32) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: port,
+        dst_port: 80,
+        seq,
+        ack: 0,
+        flags: TcpFlags::SYN,
+        window: 65535,
+        urgent: 0,
+        options: synack_wire::TcpOptions {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            timestamp: Some(synack_wire::Timestamp { tsval: 5, tsecr: 0 }),
+            ..Default::default()
+        },
+        payload: &[],
+    }
+}
+
+/// RFC 4987 §3.6: with the SYN queue full of spoofed SYNs, a real client is answered with a SYN
+/// cookie, completes its handshake with window scale, SACK and timestamps intact, and moves
+/// data both ways; the flood beyond the queue leaves no state; a forged cookie is refused.
+#[test]
+fn syn_cookies_serve_a_real_client_through_a_full_syn_queue() {
+    let mut p = Pair::new(Config {
+        syn_backlog: 4,
+        ..quick()
+    });
+    let mut buf = [0u8; 256];
+    for port in 0..1000u16 {
+        let spoofed = "198.18.0.100".parse().unwrap();
+        p.server
+            .handle_segment(p.now, spoofed, ip(SERVER), &spoofed_syn(1024 + port, 1));
+        while p.server.poll_transmit(p.now, &mut buf).is_some() {}
+    }
+    let stats = p.server.stats();
+    assert_eq!(
+        p.server.connection_count(),
+        4,
+        "only the SYN queue holds state"
+    );
+    assert_eq!(stats.syn_cookies_sent, 996);
+    // A real client: its handshake completes through a cookie.
+    let c = p.connect(43000);
+    assert_eq!(p.server.stats().syn_cookies_accepted, 1);
+    assert_eq!(p.client.conn(c).unwrap().state(), State::Established);
+    let s = p
+        .server
+        .accept(p.listener)
+        .expect("the cookie connection is accepted");
+    {
+        let sc = p.server.conn(s).unwrap();
+        assert_eq!(sc.state(), State::Established);
+        assert!(sc.timestamps_enabled() && sc.sack_enabled());
+        let cc = p.client.conn(c).unwrap();
+        assert_eq!(
+            sc.window_scales(),
+            (cc.window_scales().1, cc.window_scales().0)
+        );
+        assert_eq!(sc.mss(), 1460 - 12);
+    }
+    // 200 KiB each way, byte-exact (windows beyond 64 KiB need the scale the cookie kept).
+    let up: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let down: Vec<u8> = (0..200_000u32).map(|i| (i * 13) as u8).collect();
+    let (mut sent_up, mut sent_down, mut got_up, mut got_down) = (0, 0, Vec::new(), Vec::new());
+    for _ in 0..10_000 {
+        let now = p.now;
+        sent_up += p
+            .client
+            .with_conn(now, c, |c| c.send(&up[sent_up..]).unwrap_or(0))
+            .unwrap();
+        sent_down += p
+            .server
+            .with_conn(now, s, |c| c.send(&down[sent_down..]).unwrap_or(0))
+            .unwrap();
+        p.exchange();
+        let mut b = vec![0u8; 65536];
+        let n = p
+            .server
+            .with_conn(now, s, |c| c.recv(&mut b).unwrap_or(0))
+            .unwrap();
+        got_up.extend_from_slice(&b[..n]);
+        let n = p
+            .client
+            .with_conn(now, c, |c| c.recv(&mut b).unwrap_or(0))
+            .unwrap();
+        got_down.extend_from_slice(&b[..n]);
+        if got_up.len() == up.len() && got_down.len() == down.len() {
+            break;
+        }
+        p.advance(Duration::from_millis(1));
+    }
+    assert!(got_up == up && got_down == down, "bytes differ");
+    // A forged cookie (an ACK nobody was sent a SYN-ACK for) is refused with a RST.
+    let forged = TcpRepr {
+        src_port: 44000,
+        dst_port: 80,
+        seq: 1000,
+        ack: 0x1234_5678,
+        flags: TcpFlags::ACK,
+        window: 1000,
+        urgent: 0,
+        options: Default::default(),
+        payload: &[],
+    };
+    let before = p.server.connection_count();
+    p.server
+        .handle_segment(p.now, ip(CLIENT), ip(SERVER), &forged);
+    let t = p.server.poll_transmit(p.now, &mut buf).expect("a RST");
+    assert!(TcpRepr::parse(&buf[..t.len], None)
+        .unwrap()
+        .flags
+        .contains(TcpFlags::RST));
+    assert_eq!(p.server.stats().syn_cookies_rejected, 1);
+    assert_eq!(p.server.connection_count(), before);
+}
