@@ -899,6 +899,7 @@ impl Shim {
                 ConnectError::NoEphemeralPort => libc::EADDRNOTAVAIL,
                 ConnectError::AddrInUse => libc::EADDRINUSE,
                 ConnectError::InvalidAddress => libc::EINVAL,
+                ConnectError::TooManyConnections => libc::EMFILE,
             })
         })?;
         let local = inner.iface.tcp().conn(id).map(|c| c.tuple().local);

@@ -105,6 +105,11 @@ impl Assembler {
         n
     }
 
+    /// Bytes held out of order.
+    pub fn held(&self) -> usize {
+        self.ranges.iter().map(|r| r.1 - r.0).sum()
+    }
+
     /// The end of the last range (the highest offset holding data).
     pub fn highest(&self) -> usize {
         self.ranges.last().map_or(0, |r| r.1)

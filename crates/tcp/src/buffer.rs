@@ -68,6 +68,12 @@ impl RingBuffer {
         self.capacity
     }
 
+    /// Bytes of storage allocated so far (storage grows on demand up to the capacity).
+    #[inline]
+    pub fn allocated(&self) -> usize {
+        self.storage.len()
+    }
+
     /// Room left behind the in-order bytes.
     #[inline]
     pub fn free(&self) -> usize {

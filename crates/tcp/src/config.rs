@@ -71,6 +71,11 @@ pub struct Config {
     pub fin_wait2_timeout: Duration,
     /// Most connections in SYN-RECEIVED per listener (the SYN backlog).
     pub syn_backlog: usize,
+    /// Most connections the endpoint holds at once, in any state (TIME-WAIT included);
+    /// `None`: no limit. At the limit `connect` fails with
+    /// [`ConnectError::TooManyConnections`](crate::ConnectError::TooManyConnections) (the
+    /// `EMFILE` of a socket API) and SYNs are dropped and counted.
+    pub max_connections: Option<usize>,
     /// Answer SYNs with SYN cookies when a listener's SYN queue is full, keeping no state
     /// until the handshake completes (RFC 4987 §3.6; Linux `tcp_syncookies = 1`). Without,
     /// such SYNs are dropped.
@@ -107,6 +112,7 @@ impl Default for Config {
             keepalive: None,
             fin_wait2_timeout: Duration::from_secs(60),
             syn_backlog: 128,
+            max_connections: None,
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,

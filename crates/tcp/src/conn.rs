@@ -209,6 +209,10 @@ impl Scoreboard {
 /// 36 bytes of data still fit in each segment.
 pub const MIN_SND_MSS: usize = 48;
 
+/// Out-of-order data may make the receive ring's storage grow this far beyond twice what it
+/// holds (see `process_text`).
+const OOO_GROWTH_ALLOWANCE: usize = 64 * 1024;
+
 /// DupThresh never grows past this many segments (Linux's `tcp_max_reordering`).
 pub const MAX_REORDERING: usize = 300;
 
@@ -337,6 +341,9 @@ pub struct Connection {
     undo: Option<Undo>,
     /// Fast recoveries undone because the original segment arrived after all.
     spurious_retransmits: u64,
+    /// Out-of-order segments dropped because keeping them would have grown the receive ring
+    /// far beyond what it holds.
+    ooo_dropped: u64,
     /// When the last challenge or out-of-window ACK was owed (RFC 5961 §7 rate limit).
     last_oow_ack: Option<Instant>,
     challenge_ack_interval: Duration,
@@ -494,6 +501,7 @@ impl Connection {
             reordering: 3,
             undo: None,
             spurious_retransmits: 0,
+            ooo_dropped: 0,
             last_oow_ack: None,
             challenge_ack_interval: config.challenge_ack_interval,
             challenge_pending: false,
@@ -712,6 +720,16 @@ impl Connection {
     /// DupThresh in segments: 3, or the deepest reordering the path has shown since.
     pub fn reordering(&self) -> usize {
         self.reordering
+    }
+
+    /// Out-of-order segments dropped rather than grow the receive ring to hold them.
+    pub fn ooo_dropped(&self) -> u64 {
+        self.ooo_dropped
+    }
+
+    /// Bytes of ring storage allocated for this connection (send and receive).
+    pub fn buffer_bytes(&self) -> usize {
+        self.send_buf.allocated() + self.recv_buf.allocated()
     }
 
     /// Fast retransmissions found spurious by their ACK's timestamp (RFC 3522), whose window
@@ -1739,7 +1757,17 @@ impl Connection {
         }
         if offset > 0 {
             // Out of order: it waits in the ring at its offset, and a duplicate ACK (with SACK
-            // blocks) goes out at once (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
+            // blocks) goes out at once (RFC 9293 §3.8.6.3, RFC 5681 §4.2). The ring's storage
+            // grows with what is actually held, not to the window's edge for one segment
+            // there: past twice the bytes held (and 64 KiB), the segment is dropped, to be
+            // sent again once the hole before it fills.
+            let end = self.recv_buf.len() + offset + data.len();
+            let held = self.recv_buf.len() + self.assembler.held() + data.len();
+            if end > self.recv_buf.allocated() && end > 2 * held + OOO_GROWTH_ALLOWANCE {
+                self.ooo_dropped += 1;
+                self.ack_due = AckDue::Now;
+                return;
+            }
             let n = self.recv_buf.write_at(offset, data);
             if n > 0 {
                 self.assembler.add(offset, n);

@@ -48,6 +48,8 @@ pub enum ConnectError {
     AddrInUse,
     /// Local and remote address families differ, or the remote is unspecified.
     InvalidAddress,
+    /// The endpoint holds `Config::max_connections` already.
+    TooManyConnections,
 }
 
 impl core::fmt::Display for ListenError {
@@ -65,6 +67,7 @@ impl core::fmt::Display for ConnectError {
             ConnectError::NoEphemeralPort => "no ephemeral port free",
             ConnectError::AddrInUse => "address in use",
             ConnectError::InvalidAddress => "invalid address",
+            ConnectError::TooManyConnections => "connection limit reached (max_connections)",
         })
     }
 }
@@ -85,6 +88,8 @@ pub struct Stats {
     pub resets_sent: u64,
     /// SYNs dropped because the listener's backlog or accept queue was full.
     pub syn_dropped: u64,
+    /// Connections refused (active opens failed, SYNs dropped) at `max_connections`.
+    pub over_connection_limit: u64,
     /// Segments to a closed port or unknown connection dropped without reply (e.g. RSTs).
     pub dropped: u64,
     /// TIME-WAIT connections replaced by a new SYN (RFC 1122 §4.2.2.13).
@@ -369,6 +374,9 @@ impl Endpoint {
             || remote.port() == 0
         {
             return Err(ConnectError::InvalidAddress);
+        }
+        if self.at_connection_limit() {
+            return Err(ConnectError::TooManyConnections);
         }
         let port = match local_port {
             Some(p) => {
@@ -682,6 +690,9 @@ impl Endpoint {
                 listener.accept_queue.len() >= listener.backlog,
             )
         };
+        if self.at_connection_limit() {
+            return;
+        }
         if accept_queue_full || (syn_queue_full && !self.config.syn_cookies) {
             self.stats.syn_dropped += 1;
             return;
@@ -695,6 +706,18 @@ impl Endpoint {
         }
         let id = self.insert(now, tuple, Some(l), false, |c, _| c.start_accept(seg));
         self.after(now, id);
+    }
+
+    /// Whether `max_connections` are held (and count a refusal if so).
+    fn at_connection_limit(&mut self) -> bool {
+        let full = self
+            .config
+            .max_connections
+            .is_some_and(|m| self.by_tuple.len() >= m);
+        if full {
+            self.stats.over_connection_limit += 1;
+        }
+        full
     }
 
     /// Answer a SYN with a SYN cookie (RFC 4987 §3.6): a SYN-ACK whose ISS encodes what the
@@ -770,7 +793,7 @@ impl Endpoint {
         if !recent || seg.flags.contains(TcpFlags::RST) {
             return false;
         }
-        if listener.accept_queue.len() >= listener.backlog {
+        if listener.accept_queue.len() >= listener.backlog || self.at_connection_limit() {
             self.stats.syn_dropped += 1;
             return true;
         }

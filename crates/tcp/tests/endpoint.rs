@@ -457,3 +457,49 @@ fn syn_cookies_serve_a_real_client_through_a_full_syn_queue() {
     assert_eq!(p.server.stats().syn_cookies_rejected, 1);
     assert_eq!(p.server.connection_count(), before);
 }
+
+/// `max_connections` caps what an endpoint holds: connects beyond fail with a clear error,
+/// SYNs beyond are dropped and counted, and room comes back as connections go.
+#[test]
+fn the_connection_limit_refuses_clearly_and_frees_up() {
+    let mut p = Pair::new(Config {
+        max_connections: Some(3),
+        ..quick()
+    });
+    let ids: Vec<ConnId> = (45000..45003).map(|port| p.connect(port)).collect();
+    let err = p
+        .client
+        .connect(
+            p.now,
+            ip(CLIENT),
+            Some(45003),
+            SocketAddr::new(ip(SERVER), 80),
+        )
+        .unwrap_err();
+    assert_eq!(err, synack_tcp::ConnectError::TooManyConnections);
+    assert_eq!(
+        err.to_string(),
+        "connection limit reached (max_connections)"
+    );
+    // The server holds 3 too: a 4th SYN (from another client endpoint) is dropped.
+    let syn = spoofed_syn(45100, 1);
+    p.server.handle_segment(p.now, ip(CLIENT), ip(SERVER), &syn);
+    let mut buf = [0u8; 128];
+    assert!(p.server.poll_transmit(p.now, &mut buf).is_none());
+    assert_eq!(p.server.stats().over_connection_limit, 1);
+    assert_eq!(p.server.connection_count(), 3);
+    // One connection aborted on both sides frees a place.
+    p.client.abort(ids[0]);
+    p.client.release(ids[0]);
+    p.exchange();
+    assert_eq!(p.client.connection_count(), 2);
+    assert!(p
+        .client
+        .connect(
+            p.now,
+            ip(CLIENT),
+            Some(45003),
+            SocketAddr::new(ip(SERVER), 80)
+        )
+        .is_ok());
+}

@@ -85,3 +85,39 @@ fn pure_acks_after_a_timeout_are_numbered_from_the_highest_sent() {
     assert_eq!(acks[0].seq, snd_max);
     assert_eq!(acks[0].ack, IRS + 1 + 5);
 }
+
+/// One byte at the edge of a 1 MiB window does not make the receive ring allocate 1 MiB: it
+/// is dropped (and would be sent again), while out-of-order data that follows a hole
+/// segment by segment is kept as usual.
+#[test]
+fn out_of_order_data_grows_the_ring_only_with_what_is_held() {
+    let cfg = Config {
+        recv_buffer: 1 << 20,
+        ..plain()
+    };
+    let mut c = established(&cfg);
+    input(
+        &mut c,
+        t(20),
+        &Seg::new(A, IRS + 1 + 900_000, ISS + 1).data(b"x"),
+    );
+    let _ = output(&mut c, t(20));
+    assert!(
+        c.buffer_bytes() < 1024,
+        "{} bytes allocated",
+        c.buffer_bytes()
+    );
+    assert_eq!(c.ooo_dropped(), 1);
+    // A hole of one segment, then 300 segments after it: all kept, then delivered in order.
+    let seg = vec![9u8; 500];
+    for i in 1..=300u32 {
+        input(
+            &mut c,
+            t(30),
+            &Seg::new(A, IRS + 1 + i * 500, ISS + 1).data(&seg),
+        );
+    }
+    assert_eq!(c.ooo_dropped(), 1);
+    input(&mut c, t(40), &Seg::new(A, IRS + 1, ISS + 1).data(&seg));
+    assert_eq!(c.recv_available(), 301 * 500);
+}

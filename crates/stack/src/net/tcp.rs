@@ -39,6 +39,7 @@ fn connect_error(e: ConnectError) -> io::Error {
         ConnectError::NoEphemeralPort => io::ErrorKind::AddrNotAvailable,
         ConnectError::AddrInUse => io::ErrorKind::AddrInUse,
         ConnectError::InvalidAddress => io::ErrorKind::InvalidInput,
+        ConnectError::TooManyConnections => io::ErrorKind::QuotaExceeded,
     };
     io::Error::new(kind, e)
 }
