@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod connector;
+mod guard;
 pub mod headers;
 mod io;
 pub mod metrics;
