@@ -23,7 +23,8 @@
 //!   has left), so that a client can retire the connection before the server does.
 //!
 //! A client's `Connection: close` (or an HTTP/1.0 request without `keep-alive`) is honoured:
-//! the response says `Connection: close` and the connection closes after it.
+//! the response says `Connection: close` and the connection closes after it. A client that
+//! half-closes after its request (its FIN) still gets the response.
 //!
 //! Every request is checked before hyper parses it (see `guard.rs`): a malformed one — bad
 //! request line or header field, both `Content-Length` and `Transfer-Encoding`, differing
@@ -299,6 +300,8 @@ struct ConnCtl {
     guard: Arc<GuardState>,
     born: Instant,
     shutting: AtomicBool,
+    /// The guard's refusal was counted.
+    rejected: AtomicBool,
     state: Mutex<CtlState>,
     notify: Notify,
 }
@@ -330,6 +333,13 @@ impl ConnCtl {
             .max_requests_per_connection
             .fetch_max(st.requests, Ordering::Relaxed);
         st.requests
+    }
+
+    /// Counts the guard's refusal of a request, once.
+    fn count_reject(&self) {
+        if !self.rejected.swap(true, Ordering::AcqRel) {
+            inc(&self.counters.rejected_requests);
+        }
     }
 
     /// A response is done (written, or abandoned).
@@ -479,6 +489,7 @@ where
             let (mut parts, inner) = match (ctl.guard.body_reject(n), r) {
                 (Some(rej), _) => {
                     ctl.lock().last = Some(Last::Rejected);
+                    ctl.count_reject();
                     let body = rej.body();
                     let mut resp = Response::new(());
                     *resp.status_mut() = rej.status;
@@ -549,6 +560,7 @@ async fn serve_connection<I, S, B>(
         guard: guard.clone(),
         born: now,
         shutting: AtomicBool::new(false),
+        rejected: AtomicBool::new(false),
         state: Mutex::new(CtlState {
             active: 0,
             idle_since: now,
@@ -561,6 +573,9 @@ async fn serve_connection<I, S, B>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(config.persistent())
+        // A client may send its request and then its FIN (a half-close): it is still
+        // answered, as nginx does, instead of the response being dropped at the FIN.
+        .half_close(true)
         .header_read_timeout(None)
         .max_header_size(config.max_header_size.max(1));
     let conn = builder.serve_connection(
@@ -589,6 +604,7 @@ async fn serve_connection<I, S, B>(
                 } else if st.active == 0 {
                     st.last = Some(Last::Rejected);
                     drop(st);
+                    ctl.count_reject();
                     rejecting = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -623,8 +639,8 @@ async fn serve_connection<I, S, B>(
         }
     };
     let last = ctl.lock().last;
-    if rejecting {
-        inc(&counters.rejected_requests);
+    if guard.reject().is_some() {
+        ctl.count_reject();
     }
     match outcome {
         Some(Ok(())) if last.is_none() && !graceful => inc(&counters.closed_by_peer),
