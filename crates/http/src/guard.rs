@@ -840,6 +840,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const LIMITS: Limits = Limits {
         max_header_size: 1024,
@@ -1116,6 +1117,116 @@ mod tests {
     fn upgrades_end_the_checks() {
         let input = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nGARBAGE\r\n\r\n";
         assert_eq!(check(LIMITS, input), (input.to_vec(), None));
+    }
+
+    /// What hyper gets from `input` fed in pieces of the given sizes (cycled).
+    fn run_split(limits: Limits, input: &[u8], splits: &[usize]) -> (Vec<u8>, Framer) {
+        let mut f = Framer::new(limits);
+        let mut ready = BytesMut::new();
+        let mut got = Vec::new();
+        let (mut i, mut k) = (0, 0);
+        while i < input.len() {
+            let n = splits[k % splits.len()].clamp(1, input.len() - i);
+            k += 1;
+            let piece = &input[i..i + n];
+            let kept = f.feed(piece, &mut ready);
+            got.extend_from_slice(&piece[..kept]);
+            got.extend_from_slice(&ready);
+            ready.clear();
+            i += n;
+        }
+        (got, f)
+    }
+
+    /// A well-formed request: a method, a body framed by length or chunks, or none.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..3u8,
+            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::collection::vec(1..70usize, 1..5),
+            any::<bool>(),
+        )
+            .prop_map(|(kind, body, chunks, trailer)| {
+                let mut r = Vec::new();
+                match kind {
+                    0 => r.extend_from_slice(b"GET /a?b=c HTTP/1.1\r\nHost: h:8\r\nX: y\r\n\r\n"),
+                    1 => {
+                        r.extend_from_slice(
+                            format!(
+                                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        r.extend_from_slice(&body);
+                    }
+                    _ => {
+                        r.extend_from_slice(
+                            b"PUT / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: Chunked\r\n\r\n",
+                        );
+                        let mut rest = &body[..];
+                        for n in chunks.iter().cycle() {
+                            if rest.is_empty() {
+                                break;
+                            }
+                            let n = (*n).min(rest.len());
+                            r.extend_from_slice(format!("{n:x};e=1\r\n").as_bytes());
+                            r.extend_from_slice(&rest[..n]);
+                            r.extend_from_slice(b"\r\n");
+                            rest = &rest[n..];
+                        }
+                        r.extend_from_slice(b"0\r\n");
+                        if trailer {
+                            r.extend_from_slice(b"X-T: 1\r\n");
+                        }
+                        r.extend_from_slice(b"\r\n");
+                    }
+                }
+                r
+            })
+    }
+
+    proptest! {
+        /// Any bytes, in any pieces: no panic, and hyper gets a prefix of them, unchanged.
+        #[test]
+        fn hyper_gets_a_prefix_of_any_bytes(
+            input in proptest::collection::vec(any::<u8>(), 0..2000),
+            splits in proptest::collection::vec(1..300usize, 1..8),
+        ) {
+            let (got, _) = run_split(LIMITS, &input, &splits);
+            prop_assert_eq!(&got[..], &input[..got.len()]);
+        }
+
+        /// The same with a well-formed start, so that the bytes get past the first head.
+        #[test]
+        fn hyper_gets_a_prefix_of_requests_then_noise(
+            reqs in proptest::collection::vec(request(), 1..4),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+            splits in proptest::collection::vec(1..300usize, 1..8),
+        ) {
+            let mut input = reqs.concat();
+            let good = input.len();
+            input.extend_from_slice(&noise);
+            let limits = Limits { max_header_size: 1024, max_body: 0 };
+            let (got, _) = run_split(limits, &input, &splits);
+            prop_assert_eq!(&got[..], &input[..got.len()]);
+            prop_assert!(got.len() >= good);
+        }
+
+        /// Well-formed requests, in any pieces, all go to hyper, each counted once.
+        #[test]
+        fn well_formed_requests_pass_whole(
+            reqs in proptest::collection::vec(request(), 1..6),
+            splits in proptest::collection::vec(1..300usize, 1..8),
+        ) {
+            let input = reqs.concat();
+            let limits = Limits { max_header_size: 1024, max_body: 0 };
+            let (got, f) = run_split(limits, &input, &splits);
+            prop_assert_eq!(f.reject(), None);
+            prop_assert_eq!(got, input);
+            prop_assert_eq!(f.requests, reqs.len() as u64);
+            prop_assert!(f.at_boundary());
+        }
     }
 
     #[test]
