@@ -22,15 +22,17 @@
 //! - A bad body (a malformed chunk, or chunks adding up to more than `client_max_body_size`)
 //!   is cut where it goes wrong: hyper sees the end of the stream there, the service sees
 //!   its body fail, and the server answers that request with 400 or 413 and
-//!   `Connection: close` whatever the service said.
+//!   `Connection: close` whatever the service said (a service that answered before reading
+//!   its body has its answer sent, and the connection closes after it).
 //!
 //! Either way the connection then closes with a *lingering close*, as nginx does: after the
 //! FIN, what the client still sends is read and discarded (until its FIN, 5 s without data,
 //! or 30 s in all), so that unread request bytes do not make the kernel answer with a reset
 //! that could destroy the response before the client reads it (RFC 9112 §9.6).
 //!
-//! Requests that may switch protocols (`CONNECT`, `Upgrade`) end the checking: what follows
-//! them is passed through untouched.
+//! A request that may switch protocols (`CONNECT`, or `Upgrade` with `Connection: upgrade`)
+//! ends the checking: what follows it on the connection is passed through untouched, since it
+//! is not HTTP/1.1 if the service agrees to the switch.
 
 use std::future::Future;
 use std::io;
@@ -480,7 +482,7 @@ impl Framer {
         let mut lengths = 0;
         let mut codings: Vec<&[u8]> = Vec::new();
         let mut hosts = 0;
-        let mut upgrade = method == "CONNECT";
+        let (mut upgrade, mut connection_upgrade) = (false, false);
         for f in req.headers.iter() {
             let name = f.name;
             if name.eq_ignore_ascii_case("content-length") {
@@ -497,8 +499,13 @@ impl Framer {
                 if !valid_host(f.value) {
                     return Err(bad("invalid Host"));
                 }
-            } else if name.eq_ignore_ascii_case("upgrade") && http11 {
+            } else if name.eq_ignore_ascii_case("upgrade") {
                 upgrade = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                connection_upgrade |= std::str::from_utf8(f.value).is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                });
             }
         }
         if http11 && hosts == 0 {
@@ -540,9 +547,12 @@ impl Framer {
                 ));
             }
         }
+        // A request that may switch protocols (RFC 9110 §7.8, §9.3.6): if the service
+        // agrees, what follows is no longer HTTP/1.1.
+        let switching = method == "CONNECT" || (http11 && upgrade && connection_upgrade);
         Ok(Some((
             len,
-            if upgrade {
+            if switching {
                 Framing::Transparent
             } else {
                 framing
@@ -1115,8 +1125,16 @@ mod tests {
 
     #[test]
     fn upgrades_end_the_checks() {
-        let input = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nGARBAGE\r\n\r\n";
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: keep-alive, Upgrade\r\n\r\nGARBAGE\r\n\r\n";
         assert_eq!(check(LIMITS, input), (input.to_vec(), None));
+        let input = b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\nGARBAGE\r\n\r\n";
+        assert_eq!(check(LIMITS, input), (input.to_vec(), None));
+        // Upgrade without the connection option is an ordinary request.
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\nGARBAGE\r\n\r\n";
+        assert_eq!(
+            check(LIMITS, input).1.unwrap().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     /// What hyper gets from `input` fed in pieces of the given sizes (cycled).
