@@ -1,8 +1,9 @@
 //! `synack serve` and `synack get` on the kernel's loopback, and the keep-alive scenarios of
 //! `synack demo`, run as a user would.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 fn synack(args: &[&str]) -> Output {
@@ -74,6 +75,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How long a server may take to say it listens, or to stop.
+const PATIENCE: Duration = Duration::from_secs(20);
+
 fn start_server(port: u16, extra: &[&str]) -> Child {
     let listen = format!("127.0.0.1:{port}");
     let mut c = Command::new(env!("CARGO_BIN_EXE_synack"))
@@ -83,27 +87,49 @@ fn start_server(port: u16, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start synack serve");
-    // It says when it listens.
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    c
+    // It says when it listens: wait for that line (at most PATIENCE), then keep reading its
+    // standard error so that it never writes into a full or closed pipe.
+    let err = c.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut err = BufReader::new(err);
+        let mut line = String::new();
+        let _ = err.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut err, &mut std::io::sink());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(line) if line.contains("listening on") => c,
+        r => {
+            let _ = c.kill();
+            panic!("synack serve did not say it listens: {r:?}");
+        }
+    }
 }
 
+/// Stops the server with SIGINT and waits for it to exit (at most PATIENCE); its stdout.
 fn stop_server(mut c: Child) -> String {
+    let pid = c.id();
+    let mut stdout = c.stdout.take().unwrap();
     // SAFETY: signals our own child by its pid.
-    unsafe { kill(c.id() as i32, 2) };
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(_)) = c.try_wait() {
-            let out = c.wait_with_output().unwrap();
-            return String::from_utf8(out.stdout).unwrap();
+    unsafe { kill(pid as i32, 2) };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send((c.wait(), out));
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok((status, out)) => {
+            assert!(status.is_ok(), "{status:?}");
+            out
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(_) => {
+            // SAFETY: our own child, which has not been reaped (its waiter is still waiting).
+            unsafe { kill(pid as i32, 9) };
+            panic!("synack serve did not stop on SIGINT");
+        }
     }
-    let _ = c.kill();
-    panic!("synack serve did not stop on SIGINT");
 }
 
 extern "C" {
@@ -172,6 +198,48 @@ fn serve_and_get_over_kernel_loopback() {
 }
 
 #[test]
+fn get_refuses_an_invalid_url_before_fetching_anything() {
+    for (url, why) in [
+        (
+            "http://127.0.0.1:99999/",
+            "port 99999 is out of range (1 to 65535)",
+        ),
+        (
+            "http://127.0.0.1:65536/",
+            "port 65536 is out of range (1 to 65535)",
+        ),
+        ("http://127.0.0.1:80abc/", "port \"80abc\" is not a number"),
+        ("http://127.0.0.1:-1/", "port \"-1\" is not a number"),
+    ] {
+        let o = synack(&["get", "--kernel", url]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{url}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!("synack get: error: invalid URL {url}: {why}"),
+            "{url}"
+        );
+        assert!(o.stdout.is_empty());
+    }
+    // With a good URL first: nothing is fetched at all.
+    let port = free_port();
+    let server = start_server(port, &[]);
+    let good = format!("http://127.0.0.1:{port}/");
+    let o = synack(&["get", "--kernel", &good, "http://127.0.0.1:65536/"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let served = stop_server(server);
+    assert!(
+        served
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("{\"connections\":0,"),
+        "{served}"
+    );
+}
+
+#[test]
 fn get_rejects_what_it_cannot_fetch() {
     let o = synack(&["get", "--kernel", "https://127.0.0.1/"]);
     assert!(!o.status.success());
@@ -180,4 +248,52 @@ fn get_rejects_what_it_cannot_fetch() {
     let o = synack(&["serve", "--keepalive-timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid duration"));
+}
+
+/// The peak resident memory of process `pid` so far (VmHWM), in bytes, while it runs.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn get_streams_a_large_body_to_stdout_as_it_arrives() {
+    const BIG: u64 = 64 << 20;
+    let port = free_port();
+    let server = start_server(port, &[]);
+    let url = format!("http://127.0.0.1:{port}/bytes/{BIG}");
+    let mut get = Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["get", "--kernel", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start synack get");
+    let mut out = get.stdout.take().unwrap();
+    // Read the body a block at a time, checking it against the pattern and sampling both
+    // processes' peak memory as it goes: they hold a bounded part of the 64 MiB at a time.
+    let mut block = vec![0u8; 1 << 20];
+    let (mut got, mut peak_get, mut peak_serve) = (0u64, 0, 0);
+    loop {
+        let n = out.read(&mut block).unwrap();
+        if n == 0 {
+            break;
+        }
+        for (i, b) in block[..n].iter().enumerate() {
+            let at = got + i as u64;
+            assert_eq!(u64::from(*b), at % 251, "byte {at}");
+        }
+        got += n as u64;
+        peak_get = peak_get.max(peak_rss(get.id()).unwrap_or(0));
+        peak_serve = peak_serve.max(peak_rss(server.id()).unwrap_or(0));
+    }
+    let status = get.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(got, BIG);
+    // Before, each held the whole body (over 64 MiB resident).
+    for (who, peak) in [("get", peak_get), ("serve", peak_serve)] {
+        assert!(peak > 0 && peak < 32 << 20, "synack {who}: peak RSS {peak}");
+    }
+    stop_server(server);
 }

@@ -16,26 +16,35 @@
 //! request is sent once more on a fresh connection if its method is idempotent (RFC 9110
 //! §9.2.2, RFC 9112 §9.3.1); otherwise the caller gets [`Error::MaybeProcessed`], never a
 //! silent second copy.
+//!
+//! Response bodies stream: [`Client::send`] returns once the response head has arrived, with
+//! a [`ResponseBody`] that yields the body as it comes and gives the connection back to the
+//! pool when it ends. [`Client::request`] and [`Client::get`] read the whole body for callers
+//! that want it in one piece.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::connector::{Connector, Origin, PeerClosedProbe};
 use crate::headers::{is_idempotent, wants_close, KeepAlive};
 use crate::io::{IoState, Tracked};
 use crate::metrics::{inc, ClientCounters, Metrics};
-use crate::pool::{Checkout, Eviction, Pool, PoolConfig, PoolError, Poolable};
+use crate::pool::{Checkout, Eviction, Pool, PoolConfig, PoolError, Poolable, Pooled};
 
 /// The client's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,9 +287,10 @@ impl Client {
         self.inner.pool.open_count(origin)
     }
 
-    /// `GET url`.
+    /// `GET url`, the whole body.
     pub async fn get(&self, url: &str) -> Result<Response<Bytes>, Error> {
-        let req = Request::get(url)
+        let (uri, _) = Origin::parse(url).map_err(Error::InvalidRequest)?;
+        let req = Request::get(uri)
             .body(Bytes::new())
             .map_err(|e| Error::InvalidRequest(format!("{url}: {e}")))?;
         self.request(req).await
@@ -289,15 +299,52 @@ impl Client {
     /// Sends `req` (its URI absolute: `http://host[:port]/path`) and reads the whole
     /// response. The response carries a [`RequestInfo`] extension.
     pub async fn request(&self, req: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let (parts, mut body) = self.send(req).await?.into_parts();
+        let mut buf = bytes::BytesMut::with_capacity(
+            body.size_hint()
+                .exact()
+                .map_or(0, |n| n.min(16 << 20) as usize),
+        );
+        while let Some(frame) = body.frame().await {
+            if let Some(d) = frame?.data_ref() {
+                buf.extend_from_slice(d);
+            }
+        }
+        Ok(Response::from_parts(parts, buf.freeze()))
+    }
+
+    /// Sends `req` (its URI absolute: `http://host[:port]/path`) and returns as soon as the
+    /// response head has arrived; the body streams in as the [`ResponseBody`] is read. The
+    /// response carries a [`RequestInfo`] extension. `request_timeout` covers the body too:
+    /// a body still unread when it passes fails with [`Error::Timeout`].
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<ResponseBody>, Error> {
         let limit = self.inner.config.request_timeout;
-        let r = match tokio::time::timeout(limit, self.request_inner(req)).await {
+        let deadline = Instant::now() + limit;
+        let r = match tokio::time::timeout_at(deadline, self.request_inner(req)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout(limit)),
         };
-        if r.is_err() {
-            inc(&self.inner.counters.failures);
+        match r {
+            Ok((head, incoming, lease)) => {
+                let body = ResponseBody {
+                    incoming,
+                    lease: Some(lease),
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                    limit,
+                    counters: self.inner.counters.clone(),
+                };
+                let body = if body.incoming.is_end_stream() {
+                    body.finished()
+                } else {
+                    body
+                };
+                Ok(Response::from_parts(head, body))
+            }
+            Err(e) => {
+                inc(&self.inner.counters.failures);
+                Err(e)
+            }
         }
-        r
     }
 
     async fn open(&self, origin: &Origin) -> Result<HttpConn, Error> {
@@ -352,7 +399,10 @@ impl Client {
         })
     }
 
-    async fn request_inner(&self, req: Request<Bytes>) -> Result<Response<Bytes>, Error> {
+    async fn request_inner(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<(http::response::Parts, Incoming, Lease), Error> {
         let inner = &*self.inner;
         let origin = Origin::from_uri(req.uri()).map_err(Error::InvalidRequest)?;
         let (parts, body) = req.into_parts();
@@ -437,14 +487,7 @@ impl Client {
                     return Err(Error::Http(err));
                 }
             };
-            let (rparts, incoming) = response.into_parts();
-            let body = match incoming.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    drop(pooled);
-                    return Err(Error::Http(e));
-                }
-            };
+            let (mut rparts, incoming) = response.into_parts();
             let now = Instant::now();
             let ka = if inner.config.honor_keep_alive {
                 KeepAlive::parse(&rparts.headers)
@@ -461,7 +504,6 @@ impl Client {
             if server_close && !client_close {
                 inc(&inner.counters.retired_by_server);
             }
-            inc(&inner.counters.responses);
             let info = RequestInfo {
                 connection: conn.id,
                 reused,
@@ -474,11 +516,130 @@ impl Client {
                 keep_alive: ka,
                 closed_after,
             };
-            pooled.release(!closed_after);
-            let mut resp = Response::from_parts(rparts, body);
-            resp.extensions_mut().insert(info);
-            return Ok(resp);
+            rparts.extensions.insert(info);
+            let lease = Lease {
+                pooled,
+                reusable: !closed_after,
+            };
+            return Ok((rparts, incoming, lease));
         }
+    }
+}
+
+/// A connection lent to a response until its body has been read.
+struct Lease {
+    pooled: Pooled<Origin, HttpConn>,
+    reusable: bool,
+}
+
+impl Lease {
+    /// The body was read to its end: the connection goes back to the pool if it can carry
+    /// another request.
+    fn release(self) {
+        let reusable = self.reusable && !self.pooled.get().sender.is_closed();
+        self.pooled.release(reusable);
+    }
+}
+
+/// A response body as it arrives (see [`Client::send`]): a [`Body`] of [`Bytes`] frames.
+/// Reading it to its end gives its connection back to the pool; dropping it before closes
+/// the connection (its unread bytes would be in the way of the next response).
+pub struct ResponseBody {
+    incoming: Incoming,
+    lease: Option<Lease>,
+    deadline: Pin<Box<Sleep>>,
+    limit: Duration,
+    counters: Arc<ClientCounters>,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("done", &self.lease.is_none())
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    /// The next piece of the body as it arrives; `None` at its end (trailers are skipped).
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        loop {
+            match self.frame().await? {
+                Ok(f) => match f.into_data() {
+                    Ok(d) if d.is_empty() => continue,
+                    Ok(d) => return Some(Ok(d)),
+                    Err(_) => continue,
+                },
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    fn finished(mut self) -> Self {
+        if let Some(l) = self.lease.take() {
+            l.release();
+            inc(&self.counters.responses);
+        }
+        self
+    }
+
+    fn failed(&mut self) {
+        if self.lease.take().is_some() {
+            inc(&self.counters.failures);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let me = &mut *self;
+        if me.lease.is_none() {
+            // Ended (or failed): hyper's body has nothing more either.
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut me.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if me.incoming.is_end_stream() {
+                    if let Some(l) = me.lease.take() {
+                        l.release();
+                        inc(&me.counters.responses);
+                    }
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(None) => {
+                if let Some(l) = me.lease.take() {
+                    l.release();
+                    inc(&me.counters.responses);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                me.failed();
+                Poll::Ready(Some(Err(Error::Http(e))))
+            }
+            Poll::Pending => {
+                if me.deadline.as_mut().poll(cx).is_ready() {
+                    me.failed();
+                    return Poll::Ready(Some(Err(Error::Timeout(me.limit))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lease.is_none() || self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
     }
 }
 

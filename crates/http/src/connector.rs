@@ -66,26 +66,53 @@ impl fmt::Display for Origin {
 }
 
 impl Origin {
-    /// The origin of an absolute `http://` URI (port 80 by default).
+    /// Parses `url` as an absolute `http://` URL and gives its origin, or says what is wrong
+    /// with it (the message names the URL).
+    pub fn parse(url: &str) -> Result<(Uri, Origin), String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url}: not a valid URL ({e})"))?;
+        let origin = Origin::check(&uri, url)?;
+        Ok((uri, origin))
+    }
+
+    /// The origin of an absolute `http://` URI (port 80 when the port is absent or empty,
+    /// RFC 3986 §3.2.3 and RFC 9110 §4.2.1). A port that is not a decimal number from 1 to
+    /// 65535 is an error, never a silent default.
     pub fn from_uri(uri: &Uri) -> Result<Origin, String> {
+        Origin::check(uri, &uri.to_string())
+    }
+
+    /// [`from_uri`](Self::from_uri), naming the URI as `shown` in errors.
+    fn check(uri: &Uri, shown: &str) -> Result<Origin, String> {
         match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("http") => {}
-            Some(s) => return Err(format!("{uri}: scheme {s:?} is not supported (http only)")),
-            None => return Err(format!("{uri}: not an absolute http:// URL")),
+            Some(s) => {
+                return Err(format!(
+                    "{shown}: scheme {s:?} is not supported (http only)"
+                ))
+            }
+            None => return Err(format!("{shown}: not an absolute http:// URL")),
         }
         let host = uri
             .host()
-            .ok_or_else(|| format!("{uri}: no host"))?
+            .ok_or_else(|| format!("{shown}: no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
         if host.is_empty() {
-            return Err(format!("{uri}: no host"));
+            return Err(format!("{shown}: no host"));
         }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let port = match port_text(authority) {
+            Ok(None) | Ok(Some("")) => 80,
+            Ok(Some(p)) => parse_port(p).map_err(|e| format!("{shown}: {e}"))?,
+            Err(e) => return Err(format!("{shown}: {e}")),
+        };
         Ok(Origin {
             scheme: Scheme::Http,
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port,
         })
     }
 
@@ -106,6 +133,37 @@ impl Origin {
     /// The host as an IP address, if it is one.
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
+    }
+}
+
+/// The port of an authority (`[userinfo@]host[:port]`, RFC 3986 §3.2) as written: `None`
+/// without a `:`, `Some("")` for an empty port.
+fn port_text(authority: &str) -> Result<Option<&str>, String> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let Some((_, after)) = rest.split_once(']') else {
+            return Err("no closing ']' after the IPv6 address".into());
+        };
+        return match after {
+            "" => Ok(None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok(Some(p)),
+                None => Err(format!("{after:?} after the IPv6 address is not a port")),
+            },
+        };
+    }
+    Ok(hostport.rsplit_once(':').map(|(_, p)| p))
+}
+
+/// A port: decimal digits, 1 to 65535 (RFC 3986 §3.2.3 allows any digits; TCP has 16 bits,
+/// and port 0 cannot be connected to).
+fn parse_port(p: &str) -> Result<u16, String> {
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {p:?} is not a number"));
+    }
+    match p.parse::<u64>() {
+        Ok(n @ 1..=65535) => Ok(n as u16),
+        _ => Err(format!("port {p} is out of range (1 to 65535)")),
     }
 }
 
@@ -227,5 +285,65 @@ impl Connector for KernelConnector {
                 peer_closed: Some(probe),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(url: &str) -> Result<Origin, String> {
+        Origin::parse(url).map(|(_, o)| o)
+    }
+
+    #[test]
+    fn ports_are_parsed_or_refused() {
+        assert_eq!(origin("http://127.0.0.1/").unwrap().port, 80);
+        assert_eq!(origin("http://127.0.0.1:8080/x").unwrap().port, 8080);
+        assert_eq!(origin("http://127.0.0.1:65535/").unwrap().port, 65535);
+        assert_eq!(origin("http://127.0.0.1:00080/").unwrap().port, 80);
+        // RFC 3986 §3.2.3: an empty port is the scheme's default.
+        assert_eq!(origin("http://h:/").unwrap().port, 80);
+        assert_eq!(origin("http://h:").unwrap().port, 80);
+        let o = origin("http://[::1]:8080/").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 8080));
+        assert_eq!(origin("http://[::1]/").unwrap().port, 80);
+        assert_eq!(origin("http://[::1]:/").unwrap().port, 80);
+        assert_eq!(origin("http://user@h:81/").unwrap().port, 81);
+    }
+
+    fn refused(url: &str) -> String {
+        let e = origin(url).expect_err(url);
+        assert!(e.starts_with(&format!("{url}: ")), "{e:?} names {url}");
+        e
+    }
+
+    #[test]
+    fn invalid_ports_are_errors_naming_the_url() {
+        for (url, why) in [
+            (
+                "http://127.0.0.1:99999/",
+                "port 99999 is out of range (1 to 65535)",
+            ),
+            (
+                "http://127.0.0.1:65536/",
+                "port 65536 is out of range (1 to 65535)",
+            ),
+            ("http://127.0.0.1:0/", "port 0 is out of range (1 to 65535)"),
+            (
+                "http://127.0.0.1:99999999999999999999999/",
+                "out of range (1 to 65535)",
+            ),
+            ("http://127.0.0.1:80abc/", "port \"80abc\" is not a number"),
+            ("http://127.0.0.1:-1/", "port \"-1\" is not a number"),
+            ("http://[::1]:x/", "port \"x\" is not a number"),
+        ] {
+            let e = refused(url);
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        assert!(refused("https://h/").contains("scheme \"https\" is not supported"));
+        let e = refused("/x");
+        assert!(e.contains("not an absolute http:// URL"), "{e}");
+        assert!(refused("http://exa mple/").contains("not a valid URL"));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod connector;
+mod guard;
 pub mod headers;
 mod io;
 pub mod metrics;
@@ -16,7 +17,7 @@ pub mod pool;
 pub mod routes;
 pub mod server;
 
-pub use client::{Client, ClientConfig, Error, RequestInfo};
+pub use client::{Client, ClientConfig, Error, RequestInfo, ResponseBody};
 pub use connector::{Connected, Connector, KernelConnector, Origin, SynackConnector};
 pub use metrics::{Metrics, ServerStats};
 pub use pool::PoolConfig;

@@ -176,7 +176,10 @@ pub struct ServerStats {
     pub closed_by_peer: u64,
     /// Connections closed because a request head did not arrive in `header_read_timeout`.
     pub header_timeouts: u64,
-    /// Connections that ended with an HTTP or I/O error (bad request, reset, ...).
+    /// Requests refused before the service saw them, or whose body was cut (malformed, or
+    /// over `client_max_body_size`): answered with a 4xx and `Connection: close`.
+    pub rejected_requests: u64,
+    /// Connections that ended with an HTTP or I/O error (reset, ...).
     pub errors: u64,
 }
 
@@ -196,7 +199,8 @@ impl ServerStats {
             "{{\"connections\":{},\"active_connections\":{},\"requests\":{},\
              \"max_requests_per_connection\":{},\"closed_idle\":{},\"closed_max_requests\":{},\
              \"closed_max_time\":{},\"closed_by_client_request\":{},\"closed_by_peer\":{},\
-             \"header_timeouts\":{},\"errors\":{},\"requests_per_connection\":{:.3}}}",
+             \"header_timeouts\":{},\"rejected_requests\":{},\"errors\":{},\
+             \"requests_per_connection\":{:.3}}}",
             self.connections,
             self.active_connections,
             self.requests,
@@ -207,6 +211,7 @@ impl ServerStats {
             self.closed_by_client_request,
             self.closed_by_peer,
             self.header_timeouts,
+            self.rejected_requests,
             self.errors,
             self.requests_per_connection()
         )
@@ -226,6 +231,7 @@ pub(crate) struct ServerCounters {
     pub closed_by_client_request: AtomicU64,
     pub closed_by_peer: AtomicU64,
     pub header_timeouts: AtomicU64,
+    pub rejected_requests: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -242,6 +248,7 @@ impl ServerCounters {
             closed_by_client_request: get(&self.closed_by_client_request),
             closed_by_peer: get(&self.closed_by_peer),
             header_timeouts: get(&self.header_timeouts),
+            rejected_requests: get(&self.rejected_requests),
             errors: get(&self.errors),
         }
     }

@@ -5,29 +5,152 @@
 //! - `/delay/MS`: a short text after MS milliseconds (at most 10 minutes);
 //! - anything else, with a directory: the file under it (no `..`), else 404.
 //!
-//! A request body (POST, PUT) is read and its length reported.
+//! A request body (POST, PUT) is read as it arrives and its length reported.
+//!
+//! Large bodies stream: `/bytes/N` and files go out in chunks of at most [`CHUNK`] bytes, made
+//! (or read) only when hyper asks for the next one, so a response holds one chunk in memory
+//! whatever its length; its `Content-Length` is known up front.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// The largest `/bytes/N`.
 pub const MAX_BYTES: u64 = 256 << 20;
 /// The longest `/delay/MS`.
 pub const MAX_DELAY_MS: u64 = 600_000;
 
+/// The largest piece of a streamed body.
+pub const CHUNK: usize = 64 * 1024;
+
+/// The period of the `/bytes/N` pattern.
+const PERIOD: u64 = 251;
+
 /// Byte `i` of a `/bytes/N` body.
 pub fn pattern_byte(i: u64) -> u8 {
-    (i % 251) as u8
+    (i % PERIOD) as u8
+}
+
+/// [`CHUNK`] + [`PERIOD`] bytes of the pattern, from byte 0: any chunk of the pattern is a
+/// slice of it (shared, not copied).
+fn pattern_table() -> &'static Bytes {
+    static TABLE: OnceLock<Bytes> = OnceLock::new();
+    TABLE.get_or_init(|| (0..(CHUNK as u64 + PERIOD)).map(pattern_byte).collect())
+}
+
+/// The body of a response of [`Routes`]: a short text in one piece, or a stream of chunks.
+pub struct RouteBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    /// Bytes `next..end` of the pattern.
+    Pattern {
+        next: u64,
+        end: u64,
+    },
+    /// The `left` bytes still to read of a file.
+    File {
+        file: tokio::fs::File,
+        left: u64,
+    },
+}
+
+impl RouteBody {
+    /// `b` in one piece.
+    pub fn full(b: impl Into<Bytes>) -> RouteBody {
+        let b = b.into();
+        RouteBody {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+        }
+    }
+
+    /// Bytes `0..n` of the `/bytes/N` pattern, made [`CHUNK`] bytes at a time.
+    pub fn pattern(n: u64) -> RouteBody {
+        RouteBody {
+            kind: Kind::Pattern { next: 0, end: n },
+        }
+    }
+
+    /// The first `len` bytes of `file`, read [`CHUNK`] bytes at a time (fewer bytes in the
+    /// file is an error).
+    pub fn file(file: tokio::fs::File, len: u64) -> RouteBody {
+        RouteBody {
+            kind: Kind::File { file, left: len },
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        match &self.kind {
+            Kind::Full(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            Kind::Pattern { next, end } => end - next,
+            Kind::File { left, .. } => *left,
+        }
+    }
+}
+
+impl Body for RouteBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Pattern { next, end } => {
+                if next == end {
+                    return Poll::Ready(None);
+                }
+                let n = (*end - *next).min(CHUNK as u64) as usize;
+                let from = (*next % PERIOD) as usize;
+                *next += n as u64;
+                Poll::Ready(Some(Ok(Frame::data(pattern_table().slice(from..from + n)))))
+            }
+            Kind::File { file, left } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                let n = (*left).min(CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(n);
+                let mut rb = ReadBuf::new(&mut buf);
+                std::task::ready!(Pin::new(file).poll_read(cx, &mut rb))?;
+                let got = rb.filled().len();
+                if got == 0 {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than when the response began",
+                    ))));
+                }
+                buf.truncate(got);
+                *left -= got as u64;
+                Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining())
+    }
 }
 
 /// The routes, optionally over a directory.
@@ -50,8 +173,12 @@ impl Routes {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RouteBody> {
+    with_body(status, RouteBody::full(body))
+}
+
+fn with_body(status: StatusCode, body: RouteBody) -> Response<RouteBody> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -80,7 +207,7 @@ fn under(dir: &Path, rel: &str) -> Option<PathBuf> {
     Some(p)
 }
 
-async fn file_or_listing(path: PathBuf, shown: &str) -> Response<Full<Bytes>> {
+async fn file_or_listing(path: PathBuf, shown: &str) -> Response<RouteBody> {
     let meta = match tokio::fs::metadata(&path).await {
         Ok(m) => m,
         Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -111,9 +238,9 @@ async fn file_or_listing(path: PathBuf, shown: &str) -> Response<Full<Bytes>> {
         }
         return text(StatusCode::OK, out);
     }
-    match tokio::fs::read(&path).await {
-        Ok(b) => {
-            let mut r = text(StatusCode::OK, b);
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => {
+            let mut r = with_body(StatusCode::OK, RouteBody::file(f, meta.len()));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
@@ -125,14 +252,19 @@ async fn file_or_listing(path: PathBuf, shown: &str) -> Response<Full<Bytes>> {
 }
 
 impl Routes {
-    async fn handle(self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self, req: Request<Incoming>) -> Response<RouteBody> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
-        // Read any request body, so that the connection stays usable.
-        let got = match req.into_body().collect().await {
-            Ok(b) => b.to_bytes().len(),
-            Err(_) => return text(StatusCode::BAD_REQUEST, "bad request body\n"),
-        };
+        // Read any request body as it comes (counting it, not keeping it), so that the
+        // connection stays usable.
+        let mut body = req.into_body();
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request body\n"),
+            }
+        }
         if method == Method::POST || method == Method::PUT {
             return text(StatusCode::OK, format!("received {got} bytes\n"));
         }
@@ -143,8 +275,7 @@ impl Routes {
         if let Some(n) = path.strip_prefix("/bytes/") {
             return match number(n) {
                 Some(n) if n <= MAX_BYTES => {
-                    let body: Vec<u8> = (0..n).map(pattern_byte).collect();
-                    let mut r = text(StatusCode::OK, body);
+                    let mut r = with_body(StatusCode::OK, RouteBody::pattern(n));
                     r.headers_mut().insert(
                         CONTENT_TYPE,
                         HeaderValue::from_static("application/octet-stream"),
@@ -181,12 +312,77 @@ impl Routes {
 }
 
 impl Service<Request<Incoming>> for Routes {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<RouteBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move { Ok(me.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(mut b: RouteBody) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while let Some(f) = b.frame().await {
+            out.push(f.unwrap().into_data().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_pattern_comes_in_chunks_and_is_exact() {
+        for n in [
+            0,
+            1,
+            250,
+            251,
+            252,
+            CHUNK as u64,
+            CHUNK as u64 + 1,
+            3 * CHUNK as u64 + 777,
+        ] {
+            let b = RouteBody::pattern(n);
+            assert_eq!(b.size_hint().exact(), Some(n));
+            assert_eq!(b.is_end_stream(), n == 0);
+            let fr = frames(b).await;
+            assert!(fr.iter().all(|f| !f.is_empty() && f.len() <= CHUNK), "{n}");
+            assert_eq!(fr.len() as u64, n.div_ceil(CHUNK as u64));
+            let all: Vec<u8> = fr.concat();
+            assert_eq!(all.len() as u64, n);
+            assert!(all
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == pattern_byte(i as u64)));
+        }
+    }
+
+    #[tokio::test]
+    async fn files_come_in_chunks() {
+        let dir = std::env::temp_dir().join(format!("synack-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let data: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = tokio::fs::File::open(&p).await.unwrap();
+        let fr = frames(RouteBody::file(f, data.len() as u64)).await;
+        assert!(fr.iter().all(|f| f.len() <= CHUNK));
+        assert_eq!(fr.concat(), data);
+        // A file shorter than announced is an error, not a short body.
+        let f = tokio::fs::File::open(&p).await.unwrap();
+        let mut b = RouteBody::file(f, data.len() as u64 + 1);
+        let mut err = None;
+        while let Some(f) = b.frame().await {
+            if let Err(e) = f {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err.unwrap().kind(), io::ErrorKind::UnexpectedEof);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,14 +13,26 @@
 //! - `header_read_timeout`: once the first byte of a request arrives (or the connection is
 //!   accepted, for its first request), its head must be complete within this long, or the
 //!   connection is closed.
-//! - `max_header_size`: a larger request head is refused (hyper answers 431) and the
-//!   connection closed.
+//! - `max_header_size`: a larger request head is refused with 431 and the connection
+//!   closed.
+//! - `client_max_body_size`: a larger request body is refused with 413 (RFC 9110 §15.5.14)
+//!   and the connection closed: at once when its `Content-Length` says so, before any of it
+//!   is read, or as soon as its chunks add up to more. Zero: no limit.
 //! - `keepalive_header`: responses that keep the connection open carry
 //!   `Connection: keep-alive` and `Keep-Alive: timeout=T, max=N` (N: requests the connection
 //!   has left), so that a client can retire the connection before the server does.
 //!
 //! A client's `Connection: close` (or an HTTP/1.0 request without `keep-alive`) is honoured:
-//! the response says `Connection: close` and the connection closes after it.
+//! the response says `Connection: close` and the connection closes after it. A client that
+//! half-closes after its request (its FIN) still gets the response.
+//!
+//! Every request is checked before hyper parses it (see `guard.rs`): a malformed one — bad
+//! request line or header field, both `Content-Length` and `Transfer-Encoding`, differing
+//! lengths, no `Host` in HTTP/1.1, a malformed chunked body — is answered with 400 (431, 414,
+//! 413 or 505 where they fit) and `Connection: close`, after the responses to the requests
+//! before it, and the connection closes with a lingering close, as nginx does (RFC 9112 §3.2,
+//! §6.3, §9.6; RFC 9110 §7.2). Bodies stream both ways: the server holds at most what hyper
+//! buffers of a request or a response, never a whole body.
 //!
 //! [`ServerHandle::shutdown`] is graceful: the listener stops, idle connections close, and
 //! requests in flight finish (their responses say `Connection: close`) before the
@@ -36,7 +48,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
@@ -46,6 +58,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::guard::{GuardState, Guarded, Limits};
 use crate::headers::{wants_close, KeepAlive, KEEP_ALIVE};
 use crate::io::{IoState, Tracked};
 use crate::metrics::{inc, ServerCounters, ServerStats};
@@ -66,8 +79,11 @@ pub struct ServerConfig {
     /// Time allowed for a request head, from its first byte (nginx
     /// `client_header_timeout`, default 60 s).
     pub header_read_timeout: Duration,
-    /// Largest request head accepted, in bytes (default 16 KiB).
+    /// Largest request head accepted, in bytes (default 16 KiB); 431 beyond.
     pub max_header_size: usize,
+    /// Largest request body accepted, in bytes (nginx `client_max_body_size`, default
+    /// 1 MiB); 413 beyond. Zero: no limit.
+    pub client_max_body_size: u64,
     /// Send `Connection: keep-alive` and `Keep-Alive: timeout=T, max=N` (default off, as
     /// nginx without the header parameter).
     pub keepalive_header: bool,
@@ -81,6 +97,7 @@ impl Default for ServerConfig {
             keepalive_time: Duration::from_secs(3600),
             header_read_timeout: Duration::from_secs(60),
             max_header_size: 16 * 1024,
+            client_max_body_size: 1024 * 1024,
             keepalive_header: false,
         }
     }
@@ -271,6 +288,8 @@ enum Last {
     MaxTime,
     Disabled,
     Shutdown,
+    /// The guard refused a request (its response says why).
+    Rejected,
 }
 
 struct CtlState {
@@ -286,8 +305,11 @@ struct ConnCtl {
     config: Arc<ServerConfig>,
     counters: Arc<ServerCounters>,
     io: Arc<IoState>,
+    guard: Arc<GuardState>,
     born: Instant,
     shutting: AtomicBool,
+    /// The guard's refusal was counted.
+    rejected: AtomicBool,
     state: Mutex<CtlState>,
     notify: Notify,
 }
@@ -319,6 +341,13 @@ impl ConnCtl {
             .max_requests_per_connection
             .fetch_max(st.requests, Ordering::Relaxed);
         st.requests
+    }
+
+    /// Counts the guard's refusal of a request, once.
+    fn count_reject(&self) {
+        if !self.rejected.swap(true, Ordering::AcqRel) {
+            inc(&self.counters.rejected_requests);
+        }
     }
 
     /// A response is done (written, or abandoned).
@@ -400,29 +429,43 @@ impl Drop for ActiveGuard {
 }
 
 /// A response body that marks the connection idle once hyper has written it all (and
-/// dropped it).
+/// dropped it): the service's, or the server's own when it refused the request.
 pub struct TrackedBody<B> {
-    inner: Pin<Box<B>>,
+    inner: Inner<B>,
     _guard: ActiveGuard,
 }
 
-impl<B: Body> Body for TrackedBody<B> {
-    type Data = B::Data;
+enum Inner<B> {
+    Service(Pin<Box<B>>),
+    Own(Option<Bytes>),
+}
+
+impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.inner.as_mut().poll_frame(cx)
+        match &mut self.inner {
+            Inner::Service(b) => b.as_mut().poll_frame(cx),
+            Inner::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Service(b) => b.is_end_stream(),
+            Inner::Own(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Service(b) => b.size_hint(),
+            Inner::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 
@@ -436,7 +479,7 @@ impl<S, B> Service<Request<Incoming>> for KeepAliveService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Future: Send + 'static,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -448,13 +491,39 @@ where
         let ctl = self.ctl.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
-            let (mut parts, body) = resp.into_parts();
+            let r = fut.await;
+            // The guard cut this request's body (malformed, or over the limit): the service
+            // saw it fail; the client gets the reason, whatever the service said.
+            let (mut parts, inner) = match (ctl.guard.body_reject(n), r) {
+                (Some(rej), _) => {
+                    ctl.lock().last = Some(Last::Rejected);
+                    ctl.count_reject();
+                    let body = rej.body();
+                    let mut resp = Response::new(());
+                    *resp.status_mut() = rej.status;
+                    resp.extensions_mut()
+                        .insert(hyper::ext::ReasonPhrase::from_static(
+                            crate::guard::reason_phrase(rej.status).as_bytes(),
+                        ));
+                    let h = resp.headers_mut();
+                    h.insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    (resp.into_parts().0, Inner::Own(Some(body)))
+                }
+                (None, Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    (parts, Inner::Service(Box::pin(body)))
+                }
+                (None, Err(e)) => return Err(e),
+            };
             ctl.decorate(&mut parts.headers, n);
             Ok(Response::from_parts(
                 parts,
                 TrackedBody {
-                    inner: Box::pin(body),
+                    inner,
                     _guard: guard,
                 },
             ))
@@ -484,13 +553,22 @@ async fn serve_connection<I, S, B>(
     B::Error: Into<BoxError>,
 {
     let (io, io_state) = Tracked::new(io);
+    let (io, guard) = Guarded::new(
+        io,
+        Limits {
+            max_header_size: config.max_header_size.max(1),
+            max_body: config.client_max_body_size,
+        },
+    );
     let now = Instant::now();
     let ctl = Arc::new(ConnCtl {
         config: config.clone(),
         counters: counters.clone(),
         io: io_state.clone(),
+        guard: guard.clone(),
         born: now,
         shutting: AtomicBool::new(false),
+        rejected: AtomicBool::new(false),
         state: Mutex::new(CtlState {
             active: 0,
             idle_since: now,
@@ -503,6 +581,9 @@ async fn serve_connection<I, S, B>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(config.persistent())
+        // A client may send its request and then its FIN (a half-close): it is still
+        // answered, as nginx does, instead of the response being dropped at the FIN.
+        .half_close(true)
         .header_read_timeout(None)
         .max_header_size(config.max_header_size.max(1));
     let conn = builder.serve_connection(
@@ -519,13 +600,31 @@ async fn serve_connection<I, S, B>(
         conn.as_mut().graceful_shutdown();
     }
     let mut detached = false;
+    let mut rejecting = false;
     let outcome = loop {
+        if !rejecting {
+            // A refused request head: once the responses before it are out, close; the
+            // guard writes the refusal before the FIN.
+            if let Some(r) = guard.reject() {
+                let mut st = ctl.lock();
+                if r.in_body {
+                    rejecting = true;
+                } else if st.active == 0 {
+                    st.last = Some(Last::Rejected);
+                    drop(st);
+                    ctl.count_reject();
+                    rejecting = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
         let deadline = ctl.deadline();
         tokio::select! {
             biased;
             r = conn.as_mut() => break Some(r),
             _ = ctl.notify.notified() => {}
             _ = io_state.notify().notified() => {}
+            _ = guard.notify().notified(), if !rejecting => {}
             r = shutdown.changed(), if !graceful && !detached => match r {
                 Ok(()) if *shutdown.borrow() => {
                     graceful = true;
@@ -548,6 +647,9 @@ async fn serve_connection<I, S, B>(
         }
     };
     let last = ctl.lock().last;
+    if guard.reject().is_some() {
+        ctl.count_reject();
+    }
     match outcome {
         Some(Ok(())) if last.is_none() && !graceful => inc(&counters.closed_by_peer),
         Some(Ok(())) => {}

@@ -8,7 +8,8 @@ use clap::Args;
 use http::header::CONNECTION;
 use http::{Method, Request};
 use synack_http::{
-    Client, ClientConfig, Connector, KernelConnector, PoolConfig, RequestInfo, SynackConnector,
+    Client, ClientConfig, Connector, KernelConnector, Origin, PoolConfig, RequestInfo,
+    SynackConnector,
 };
 use synack_stack::net::nc;
 
@@ -152,7 +153,8 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
                 tokio::time::sleep(d).await;
             }
         }
-        let mut b = Request::builder().method(method.clone()).uri(url.as_str());
+        let (uri, _) = Origin::parse(url).map_err(invalid_url)?;
+        let mut b = Request::builder().method(method.clone()).uri(uri);
         if args.close {
             b = b.header(CONNECTION, "close");
         }
@@ -160,24 +162,41 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
             .body(body.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}")))?;
         let t0 = tokio::time::Instant::now();
-        match client.request(req).await {
+        match client.send(req).await {
             Ok(r) => {
+                // The body goes to stdout as it arrives, never whole in memory.
+                let (head, mut body) = r.into_parts();
+                let mut got = 0u64;
+                let mut error = None;
+                while let Some(chunk) = body.chunk().await {
+                    match chunk {
+                        Ok(d) => {
+                            got += d.len() as u64;
+                            if !args.no_body {
+                                let mut out = stdout.lock();
+                                out.write_all(&d)?;
+                                out.flush()?;
+                            }
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
                 if args.verbose {
-                    let info = r.extensions().get::<RequestInfo>().cloned();
+                    let info = head.extensions.get::<RequestInfo>().cloned();
                     eprintln!(
-                        "{method} {url} -> {} ({} bytes in {}): {}",
-                        r.status(),
-                        r.body().len(),
+                        "{method} {url} -> {} ({got} bytes in {}): {}",
+                        head.status,
                         ms(t0.elapsed()),
                         info.as_ref().map(describe).unwrap_or_default()
                     );
                 }
-                if !args.no_body {
-                    let mut out = stdout.lock();
-                    out.write_all(r.body())?;
-                    out.flush()?;
-                }
-                if !r.status().is_success() {
+                if let Some(e) = error {
+                    eprintln!("synack get: {method} {url}: the body failed after {got} bytes: {e}");
+                    failed += 1;
+                } else if !head.status.is_success() {
                     failed += 1;
                 }
             }
@@ -190,9 +209,17 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
     Ok(failed)
 }
 
+fn invalid_url(e: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid URL {e}"))
+}
+
 /// Runs `synack get`; fails unless every request got a 2xx response (the metrics are
-/// printed either way).
+/// printed either way). Every URL is checked before anything is fetched: an invalid one is
+/// an error naming it and what is wrong.
 pub fn run_get(args: &GetArgs) -> io::Result<()> {
+    for url in &args.urls {
+        Origin::parse(url).map_err(invalid_url)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

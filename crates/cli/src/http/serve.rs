@@ -80,6 +80,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size, help_heading = "Keep-alive")]
     pub max_header_size: u64,
 
+    /// Largest request body accepted (nginx client_max_body_size; 413 beyond; 0: no limit).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, help_heading = "Keep-alive")]
+    pub client_max_body_size: u64,
+
     /// On exit (Ctrl-C), print the server's counters as one JSON object on stdout.
     #[arg(long)]
     pub stats: bool,
@@ -102,6 +106,7 @@ impl ServeArgs {
                     "--max-header-size is too large",
                 )
             })?,
+            client_max_body_size: self.client_max_body_size,
             keepalive_header: self.keepalive_header,
         })
     }
