@@ -105,6 +105,9 @@ impl std::fmt::Debug for TunDevice {
     }
 }
 
+/// Packets the kernel may queue on the device for synack to read.
+pub const TX_QUEUE_LEN: u32 = 2000;
+
 fn already_there(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::EEXIST)
 }
@@ -128,6 +131,10 @@ impl TunDevice {
         let dev = tun_rs::DeviceBuilder::new()
             .name(&config.name)
             .mtu(config.mtu)
+            // The kernel's queue toward us holds a whole receive window's burst (1 MiB is
+            // about 720 packets of 1500 bytes): with the default 500, a full window sent at
+            // once overflows the queue before synack reads it, and the kernel retransmits.
+            .tx_queue_len(TX_QUEUE_LEN)
             .packet_information(false)
             .offload(options.offload)
             .build_async()?;
