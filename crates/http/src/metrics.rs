@@ -179,7 +179,11 @@ pub struct ServerStats {
     /// Requests refused before the service saw them, or whose body was cut (malformed, or
     /// over `client_max_body_size`): answered with a 4xx and `Connection: close`.
     pub rejected_requests: u64,
-    /// Connections that ended with an HTTP or I/O error (reset, ...).
+    /// Connections the client reset or cut off in the middle of a request or response (its
+    /// RST, or its FIN before the whole exchange): the client's doing, as when a load
+    /// generator stops with requests in flight.
+    pub aborted_by_peer: u64,
+    /// Connections that ended with any other HTTP or I/O error.
     pub errors: u64,
 }
 
@@ -199,7 +203,7 @@ impl ServerStats {
             "{{\"connections\":{},\"active_connections\":{},\"requests\":{},\
              \"max_requests_per_connection\":{},\"closed_idle\":{},\"closed_max_requests\":{},\
              \"closed_max_time\":{},\"closed_by_client_request\":{},\"closed_by_peer\":{},\
-             \"header_timeouts\":{},\"rejected_requests\":{},\"errors\":{},\
+             \"header_timeouts\":{},\"rejected_requests\":{},\"aborted_by_peer\":{},\"errors\":{},\
              \"requests_per_connection\":{:.3}}}",
             self.connections,
             self.active_connections,
@@ -212,6 +216,7 @@ impl ServerStats {
             self.closed_by_peer,
             self.header_timeouts,
             self.rejected_requests,
+            self.aborted_by_peer,
             self.errors,
             self.requests_per_connection()
         )
@@ -232,6 +237,7 @@ pub(crate) struct ServerCounters {
     pub closed_by_peer: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub rejected_requests: AtomicU64,
+    pub aborted_by_peer: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -249,6 +255,7 @@ impl ServerCounters {
             closed_by_peer: get(&self.closed_by_peer),
             header_timeouts: get(&self.header_timeouts),
             rejected_requests: get(&self.rejected_requests),
+            aborted_by_peer: get(&self.aborted_by_peer),
             errors: get(&self.errors),
         }
     }

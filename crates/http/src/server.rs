@@ -531,6 +531,28 @@ where
     }
 }
 
+/// Whether a connection's error is the client leaving mid-exchange (a reset, or the end of
+/// its stream inside a message) rather than something the server did or could fix.
+fn aborted_by_peer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -653,6 +675,7 @@ async fn serve_connection<I, S, B>(
     match outcome {
         Some(Ok(())) if last.is_none() && !graceful => inc(&counters.closed_by_peer),
         Some(Ok(())) => {}
+        Some(Err(e)) if aborted_by_peer(&e) => inc(&counters.aborted_by_peer),
         Some(Err(_)) => inc(&counters.errors),
         None => {}
     }

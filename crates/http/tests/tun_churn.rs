@@ -143,7 +143,10 @@ fn wrk_churn_with_and_without_connection_close_has_no_errors_and_no_lost_fin_ack
             assert_eq!(text(&out.stdout), "200", "{}", text(&out.stderr));
             std::mem::forget(ns);
             let st = srv.shutdown(Duration::from_secs(10)).await;
+            // No server-side error. wrk stops each run by dropping its 16 connections, some
+            // with a request in flight: those, and only those, may end as client aborts.
             assert_eq!(st.errors, 0, "{st:?}");
+            assert!(st.aborted_by_peer <= 2 * 16, "{st:?}");
             stack.wait_idle(Duration::from_secs(5)).await;
             stack.flush_pcap().unwrap();
         })
