@@ -259,7 +259,6 @@ pub struct Phases {
     pub time_wait_end: Option<Instant>,
 }
 
-
 /// A direction of a connection: from one socket to another.
 type DirKey = (SocketAddr, SocketAddr);
 
@@ -856,7 +855,12 @@ impl LadderBuilder {
     /// it left. Within a host, records keep their order.
     fn merge(&mut self, until: Option<Instant>) {
         loop {
-            let Some(t) = self.pending.iter().filter_map(|l| l.front()).map(|r| r.time).min()
+            let Some(t) = self
+                .pending
+                .iter()
+                .filter_map(|l| l.front())
+                .map(|r| r.time)
+                .min()
             else {
                 return;
             };
@@ -1022,7 +1026,8 @@ impl LadderBuilder {
                 return;
             };
             self.queue_base += 1;
-            if let (Some(info), TraceEvent::Segment { tuple, .. }) = (it.sent.as_mut(), it.rec.event)
+            if let (Some(info), TraceEvent::Segment { tuple, .. }) =
+                (it.sent.as_mut(), it.rec.event)
             {
                 if info.ack_base.is_none() {
                     let rev = (tuple.remote, tuple.local);
@@ -1085,13 +1090,14 @@ impl LadderBuilder {
         }
         if let Some(run) = self.run.as_mut() {
             let continues = match it.rec.event {
-                TraceEvent::Segment { tuple: t, seg: s, .. } => {
+                TraceEvent::Segment {
+                    tuple: t, seg: s, ..
+                } => {
                     let d = (t.local, t.remote);
                     (d == run.fwd && is_bulk_data(&s)) || (d == run.rev && is_pure_ack(&s))
                 }
-                TraceEvent::Retransmit { tuple: t, .. } | TraceEvent::Congestion { tuple: t, .. } => {
-                    conn_key(&t) == run.conn
-                }
+                TraceEvent::Retransmit { tuple: t, .. }
+                | TraceEvent::Congestion { tuple: t, .. } => conn_key(&t) == run.conn,
                 TraceEvent::State { .. } => false,
             };
             if continues {
@@ -1180,7 +1186,9 @@ impl LadderBuilder {
             return;
         };
         match it.rec.event {
-            TraceEvent::Segment { tuple: t, seg: s, .. } => {
+            TraceEvent::Segment {
+                tuple: t, seg: s, ..
+            } => {
                 let info = it.sent.unwrap_or_default();
                 row.end = it.rec.time;
                 if (t.local, t.remote) == run.fwd {
@@ -1551,4 +1559,3 @@ fn folded_text(f: &FoldedRow) -> String {
     }
     t
 }
-

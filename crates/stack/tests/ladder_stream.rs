@@ -159,7 +159,11 @@ fn assert_same_as_whole(name: &str, path: PathConfig, bytes: usize, fold: bool) 
             whole.summary(),
             "{name}, seed {seed}: summary"
         );
-        assert_eq!(s.built.phases, whole.phases(), "{name}, seed {seed}: phases");
+        assert_eq!(
+            s.built.phases,
+            whole.phases(),
+            "{name}, seed {seed}: phases"
+        );
         assert_eq!(s.built.connections, 1);
     }
 }
