@@ -256,14 +256,13 @@ fn wait_capture(
 ) -> Vec<(u16, u16, TcpFlags, usize)> {
     let watch = Watch::new(path);
     let end = Instant::now() + STEP;
-    let mut last = String::new();
     loop {
         let data = std::fs::read(path).expect("read the capture");
-        match segments(&data) {
+        let last = match segments(&data) {
             Ok(s) if done(&s) => return s,
-            Ok(s) => last = format!("{} segments: {s:?}", s.len()),
-            Err(e) => last = format!("{} bytes: {e}", data.len()),
-        }
+            Ok(s) => format!("{} segments: {s:?}", s.len()),
+            Err(e) => format!("{} bytes: {e}", data.len()),
+        };
         assert!(
             Instant::now() < end,
             "the capture {} never got there: {last}",

@@ -878,7 +878,7 @@ impl LadderBuilder {
                 .clone()
                 .filter(due)
                 .find(ready)
-                .or_else(|| hosts.filter(due).next())
+                .or_else(|| hosts.clone().find(due))
             else {
                 return;
             };
@@ -1017,7 +1017,7 @@ impl LadderBuilder {
     fn settle(&mut self, cutoff: Option<Instant>) {
         while let Some(front) = self.queue.front() {
             if !front.resolved {
-                if !cutoff.is_some_and(|c| front.rec.time < c) {
+                if cutoff.is_none_or(|c| front.rec.time >= c) {
                     return;
                 }
                 self.expire_front();

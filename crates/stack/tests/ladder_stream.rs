@@ -117,7 +117,8 @@ fn stream(seed: u64, path: PathConfig, bytes: usize, fold: bool, keep: bool) -> 
         }
         p.net.flush();
         steps += 1;
-        if steps % DRAIN_EVERY == 0 {
+        if steps == DRAIN_EVERY {
+            steps = 0;
             feed(&mut p, &mut b, &mut rows);
         }
         match p.net.next_event() {

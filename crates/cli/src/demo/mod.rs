@@ -467,8 +467,15 @@ const AUTO_PROGRESS_BYTES: u64 = 8 << 20;
 /// asked for where standard error is not a terminal, a line every second instead.
 pub struct Progress {
     bar: ProgressBar,
-    /// Plain lines instead of a bar: the total, and when the last line was written.
-    lines: Option<(u64, Cell<Option<(std::time::Instant, u64)>>)>,
+    /// Plain lines instead of a bar.
+    lines: Option<ProgressLines>,
+}
+
+/// Progress as plain lines: the total, and when the last line was written and for how many
+/// bytes.
+struct ProgressLines {
+    total: u64,
+    last: Cell<Option<(std::time::Instant, u64)>>,
 }
 
 impl Progress {
@@ -477,7 +484,10 @@ impl Progress {
         if !terminal && settings.progress {
             return Progress {
                 bar: ProgressBar::hidden(),
-                lines: Some((total, Cell::new(None))),
+                lines: Some(ProgressLines {
+                    total,
+                    last: Cell::new(None),
+                }),
             };
         }
         let target = if terminal && (settings.progress || total >= AUTO_PROGRESS_BYTES) {
@@ -505,7 +515,7 @@ impl Progress {
 
     /// The client has `bytes` at virtual time `now`.
     pub fn set(&self, bytes: u64, now: synack_tcp::Instant) {
-        if let Some((total, last)) = &self.lines {
+        if let Some(ProgressLines { total, last }) = &self.lines {
             let t = std::time::Instant::now();
             let due = match last.get() {
                 None => true,

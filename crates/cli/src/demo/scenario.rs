@@ -153,7 +153,8 @@ impl Scenario for OneConnection {
             // What the applications made the endpoints send goes out now, at this instant.
             w.net.flush();
             steps += 1;
-            if steps % DRAIN_EVERY == 0 {
+            if steps == DRAIN_EVERY {
+                steps = 0;
                 drawing.feed(&mut w, &progress)?;
                 progress.set(client.received, w.now());
             }
