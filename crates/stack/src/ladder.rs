@@ -45,6 +45,13 @@
 //!   in one direction carrying no flag but ACK and PSH, with the pure ACKs flowing the other way
 //!   between them, becomes one summary line. Retransmit and congestion events of that
 //!   connection inside the run are counted, not printed; elsewhere they print as notes.
+//!
+//! A [`Ladder`] is drawn from whole traces. A [`LadderBuilder`] draws the same ladder while the
+//! trace is being recorded: it takes records as they are drained from the endpoints, settles
+//! each sent segment's fate (arrived, or lost once no path could still deliver it), folds bulk
+//! runs into their summary line as they go and hands out finished rows, so a transfer of any
+//! length is drawn in memory bounded by what is in flight. A [`LineRenderer`] prints rows as
+//! they come.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;

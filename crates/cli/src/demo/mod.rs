@@ -100,8 +100,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
     pub time_limit: Duration,
 
-    /// Show a progress bar on standard error even when it is not a terminal (on a terminal it
-    /// shows for replies of 8 MiB and more).
+    /// Show progress on standard error: a bar on a terminal, a line a second otherwise
+    /// (without this flag, a bar shows on a terminal for replies of 8 MiB and more).
     #[arg(long)]
     pub progress: bool,
 
