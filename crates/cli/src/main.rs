@@ -41,8 +41,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Listen(args) => report("listen", nc::listen(&args)),
-        Command::Connect(args) => report("connect", nc::connect(&args)),
+        Command::Listen(args) => stopped("listen", nc::listen(&args)),
+        Command::Connect(args) => stopped("connect", nc::connect(&args)),
         Command::Serve(args) => report("serve", http::run_serve(&args)),
         Command::Get(args) => report("get", http::run_get(&args)),
         Command::Demo(args) => {
@@ -60,6 +60,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// As [`report`], for a command a signal may stop: it exits as a shell expects of a program
+/// the signal killed (130 for SIGINT, 143 for SIGTERM), but only after finishing cleanly.
+fn stopped(what: &str, r: io::Result<nc::Outcome>) -> ExitCode {
+    match r {
+        Ok(nc::Outcome::Stopped(sig)) => ExitCode::from(sig.exit_code()),
+        Ok(nc::Outcome::Done) => ExitCode::SUCCESS,
+        Err(e) => report(what, Err(e)),
     }
 }
 

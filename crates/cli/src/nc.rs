@@ -80,21 +80,87 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-pub fn listen(args: &ListenArgs) -> std::io::Result<()> {
+/// A signal that stops a command: SIGINT (Ctrl-C) or SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    /// The exit status of a program a shell saw killed by it (128 + its number).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 128 + 2,
+            Signal::Terminate => 128 + 15,
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Stopped(Signal),
+}
+
+/// Completes at the first SIGINT or SIGTERM, saying which (in `caught`). The handlers are
+/// installed before it returns, so a signal from then on stops the command gracefully rather
+/// than killing it.
+fn stop_signal(
+    caught: std::sync::Arc<std::sync::Mutex<Option<Signal>>>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let which = tokio::select! {
+            _ = int.recv() => Signal::Interrupt,
+            _ = term.recv() => Signal::Terminate,
+        };
+        *caught
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(which);
+    })
+}
+
+/// Runs a command until it ends or a signal stops it (its connections closed and its capture
+/// written whole).
+fn run_until_signal<F, Fut>(command: F) -> std::io::Result<Outcome>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<nc::Ended>>,
+{
+    let rt = runtime()?;
+    rt.block_on(async {
+        let caught = std::sync::Arc::default();
+        let stop = stop_signal(std::sync::Arc::clone(&caught))?;
+        let ended = command(Box::pin(stop)).await?;
+        let sig = *caught
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(match (ended, sig) {
+            (nc::Ended::Stopped, Some(s)) => Outcome::Stopped(s),
+            _ => Outcome::Done,
+        })
+    })
+}
+
+pub fn listen(args: &ListenArgs) -> std::io::Result<Outcome> {
     let opts = ListenOpts {
         tun: args.tun.opts(),
         port: args.port,
         stdio: args.stdio,
         max_conns: args.max_conns,
     };
-    runtime()?.block_on(nc::listen(opts))
+    run_until_signal(|stop| nc::listen_until(opts, stop))
 }
 
-pub fn connect(args: &ConnectArgs) -> std::io::Result<()> {
+pub fn connect(args: &ConnectArgs) -> std::io::Result<Outcome> {
     let opts = ConnectOpts {
         tun: args.tun.opts(),
         remote: args.remote,
         timeout: args.timeout,
     };
-    runtime()?.block_on(nc::connect(opts))
+    run_until_signal(|stop| nc::connect_until(opts, stop))
 }

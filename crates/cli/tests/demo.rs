@@ -162,14 +162,21 @@ fn demo_draws_handshake_exchange_and_close_with_states_and_phases() {
             at = find(&lines, at, &format!("{who}   {s}"));
         }
     }
-    // The handshake takes exactly one round trip, and so does the request.
+    // The link runs at 100 Mbit/s by default, so each packet also takes its serialization
+    // time, on the microsecond clock: the handshake is one round trip plus the 60-byte SYN
+    // and SYN-ACK (4.8 us each, 5 us once rounded up).
+    assert!(out.starts_with(
+        "synack demo: rtt 80ms (40ms each way), link 100mbit (queue 977 KiB), seed 1, \
+         reply 1 KiB (1024 bytes), impairments: none\n"
+    ));
     assert_eq!(
         phase(&out, "handshake (SYN -> ESTABLISHED)"),
-        ["0.000000", "0.080000", "80.000", "1.00"]
+        ["0.000000", "0.080010", "80.010", "1.00"]
     );
+    // The request (94 bytes, queued behind the 52-byte ACK) and the 1117-byte reply.
     assert_eq!(
         phase(&out, "request -> first reply byte"),
-        ["0.080000", "0.160000", "80.000", "1.00"]
+        ["0.080010", "0.160112", "80.102", "1.00"]
     );
     // 1 KiB fits in one segment.
     assert_eq!(
@@ -179,17 +186,43 @@ fn demo_draws_handshake_exchange_and_close_with_states_and_phases() {
     // FIN, FIN + ACK back, last ACK: one and a half round trips.
     assert_eq!(
         phase(&out, "close (first FIN -> both closed)")[2..],
+        ["120.019", "1.50"]
+    );
+    assert_eq!(
+        phase(&out, "total (SYN -> both closed)")[2..],
+        ["280.131", "3.50"]
+    );
+    assert!(out.contains("handshakes:  1; retransmitted segments: 0; lost or dropped: 0"));
+    assert!(out.contains("1 KiB body, checked byte for byte"));
+    assert!(out.contains("TIME-WAIT:   client from 0.240126 until 60.240126 (2*MSL = 60s)"));
+    // SYN, ACK, request, FIN, ACK from the client; SYN-ACK, the reply (carrying the delayed
+    // ACK of the request), ACK and FIN from the server.
+    assert_eq!(total_segments(&out), 9);
+
+    // A link of unlimited rate: every phase is a whole number of half round trips.
+    let out = demo(&["--rtt", "80ms", "--bandwidth", "unlimited"]);
+    assert!(out.contains(", link unlimited, "), "{out}");
+    assert_eq!(
+        phase(&out, "handshake (SYN -> ESTABLISHED)"),
+        ["0.000000", "0.080000", "80.000", "1.00"]
+    );
+    assert_eq!(
+        phase(&out, "request -> first reply byte"),
+        ["0.080000", "0.160000", "80.000", "1.00"]
+    );
+    assert_eq!(
+        phase(&out, "reply transfer (first -> last byte)")[2..],
+        ["0.000", "0.00"]
+    );
+    assert_eq!(
+        phase(&out, "close (first FIN -> both closed)")[2..],
         ["120.000", "1.50"]
     );
     assert_eq!(
         phase(&out, "total (SYN -> both closed)")[2..],
         ["280.000", "3.50"]
     );
-    assert!(out.contains("handshakes:  1; retransmitted segments: 0; lost or dropped: 0"));
-    assert!(out.contains("1 KiB body, checked byte for byte"));
     assert!(out.contains("TIME-WAIT:   client from 0.240000 until 60.240000 (2*MSL = 60s)"));
-    // SYN, ACK, request, FIN, ACK from the client; SYN-ACK, the reply (carrying the delayed
-    // ACK of the request), ACK and FIN from the server.
     assert_eq!(total_segments(&out), 9);
 }
 
@@ -200,11 +233,12 @@ fn same_seed_same_output_and_the_rtt_moves_the_times() {
     assert_eq!(a, b);
     let c = demo(&["--rtt", "30ms", "--seed", "5"]);
     assert_ne!(a, c);
+    // One round trip and the serialization of the SYN and the SYN-ACK (5 us each).
     assert_eq!(
         phase(&c, "handshake (SYN -> ESTABLISHED)"),
-        ["0.000000", "0.030000", "30.000", "1.00"]
+        ["0.000000", "0.030010", "30.010", "1.00"]
     );
-    assert!(c.contains("  0.015000"), "{c}");
+    assert!(c.contains("  0.015005"), "{c}");
     // The seed picks ISNs: absolute numbering shows it.
     let abs5 = demo(&["--seed", "5", "--absolute"]);
     let abs6 = demo(&["--seed", "6", "--absolute"]);
@@ -346,8 +380,8 @@ fn other_impairments_complete_and_are_listed() {
     ]);
     assert!(
         out.contains(
-            "impairments: reorder 1%, duplicate 1%, corrupt 1%, jitter 5ms, bandwidth 10mbit, \
-             queue 64 KiB"
+            "link 10mbit (queue 64 KiB), seed 1, reply 256 KiB (262144 bytes), impairments: \
+             reorder 1%, duplicate 1%, corrupt 1%, jitter 5ms\n"
         ),
         "{out}"
     );
@@ -363,9 +397,12 @@ fn bad_flags_and_failures_exit_with_an_error() {
     let o = synack(&["demo", "--loss", "150%"]);
     assert_eq!(o.status.code(), Some(2));
     // Inconsistent.
-    let o = synack(&["demo", "--queue", "64KiB"]);
+    let o = synack(&["demo", "--bandwidth", "unlimited", "--queue", "64KiB"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --bandwidth"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("it needs a link rate"));
+    let o = synack(&["demo", "--bandwidth", "fast"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--bandwidth"));
     // Out of virtual time.
     let o = synack(&["demo", "--time-limit", "60ms"]);
     assert_eq!(o.status.code(), Some(1));
@@ -411,4 +448,116 @@ fn help_reads_well() {
     ] {
         assert!(h.contains(flag), "{flag} missing from:\n{h}");
     }
+}
+
+#[test]
+fn a_time_wait_past_the_time_limit_is_no_failure() {
+    // The exchange is over at 0.175 s; the client's TIME-WAIT would last until 60.15 s. The
+    // run stops at the limit, successfully, and says so.
+    let out = demo(&["--time-limit", "30s", "--calls", "2"]);
+    assert!(out.contains("1 KiB body, checked byte for byte"), "{out}");
+    assert!(
+        out.contains(
+            "TIME-WAIT:   client from 0.150126 until 60.150126 (2*MSL = 60s), past \
+             --time-limit 30s: the run stopped at 30.000000 with the exchange complete"
+        ),
+        "{out}"
+    );
+    // The API-call scenarios too: their calls are done, only TIME-WAIT is cut short.
+    assert_eq!(out.matches("past --time-limit 30s").count(), 4, "{out}");
+}
+
+#[test]
+fn the_time_limit_message_says_what_was_pending() {
+    // The server reads the client's FIN at 0.125117 s and sends its own; at 130 ms that FIN
+    // is still on its way.
+    let o = synack(&["demo", "--time-limit", "130ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for part in [
+        "gave up after 130ms of virtual time (--time-limit): the exchange finished at \
+         t=0.125117s, but at t=0.130000s the client's connection 198.18.0.1:",
+        "was in FIN-WAIT-1, the server's connection 198.18.0.2:80 <-> 198.18.0.1:",
+        "was in LAST-ACK; raise --time-limit",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    // Before the exchange is over: how far the reply got, and the states.
+    let o = synack(&["demo", "--time-limit", "60ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "gave up after 60ms of virtual time (--time-limit): the exchange did not finish: \
+             the client had 0 of the 1065 reply bytes; at t=0.060000s the client's connection"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("was in SYN-RECEIVED; raise --time-limit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bytes_that_cannot_arrive_in_time_are_refused_before_the_run() {
+    let o = synack(&["demo", "--bytes", "1TB"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty(), "nothing runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "--bytes 1000000000000 (931.32 GiB) cannot arrive within --time-limit 600s: the \
+             reply needs at least 23h 2min at 100mbit (the link's rate, --bandwidth); raise \
+             --time-limit (to more than 1382min) or --bandwidth, or ask for fewer bytes"
+        ),
+        "{err}"
+    );
+    // Without a rate, one window per round trip bounds it.
+    let o = synack(&["demo", "--bytes", "1TB", "--bandwidth", "unlimited"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("needs at least 13h 15min at one 1 MiB window per 50ms round trip (--rtt)"),
+        "{err}"
+    );
+    // The API calls' replies, together.
+    let o = synack(&["demo", "--calls", "1000", "--call-bytes", "1GB"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--calls x --call-bytes 1000000000000 (931.32 GiB) cannot arrive"),
+        "{err}"
+    );
+    // At the edge: 1 MiB needs 50 ms for the handshake and 87 ms at the link's rate.
+    let o = synack(&["demo", "--bytes", "1MiB", "--time-limit", "135ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs at least 0.2s at 100mbit"));
+    let o = synack(&["demo", "--bytes", "1MiB", "--time-limit", "140ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gave up after 140ms"),
+        "run, then out of time: {err}"
+    );
+}
+
+#[test]
+fn progress_shows_on_standard_error_when_asked() {
+    let o = synack(&["demo", "--bytes", "1MiB", "--calls", "1", "--progress"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("synack demo: 1.00 MiB of 1.00 MiB (100.0%) at virtual t=")),
+        "{err}"
+    );
+    // Not asked, and standard error is not a terminal: nothing.
+    let o = synack(&["demo", "--bytes", "1MiB", "--calls", "1"]);
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -45,12 +45,20 @@
 //!   in one direction carrying no flag but ACK and PSH, with the pure ACKs flowing the other way
 //!   between them, becomes one summary line. Retransmit and congestion events of that
 //!   connection inside the run are counted, not printed; elsewhere they print as notes.
+//!
+//! A [`Ladder`] is drawn from whole traces. A [`LadderBuilder`] draws the same ladder while the
+//! trace is being recorded: it takes records as they are drained from the endpoints, settles
+//! each sent segment's fate (arrived, or lost once no path could still deliver it), folds bulk
+//! runs into their summary line as they go and hands out finished rows, so a transfer of any
+//! length is drawn in memory bounded by what is in flight. A [`LineRenderer`] prints rows as
+//! they come.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use synack_tcp::{Direction, FourTuple, Instant, RetransmitCause, SegmentInfo, SeqNum, State};
+use synack_tcp::{Direction, Duration, FourTuple, Instant, RetransmitCause, SegmentInfo};
+use synack_tcp::{SeqNum, State};
 use synack_tcp::{TraceEvent, TraceRecord};
 use synack_wire::{TcpFlags, TcpOptions};
 
@@ -270,32 +278,28 @@ fn conn_key(t: &FourTuple) -> DirKey {
     }
 }
 
-/// What the analysis learned about one sent segment.
-#[derive(Debug, Clone, Copy, Default)]
-struct SentInfo {
-    /// Index of the receiving host, if its trace was given.
-    to: Option<usize>,
-    rel_seq: u32,
-    rel_ack: u32,
-    /// Base of the other direction (for SACK blocks).
-    ack_base: u32,
-    window: u32,
-    retransmission: bool,
-    lost: bool,
+/// The options a ladder is drawn with.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    relative: bool,
+    fold: bool,
+    fold_min: usize,
 }
 
-/// One trace record, placed in the merged order.
-#[derive(Debug, Clone, Copy)]
-struct Item {
-    host: usize,
-    rec: TraceRecord,
-    /// For sent segments.
-    sent: Option<SentInfo>,
-    /// For retransmit notes: the base of the host's sending direction.
-    seq_base: u32,
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            relative: true,
+            fold: true,
+            fold_min: 4,
+        }
+    }
 }
 
 /// A ladder diagram over the traces of one or more hosts. See the [module documentation](self).
+///
+/// `Ladder` keeps the records it is given and draws them on demand; to draw a trace as it is
+/// recorded, in bounded memory, use a [`LadderBuilder`] (which `Ladder` runs on its records).
 ///
 /// ```
 /// use synack_stack::ladder::Ladder;
@@ -311,12 +315,8 @@ struct Item {
 #[derive(Debug, Clone)]
 pub struct Ladder {
     hosts: Vec<String>,
-    items: Vec<Item>,
-    /// Number of distinct connections in the trace.
-    connections: usize,
-    relative: bool,
-    fold: bool,
-    fold_min: usize,
+    traces: Vec<Vec<TraceRecord>>,
+    opts: Options,
     origin: Option<Instant>,
 }
 
@@ -324,23 +324,17 @@ impl Ladder {
     /// A ladder over `traces`: each host's name and the records drained from its endpoint.
     /// Relative numbering and folding are on.
     pub fn new<N: AsRef<str>, T: AsRef<[TraceRecord]>>(traces: &[(N, T)]) -> Ladder {
-        let hosts: Vec<String> = traces.iter().map(|(n, _)| n.as_ref().to_owned()).collect();
-        let mut items = merge(traces);
-        let connections = analyze(&mut items, hosts.len());
         Ladder {
-            hosts,
-            items,
-            connections,
-            relative: true,
-            fold: true,
-            fold_min: 4,
+            hosts: traces.iter().map(|(n, _)| n.as_ref().to_owned()).collect(),
+            traces: traces.iter().map(|(_, t)| t.as_ref().to_vec()).collect(),
+            opts: Options::default(),
             origin: None,
         }
     }
 
     /// Relative sequence numbers (each direction's ISN is 0; the default) or raw ones.
     pub fn relative(mut self, on: bool) -> Self {
-        self.relative = on;
+        self.opts.relative = on;
         self
     }
 
@@ -351,13 +345,13 @@ impl Ladder {
 
     /// Fold runs of data segments into summary lines (the default) or draw every segment.
     pub fn fold(mut self, on: bool) -> Self {
-        self.fold = on;
+        self.opts.fold = on;
         self
     }
 
     /// The fewest data segments a run must have to be folded (default 4; at least 1).
     pub fn fold_min(mut self, segments: usize) -> Self {
-        self.fold_min = segments.max(1);
+        self.opts.fold_min = segments.max(1);
         self
     }
 
@@ -374,134 +368,872 @@ impl Ladder {
 
     fn origin(&self) -> Instant {
         self.origin
-            .or_else(|| self.items.first().map(|i| i.rec.time))
+            .or_else(|| self.traces.iter().flatten().map(|r| r.time).min())
             .unwrap_or(Instant::ZERO)
+    }
+
+    /// Runs a builder over every record.
+    fn build(&self) -> BuiltLadder {
+        let mut b = LadderBuilder::new(&self.hosts);
+        b.opts = self.opts;
+        for (h, t) in self.traces.iter().enumerate() {
+            b.push(h, t.iter().copied());
+        }
+        b.finish()
+    }
+
+    /// The rows of the ladder, folded or not as asked.
+    pub fn rows(&self) -> Vec<Row> {
+        self.build().rows
+    }
+
+    /// The ladder as text, one line per row, each ending in a newline.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in self.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The ladder as lines (without newlines). The time is printed only when it differs from
+    /// the previous line's; ports are shown when the trace holds more than one connection.
+    pub fn lines(&self) -> Vec<String> {
+        let built = self.build();
+        let mut r = LineRenderer::new(&self.hosts, built.connections > 1, self.origin());
+        built.rows.iter().map(|row| r.line(row)).collect()
+    }
+
+    /// Totals per direction, handshakes and events over the whole trace.
+    pub fn summary(&self) -> Summary {
+        self.build().summary
+    }
+
+    /// The milestones of the first connection opened in the trace (the first SYN without
+    /// ACK): when it started, finished its handshake, sent its request, got its response,
+    /// and closed. Missing milestones are `None`.
+    pub fn phases(&self) -> Phases {
+        self.build().phases
+    }
+}
+
+/// Turns rows into the ladder's text lines, one row at a time.
+#[derive(Debug, Clone)]
+pub struct LineRenderer {
+    hosts: Vec<String>,
+    name_width: usize,
+    ports: bool,
+    origin: Instant,
+    last_time: Option<Instant>,
+}
+
+impl LineRenderer {
+    /// A renderer for rows between `hosts` (their names, in column order), printing times
+    /// since `origin`, and ports after the host names when `ports` (for traces of more than
+    /// one connection).
+    pub fn new<N: AsRef<str>>(hosts: &[N], ports: bool, origin: Instant) -> LineRenderer {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.as_ref().to_owned()).collect();
+        LineRenderer {
+            name_width: hosts.iter().map(String::len).max().unwrap_or(0),
+            hosts,
+            ports,
+            origin,
+            last_time: None,
+        }
+    }
+
+    /// The line of `row` (without a newline). Its time is left blank when it equals the
+    /// previous row's.
+    pub fn line(&mut self, row: &Row) -> String {
+        let t = row.time();
+        let time = if self.last_time == Some(t) {
+            String::new()
+        } else {
+            fmt_secs(t.saturating_duration_since(self.origin).as_micros() as u64)
+        };
+        self.last_time = Some(t);
+        let body = self.row_text(row);
+        format!("{time:>10}  {body}").trim_end().to_owned()
+    }
+
+    /// The text of one row after the time column.
+    fn row_text(&self, row: &Row) -> String {
+        let name_width = self.name_width;
+        let arrow = |from: &str, to: &str, t: &FourTuple| {
+            if self.ports {
+                format!("{from}:{} --> {to}:{}", t.local.port(), t.remote.port())
+            } else {
+                format!("{from:>name_width$} --> {to:<name_width$}")
+            }
+        };
+        let column = |host: &str| {
+            let i = self.hosts.iter().position(|h| h == host).unwrap_or(0);
+            format!("{}{host:<name_width$}   ", " ".repeat(i * COLUMN))
+        };
+        match row {
+            Row::Segment(s) => format!("{} : {}", arrow(&s.from, &s.to, &s.tuple), segment_text(s)),
+            Row::State(s) => format!("{}{} -> {}", column(&s.host), s.from, s.to),
+            Row::Note(n) => {
+                let what = match n.kind {
+                    NoteKind::Retransmit { seq, len, cause } => {
+                        format!("retransmit seq={seq}, len={len} ({})", cause_name(cause))
+                    }
+                    NoteKind::Congestion { cwnd, ssthresh } => {
+                        format!("congestion: cwnd={cwnd}, ssthresh={ssthresh}")
+                    }
+                };
+                format!("{}{what}", column(&n.host))
+            }
+            Row::Folded(f) => format!("{} : {}", arrow(&f.from, &f.to, &f.tuple), folded_text(f)),
+        }
+    }
+}
+
+/// What a [`LadderBuilder`] leaves when finished.
+#[derive(Debug, Clone, Default)]
+pub struct BuiltLadder {
+    /// The rows not taken with [`LadderBuilder::take_rows`] before finishing.
+    pub rows: Vec<Row>,
+    /// Totals over the whole trace.
+    pub summary: Summary,
+    /// The milestones of the first connection.
+    pub phases: Phases,
+    /// Distinct connections seen.
+    pub connections: usize,
+}
+
+/// What the analysis learned about one sent segment.
+#[derive(Debug, Clone, Copy, Default)]
+struct SentInfo {
+    /// Index of the receiving host, if its trace was given.
+    to: Option<usize>,
+    rel_seq: u32,
+    /// Base of the other direction (for the ack and SACK blocks), if known when it was sent;
+    /// otherwise the first sequence number seen in that direction, looked up later.
+    ack_base: Option<u32>,
+    window: u32,
+    retransmission: bool,
+    lost: bool,
+    /// Index in the summary's flows.
+    flow: usize,
+}
+
+/// One trace record, placed in the merged order.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    host: usize,
+    rec: TraceRecord,
+    /// For sent segments.
+    sent: Option<SentInfo>,
+    /// For retransmit notes: the base of the host's sending direction.
+    seq_base: u32,
+    /// Whether its fate is known (always, except for sent segments to a host whose trace is
+    /// given, until their arrival or their loss is certain).
+    resolved: bool,
+}
+
+/// What the analysis keeps per direction of a connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct DirState {
+    /// The ISN (or first sequence number seen).
+    base: Option<u32>,
+    /// The window scale offered in this direction's SYN.
+    wscale: Option<u8>,
+    /// A SYN was seen in this direction.
+    syn: bool,
+    /// One past the highest sequence number sent.
+    max_end: Option<SeqNum>,
+}
+
+/// A segment's identity for matching a received record to the sent one.
+type SegKey = (DirKey, u32, u32, u8, u16, usize, TcpOptions);
+
+fn seg_key(d: DirKey, s: &SegmentInfo) -> SegKey {
+    (d, s.seq.0, s.ack.0, s.flags.0, s.window, s.len, s.options)
+}
+
+/// A run of bulk data being folded (see [`Ladder`]'s rules).
+#[derive(Debug)]
+struct Run {
+    fwd: DirKey,
+    rev: DirKey,
+    conn: DirKey,
+    /// Data segments so far.
+    data: usize,
+    /// Until the run has `fold_min` data segments: all its items. Afterwards: the notes after
+    /// its last segment (they belong to the run only if another segment of it follows).
+    held: Vec<Item>,
+    /// The summary line, once the run is long enough to fold.
+    row: Option<FoldedRow>,
+    lo: Option<SeqNum>,
+    hi: Option<SeqNum>,
+}
+
+/// The milestones of the first connection, followed record by record.
+#[derive(Debug, Default)]
+struct PhaseTracker {
+    p: Phases,
+    /// The client host and the connection, once its first SYN is seen.
+    first: Option<(usize, FourTuple)>,
+    server: Option<usize>,
+    /// Another incarnation of the 4-tuple started: later records are not this connection's.
+    over: bool,
+    isn: Option<SeqNum>,
+    done: [Option<Instant>; 2],
+    /// The client received server data (its received segments are in the trace).
+    client_sees_data: bool,
+    /// Reassembly of the server's data as the client received it, and as the server sent it
+    /// (used when the client's received segments are not in the trace).
+    received: Reassembly,
+    sent: Reassembly,
+}
+
+/// In-order reassembly of one direction, to find when all of it was there.
+#[derive(Debug, Default)]
+struct Reassembly {
+    first: Option<Instant>,
+    rcv_nxt: Option<SeqNum>,
+    ooo: Vec<(SeqNum, SeqNum)>,
+    data_end: Option<SeqNum>,
+    reached: Option<Instant>,
+}
+
+impl Reassembly {
+    fn add(&mut self, time: Instant, s0: SeqNum, s1: SeqNum) {
+        self.first.get_or_insert(time);
+        self.data_end = Some(self.data_end.map_or(s1, |e| e.max(s1)));
+        let next = self.rcv_nxt.get_or_insert(s0);
+        if s0.le(*next) && s1.gt(*next) {
+            *next = s1;
+            // Absorb the out-of-order ranges now contiguous.
+            loop {
+                let n = *next;
+                let before = self.ooo.len();
+                self.ooo.retain(|&(a, b)| {
+                    if a.le(n) {
+                        if b.gt(*next) {
+                            *next = b;
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if self.ooo.len() == before {
+                    break;
+                }
+            }
+            self.reached = Some(time);
+        } else if s0.gt(*next) {
+            self.ooo.push((s0, s1));
+        }
+    }
+
+    /// When everything up to the highest byte seen was there.
+    fn complete(&self) -> Option<Instant> {
+        match (self.rcv_nxt, self.data_end) {
+            (Some(next), Some(end)) if next.ge(end) => self.reached,
+            _ => None,
+        }
+    }
+}
+
+/// Builds a ladder as the trace is recorded, in memory bounded by what is in flight rather
+/// than by the length of the trace.
+///
+/// Records are [pushed](Self::push) per host as they are drained from the endpoints;
+/// [`advance`](Self::advance) merges every record older than a given instant (the caller
+/// promises no host will record anything older), numbers and matches them, and turns those
+/// whose fate is known into [rows](Self::take_rows). A bulk run is summed into its
+/// [`FoldedRow`] as it goes, so a transfer of any length holds one row. A sent segment's fate
+/// (arrived, or lost) is known when its arrival is merged, or, with a
+/// [loss horizon](Self::loss_horizon), once that long has passed without it;
+/// [`finish`](Self::finish) settles the rest. The rows, the summary and the phases are those
+/// [`Ladder`] gives for the same records (it runs a builder over them), as long as every
+/// segment that arrives does so within the horizon.
+///
+/// ```
+/// use synack_stack::ladder::LadderBuilder;
+/// use synack_tcp::{Duration, Instant};
+///
+/// let mut b = LadderBuilder::new(&["client", "server"]).loss_horizon(Duration::from_secs(1));
+/// // ... b.push(0, client.drain_trace()); b.push(1, server.drain_trace()); b.advance(now);
+/// b.advance(Instant::from_millis(10));
+/// assert!(b.take_rows().is_empty());
+/// let done = b.finish();
+/// assert_eq!(done.connections, 0);
+/// ```
+#[derive(Debug)]
+pub struct LadderBuilder {
+    hosts: Vec<String>,
+    opts: Options,
+    horizon: Option<Duration>,
+    /// Pushed records not merged yet, per host, in time order.
+    pending: Vec<VecDeque<TraceRecord>>,
+    /// Which host owns which address: the local addresses in its records.
+    owner: HashMap<IpAddr, usize>,
+    /// Hosts whose trace holds received segments (only those can tell a segment was lost).
+    traced_rx: Vec<bool>,
+    /// The first sequence number seen in each direction: the base of acks sent before that
+    /// direction's first segment shows up.
+    first_seen: HashMap<DirKey, u32>,
+    dirs: HashMap<DirKey, DirState>,
+    conns: HashSet<DirKey>,
+    /// Sent segments to a traced host not matched by an arrival yet: (time, item number).
+    unmatched: HashMap<SegKey, VecDeque<(Instant, u64)>>,
+    /// Merged records waiting for their fate (and those behind them), oldest first.
+    queue: VecDeque<Item>,
+    /// The number of `queue[0]`.
+    queue_base: u64,
+    run: Option<Run>,
+    rows: Vec<Row>,
+    summary: Summary,
+    opened: HashSet<DirKey>,
+    phases: PhaseTracker,
+}
+
+impl LadderBuilder {
+    /// A builder for the traces of `hosts` (names, in column order; records are pushed by
+    /// index into this list). Relative numbering and folding are on; no loss horizon.
+    pub fn new<N: AsRef<str>>(hosts: &[N]) -> LadderBuilder {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.as_ref().to_owned()).collect();
+        let n = hosts.len();
+        LadderBuilder {
+            hosts,
+            opts: Options::default(),
+            horizon: None,
+            pending: vec![VecDeque::new(); n],
+            owner: HashMap::new(),
+            traced_rx: vec![false; n],
+            first_seen: HashMap::new(),
+            dirs: HashMap::new(),
+            conns: HashSet::new(),
+            unmatched: HashMap::new(),
+            queue: VecDeque::new(),
+            queue_base: 0,
+            run: None,
+            rows: Vec::new(),
+            summary: Summary::default(),
+            opened: HashSet::new(),
+            phases: PhaseTracker::default(),
+        }
+    }
+
+    /// Relative sequence numbers (the default) or raw ones.
+    pub fn relative(mut self, on: bool) -> Self {
+        self.opts.relative = on;
+        self
+    }
+
+    /// Fold runs of data segments (the default) or make a row of every segment.
+    pub fn fold(mut self, on: bool) -> Self {
+        self.opts.fold = on;
+        self
+    }
+
+    /// The fewest data segments a run must have to be folded (default 4; at least 1).
+    pub fn fold_min(mut self, segments: usize) -> Self {
+        self.opts.fold_min = segments.max(1);
+        self
+    }
+
+    /// A sent segment whose arrival has not been merged `horizon` after it was sent is lost:
+    /// no path delivers later (see [`PathConfig::max_transit`](crate::sim::PathConfig::max_transit)).
+    /// Without a horizon, fates are settled only by arrivals and by [`finish`](Self::finish),
+    /// and every record sent after a lost segment stays held until then.
+    pub fn loss_horizon(mut self, horizon: Duration) -> Self {
+        self.horizon = Some(horizon);
+        self
+    }
+
+    /// Declares that `host` (an index into the names given) owns `addr`, so that segments to
+    /// it are attributed before its first record arrives.
+    pub fn host_addr(mut self, host: usize, addr: IpAddr) -> Self {
+        if host < self.hosts.len() {
+            self.owner.entry(addr).or_insert(host);
+        }
+        self
+    }
+
+    /// The host names, in column order.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Adds records of host `host` (an index into the names given), as drained from its
+    /// endpoint: in time order, and none older than an instant already passed to
+    /// [`advance`](Self::advance). Records of an unknown host are ignored.
+    pub fn push(&mut self, host: usize, records: impl IntoIterator<Item = TraceRecord>) {
+        let Some(list) = self.pending.get_mut(host) else {
+            return;
+        };
+        for r in records {
+            let local = match r.event {
+                TraceEvent::Segment { tuple, dir, .. } => {
+                    if dir == Direction::Received {
+                        self.traced_rx[host] = true;
+                    }
+                    tuple.local
+                }
+                TraceEvent::State { tuple, .. }
+                | TraceEvent::Retransmit { tuple, .. }
+                | TraceEvent::Congestion { tuple, .. } => tuple.local,
+            };
+            self.owner.entry(local.ip()).or_insert(host);
+            // Keep the list sorted by time, equal times in push order.
+            let at = list
+                .iter()
+                .rposition(|x| x.time <= r.time)
+                .map_or(0, |i| i + 1);
+            list.insert(at, r);
+        }
+    }
+
+    /// Merges every pushed record older than `now` and makes rows of those whose fate is
+    /// known. The caller promises that no record older than `now` will be pushed later (the
+    /// simulator's clock, after draining every host's trace, is such an instant).
+    pub fn advance(&mut self, now: Instant) {
+        self.merge(Some(now));
+        let cutoff = self.horizon.map(|h| {
+            let us = u64::try_from(h.as_micros()).unwrap_or(u64::MAX);
+            Instant::from_micros(now.as_micros().saturating_sub(us))
+        });
+        self.settle(cutoff);
+    }
+
+    /// Rows made so far and not taken yet.
+    pub fn take_rows(&mut self) -> Vec<Row> {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Records and rows held: pushed records not merged yet, merged ones waiting for their
+    /// fate, the items of a run not yet long enough to fold, and rows not taken. What a
+    /// builder holds besides these grows with the number of connections, not with their
+    /// length.
+    pub fn held(&self) -> usize {
+        self.pending.iter().map(VecDeque::len).sum::<usize>()
+            + self.queue.len()
+            + self.run.as_ref().map_or(0, |r| r.held.len())
+            + self.rows.len()
+    }
+
+    /// The totals so far (losses count once known).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Merges everything, settles every fate (a segment to a traced host that never arrived
+    /// is lost) and closes the last run.
+    pub fn finish(mut self) -> BuiltLadder {
+        self.merge(None);
+        self.settle(Some(Instant::MAX));
+        self.close_run();
+        let phases = self.phases.finish();
+        self.summary.handshakes = self.opened.len();
+        BuiltLadder {
+            rows: self.rows,
+            summary: self.summary,
+            phases,
+            connections: self.conns.len(),
+        }
     }
 
     fn host_name(&self, i: usize) -> String {
         self.hosts[i].clone()
     }
 
-    /// The rows of the ladder, folded or not as asked.
-    pub fn rows(&self) -> Vec<Row> {
-        // Candidates: sent segments, state changes and notes (received segments are not drawn).
-        let cands: Vec<&Item> = self
-            .items
-            .iter()
-            .filter(|it| {
-                !matches!(
-                    it.rec.event,
-                    TraceEvent::Segment {
-                        dir: Direction::Received,
-                        ..
-                    }
-                )
-            })
-            .collect();
-        let mut rows = Vec::with_capacity(cands.len());
-        let mut i = 0;
-        while i < cands.len() {
-            if self.fold {
-                if let Some((row, next)) = self.try_fold(&cands, i) {
-                    rows.push(Row::Folded(row));
-                    i = next;
-                    continue;
-                }
-            }
-            rows.push(self.plain_row(cands[i]));
-            i += 1;
+    /// The key of the arrival a received record is, if it is one.
+    fn received_key(r: &TraceRecord) -> Option<SegKey> {
+        match r.event {
+            TraceEvent::Segment {
+                dir: Direction::Received,
+                tuple,
+                seg,
+            } => Some(seg_key((tuple.remote, tuple.local), &seg)),
+            _ => None,
         }
-        rows
     }
 
-    /// The run starting at `cands[start]`, if it is long enough to fold: the row and the index
-    /// after the run.
-    fn try_fold(&self, cands: &[&Item], start: usize) -> Option<(FoldedRow, usize)> {
-        let first = cands[start];
-        let TraceEvent::Segment { tuple, seg, .. } = first.rec.event else {
-            return None;
-        };
-        if !is_bulk_data(&seg) {
-            return None;
+    /// Merges the hosts' records by time, up to `until` (exclusive) or all of them. Among
+    /// records of equal time, the first host's come first, except that a received segment
+    /// waits until the record of its sending is out: with a path of zero delay, a segment is
+    /// sent and received in the same instant, and the ladder must not show it arriving before
+    /// it left. Within a host, records keep their order.
+    fn merge(&mut self, until: Option<Instant>) {
+        loop {
+            let Some(t) = self
+                .pending
+                .iter()
+                .filter_map(|l| l.front())
+                .map(|r| r.time)
+                .min()
+            else {
+                return;
+            };
+            if until.is_some_and(|u| t >= u) {
+                return;
+            }
+            let due = |h: &usize| self.pending[*h].front().is_some_and(|r| r.time == t);
+            let ready = |h: &usize| {
+                self.pending[*h].front().is_some_and(|r| {
+                    Self::received_key(r).is_none_or(|k| self.unmatched.contains_key(&k))
+                })
+            };
+            let hosts = 0..self.pending.len();
+            let Some(h) = hosts
+                .clone()
+                .filter(due)
+                .find(ready)
+                .or_else(|| hosts.clone().find(due))
+            else {
+                return;
+            };
+            let Some(rec) = self.pending[h].pop_front() else {
+                return;
+            };
+            self.take(h, rec);
         }
-        let fwd = (tuple.local, tuple.remote);
-        let rev = (tuple.remote, tuple.local);
-        let conn = conn_key(&tuple);
-        // Find the end of the run: the last data segment or ACK before anything else.
-        let mut data = 0;
-        let mut last = start;
-        for (k, it) in cands.iter().enumerate().skip(start) {
-            match it.rec.event {
+    }
+
+    /// Analyzes one merged record: numbers sent segments, finds retransmissions, matches
+    /// arrivals to sendings, follows the phases, and queues what becomes a row.
+    fn take(&mut self, host: usize, rec: TraceRecord) {
+        self.phases.take(host, &rec, &self.hosts);
+        let mut item = Item {
+            host,
+            rec,
+            sent: None,
+            seq_base: 0,
+            resolved: true,
+        };
+        match rec.event {
+            TraceEvent::Segment { dir, tuple, seg } => {
+                self.conns.insert(conn_key(&tuple));
+                let d = match dir {
+                    Direction::Sent => (tuple.local, tuple.remote),
+                    Direction::Received => (tuple.remote, tuple.local),
+                };
+                self.first_seen.entry(d).or_insert(seg.seq.0);
+                let rev = (d.1, d.0);
+                let st = self.dirs.entry(d).or_default();
+                if seg.flags.contains(TcpFlags::SYN) {
+                    if st.base != Some(seg.seq.0) {
+                        // A new ISN: a new incarnation of this 4-tuple.
+                        st.max_end = None;
+                    }
+                    st.base = Some(seg.seq.0);
+                    st.wscale = seg.options.window_scale;
+                    st.syn = true;
+                }
+                let base = *st.base.get_or_insert(seg.seq.0);
+                if dir == Direction::Received {
+                    // It arrived: the latest identical segment sent and not matched yet is
+                    // the one (a retransmission is usually what arrives when the original
+                    // was lost).
+                    let key = seg_key(d, &seg);
+                    if let Some(list) = self.unmatched.get_mut(&key) {
+                        if let Some((_, n)) = list.pop_back() {
+                            if let Some(it) = self.queue.get_mut((n - self.queue_base) as usize) {
+                                it.resolved = true;
+                            }
+                        }
+                        if list.is_empty() {
+                            self.unmatched.remove(&key);
+                        }
+                    }
+                    return;
+                }
+                let end = seg.seq + seg.seq_len();
+                let retransmission = seg.seq_len() > 0 && st.max_end.is_some_and(|m| seg.seq.lt(m));
+                if seg.seq_len() > 0 {
+                    st.max_end = Some(st.max_end.map_or(end, |m| m.max(end)));
+                }
+                let my_scale = st.wscale;
+                let my_syn = st.syn;
+                let r = self.dirs.get(&rev).copied().unwrap_or_default();
+                let window = match (seg.flags.contains(TcpFlags::SYN), my_syn && r.syn) {
+                    (false, true) => match (my_scale, r.wscale) {
+                        (Some(s), Some(_)) => u32::from(seg.window) << s.min(MAX_WSCALE),
+                        _ => u32::from(seg.window),
+                    },
+                    _ => u32::from(seg.window),
+                };
+                let to = self.owner.get(&tuple.remote.ip()).copied();
+                if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+                    self.opened.insert(conn_key(&tuple));
+                }
+                let from_name = self.host_name(host);
+                let to_name = match to {
+                    Some(h) => self.host_name(h),
+                    None => tuple.remote.to_string(),
+                };
+                let flow = match self
+                    .summary
+                    .flows
+                    .iter()
+                    .position(|f| f.from == from_name && f.to == to_name)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.summary.flows.push(Flow {
+                            from: from_name,
+                            to: to_name,
+                            ..Flow::default()
+                        });
+                        self.summary.flows.len() - 1
+                    }
+                };
+                let f = &mut self.summary.flows[flow];
+                f.segments += 1;
+                f.data_segments += (seg.len > 0) as usize;
+                f.bytes_sent += seg.len as u64;
+                f.retransmitted += retransmission as usize;
+                item.sent = Some(SentInfo {
+                    to,
+                    rel_seq: seg.seq.0.wrapping_sub(base),
+                    ack_base: r.base,
+                    window,
+                    retransmission,
+                    lost: false,
+                    flow,
+                });
+                if to.is_some() {
+                    // Its fate is known when it arrives, or when it cannot arrive any more.
+                    item.resolved = false;
+                    let n = self.queue_base + self.queue.len() as u64;
+                    self.unmatched
+                        .entry(seg_key(d, &seg))
+                        .or_default()
+                        .push_back((rec.time, n));
+                }
+            }
+            TraceEvent::Retransmit { tuple, .. } => {
+                let d = (tuple.local, tuple.remote);
+                item.seq_base = self.dirs.get(&d).and_then(|s| s.base).unwrap_or(0);
+                self.summary.retransmit_events += 1;
+            }
+            TraceEvent::Congestion { .. } => self.summary.congestion_events += 1,
+            TraceEvent::State { .. } => {}
+        }
+        self.queue.push_back(item);
+    }
+
+    /// Makes rows of the queued records whose fate is known, oldest first; sent segments
+    /// older than `cutoff` that have not arrived are lost.
+    fn settle(&mut self, cutoff: Option<Instant>) {
+        while let Some(front) = self.queue.front() {
+            if !front.resolved {
+                if cutoff.is_none_or(|c| front.rec.time >= c) {
+                    return;
+                }
+                self.expire_front();
+            }
+            let Some(mut it) = self.queue.pop_front() else {
+                return;
+            };
+            self.queue_base += 1;
+            if let (Some(info), TraceEvent::Segment { tuple, .. }) =
+                (it.sent.as_mut(), it.rec.event)
+            {
+                if info.ack_base.is_none() {
+                    let rev = (tuple.remote, tuple.local);
+                    info.ack_base = Some(self.first_seen.get(&rev).copied().unwrap_or(0));
+                }
+            }
+            self.place(it);
+        }
+    }
+
+    /// The front of the queue never arrived: it is lost (if its receiver's trace could have
+    /// shown its arrival).
+    fn expire_front(&mut self) {
+        let n = self.queue_base;
+        let Some(it) = self.queue.front_mut() else {
+            return;
+        };
+        it.resolved = true;
+        let TraceEvent::Segment { tuple, seg, .. } = it.rec.event else {
+            return;
+        };
+        let Some(info) = it.sent.as_mut() else {
+            return;
+        };
+        let lost = info
+            .to
+            .is_some_and(|to| self.traced_rx.get(to).copied().unwrap_or(false));
+        info.lost = lost;
+        if lost {
+            self.summary.flows[info.flow].lost += 1;
+        }
+        let key = seg_key((tuple.local, tuple.remote), &seg);
+        if let Some(list) = self.unmatched.get_mut(&key) {
+            // Older identical segments have arrived or expired already: this is the first.
+            if let Some(i) = list.iter().position(|&(_, m)| m == n) {
+                list.remove(i);
+            }
+            if list.is_empty() {
+                self.unmatched.remove(&key);
+            }
+        }
+    }
+
+    /// One settled record, in order, into the rows: folded into the current run, or a row of
+    /// its own.
+    fn place(&mut self, it: Item) {
+        if !self.opts.fold {
+            let row = self.plain_row(&it);
+            self.rows.push(row);
+            return;
+        }
+        if matches!(
+            it.rec.event,
+            TraceEvent::Segment {
+                dir: Direction::Received,
+                ..
+            }
+        ) {
+            return;
+        }
+        if let Some(run) = self.run.as_mut() {
+            let continues = match it.rec.event {
                 TraceEvent::Segment {
                     tuple: t, seg: s, ..
                 } => {
                     let d = (t.local, t.remote);
-                    if d == fwd && is_bulk_data(&s) {
-                        data += 1;
-                        last = k;
-                    } else if d == rev && is_pure_ack(&s) {
-                        last = k;
-                    } else {
-                        break;
-                    }
+                    (d == run.fwd && is_bulk_data(&s)) || (d == run.rev && is_pure_ack(&s))
                 }
                 TraceEvent::Retransmit { tuple: t, .. }
-                | TraceEvent::Congestion { tuple: t, .. }
-                    if conn_key(&t) == conn => {}
-                _ => break,
+                | TraceEvent::Congestion { tuple: t, .. } => conn_key(&t) == run.conn,
+                TraceEvent::State { .. } => false,
+            };
+            if continues {
+                self.extend_run(it);
+                return;
+            }
+            self.close_run();
+        }
+        match it.rec.event {
+            TraceEvent::Segment { tuple, seg, .. } if is_bulk_data(&seg) => {
+                let fwd = (tuple.local, tuple.remote);
+                self.run = Some(Run {
+                    fwd,
+                    rev: (fwd.1, fwd.0),
+                    conn: conn_key(&tuple),
+                    data: 0,
+                    held: Vec::new(),
+                    row: None,
+                    lo: None,
+                    hi: None,
+                });
+                self.extend_run(it);
+            }
+            _ => {
+                let row = self.plain_row(&it);
+                self.rows.push(row);
             }
         }
-        if data < self.fold_min {
-            return None;
-        }
-        let mut row = FoldedRow {
-            start: first.rec.time,
-            end: cands[last].rec.time,
-            from: self.host_name(first.host),
-            to: self.peer_name(first),
-            tuple,
-            segments: 0,
-            seq_start: 0,
-            seq_end: 0,
-            bytes_sent: 0,
-            retransmitted: 0,
-            lost: 0,
-            acks: 0,
-            acks_lost: 0,
-            retransmit_events: 0,
-            congestion_events: 0,
+    }
+
+    /// Adds a record that continues the current run.
+    fn extend_run(&mut self, it: Item) {
+        let fold_min = self.opts.fold_min;
+        let Some(mut run) = self.run.take() else {
+            return;
         };
-        let mut lo: Option<SeqNum> = None;
-        let mut hi: Option<SeqNum> = None;
-        for it in &cands[start..=last] {
-            match it.rec.event {
-                TraceEvent::Segment {
-                    tuple: t, seg: s, ..
-                } => {
-                    let info = it.sent.unwrap_or_default();
-                    if (t.local, t.remote) == fwd {
-                        let (seq, _) = self.numbers(it);
-                        let s0 = SeqNum(seq);
-                        let s1 = s0 + s.len;
-                        lo = Some(lo.map_or(s0, |l| l.min(s0)));
-                        hi = Some(hi.map_or(s1, |h| h.max(s1)));
-                        row.segments += 1;
-                        row.bytes_sent += s.len as u64;
-                        row.retransmitted += info.retransmission as usize;
-                        row.lost += info.lost as usize;
-                    } else {
-                        row.acks += 1;
-                        row.acks_lost += info.lost as usize;
-                    }
+        let is_data = matches!(it.rec.event, TraceEvent::Segment { seg, .. } if seg.len > 0);
+        let is_segment = matches!(it.rec.event, TraceEvent::Segment { .. });
+        if run.row.is_none() {
+            run.held.push(it);
+            run.data += is_data as usize;
+            if run.data >= fold_min {
+                // Long enough: from now on the run is one summary line.
+                let held = std::mem::take(&mut run.held);
+                let first = held[0];
+                let TraceEvent::Segment { tuple, .. } = first.rec.event else {
+                    unreachable!("a run starts with a data segment")
+                };
+                run.row = Some(FoldedRow {
+                    start: first.rec.time,
+                    end: first.rec.time,
+                    from: self.host_name(first.host),
+                    to: self.peer_name(&first),
+                    tuple,
+                    segments: 0,
+                    seq_start: 0,
+                    seq_end: 0,
+                    bytes_sent: 0,
+                    retransmitted: 0,
+                    lost: 0,
+                    acks: 0,
+                    acks_lost: 0,
+                    retransmit_events: 0,
+                    congestion_events: 0,
+                });
+                for h in held {
+                    self.add_to_run(&mut run, &h);
                 }
-                TraceEvent::Retransmit { .. } => row.retransmit_events += 1,
-                TraceEvent::Congestion { .. } => row.congestion_events += 1,
-                TraceEvent::State { .. } => {}
             }
+        } else if is_segment {
+            // The notes since the last segment were inside the run after all.
+            for h in std::mem::take(&mut run.held) {
+                self.add_to_run(&mut run, &h);
+            }
+            self.add_to_run(&mut run, &it);
+            run.data += is_data as usize;
+        } else {
+            run.held.push(it);
         }
-        row.seq_start = lo.map_or(0, |s| s.0);
-        row.seq_end = hi.map_or(0, |s| s.0);
-        Some((row, last + 1))
+        self.run = Some(run);
+    }
+
+    /// Counts one record into a folded run's line.
+    fn add_to_run(&self, run: &mut Run, it: &Item) {
+        let Some(row) = run.row.as_mut() else {
+            return;
+        };
+        match it.rec.event {
+            TraceEvent::Segment {
+                tuple: t, seg: s, ..
+            } => {
+                let info = it.sent.unwrap_or_default();
+                row.end = it.rec.time;
+                if (t.local, t.remote) == run.fwd {
+                    let (seq, _) = self.numbers(it);
+                    let s0 = SeqNum(seq);
+                    let s1 = s0 + s.len;
+                    run.lo = Some(run.lo.map_or(s0, |l| l.min(s0)));
+                    run.hi = Some(run.hi.map_or(s1, |h| h.max(s1)));
+                    row.segments += 1;
+                    row.bytes_sent += s.len as u64;
+                    row.retransmitted += info.retransmission as usize;
+                    row.lost += info.lost as usize;
+                } else {
+                    row.acks += 1;
+                    row.acks_lost += info.lost as usize;
+                }
+            }
+            TraceEvent::Retransmit { .. } => row.retransmit_events += 1,
+            TraceEvent::Congestion { .. } => row.congestion_events += 1,
+            TraceEvent::State { .. } => {}
+        }
+    }
+
+    /// Ends the current run: its summary line (then the notes after its last segment), or,
+    /// if it is too short to fold, a row for each of its records.
+    fn close_run(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        if let Some(mut row) = run.row {
+            row.seq_start = run.lo.map_or(0, |s| s.0);
+            row.seq_end = run.hi.map_or(0, |s| s.0);
+            self.rows.push(Row::Folded(row));
+        }
+        for it in &run.held {
+            let row = self.plain_row(it);
+            self.rows.push(row);
+        }
     }
 
     /// `(seq, ack)` of a sent segment in the ladder's numbering.
@@ -509,8 +1241,11 @@ impl Ladder {
         let TraceEvent::Segment { seg, .. } = it.rec.event else {
             return (0, 0);
         };
-        match (self.relative, it.sent) {
-            (true, Some(info)) => (info.rel_seq, info.rel_ack),
+        match (self.opts.relative, it.sent) {
+            (true, Some(info)) => (
+                info.rel_seq,
+                seg.ack.0.wrapping_sub(info.ack_base.unwrap_or(0)),
+            ),
             _ => (seg.seq.0, seg.ack.0),
         }
     }
@@ -530,7 +1265,11 @@ impl Ladder {
             TraceEvent::Segment { tuple, seg, .. } => {
                 let info = it.sent.unwrap_or_default();
                 let (seq, ack) = self.numbers(it);
-                let sack_base = if self.relative { info.ack_base } else { 0 };
+                let sack_base = if self.opts.relative {
+                    info.ack_base.unwrap_or(0)
+                } else {
+                    0
+                };
                 let sack = seg.options.sack[..usize::from(seg.options.sack_len.min(4))]
                     .iter()
                     .map(|b| {
@@ -569,7 +1308,7 @@ impl Ladder {
                 len,
                 cause,
             } => {
-                let seq = if self.relative {
+                let seq = if self.opts.relative {
                     seq.0.wrapping_sub(it.seq_base)
                 } else {
                     seq.0
@@ -593,265 +1332,128 @@ impl Ladder {
             }),
         }
     }
+}
 
-    /// The ladder as text, one line per row, each ending in a newline.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for line in self.lines() {
-            out.push_str(&line);
-            out.push('\n');
+impl PhaseTracker {
+    /// Follows one merged record.
+    fn take(&mut self, host: usize, rec: &TraceRecord, hosts: &[String]) {
+        if self.over {
+            return;
         }
-        out
-    }
-
-    /// The ladder as lines (without newlines). The time is printed only when it differs from
-    /// the previous line's.
-    pub fn lines(&self) -> Vec<String> {
-        let origin = self.origin();
-        let name_width = self.hosts.iter().map(String::len).max().unwrap_or(0);
-        let ports = self.connections > 1;
-        let mut last_time = None;
-        let mut lines = Vec::new();
-        for row in self.rows() {
-            let t = row.time();
-            let time = if last_time == Some(t) {
-                String::new()
-            } else {
-                fmt_secs(t.saturating_duration_since(origin).as_micros() as u64)
-            };
-            last_time = Some(t);
-            let body = self.row_text(&row, name_width, ports);
-            lines.push(format!("{time:>10}  {body}").trim_end().to_owned());
-        }
-        lines
-    }
-
-    /// The text of one row after the time column.
-    fn row_text(&self, row: &Row, name_width: usize, ports: bool) -> String {
-        let arrow = |from: &str, to: &str, t: &FourTuple| {
-            if ports {
-                format!("{from}:{} --> {to}:{}", t.local.port(), t.remote.port())
-            } else {
-                format!("{from:>name_width$} --> {to:<name_width$}")
-            }
-        };
-        let column = |host: &str| {
-            let i = self.hosts.iter().position(|h| h == host).unwrap_or(0);
-            format!("{}{host:<name_width$}   ", " ".repeat(i * COLUMN))
-        };
-        match row {
-            Row::Segment(s) => format!("{} : {}", arrow(&s.from, &s.to, &s.tuple), segment_text(s)),
-            Row::State(s) => format!("{}{} -> {}", column(&s.host), s.from, s.to),
-            Row::Note(n) => {
-                let what = match n.kind {
-                    NoteKind::Retransmit { seq, len, cause } => {
-                        format!("retransmit seq={seq}, len={len} ({})", cause_name(cause))
-                    }
-                    NoteKind::Congestion { cwnd, ssthresh } => {
-                        format!("congestion: cwnd={cwnd}, ssthresh={ssthresh}")
-                    }
-                };
-                format!("{}{what}", column(&n.host))
-            }
-            Row::Folded(f) => format!("{} : {}", arrow(&f.from, &f.to, &f.tuple), folded_text(f)),
-        }
-    }
-
-    /// Totals per direction, handshakes and events over the whole trace.
-    pub fn summary(&self) -> Summary {
-        let mut sum = Summary::default();
-        let mut opened: BTreeSet<DirKey> = BTreeSet::new();
-        for it in &self.items {
-            match it.rec.event {
-                TraceEvent::Segment {
-                    dir: Direction::Sent,
-                    tuple,
-                    seg,
-                } => {
-                    let info = it.sent.unwrap_or_default();
-                    if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
-                        opened.insert(conn_key(&tuple));
-                    }
-                    let from = self.host_name(it.host);
-                    let to = self.peer_name(it);
-                    let pos = sum
-                        .flows
-                        .iter()
-                        .position(|f| f.from == from && f.to == to)
-                        .unwrap_or_else(|| {
-                            sum.flows.push(Flow {
-                                from,
-                                to,
-                                ..Flow::default()
-                            });
-                            sum.flows.len() - 1
-                        });
-                    let f = &mut sum.flows[pos];
-                    f.segments += 1;
-                    f.data_segments += (seg.len > 0) as usize;
-                    f.bytes_sent += seg.len as u64;
-                    f.retransmitted += info.retransmission as usize;
-                    f.lost += info.lost as usize;
-                }
-                TraceEvent::Retransmit { .. } => sum.retransmit_events += 1,
-                TraceEvent::Congestion { .. } => sum.congestion_events += 1,
-                _ => {}
-            }
-        }
-        sum.handshakes = opened.len();
-        sum
-    }
-
-    /// The milestones of the first connection opened in the trace (the first SYN without
-    /// ACK): when it started, finished its handshake, sent its request, got its response,
-    /// and closed. Missing milestones are `None`.
-    pub fn phases(&self) -> Phases {
-        let mut p = Phases::default();
-        let Some((client, tuple)) = self.items.iter().find_map(|it| match it.rec.event {
-            TraceEvent::Segment {
+        let time = rec.time;
+        let Some((client, tuple)) = self.first else {
+            if let TraceEvent::Segment {
                 dir: Direction::Sent,
                 tuple,
                 seg,
-            } if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) => {
-                p.connect_start = Some(it.rec.time);
-                Some((it.host, tuple))
+            } = rec.event
+            {
+                if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+                    self.first = Some((host, tuple));
+                    self.p.connect_start = Some(time);
+                    self.p.client = Some(hosts[host].clone());
+                    self.p.tuple = Some(tuple);
+                    self.take(host, rec, hosts);
+                }
             }
-            _ => None,
-        }) else {
-            return p;
+            return;
         };
         let conn = conn_key(&tuple);
         let c2s = (tuple.local, tuple.remote);
         let s2c = (tuple.remote, tuple.local);
-        p.client = Some(self.host_name(client));
-        p.tuple = Some(tuple);
-        let server = self.items.iter().find_map(|it| match it.rec.event {
-            TraceEvent::Segment { tuple: t, .. } | TraceEvent::State { tuple: t, .. }
-                if it.host != client && (t.local, t.remote) == s2c =>
-            {
-                Some(it.host)
-            }
-            _ => None,
-        });
-        p.server = server.map(|h| self.host_name(h));
-        let client_sees_data = self.items.iter().any(|it| {
-            it.host == client
-                && matches!(it.rec.event, TraceEvent::Segment { dir: Direction::Received, tuple, seg }
-                    if (tuple.remote, tuple.local) == s2c && seg.len > 0)
-        });
-        // In-order reassembly of server data, to find when the client had all of it.
-        let mut rcv_nxt: Option<SeqNum> = None;
-        let mut ooo: Vec<(SeqNum, SeqNum)> = Vec::new();
-        let mut data_end: Option<SeqNum> = None;
-        let mut reached: Option<Instant> = None;
-        let mut done: [Option<Instant>; 2] = [None, None];
-        let mut isn: Option<SeqNum> = None;
-        for it in &self.items {
-            let time = it.rec.time;
-            match it.rec.event {
-                TraceEvent::Segment { dir, tuple: t, seg } => {
-                    let d = match dir {
-                        Direction::Sent => (t.local, t.remote),
-                        Direction::Received => (t.remote, t.local),
-                    };
-                    if conn_key(&t) != conn {
-                        continue;
+        let (t, is_segment) = match rec.event {
+            TraceEvent::Segment { tuple: t, .. } => (t, true),
+            TraceEvent::State { tuple: t, .. } => (t, false),
+            _ => return,
+        };
+        if host != client && (t.local, t.remote) == s2c && self.server.is_none() {
+            self.server = Some(host);
+            self.p.server = Some(hosts[host].clone());
+        }
+        if conn_key(&t) != conn {
+            return;
+        }
+        match rec.event {
+            TraceEvent::Segment { dir, seg, .. } if is_segment => {
+                let d = match dir {
+                    Direction::Sent => (t.local, t.remote),
+                    Direction::Received => (t.remote, t.local),
+                };
+                if dir == Direction::Sent
+                    && d == c2s
+                    && seg.flags.contains(TcpFlags::SYN)
+                    && !seg.flags.contains(TcpFlags::ACK)
+                {
+                    // A SYN with another ISN opens a new incarnation of the 4-tuple: that
+                    // is another connection.
+                    if *self.isn.get_or_insert(seg.seq) != seg.seq {
+                        self.over = true;
+                        return;
                     }
-                    if dir == Direction::Sent
-                        && d == c2s
-                        && seg.flags.contains(TcpFlags::SYN)
-                        && !seg.flags.contains(TcpFlags::ACK)
-                    {
-                        // A SYN with another ISN opens a new incarnation of the 4-tuple: that
-                        // is another connection.
-                        if *isn.get_or_insert(seg.seq) != seg.seq {
-                            break;
-                        }
-                    }
-                    if dir == Direction::Sent
-                        && seg.flags.contains(TcpFlags::FIN)
-                        && p.close_start.is_none()
-                    {
-                        p.close_start = Some(time);
-                        p.active_closer = Some(self.host_name(it.host));
-                    }
-                    if dir == Direction::Sent && d == c2s && seg.len > 0 {
-                        p.request_sent.get_or_insert(time);
-                    }
-                    if d == s2c && seg.flags.contains(TcpFlags::SYN) && rcv_nxt.is_none() {
-                        // The server's first data byte follows its ISN.
-                        rcv_nxt = Some(seg.seq + 1);
-                    }
-                    if d == s2c && seg.len > 0 {
-                        let counts = if client_sees_data {
-                            dir == Direction::Received && it.host == client
-                        } else {
-                            dir == Direction::Sent
-                        };
-                        if counts {
-                            p.first_response_byte.get_or_insert(time);
-                            let s0 = seg.seq;
-                            let s1 = s0 + seg.len;
-                            data_end = Some(data_end.map_or(s1, |e| e.max(s1)));
-                            let next = rcv_nxt.get_or_insert(s0);
-                            if s0.le(*next) && s1.gt(*next) {
-                                *next = s1;
-                                // Absorb the out-of-order ranges now contiguous.
-                                loop {
-                                    let n = *next;
-                                    let before = ooo.len();
-                                    ooo.retain(|&(a, b)| {
-                                        if a.le(n) {
-                                            if b.gt(*next) {
-                                                *next = b;
-                                            }
-                                            false
-                                        } else {
-                                            true
-                                        }
-                                    });
-                                    if ooo.len() == before {
-                                        break;
-                                    }
-                                }
-                                reached = Some(time);
-                            } else if s0.gt(*next) {
-                                ooo.push((s0, s1));
-                            }
+                }
+                if dir == Direction::Sent
+                    && seg.flags.contains(TcpFlags::FIN)
+                    && self.p.close_start.is_none()
+                {
+                    self.p.close_start = Some(time);
+                    self.p.active_closer = Some(hosts[host].clone());
+                }
+                if dir == Direction::Sent && d == c2s && seg.len > 0 {
+                    self.p.request_sent.get_or_insert(time);
+                }
+                if d == s2c && seg.flags.contains(TcpFlags::SYN) {
+                    // The server's first data byte follows its ISN.
+                    for r in [&mut self.received, &mut self.sent] {
+                        if r.rcv_nxt.is_none() {
+                            r.rcv_nxt = Some(seg.seq + 1);
                         }
                     }
                 }
-                TraceEvent::State { tuple: t, from, to } => {
-                    if conn_key(&t) != conn {
-                        continue;
-                    }
-                    if it.host == client && to == State::Established {
-                        p.handshake_done.get_or_insert(time);
-                    }
-                    let side = if it.host == client { 0 } else { 1 };
-                    if p.close_start.is_some()
-                        && matches!(to, State::Closed | State::TimeWait)
-                        && done[side].is_none()
-                    {
-                        done[side] = Some(time);
-                    }
-                    if to == State::TimeWait {
-                        p.time_wait_start.get_or_insert(time);
-                    }
-                    if from == State::TimeWait && to == State::Closed {
-                        p.time_wait_end.get_or_insert(time);
+                if d == s2c && seg.len > 0 {
+                    let (s0, s1) = (seg.seq, seg.seq + seg.len);
+                    if dir == Direction::Received && host == client {
+                        self.client_sees_data = true;
+                        self.received.add(time, s0, s1);
+                    } else if dir == Direction::Sent {
+                        self.sent.add(time, s0, s1);
                     }
                 }
-                _ => {}
             }
-        }
-        if let (Some(next), Some(end)) = (rcv_nxt, data_end) {
-            if next.ge(end) {
-                p.last_response_byte = reached;
+            TraceEvent::State { from, to, .. } => {
+                if host == client && to == State::Established {
+                    self.p.handshake_done.get_or_insert(time);
+                }
+                let side = if host == client { 0 } else { 1 };
+                if self.p.close_start.is_some()
+                    && matches!(to, State::Closed | State::TimeWait)
+                    && self.done[side].is_none()
+                {
+                    self.done[side] = Some(time);
+                }
+                if to == State::TimeWait {
+                    self.p.time_wait_start.get_or_insert(time);
+                }
+                if from == State::TimeWait && to == State::Closed {
+                    self.p.time_wait_end.get_or_insert(time);
+                }
             }
+            _ => {}
         }
+    }
+
+    fn finish(self) -> Phases {
+        let mut p = self.p;
+        // What the client received, or what the server sent when the client's received
+        // segments are not in the trace.
+        let r = if self.client_sees_data {
+            &self.received
+        } else {
+            &self.sent
+        };
+        p.first_response_byte = r.first;
+        p.last_response_byte = r.complete();
         // Both sides, or the only side traced.
-        p.closed = match (done[0], done[1], server.is_some()) {
+        p.closed = match (self.done[0], self.done[1], self.server.is_some()) {
             (Some(a), Some(b), _) => Some(a.max(b)),
             (Some(a), None, false) => Some(a),
             _ => None,
@@ -963,246 +1565,4 @@ fn folded_text(f: &FoldedRow) -> String {
         }
     }
     t
-}
-
-/// Merges the hosts' records by time. Among records of equal time, the first host's come first,
-/// except that a received segment waits until the record of its sending is out: with a path
-/// of zero delay, a segment is sent and received in the same instant, and the ladder must not
-/// show it arriving before it left. Within a host, records keep their order.
-fn merge<N, T: AsRef<[TraceRecord]>>(traces: &[(N, T)]) -> Vec<Item> {
-    let lists: Vec<Vec<TraceRecord>> = traces
-        .iter()
-        .map(|(_, recs)| {
-            let mut v = recs.as_ref().to_vec();
-            v.sort_by_key(|r| r.time); // stable: equal times keep their order
-            v
-        })
-        .collect();
-    let total = lists.iter().map(Vec::len).sum();
-    let mut next = vec![0usize; lists.len()];
-    // Segments sent (emitted already) and not yet matched by a reception.
-    let mut in_flight: HashMap<SegKey, usize> = HashMap::new();
-    let mut items = Vec::with_capacity(total);
-    let received_key = |r: &TraceRecord| match r.event {
-        TraceEvent::Segment {
-            dir: Direction::Received,
-            tuple,
-            seg,
-        } => Some(seg_key((tuple.remote, tuple.local), &seg)),
-        _ => None,
-    };
-    while items.len() < total {
-        let heads = || {
-            lists
-                .iter()
-                .zip(&next)
-                .enumerate()
-                .filter_map(|(h, (l, &i))| l.get(i).map(|r| (h, r)))
-        };
-        let Some(t) = heads().map(|(_, r)| r.time).min() else {
-            break;
-        };
-        let ready = |r: &TraceRecord| {
-            received_key(r).is_none_or(|k| in_flight.get(&k).copied().unwrap_or(0) > 0)
-        };
-        let due = || heads().filter(|(_, r)| r.time == t);
-        let Some((h, rec)) = due()
-            .find(|(_, r)| ready(r))
-            .or_else(|| due().next())
-            .map(|(h, r)| (h, *r))
-        else {
-            break;
-        };
-        next[h] += 1;
-        match rec.event {
-            TraceEvent::Segment {
-                dir: Direction::Sent,
-                tuple,
-                seg,
-            } => {
-                *in_flight
-                    .entry(seg_key((tuple.local, tuple.remote), &seg))
-                    .or_default() += 1
-            }
-            TraceEvent::Segment {
-                dir: Direction::Received,
-                ..
-            } => {
-                if let Some(n) = received_key(&rec).and_then(|k| in_flight.get_mut(&k)) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-            _ => {}
-        }
-        items.push(Item {
-            host: h,
-            rec,
-            sent: None,
-            seq_base: 0,
-        });
-    }
-    items
-}
-
-/// What the analysis keeps per direction of a connection.
-#[derive(Debug, Clone, Copy, Default)]
-struct DirState {
-    /// The ISN (or first sequence number seen).
-    base: Option<u32>,
-    /// The window scale offered in this direction's SYN.
-    wscale: Option<u8>,
-    /// A SYN was seen in this direction.
-    syn: bool,
-    /// One past the highest sequence number sent.
-    max_end: Option<SeqNum>,
-}
-
-/// Numbers every sent segment, finds retransmissions and lost segments. Returns the number of
-/// distinct connections.
-fn analyze(items: &mut [Item], hosts: usize) -> usize {
-    // Which host owns which address: the local addresses in its records.
-    let mut owner: HashMap<IpAddr, usize> = HashMap::new();
-    let mut traced_rx = vec![false; hosts];
-    for it in items.iter() {
-        let t = match it.rec.event {
-            TraceEvent::Segment { tuple, dir, .. } => {
-                if dir == Direction::Received {
-                    traced_rx[it.host] = true;
-                }
-                tuple
-            }
-            TraceEvent::State { tuple, .. }
-            | TraceEvent::Retransmit { tuple, .. }
-            | TraceEvent::Congestion { tuple, .. } => tuple,
-        };
-        owner.entry(t.local.ip()).or_insert(it.host);
-    }
-    // The first sequence number seen in each direction: the base of acks sent before that
-    // direction's first segment shows up in the trace.
-    let mut first_seen: HashMap<DirKey, u32> = HashMap::new();
-    for it in items.iter() {
-        if let TraceEvent::Segment { dir, tuple, seg } = it.rec.event {
-            let d = match dir {
-                Direction::Sent => (tuple.local, tuple.remote),
-                Direction::Received => (tuple.remote, tuple.local),
-            };
-            first_seen.entry(d).or_insert(seg.seq.0);
-        }
-    }
-    let mut dirs: HashMap<DirKey, DirState> = HashMap::new();
-    let mut conns: BTreeSet<DirKey> = BTreeSet::new();
-    for it in items.iter_mut() {
-        match it.rec.event {
-            TraceEvent::Segment { dir, tuple, seg } => {
-                conns.insert(conn_key(&tuple));
-                let d = match dir {
-                    Direction::Sent => (tuple.local, tuple.remote),
-                    Direction::Received => (tuple.remote, tuple.local),
-                };
-                let rev = (d.1, d.0);
-                let st = dirs.entry(d).or_default();
-                if seg.flags.contains(TcpFlags::SYN) {
-                    if st.base != Some(seg.seq.0) {
-                        // A new ISN: a new incarnation of this 4-tuple.
-                        st.max_end = None;
-                    }
-                    st.base = Some(seg.seq.0);
-                    st.wscale = seg.options.window_scale;
-                    st.syn = true;
-                }
-                let base = *st.base.get_or_insert(seg.seq.0);
-                if dir == Direction::Received {
-                    continue;
-                }
-                let end = seg.seq + seg.seq_len();
-                let retransmission = seg.seq_len() > 0 && st.max_end.is_some_and(|m| seg.seq.lt(m));
-                if seg.seq_len() > 0 {
-                    st.max_end = Some(st.max_end.map_or(end, |m| m.max(end)));
-                }
-                let my_scale = st.wscale;
-                let my_syn = st.syn;
-                let r = dirs.get(&rev).copied().unwrap_or_default();
-                let ack_base = r
-                    .base
-                    .or_else(|| first_seen.get(&rev).copied())
-                    .unwrap_or(0);
-                let window = match (seg.flags.contains(TcpFlags::SYN), my_syn && r.syn) {
-                    (false, true) => match (my_scale, r.wscale) {
-                        (Some(s), Some(_)) => u32::from(seg.window) << s.min(MAX_WSCALE),
-                        _ => u32::from(seg.window),
-                    },
-                    _ => u32::from(seg.window),
-                };
-                it.sent = Some(SentInfo {
-                    to: owner.get(&tuple.remote.ip()).copied(),
-                    rel_seq: seg.seq.0.wrapping_sub(base),
-                    rel_ack: seg.ack.0.wrapping_sub(ack_base),
-                    ack_base,
-                    window,
-                    retransmission,
-                    lost: false,
-                });
-            }
-            TraceEvent::Retransmit { tuple, .. } => {
-                let d = (tuple.local, tuple.remote);
-                it.seq_base = dirs.get(&d).and_then(|s| s.base).unwrap_or(0);
-            }
-            _ => {}
-        }
-    }
-    mark_lost(items, &traced_rx);
-    conns.len()
-}
-
-/// A segment's identity for matching a received record to the sent one.
-type SegKey = (DirKey, u32, u32, u8, u16, usize, TcpOptions);
-
-fn seg_key(d: DirKey, s: &SegmentInfo) -> SegKey {
-    (d, s.seq.0, s.ack.0, s.flags.0, s.window, s.len, s.options)
-}
-
-/// Marks sent segments to a traced host that no received record matches. Each received
-/// record matches the latest identical segment sent no later than it arrived and not matched
-/// yet (a retransmission is usually what arrives when the original was lost).
-fn mark_lost(items: &mut [Item], traced_rx: &[bool]) {
-    let mut sent: HashMap<SegKey, Vec<usize>> = HashMap::new();
-    for (i, it) in items.iter().enumerate() {
-        if let TraceEvent::Segment {
-            dir: Direction::Sent,
-            tuple,
-            seg,
-        } = it.rec.event
-        {
-            sent.entry(seg_key((tuple.local, tuple.remote), &seg))
-                .or_default()
-                .push(i);
-        }
-    }
-    let mut matched = vec![false; items.len()];
-    for it in items.iter() {
-        if let TraceEvent::Segment {
-            dir: Direction::Received,
-            tuple,
-            seg,
-        } = it.rec.event
-        {
-            let key = seg_key((tuple.remote, tuple.local), &seg);
-            if let Some(list) = sent.get_mut(&key) {
-                if let Some(pos) = list
-                    .iter()
-                    .rposition(|&i| items[i].rec.time <= it.rec.time && !matched[i])
-                {
-                    matched[list[pos]] = true;
-                    list.remove(pos);
-                }
-            }
-        }
-    }
-    for (i, it) in items.iter_mut().enumerate() {
-        if let Some(info) = it.sent.as_mut() {
-            if let Some(to) = info.to {
-                info.lost = traced_rx.get(to).copied().unwrap_or(false) && !matched[i];
-            }
-        }
-    }
 }

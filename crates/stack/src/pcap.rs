@@ -37,9 +37,14 @@ const VERSION_MAJOR: u16 = 2;
 const VERSION_MINOR: u16 = 4;
 
 /// Writes a pcap stream: the global header on creation, then one record per packet.
+///
+/// The header and each record are handed to the writer in one `write_all` call, so a writer
+/// that writes out whole calls (as [`LiveFile`] does) never leaves half a record in the file.
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     w: W,
+    /// A record being assembled (header and bytes).
+    record: Vec<u8>,
 }
 
 impl<W: Write> PcapWriter<W> {
@@ -53,7 +58,10 @@ impl<W: Write> PcapWriter<W> {
         h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
         h[20..24].copy_from_slice(&LINKTYPE_RAW.to_le_bytes());
         w.write_all(&h)?;
-        Ok(PcapWriter { w })
+        Ok(PcapWriter {
+            w,
+            record: Vec::new(),
+        })
     }
 
     /// Writes one packet captured at `time` (seconds and microseconds since the epoch of the
@@ -76,8 +84,10 @@ impl<W: Write> PcapWriter<W> {
         h[4..8].copy_from_slice(&micros.to_le_bytes());
         h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
         h[12..16].copy_from_slice(&orig.to_le_bytes());
-        self.w.write_all(&h)?;
-        self.w.write_all(&packet[..caplen])
+        self.record.clear();
+        self.record.extend_from_slice(&h);
+        self.record.extend_from_slice(&packet[..caplen]);
+        self.w.write_all(&self.record)
     }
 
     /// Flushes the underlying writer.
@@ -187,6 +197,210 @@ impl<W: Write> Tap for PcapTap<W> {
                 self.error = Some(e);
                 self.lost += 1;
             }
+        }
+    }
+}
+
+/// How long bytes handed to a [`LiveFile`] may wait before they are in the file.
+pub const LIVE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Bytes a [`LiveFile`] buffers before writing early, and before writers wait for it.
+const LIVE_HIGH_WATER: usize = 1 << 20;
+const LIVE_MAX_BUFFERED: usize = 16 << 20;
+
+/// A file written by a thread of its own, so that what is handed to it is in the file (where
+/// `tshark -r` reads it) within [`LIVE_FLUSH_INTERVAL`], without the writer ever waiting for
+/// the disk: a capture that can be read while it grows and survives the program being
+/// stopped.
+///
+/// Each `write` call is written out whole, never split across two writes to the file (so a
+/// [`PcapWriter`] on a `LiveFile` leaves the file ending on a record boundary). `flush`
+/// returns once everything written before it is in the file; dropping the `LiveFile`
+/// writes out the rest and ends the thread. A failed write to the file is returned by the
+/// next `write` or `flush`, and nothing more is written.
+///
+/// ```
+/// use std::io::Write;
+/// use synack_stack::pcap::{LiveFile, PcapReader, PcapWriter};
+/// use synack_tcp::time::Instant;
+///
+/// let path = std::env::temp_dir().join(format!("synack-live-doc-{}.pcap", std::process::id()));
+/// let mut w = PcapWriter::new(LiveFile::create(&path).unwrap()).unwrap();
+/// w.write_packet(Instant::from_micros(7), &[0x45, 0, 0, 20]).unwrap();
+/// w.flush().unwrap();
+/// let data = std::fs::read(&path).unwrap();
+/// assert_eq!(PcapReader::read_all(&data).unwrap().len(), 1);
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct LiveFile {
+    shared: std::sync::Arc<LiveShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct LiveShared {
+    state: std::sync::Mutex<LiveState>,
+    /// Signalled to the thread: data, a flush request, or the end.
+    work: std::sync::Condvar,
+    /// Signalled by the thread: a write to the file finished.
+    written: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct LiveState {
+    buf: Vec<u8>,
+    /// When the oldest byte in `buf` was handed over.
+    since: Option<std::time::Instant>,
+    flush_requested: u64,
+    flushed: u64,
+    closing: bool,
+    error: Option<(io::ErrorKind, String)>,
+}
+
+impl LiveShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl LiveState {
+    fn check(&self) -> io::Result<()> {
+        match &self.error {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LiveFile {
+    /// Creates (or truncates) the file at `path`.
+    pub fn create(path: impl AsRef<std::path::Path>) -> io::Result<LiveFile> {
+        std::fs::File::create(path).map(LiveFile::new)
+    }
+
+    /// Writes to `file` from a new thread.
+    pub fn new(file: std::fs::File) -> LiveFile {
+        let shared = std::sync::Arc::new(LiveShared::default());
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("synack-pcap".into())
+                .spawn(move || live_writer(&shared, file))
+                .ok()
+        };
+        let file = LiveFile { shared, thread };
+        if file.thread.is_none() {
+            file.shared.lock().error = Some((
+                io::ErrorKind::Other,
+                "could not start the capture's writer thread".into(),
+            ));
+        }
+        file
+    }
+}
+
+/// The thread of a [`LiveFile`]: writes out what it is given, at the latest
+/// [`LIVE_FLUSH_INTERVAL`] after it was given, at once when asked to flush or when much is
+/// waiting.
+fn live_writer(shared: &LiveShared, mut file: std::fs::File) {
+    let mut st = shared.lock();
+    loop {
+        let due = st.since.map(|t| t + LIVE_FLUSH_INTERVAL);
+        let now = std::time::Instant::now();
+        let go = st.closing
+            || st.flush_requested > st.flushed
+            || st.buf.len() >= LIVE_HIGH_WATER
+            || due.is_some_and(|d| now >= d);
+        if !go {
+            st = match due {
+                Some(d) => {
+                    shared
+                        .work
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+                None => shared
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            };
+            continue;
+        }
+        let data = std::mem::take(&mut st.buf);
+        st.since = None;
+        let asked = st.flush_requested;
+        let closing = st.closing;
+        let failed = st.error.is_some();
+        drop(st);
+        let r = if failed || data.is_empty() {
+            Ok(())
+        } else {
+            file.write_all(&data)
+        };
+        st = shared.lock();
+        if let Err(e) = r {
+            st.error.get_or_insert((e.kind(), e.to_string()));
+        }
+        st.flushed = st.flushed.max(asked);
+        shared.written.notify_all();
+        if closing && st.buf.is_empty() {
+            return;
+        }
+    }
+}
+
+impl Write for LiveFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut st = self.shared.lock();
+        st.check()?;
+        while st.buf.len() >= LIVE_MAX_BUFFERED && st.error.is_none() {
+            // The disk is behind: wait for it rather than hold more.
+            self.shared.work.notify_one();
+            st = self
+                .shared
+                .written
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.check()?;
+        let first = st.buf.is_empty();
+        if first {
+            st.since = Some(std::time::Instant::now());
+        }
+        st.buf.extend_from_slice(data);
+        if first || st.buf.len() >= LIVE_HIGH_WATER {
+            // The thread learns when this is due (or that it is due now).
+            self.shared.work.notify_one();
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        st.flush_requested += 1;
+        let want = st.flush_requested;
+        self.shared.work.notify_one();
+        while st.flushed < want && st.error.is_none() {
+            st = self
+                .shared
+                .written
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.check()
+    }
+}
+
+impl Drop for LiveFile {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -566,5 +780,70 @@ mod tests {
         assert_eq!(tap.error().unwrap().to_string(), "disk full");
         assert!(tap.flush().is_err());
         assert!(PcapTap::new(Failing { budget: 3 }).is_err());
+    }
+
+    /// Records the length of each `write` call.
+    struct Calls(Vec<usize>);
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_header_and_each_record_are_one_write() {
+        let mut w = PcapWriter::new(Calls(Vec::new())).unwrap();
+        w.write_packet(Instant::ZERO, &[0x45; 20]).unwrap();
+        w.write_packet(Instant::ZERO, &[0x45; 1500]).unwrap();
+        assert_eq!(w.into_inner().0, [24, 16 + 20, 16 + 1500]);
+    }
+
+    fn live_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("synack-live-{}-{tag}.pcap", std::process::id()))
+    }
+
+    #[test]
+    fn a_live_file_holds_every_record_after_flush_and_after_drop() {
+        let path = live_path("flush");
+        let mut w = PcapWriter::new(LiveFile::create(&path).unwrap()).unwrap();
+        let packet = |i: u64| vec![(i % 251) as u8; (i % 1500) as usize];
+        for i in 0..3000 {
+            w.write_packet(Instant::from_micros(i), &packet(i)).unwrap();
+        }
+        w.flush().unwrap();
+        // Still open, and already whole.
+        let got = PcapReader::read_all(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(got.len(), 3000);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (t, p))| *t == Instant::from_micros(i as u64) && *p == packet(i as u64)));
+        for i in 3000..3100 {
+            w.write_packet(Instant::from_micros(i), &packet(i)).unwrap();
+        }
+        drop(w);
+        let got = PcapReader::read_all(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(got.len(), 3100);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_live_file_reports_a_failed_write() {
+        // Every write to /dev/full fails with ENOSPC.
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("skipping: no /dev/full");
+            return;
+        };
+        let mut l = LiveFile::new(f);
+        assert!(l.write(b"accepted, then lost").is_ok());
+        let e = l.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(l.write(b"more").is_err());
+        assert!(l.flush().is_err());
     }
 }

@@ -4,7 +4,8 @@
 //! The client and server are `synack-http`'s (hyper over synack's sockets), run on a tokio
 //! runtime with a paused clock, so times are virtual and the runs deterministic.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +19,17 @@ use http::Request;
 use synack_http::routes::{pattern_byte, Routes};
 use synack_http::server::Listener;
 use synack_http::{serve, Client, ClientConfig, PoolConfig, ServerConfig, SynackConnector};
-use synack_stack::ladder::Ladder;
+use synack_stack::ladder::{LadderBuilder, LineRenderer, Row};
 use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
-use synack_tcp::{Config, Instant, State, TraceEvent, TraceRecord};
+use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::scenario::{Outcome, Scenario};
 use super::world::{CLIENT_IP, SERVER_IP, SERVER_PORT};
-use super::{DemoError, Settings};
+use super::{DemoError, Progress, Settings};
+
+/// The hosts, in ladder column order.
+const HOSTS: [&str; 2] = ["client", "server"];
 
 /// How the calls are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,41 +126,90 @@ impl Listener for Counting {
 /// How long the demo's client keeps an idle connection.
 const IDLE_CLOSE: Duration = Duration::from_millis(10);
 
-type Trace = Arc<Mutex<Vec<TraceRecord>>>;
-
-fn hook(stack: &Stack) -> Trace {
-    let t: Trace = Arc::default();
-    let sink = t.clone();
-    stack.set_trace_hook(Some(Box::new(move |r| {
-        sink.lock().unwrap_or_else(PoisonError::into_inner).push(*r)
-    })));
-    t
+/// Where both hosts' trace hooks put their records: a ladder builder fed as the run goes,
+/// and the client's handshake times.
+struct Feed {
+    builder: LadderBuilder,
+    /// The time of the last record of each host (client, server).
+    last: [Option<Instant>; 2],
+    /// Records pushed since the builder last advanced.
+    since_advance: usize,
+    /// Keep the rows (to draw them); otherwise they are dropped as they come.
+    keep_rows: bool,
+    rows: Vec<Row>,
+    held_peak: usize,
+    /// The client's connections in SYN-SENT, since when.
+    connecting: HashMap<FourTuple, Instant>,
+    /// Sum over the client's connections of SYN sent -> ESTABLISHED.
+    handshake_time: Duration,
 }
 
-/// Sum over the client's connections of SYN sent → ESTABLISHED.
-fn handshake_time(client: &[TraceRecord]) -> Duration {
-    let mut open = std::collections::HashMap::new();
-    let mut total = Duration::ZERO;
-    for r in client {
-        if let TraceEvent::State { tuple, from, to } = r.event {
-            if to == State::SynSent {
-                open.insert(tuple, r.time);
-            } else if from == State::SynSent && to == State::Established {
-                if let Some(t0) = open.remove(&tuple) {
-                    total += r.time - t0;
+/// Records pushed between two advances of the builder.
+const ADVANCE_EVERY: usize = 256;
+
+impl Feed {
+    fn take(&mut self, host: usize, r: &TraceRecord) {
+        if host == 0 {
+            if let TraceEvent::State { tuple, from, to } = r.event {
+                if to == State::SynSent {
+                    self.connecting.insert(tuple, r.time);
+                } else if from == State::SynSent && to == State::Established {
+                    if let Some(t0) = self.connecting.remove(&tuple) {
+                        self.handshake_time += r.time - t0;
+                    }
                 }
             }
         }
+        self.builder.push(host, [*r]);
+        self.last[host] = Some(r.time);
+        self.since_advance += 1;
+        if self.since_advance >= ADVANCE_EVERY {
+            self.since_advance = 0;
+            self.held_peak = self.held_peak.max(self.builder.held());
+            // Each host records in time order, so neither will record anything older than
+            // the later of what both have recorded last.
+            if let [Some(a), Some(b)] = self.last {
+                self.builder.advance(a.min(b));
+            }
+            self.take_rows();
+        }
     }
-    total
+
+    fn take_rows(&mut self) {
+        let rows = self.builder.take_rows();
+        if self.keep_rows {
+            self.rows.extend(rows);
+        }
+    }
+}
+
+type SharedFeed = Arc<Mutex<Feed>>;
+
+fn lock(f: &SharedFeed) -> std::sync::MutexGuard<'_, Feed> {
+    f.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn hook(stack: &Stack, feed: &SharedFeed, host: usize) {
+    let feed = feed.clone();
+    stack.set_trace_hook(Some(Box::new(move |r| lock(&feed).take(host, r))));
+}
+
+/// The connections `stack` still holds, for an error message.
+fn describe(who: &str, stack: &Stack) -> Vec<String> {
+    stack.with_interface(|iface| {
+        let tcp = iface.tcp();
+        tcp.connections()
+            .filter_map(|id| tcp.conn(id))
+            .map(|c| format!("the {who}'s connection {} in {}", c.tuple(), c.state()))
+            .collect()
+    })
 }
 
 struct Run {
-    client_trace: Vec<TraceRecord>,
-    server_trace: Vec<TraceRecord>,
     last_byte: Instant,
     closed: Instant,
     end: Instant,
+    cut_by_limit: bool,
     request_bytes: u64,
     reply_bytes: u64,
     body_bytes: u64,
@@ -223,13 +276,14 @@ impl ApiCalls {
         Ok(body)
     }
 
-    async fn run_async(&self, settings: &Settings) -> Result<Run, DemoError> {
+    async fn run_async(&self, settings: &Settings, feed: &SharedFeed) -> Result<Run, DemoError> {
         let net = SimNet::new(settings.seed);
+        let deadline = tokio::time::Instant::now() + settings.time_limit;
         let c = net.add_host("client", &[CLIENT_IP], Config::default());
         let s = net.add_host("server", &[SERVER_IP], Config::default());
         net.link(&c, &s, settings.path.clone(), settings.path.clone());
-        let (ct, st) = (hook(&c), hook(&s));
-        let epoch = net.now();
+        hook(&c, feed, 0);
+        hook(&s, feed, 1);
         let listener = TcpListener::bind(&s, SocketAddr::new(SERVER_IP, SERVER_PORT))
             .await
             .map_err(|e| DemoError::Run(format!("listen: {e}")))?;
@@ -263,33 +317,63 @@ impl ApiCalls {
             },
         );
         let url = format!("http://{SERVER_IP}:{SERVER_PORT}");
-        let body = self.calls(&client, &url).await?;
+        let gave_up = |what: String| {
+            DemoError::Run(format!(
+                "gave up after {} of virtual time (--time-limit): {what}; raise --time-limit",
+                super::fmt_duration(settings.time_limit)
+            ))
+        };
+        let body = match tokio::time::timeout_at(deadline, self.calls(&client, &url)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let mut open = describe("client", &c);
+                open.extend(describe("server", &s));
+                return Err(gave_up(format!(
+                    "the calls did not finish ({})",
+                    if open.is_empty() {
+                        "no connection open".to_owned()
+                    } else {
+                        open.join(", ")
+                    }
+                )));
+            }
+        };
         let last_byte = net.now();
-        // The client closes its idle connections, the server its side.
-        tokio::time::sleep(IDLE_CLOSE * 2).await;
-        drop(client);
-        // The server closes each connection when the client's FIN arrives.
-        while server.stats().active_connections > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        server.shutdown(Duration::from_secs(10)).await;
-        let open = c.wait_idle(settings.time_limit).await && s.wait_idle(settings.time_limit).await;
-        if !open {
-            return Err(DemoError::Run("the connections did not close".into()));
+        let close = async {
+            // The client closes its idle connections, the server its side.
+            tokio::time::sleep(IDLE_CLOSE * 2).await;
+            drop(client);
+            // The server closes each connection when the client's FIN arrives.
+            while server.stats().active_connections > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            server.shutdown(Duration::from_secs(10)).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            c.wait_idle(left).await && s.wait_idle(left).await
+        };
+        let closed_in_time = matches!(tokio::time::timeout_at(deadline, close).await, Ok(true));
+        if !closed_in_time {
+            // TIME-WAIT does not count (wait_idle ignores it): something else was open.
+            let mut open = describe("client", &c);
+            open.extend(describe("server", &s));
+            return Err(gave_up(format!(
+                "the calls were done at t={last_byte}s, but at t={}s {}",
+                net.now(),
+                open.join(", ")
+            )));
         }
         let closed = net.now();
-        // TIME-WAIT runs out.
-        tokio::time::sleep(Config::default().msl * 2 + Duration::from_millis(1)).await;
+        // TIME-WAIT runs out, unless the time limit comes first: the exchange is complete,
+        // so that is no failure.
+        let time_wait_end =
+            tokio::time::Instant::now() + Config::default().msl * 2 + Duration::from_millis(1);
+        tokio::time::sleep_until(time_wait_end.min(deadline)).await;
         let end = net.now();
-        let take =
-            |t: &Trace| std::mem::take(&mut *t.lock().unwrap_or_else(PoisonError::into_inner));
-        let _ = epoch;
         Ok(Run {
-            client_trace: take(&ct),
-            server_trace: take(&st),
             last_byte,
             closed,
             end,
+            cut_by_limit: time_wait_end > deadline,
             request_bytes: bytes.read.load(Ordering::Relaxed),
             reply_bytes: bytes.written.load(Ordering::Relaxed),
             body_bytes: body,
@@ -319,48 +403,75 @@ impl Scenario for ApiCalls {
         }
     }
 
-    fn run(&self, settings: &Settings) -> Result<Outcome, DemoError> {
+    fn run(
+        &self,
+        settings: &Settings,
+        mut ladder: Option<&mut dyn Write>,
+    ) -> Result<Outcome, DemoError> {
         let rt = synack_http::virtual_runtime()
             .map_err(|e| DemoError::Io("starting the runtime".into(), e))?;
-        let limit = settings.time_limit;
-        let run = rt.block_on(async {
-            match tokio::time::timeout(limit, self.run_async(settings)).await {
-                Ok(r) => r,
-                Err(_) => Err(DemoError::Run(format!(
-                    "gave up after {} of virtual time (--time-limit)",
-                    super::fmt_duration(limit)
-                ))),
-            }
-        })?;
-        let hs = handshake_time(&run.client_trace);
-        let traces = [
-            ("client".to_owned(), run.client_trace),
-            ("server".to_owned(), run.server_trace),
-        ];
-        let ladder = Ladder::new(&traces)
+        let mut builder = LadderBuilder::new(&HOSTS)
             .relative(!settings.absolute)
             .fold(settings.fold)
-            .time_origin(Instant::ZERO);
-        let mut phases = ladder.phases();
+            .host_addr(0, CLIENT_IP)
+            .host_addr(1, SERVER_IP);
+        if let Some(h) = settings.path.max_transit(Config::default().mtu) {
+            builder = builder.loss_horizon(h);
+        }
+        let feed: SharedFeed = Arc::new(Mutex::new(Feed {
+            builder,
+            last: [None, None],
+            since_advance: 0,
+            keep_rows: ladder.is_some(),
+            rows: Vec::new(),
+            held_peak: 0,
+            connecting: HashMap::new(),
+            handshake_time: Duration::ZERO,
+        }));
+        let run = rt.block_on(self.run_async(settings, &feed));
+        drop(rt);
+        let run = run?;
+        let Ok(feed) =
+            Arc::try_unwrap(feed).map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        else {
+            return Err(DemoError::Run("the trace hooks outlived the run".into()));
+        };
+        let Feed {
+            builder,
+            mut rows,
+            held_peak,
+            handshake_time,
+            keep_rows,
+            ..
+        } = feed;
+        let held_peak = held_peak.max(builder.held());
+        let built = builder.finish();
+        if keep_rows {
+            rows.extend(built.rows.iter().cloned());
+            // Ports tell the connections apart when there are several.
+            let mut lines = LineRenderer::new(&HOSTS, built.connections > 1, Instant::ZERO);
+            super::scenario::draw(&mut ladder, &mut lines, &rows, &Progress::hidden())?;
+        }
+        let mut phases = built.phases;
         // The whole run: from the first SYN to the last call's last byte, and to the moment
         // every connection was closed.
         phases.last_response_byte = Some(run.last_byte);
         phases.closed = Some(run.closed);
-        let summary = ladder.summary();
         let calls = self.calls;
         Ok(Outcome {
             name: self.name(),
-            ladder,
             phases,
-            summary,
+            summary: built.summary,
             requests: calls,
             request_bytes: run.request_bytes,
             head_bytes: run.reply_bytes.saturating_sub(run.body_bytes),
             body_bytes: run.body_bytes,
             time_wait: Config::default().msl * 2,
             end: run.end,
+            cut_by_limit: run.cut_by_limit,
             captured: None,
-            handshake_time: Some(hs),
+            handshake_time: Some(handshake_time),
+            held_peak,
         })
     }
 }

@@ -11,15 +11,17 @@ mod report;
 mod scenario;
 mod world;
 
+use std::cell::Cell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synack_stack::ladder::fmt_bytes;
 use synack_stack::sim::units::{parse_duration, parse_percent, parse_rate, parse_size};
 use synack_stack::sim::PathConfig;
-use synack_tcp::Duration;
+use synack_tcp::{Config, Duration};
 
 pub use scenario::{OneConnection, Scenario};
 
@@ -42,7 +44,8 @@ pub const EXAMPLES: &str = "\
 Examples:
   synack demo                                  1 KiB over a 50 ms round trip
   synack demo --rtt 80ms --bytes 1MiB          a bulk reply, folded into one line
-  synack demo --loss 5% --bytes 1MiB           retransmissions
+  synack demo --loss 2% --bytes 1MiB           lost segments, each resent once
+  synack demo --bandwidth 10mbit --queue 32KiB a slower link whose short queue overflows
   synack demo --pcap demo.pcap --no-fold       every segment, and a capture for Wireshark";
 
 /// Flags of `synack demo`.
@@ -91,9 +94,16 @@ pub struct DemoArgs {
     #[arg(long, value_name = "SIZE", default_value = "1KiB", value_parser = parse_size)]
     pub call_bytes: u64,
 
-    /// Give up (with an error) after this much virtual time.
+    /// Give up (with an error) after this much virtual time. A --bytes that cannot arrive in
+    /// this time at the link's rate is refused before the run; a TIME-WAIT still running at
+    /// the limit ends the run without an error (the exchange is complete).
     #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
     pub time_limit: Duration,
+
+    /// Show progress on standard error: a bar on a terminal, a line a second otherwise
+    /// (without this flag, a bar shows on a terminal for replies of 8 MiB and more).
+    #[arg(long)]
+    pub progress: bool,
 
     /// Lose this share of packets, independently (e.g. 2%, 0.02).
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent, help_heading = "Impairments (both directions)")]
@@ -116,15 +126,36 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Impairments (both directions)")]
     pub jitter: Option<Duration>,
 
-    /// Serialize packets at this rate, e.g. 10mbit, 1gbit.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate, help_heading = "Impairments (both directions)")]
-    pub bandwidth: Option<u64>,
+    /// The link's rate, e.g. 10mbit, 1gbit, or `unlimited` (a whole flight leaves at one
+    /// instant).
+    #[arg(long, value_name = "RATE", default_value = "100mbit", value_parser = parse_link_rate, help_heading = "Link (both directions)")]
+    pub bandwidth: LinkRate,
 
-    /// Bytes that may wait for the serializer before packets are tail-dropped (needs
-    /// --bandwidth), e.g. 64KiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Impairments (both directions)")]
+    /// Bytes that may wait for the link before packets are tail-dropped, e.g. 64KiB
+    /// [default: one bandwidth-delay product, at least 64 KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Link (both directions)")]
     pub queue: Option<u64>,
 }
+
+/// The rate of the demo's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRate {
+    /// Bits per second.
+    Bps(u64),
+    /// No serialization: packets leave the instant they are sent.
+    Unlimited,
+}
+
+/// `100mbit`, `1gbit`, or `unlimited` (also `inf`, `none`).
+fn parse_link_rate(s: &str) -> Result<LinkRate, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "unlimited" | "inf" | "infinite" | "none" => Ok(LinkRate::Unlimited),
+        _ => parse_rate(s).map(LinkRate::Bps),
+    }
+}
+
+/// The smallest default queue.
+const MIN_QUEUE: u64 = 64 * 1024;
 
 /// What went wrong in a demo run.
 #[derive(Debug)]
@@ -164,31 +195,39 @@ pub struct Settings {
     pub absolute: bool,
     pub fold: bool,
     pub time_limit: Duration,
+    /// Draw a progress bar even when standard error is not a terminal.
+    pub progress: bool,
     /// The path each way (both directions alike).
     pub path: PathConfig,
 }
 
 impl Settings {
     pub fn from_args(a: &DemoArgs) -> Result<Settings, DemoError> {
-        if a.queue.is_some() && a.bandwidth.is_none() {
-            return Err(DemoError::Usage(
-                "--queue limits the queue in front of the serializer: it needs --bandwidth".into(),
-            ));
-        }
         let mut path = PathConfig::delay(a.rtt / 2);
         path.loss = a.loss.unwrap_or(0.0);
         path.reorder = a.reorder.unwrap_or(0.0);
         path.duplicate = a.duplicate.unwrap_or(0.0);
         path.corrupt = a.corrupt.unwrap_or(0.0);
         path.jitter = a.jitter.unwrap_or_default();
-        path.bandwidth_bps = a.bandwidth;
-        path.queue_limit_bytes = match a.queue {
-            Some(q) => Some(usize::try_from(q).map_err(|_| {
-                DemoError::Usage(format!("--queue {q}: too large for this machine"))
-            })?),
-            None => None,
-        };
-        Ok(Settings {
+        match a.bandwidth {
+            LinkRate::Unlimited => {
+                if a.queue.is_some() {
+                    return Err(DemoError::Usage(
+                        "--queue limits the queue in front of the link: it needs a link rate \
+                         (--bandwidth unlimited has none)"
+                            .into(),
+                    ));
+                }
+            }
+            LinkRate::Bps(bps) => {
+                path.bandwidth_bps = Some(bps);
+                let q = a.queue.unwrap_or_else(|| default_queue(bps, a.rtt));
+                path.queue_limit_bytes = Some(usize::try_from(q).map_err(|_| {
+                    DemoError::Usage(format!("--queue {q}: too large for this machine"))
+                })?);
+            }
+        }
+        let s = Settings {
             rtt: a.rtt,
             seed: a.seed,
             bytes: a.bytes,
@@ -196,8 +235,84 @@ impl Settings {
             absolute: a.absolute,
             fold: !a.no_fold,
             time_limit: a.time_limit,
+            progress: a.progress,
             path,
-        })
+        };
+        s.check_time("--bytes", a.bytes, "the reply needs")?;
+        s.check_time(
+            "--calls x --call-bytes",
+            a.calls.saturating_mul(a.call_bytes),
+            "the replies to the calls need",
+        )?;
+        Ok(s)
+    }
+
+    /// The fastest the server's data can flow, in bytes per second: the link's rate (less
+    /// the headers of each full-sized packet) or a full window per round trip, whichever is
+    /// lower, and whether it is the window; `None` when neither bounds it (an unlimited link
+    /// with no delay).
+    fn max_goodput(&self) -> Option<(f64, bool)> {
+        let config = Config::default();
+        let packet = config.mtu as f64;
+        // IPv4 and TCP headers with the timestamp option (RFC 7323 §3).
+        let payload = packet - 20.0 - 20.0 - 12.0;
+        let by_rate = self
+            .path
+            .bandwidth_bps
+            .map(|bps| bps as f64 / 8.0 * payload / packet);
+        let by_window = (!self.rtt.is_zero())
+            .then(|| config.recv_buffer.min(config.send_buffer) as f64 / self.rtt.as_secs_f64());
+        match (by_rate, by_window) {
+            (Some(r), Some(w)) if w < r => Some((w, true)),
+            (Some(r), _) => Some((r, false)),
+            (None, Some(w)) => Some((w, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// Refuses `bytes` (given by `flag`) that cannot arrive within the time limit even at the
+    /// fastest the path allows: the run would only fail at its end.
+    fn check_time(&self, flag: &str, bytes: u64, what: &str) -> Result<(), DemoError> {
+        let Some((goodput, by_window)) = self.max_goodput() else {
+            return Ok(());
+        };
+        // The handshake's round trip, then the bytes at the fastest rate.
+        let need = self.rtt.as_secs_f64() + bytes as f64 / goodput;
+        if need <= self.time_limit.as_secs_f64() {
+            return Ok(());
+        }
+        let config = Config::default();
+        let window = config.recv_buffer.min(config.send_buffer);
+        let how = if by_window {
+            format!(
+                "at one {} window per {} round trip (--rtt)",
+                fmt_bytes(window as u64),
+                fmt_duration(self.rtt)
+            )
+        } else {
+            format!(
+                "at {} (the link's rate, --bandwidth)",
+                fmt_rate(self.path.bandwidth_bps.unwrap_or(0))
+            )
+        };
+        let minutes = (need / 60.0).ceil().max(1.0);
+        Err(DemoError::Usage(format!(
+            "{flag} {bytes} ({}) cannot arrive within --time-limit {}: {what} at least {} \
+             {how}; raise --time-limit (to more than {minutes}min){}, or ask for fewer bytes",
+            fmt_bytes(bytes),
+            fmt_duration(self.time_limit),
+            fmt_span(need),
+            if by_window { "" } else { " or --bandwidth" },
+        )))
+    }
+
+    /// The link, as flags would spell it: `100mbit (queue 611 KiB)`, `unlimited`.
+    pub fn link(&self) -> String {
+        match (self.path.bandwidth_bps, self.path.queue_limit_bytes) {
+            (Some(bps), Some(q)) => format!("{} (queue {})", fmt_rate(bps), fmt_bytes(q as u64)),
+            (Some(bps), None) => fmt_rate(bps),
+            (None, _) => "unlimited".into(),
+        }
     }
 
     /// The impairments, as flags would spell them, or "none".
@@ -220,17 +335,32 @@ impl Settings {
         if !p.jitter.is_zero() {
             parts.push(format!("jitter {}", fmt_duration(p.jitter)));
         }
-        if let Some(bps) = p.bandwidth_bps {
-            parts.push(format!("bandwidth {}", fmt_rate(bps)));
-        }
-        if let Some(q) = p.queue_limit_bytes {
-            parts.push(format!("queue {}", fmt_bytes(q as u64)));
-        }
         if parts.is_empty() {
             "none".into()
         } else {
             parts.join(", ")
         }
+    }
+}
+
+/// The default queue of a link: one bandwidth-delay product (what keeps a window-limited
+/// sender's link busy without dropping), rounded up to a KiB, and at least [`MIN_QUEUE`].
+fn default_queue(bps: u64, rtt: Duration) -> u64 {
+    let bdp = u128::from(bps) * rtt.as_micros() / 8 / 1_000_000;
+    let bdp = u64::try_from(bdp).unwrap_or(u64::MAX);
+    bdp.div_ceil(1024).saturating_mul(1024).max(MIN_QUEUE)
+}
+
+/// A long span of seconds for humans: `42.5s`, `12min 30s`, `22h 13min`.
+fn fmt_span(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{}s", trim_float((secs * 10.0).ceil() / 10.0));
+    }
+    let s = secs.ceil() as u64;
+    if s < 3600 {
+        format!("{}min {}s", s / 60, s % 60)
+    } else {
+        format!("{}h {}min", s / 3600, (s % 3600).div_ceil(60))
     }
 }
 
@@ -286,9 +416,11 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
     ];
     writeln!(
         out,
-        "synack demo: rtt {} ({} each way), seed {}, reply {} ({} bytes), impairments: {}",
+        "synack demo: rtt {} ({} each way), link {}, seed {}, reply {} ({} bytes), \
+         impairments: {}",
         fmt_duration(settings.rtt),
         fmt_duration(settings.rtt / 2),
+        settings.link(),
         settings.seed,
         fmt_bytes(settings.bytes),
         settings.bytes,
@@ -314,12 +446,112 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
             scenario.description()
         )?;
         writeln!(out)?;
-        let outcome = scenario.run(&settings)?;
-        let ladder = i == 0 || args.all_ladders;
-        report::print_outcome(out, &settings, &outcome, ladder)?;
+        let draw = i == 0 || args.all_ladders;
+        let outcome = scenario.run(&settings, if draw { Some(&mut *out) } else { None })?;
+        if draw {
+            writeln!(out)?;
+        }
+        report::print_outcome(out, &settings, &outcome)?;
         outcomes.push(outcome);
     }
     writeln!(out)?;
     report::print_results(out, &settings, &outcomes)?;
     Ok(())
+}
+
+/// Replies at least this long get a progress bar when standard error is a terminal.
+const AUTO_PROGRESS_BYTES: u64 = 8 << 20;
+
+/// Progress on standard error: the reply bytes the client has, and the virtual time. A bar
+/// when standard error is a terminal and the reply is long, or when asked for (`--progress`);
+/// asked for where standard error is not a terminal, a line every second instead.
+pub struct Progress {
+    bar: ProgressBar,
+    /// Plain lines instead of a bar.
+    lines: Option<ProgressLines>,
+}
+
+/// Progress as plain lines: the total, and when the last line was written and for how many
+/// bytes.
+struct ProgressLines {
+    total: u64,
+    last: Cell<Option<(std::time::Instant, u64)>>,
+}
+
+impl Progress {
+    pub fn new(settings: &Settings, total: u64) -> Progress {
+        let terminal = io::stderr().is_terminal();
+        if !terminal && settings.progress {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                lines: Some(ProgressLines {
+                    total,
+                    last: Cell::new(None),
+                }),
+            };
+        }
+        let target = if terminal && (settings.progress || total >= AUTO_PROGRESS_BYTES) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) \
+             virtual {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        Progress { bar, lines: None }
+    }
+
+    /// A bar that is never drawn.
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: ProgressBar::hidden(),
+            lines: None,
+        }
+    }
+
+    /// The client has `bytes` at virtual time `now`.
+    pub fn set(&self, bytes: u64, now: synack_tcp::Instant) {
+        if let Some(ProgressLines { total, last }) = &self.lines {
+            let t = std::time::Instant::now();
+            let due = match last.get() {
+                None => true,
+                Some((_, b)) if b == bytes => false,
+                Some((l, _)) => {
+                    bytes == *total || t.duration_since(l) >= std::time::Duration::from_secs(1)
+                }
+            };
+            if due {
+                last.set(Some((t, bytes)));
+                eprintln!(
+                    "synack demo: {} of {} ({:.1}%) at virtual t={now}s",
+                    fmt_bytes(bytes),
+                    fmt_bytes(*total),
+                    bytes as f64 * 100.0 / (*total).max(1) as f64
+                );
+            }
+        } else if !self.bar.is_hidden() {
+            self.bar.set_position(bytes);
+            self.bar.set_message(format!("t={now}s"));
+        }
+    }
+
+    /// Runs `f` (which writes to the terminal) with the bar out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }

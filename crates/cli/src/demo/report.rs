@@ -84,18 +84,12 @@ fn rtts(d: Duration, rtt: Duration) -> String {
     format!("{:.2}", d.as_micros() as f64 / rtt.as_micros() as f64)
 }
 
-/// The ladder, the phase table and the counts of one outcome.
+/// The phase table and the counts of one outcome (its ladder is drawn as it runs).
 pub fn print_outcome(
     out: &mut dyn Write,
     settings: &Settings,
     o: &Outcome,
-    ladder: bool,
 ) -> Result<(), DemoError> {
-    if ladder {
-        out.write_all(o.ladder.render().as_bytes())?;
-        writeln!(out)?;
-    }
-
     let p = &o.phases;
     let mut t = Table::new(
         &["phase", "from", "to", "ms", "RTTs"],
@@ -186,6 +180,16 @@ pub fn print_outcome(
         }
     }
     match (&p.active_closer, p.time_wait_start, p.time_wait_end) {
+        (Some(who), Some(a), None) if o.cut_by_limit => writeln!(
+            out,
+            "  TIME-WAIT:   {who} from {} until {} (2*MSL = {}), past --time-limit {}: the \
+             run stopped at {} with the exchange complete",
+            secs(a),
+            secs(a + o.time_wait),
+            fmt_duration(o.time_wait),
+            fmt_duration(settings.time_limit),
+            secs(o.end),
+        )?,
         (Some(who), Some(a), Some(b)) => writeln!(
             out,
             "  TIME-WAIT:   {who} from {} until {} (2*MSL = {}); the 4-tuple is free again \

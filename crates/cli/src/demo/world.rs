@@ -10,7 +10,7 @@ use std::rc::Rc;
 use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{HostId, Network};
 use synack_stack::Interface;
-use synack_tcp::{Config, Endpoint, Instant, TraceRecord};
+use synack_tcp::{Config, Endpoint, FourTuple, Instant, State, Timer, TraceRecord};
 
 use super::{DemoError, Settings};
 
@@ -91,11 +91,54 @@ impl World {
         SocketAddr::new(SERVER_IP, SERVER_PORT)
     }
 
-    /// The traces recorded so far, tagged with the host names, client first.
-    pub fn traces(&mut self) -> [(String, Vec<TraceRecord>); 2] {
+    /// The records the client and the server traced since the last call.
+    pub fn drain_traces(&mut self) -> (Vec<TraceRecord>, Vec<TraceRecord>) {
         let c = self.client_tcp().drain_trace();
         let s = self.server_tcp().drain_trace();
-        [("client".to_owned(), c), ("server".to_owned(), s)]
+        (c, s)
+    }
+
+    /// Every connection still held by either host, with its state.
+    fn open_connections(&self) -> Vec<(&'static str, FourTuple, State, Option<Instant>)> {
+        let mut v = Vec::new();
+        for (who, id) in [("client", self.client), ("server", self.server)] {
+            let tcp = self.net.host(id).tcp();
+            for c in tcp.connections() {
+                if let Some(conn) = tcp.conn(c) {
+                    v.push((who, conn.tuple(), conn.state(), conn.timer(Timer::Close)));
+                }
+            }
+        }
+        v.sort_by_key(|&(who, t, ..)| (who, t.local, t.remote));
+        v
+    }
+
+    /// Whether every connection left is in TIME-WAIT (and at least one is).
+    pub fn only_time_wait(&self) -> bool {
+        let open = self.open_connections();
+        !open.is_empty() && open.iter().all(|c| c.2 == State::TimeWait)
+    }
+
+    /// What is still open, for an error message: "the server's connection 198.18.0.2:80 ->
+    /// 198.18.0.1:49152 was in LAST-ACK, the client's ... in TIME-WAIT until t=611.3s".
+    pub fn describe_connections(&self) -> String {
+        let open = self.open_connections();
+        if open.is_empty() {
+            return "no connection was open".into();
+        }
+        let parts: Vec<String> = open
+            .iter()
+            .map(|&(who, t, state, close)| {
+                let mut s = format!("the {who}'s connection {t} was in {state}");
+                if state == State::TimeWait {
+                    if let Some(end) = close {
+                        s.push_str(&format!(" until t={end}s"));
+                    }
+                }
+                s
+            })
+            .collect();
+        format!("at t={}s {}", self.now(), parts.join(", "))
     }
 
     /// Detaches the capture, flushes it and returns how many packets it wrote.

@@ -84,6 +84,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, help_heading = "Keep-alive")]
     pub client_max_body_size: u64,
 
+    /// Over TUN: capture every packet the stack sends and receives to a pcap file (written
+    /// as it goes, complete after Ctrl-C or SIGTERM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "kernel",
+        help_heading = "Transport"
+    )]
+    pub pcap: Option<PathBuf>,
+
     /// On exit (Ctrl-C), print the server's counters as one JSON object on stdout.
     #[arg(long)]
     pub stats: bool,
@@ -161,7 +171,8 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             );
             until_signal(serve(l, config, routes)).await
         } else {
-            let opts = args.transport.tun_opts(args.verbose);
+            let mut opts = args.transport.tun_opts(args.verbose);
+            opts.pcap = args.pcap.clone();
             let stack = nc::open_stack(&opts)?;
             let addr = SocketAddr::new(opts.ip.addr, args.port);
             let l = TcpListener::bind(&stack, addr).await?;
@@ -171,6 +182,7 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             );
             let stats = until_signal(serve(l, config, routes)).await;
             stack.wait_idle(Duration::from_secs(5)).await;
+            stack.flush_pcap()?;
             stats
         };
         if args.verbose {

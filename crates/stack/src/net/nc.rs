@@ -13,8 +13,8 @@
 //! ```
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::future::Future;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::net::{Stack, StackConfig, TcpListener, TcpStream};
-use crate::pcap::PcapWriter;
+use crate::pcap::{LiveFile, PcapWriter};
 use crate::tun::{TunConfig, TunDevice};
 
 /// How long the commands wait, before returning, for closing connections to finish.
@@ -223,54 +223,108 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
         ..Config::default()
     };
     if let Some(path) = &opts.pcap {
-        let w: Box<dyn Write + Send> = Box::new(BufWriter::new(File::create(path)?));
+        // Written by a thread of its own, whole records within 100 ms: the file can be read
+        // while the command runs, and holds everything up to a signal that stops it.
+        let file = LiveFile::create(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating the capture {}: {e}", path.display()),
+            )
+        })?;
+        let w: Box<dyn Write + Send> = Box::new(file);
         config.pcap = Some(PcapWriter::new(w)?);
     }
     let stack = Stack::new(dev, config)?;
     if opts.verbose {
         stack.set_trace_hook(Some(Box::new(|r| {
             if let TraceEvent::State { tuple, from, to } = r.event {
-                eprintln!("{} {tuple}: {from} -> {to}", r.time);
+                // A closed standard error must not bring the stack down.
+                let _ = writeln!(io::stderr(), "{} {tuple}: {from} -> {to}", r.time);
             }
         })));
     }
     Ok(stack)
 }
 
+/// How long closing connections get, after a stop, before the command returns anyway.
+const STOP_LINGER: Duration = Duration::from_secs(1);
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It did what it was asked.
+    Done,
+    /// The stop future completed first (a signal, say); its connections were closed.
+    Stopped,
+}
+
 /// `synack listen`. See the [module documentation](self).
 pub async fn listen(opts: ListenOpts) -> io::Result<()> {
+    listen_until(opts, std::future::pending()).await.map(|_| ())
+}
+
+/// `synack listen` until `stop` completes: then the connections are closed (given a second
+/// to finish), the capture is flushed, and it returns [`Ended::Stopped`].
+pub async fn listen_until(opts: ListenOpts, stop: impl Future<Output = ()>) -> io::Result<Ended> {
     let stack = open_stack(&opts.tun)?;
-    let listener = TcpListener::bind(&stack, SocketAddr::new(opts.tun.ip.addr, opts.port)).await?;
-    if opts.tun.verbose {
-        eprintln!("listening on {}", listener.local_addr()?);
-    }
-    let r = if opts.stdio {
-        let (s, peer) = listener.accept().await?;
+    let work = async {
+        let listener =
+            TcpListener::bind(&stack, SocketAddr::new(opts.tun.ip.addr, opts.port)).await?;
         if opts.tun.verbose {
-            eprintln!("connection from {peer}");
+            let _ = writeln!(io::stderr(), "listening on {}", listener.local_addr()?);
         }
-        drop(listener);
-        pipe(s, Stdin::spawn(), io::stdout()).await
-    } else {
-        serve_echo(&listener, opts.max_conns).await
+        if opts.stdio {
+            let (s, peer) = listener.accept().await?;
+            if opts.tun.verbose {
+                let _ = writeln!(io::stderr(), "connection from {peer}");
+            }
+            drop(listener);
+            pipe(s, Stdin::spawn(), io::stdout()).await
+        } else {
+            serve_echo(&listener, opts.max_conns).await
+        }
     };
-    // Let the closes finish (FINs sent and acknowledged) before the caller's runtime goes.
-    stack.wait_idle(LINGER).await;
+    finish(&stack, work, stop).await
+}
+
+/// Runs `work` until it ends or `stop` completes, lets the closes finish (FINs sent and
+/// acknowledged) before the caller's runtime goes, and flushes the capture.
+async fn finish(
+    stack: &Stack,
+    work: impl Future<Output = io::Result<()>>,
+    stop: impl Future<Output = ()>,
+) -> io::Result<Ended> {
+    let (r, ended) = tokio::select! {
+        r = work => (r, Ended::Done),
+        () = stop => (Ok(()), Ended::Stopped),
+    };
+    let linger = match ended {
+        Ended::Done => LINGER,
+        Ended::Stopped => STOP_LINGER,
+    };
+    stack.wait_idle(linger).await;
     let flushed = stack.flush_pcap();
-    r.and(flushed)
+    r.and(flushed).map(|()| ended)
 }
 
 /// `synack connect`. See the [module documentation](self).
 pub async fn connect(opts: ConnectOpts) -> io::Result<()> {
+    connect_until(opts, std::future::pending())
+        .await
+        .map(|_| ())
+}
+
+/// `synack connect` until `stop` completes (as [`listen_until`]).
+pub async fn connect_until(opts: ConnectOpts, stop: impl Future<Output = ()>) -> io::Result<Ended> {
     let stack = open_stack(&opts.tun)?;
-    let s = TcpStream::connect_timeout(&stack, opts.remote, opts.timeout).await?;
-    if opts.tun.verbose {
-        eprintln!("connected to {}", opts.remote);
-    }
-    let r = pipe(s, Stdin::spawn(), io::stdout()).await;
-    stack.wait_idle(LINGER).await;
-    let flushed = stack.flush_pcap();
-    r.and(flushed)
+    let work = async {
+        let s = TcpStream::connect_timeout(&stack, opts.remote, opts.timeout).await?;
+        if opts.tun.verbose {
+            let _ = writeln!(io::stderr(), "connected to {}", opts.remote);
+        }
+        pipe(s, Stdin::spawn(), io::stdout()).await
+    };
+    finish(&stack, work, stop).await
 }
 
 /// Echoes every connection of `listener` back to its sender until the sender half-closes,

@@ -204,6 +204,46 @@ impl PathConfig {
         }
     }
 
+    /// The longest a packet of at most `max_packet` bytes can take from being offered to being
+    /// delivered: waiting behind the packet on the wire and a full queue, its own
+    /// serialization, the delay, the largest jitter and the reorder hold-back. `None` when it
+    /// has no bound: a rate without a queue limit (the queue may grow without end), or a dead
+    /// link (`Some(0)`, which delivers nothing, also has no bound to give).
+    ///
+    /// ```
+    /// use synack_stack::sim::PathConfig;
+    /// use synack_tcp::time::Duration;
+    ///
+    /// let p = PathConfig::delay(Duration::from_millis(25)).with_jitter(Duration::from_millis(5));
+    /// assert_eq!(p.max_transit(1500), Some(Duration::from_millis(30)));
+    /// let p = p.with_bandwidth(8_000_000).with_queue_limit(3000);
+    /// // 1500 B on the wire, 3000 B queued, its own 1500 B: 6000 B at 1 MB/s.
+    /// assert_eq!(p.max_transit(1500), Some(Duration::from_millis(36) + Duration::from_micros(1)));
+    /// assert_eq!(PathConfig::default().with_bandwidth(1000).max_transit(1500), None);
+    /// ```
+    pub fn max_transit(&self, max_packet: usize) -> Option<Duration> {
+        let queueing = match (self.bandwidth_bps, self.queue_limit_bytes) {
+            (None, _) => Duration::ZERO,
+            (Some(0), _) | (Some(_), None) => return None,
+            (Some(_), Some(q)) => {
+                // Rounded up to the microsecond once more, as delivery instants are.
+                self.serialization_time(q.saturating_add(max_packet.saturating_mul(2)))
+                    + Duration::from_micros(1)
+            }
+        };
+        let reorder = if self.reorder > 0.0 {
+            self.effective_reorder_delay()
+        } else {
+            Duration::ZERO
+        };
+        Some(
+            queueing
+                .saturating_add(self.delay)
+                .saturating_add(self.jitter)
+                .saturating_add(reorder),
+        )
+    }
+
     /// How long `bytes` take to serialize at the configured rate (zero when unlimited).
     pub fn serialization_time(&self, bytes: usize) -> Duration {
         match self.bandwidth_bps {
