@@ -219,8 +219,8 @@ impl Exchange {
         }
     }
 
-    /// The open: `Err` with the client's error and when it came if it failed (checked: only
-    /// after the connect timeout, and only where `may_abort`).
+    /// The open, or `Err` if it failed — which is checked: only where `may_abort`, only with
+    /// `TimedOut`, and only once the connect timeout has passed.
     fn open(&mut self, may_abort: bool) -> Result<Open, ()> {
         let what = &self.what;
         let p = &mut self.p;
