@@ -214,15 +214,55 @@ fn stop(child: &mut Child) {
     unsafe {
         libc_kill(child.id() as i32, 15);
     }
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// How often the waits below look.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, for at most `limit`, and returns whether it did. It looks every
+/// 10 ms: these are events outside this process with nothing to block on (nginx accepting,
+/// exiting, writing its log), so the wait is a bounded poll of the event itself.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`] in async code, without blocking the runtime.
+async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether synack holds a connection to `to` that the peer has not closed (ESTABLISHED).
+fn open_to(stack: &Stack, to: SocketAddr) -> bool {
+    stack.with_interface(|i| {
+        let ep = i.tcp();
+        ep.connections()
+            .filter_map(|id| ep.conn(id))
+            .any(|c| c.tuple().remote == to && c.state() == synack_tcp::State::Established)
+    })
 }
 
 extern "C" {
@@ -255,17 +295,12 @@ fn synack_client_against_nginx_keepalive_limits() {
             std::mem::forget(ns);
             let to: SocketAddr = format!("{KERNEL}:8080").parse().unwrap();
             // Wait until nginx accepts (kernel socket, inside the namespace).
-            let start = std::time::Instant::now();
-            loop {
-                if std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(20) {
-                    stop(&mut nginx);
-                    let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
-                    panic!("nginx did not start:\n{log}");
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if !wait_until(Duration::from_secs(20), || {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok()
+            }) {
+                stop(&mut nginx);
+                let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+                panic!("nginx did not start:\n{log}");
             }
             let before = count_lines(&d.join("access.log"));
             let client = Client::new(SynackConnector::new(&stack), ClientConfig::default());
@@ -292,20 +327,29 @@ fn synack_client_against_nginx_keepalive_limits() {
                     v
                 }
             };
+            // nginx closes an idle connection after its keepalive_timeout (2 s): wait for that
+            // FIN (bounded), rather than for a guess at when it comes.
+            let nginx_idle_close = || async {
+                assert!(
+                    wait_until_async(Duration::from_secs(10), || !open_to(&stack, to)).await,
+                    "nginx kept the idle connection open"
+                );
+            };
             got.extend(fetch(12, "a").await);
             assert_eq!(client.metrics().connections_opened, 3, "5 + 5 + 2");
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            nginx_idle_close().await;
             got.extend(fetch(4, "b").await);
             assert_eq!(client.metrics().connections_opened, 4);
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            nginx_idle_close().await;
             got.extend(fetch(1, "c").await);
             let m = client.metrics();
             let conns: Vec<u64> = got.iter().map(|i| i.connection).collect();
             drop(client);
             stack.wait_idle(Duration::from_secs(5)).await;
-            // Let nginx write its log.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let logged = count_lines(&d.join("access.log")) - before;
+            // Wait until nginx has logged the 17 requests (it writes in its own time).
+            let log = d.join("access.log");
+            wait_until_async(Duration::from_secs(10), || count_lines(&log) - before >= 17).await;
+            let logged = count_lines(&log) - before;
             stop(&mut nginx);
             (m, conns, logged)
         })

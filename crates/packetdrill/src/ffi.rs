@@ -19,7 +19,8 @@ use crate::shim::{Errno, OptIn, OptValue, Shim, SysResult};
 use crate::sockaddr as sa;
 
 /// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
-/// ABI. `fcntl` and `ioctl` are variadic in C, and are declared so here.
+/// ABI. `fcntl` and `ioctl` are variadic in C, and are declared so here; they point to C
+/// functions (`csrc/variadic.c`), since stable Rust cannot define a variadic function.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 #[allow(clippy::type_complexity)]
@@ -184,24 +185,6 @@ pub unsafe extern "C" fn packetdrill_interface_init(
 
 /// A filled table whose `userdata` holds `shim`.
 pub fn table(shim: Arc<Shim>) -> PacketdrillInterface {
-    type Fcntl = unsafe extern "C" fn(*mut c_void, c_int, c_int, ...) -> c_int;
-    type Ioctl = unsafe extern "C" fn(*mut c_void, c_int, c_ulong, ...) -> c_int;
-    // The variadic entries point to fixed-arity functions taking the one optional argument:
-    // on the System V x86-64 and AAPCS64 (Linux) ABIs a variadic call passes it where a
-    // fixed-arity callee reads it.
-    // SAFETY: same size; see above for the calling convention.
-    let fcntl = unsafe {
-        std::mem::transmute::<unsafe extern "C" fn(*mut c_void, c_int, c_int, c_long) -> c_int, Fcntl>(
-            pd_fcntl,
-        )
-    };
-    // SAFETY: as for fcntl.
-    let ioctl = unsafe {
-        std::mem::transmute::<
-            unsafe extern "C" fn(*mut c_void, c_int, c_ulong, *mut c_void) -> c_int,
-            Ioctl,
-        >(pd_ioctl)
-    };
     PacketdrillInterface {
         userdata: Arc::into_raw(shim) as *mut c_void,
         free: Some(pd_free),
@@ -220,8 +203,8 @@ pub fn table(shim: Arc<Shim>) -> PacketdrillInterface {
         send: Some(pd_send),
         sendto: Some(pd_sendto),
         sendmsg: Some(pd_sendmsg),
-        fcntl: Some(fcntl),
-        ioctl: Some(ioctl),
+        fcntl: Some(synack_packetdrill_fcntl),
+        ioctl: Some(synack_packetdrill_ioctl),
         close: Some(pd_close),
         shutdown: Some(pd_shutdown),
         getsockopt: Some(pd_getsockopt),
@@ -595,7 +578,27 @@ unsafe extern "C" fn pd_sendmsg(
     })
 }
 
-unsafe extern "C" fn pd_fcntl(ud: *mut c_void, fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+extern "C" {
+    /// `csrc/variadic.c`: reads the optional argument with `va_arg` (for the commands that
+    /// take one) and calls [`synack_packetdrill_fcntl_arg`].
+    fn synack_packetdrill_fcntl(ud: *mut c_void, fd: c_int, cmd: c_int, ...) -> c_int;
+    /// `csrc/variadic.c`: reads the optional argument with `va_arg` (for the requests that
+    /// take one) and calls [`synack_packetdrill_ioctl_arg`].
+    fn synack_packetdrill_ioctl(ud: *mut c_void, fd: c_int, req: c_ulong, ...) -> c_int;
+}
+
+/// `fcntl` with its optional argument read (0 when the command takes none), called by the C
+/// variadic entry. Exported only for it.
+///
+/// # Safety
+/// `ud` must be null or the `userdata` of a live table.
+#[no_mangle]
+pub unsafe extern "C" fn synack_packetdrill_fcntl_arg(
+    ud: *mut c_void,
+    fd: c_int,
+    cmd: c_int,
+    arg: c_long,
+) -> c_int {
     call(ud, -1, |s| match cmd {
         libc::F_GETFL => s.get_flags(fd),
         libc::F_SETFL => {
@@ -609,7 +612,19 @@ unsafe extern "C" fn pd_fcntl(ud: *mut c_void, fd: c_int, cmd: c_int, arg: c_lon
     })
 }
 
-unsafe extern "C" fn pd_ioctl(ud: *mut c_void, fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+/// `ioctl` with its optional argument read (null when the request takes none), called by the C
+/// variadic entry. Exported only for it.
+///
+/// # Safety
+/// `ud` must be null or the `userdata` of a live table; for FIONREAD, TIOCOUTQ and FIONBIO,
+/// `arg` must be null or point to an `int`.
+#[no_mangle]
+pub unsafe extern "C" fn synack_packetdrill_ioctl_arg(
+    ud: *mut c_void,
+    fd: c_int,
+    req: c_ulong,
+    arg: *mut c_void,
+) -> c_int {
     call(ud, -1, |s| {
         let int_arg = |v: c_int| -> SysResult<c_int> {
             if arg.is_null() {

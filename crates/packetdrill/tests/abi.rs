@@ -1132,3 +1132,87 @@ fn an_inet6_socket_on_any_address_accepts_ipv4_as_mapped() {
         Ok(libc::AF_INET6)
     );
 }
+
+/// The variadic entries, called as C calls them: `fcntl` reads an `int` for F_SETFL and F_SETFD
+/// and nothing for F_GETFL and F_GETFD; `ioctl` reads an `int *` for FIONBIO, FIONREAD and
+/// TIOCOUTQ, and never reads the argument of a request it refuses.
+#[test]
+fn variadic_fcntl_and_ioctl_read_their_argument() {
+    let pd = Pd::exact();
+    let (i, ud) = (pd.ifc, pd.ud());
+    let fd = pd.socket().unwrap() as c_int;
+    // SAFETY: the table's functions, with the arguments each command takes.
+    unsafe {
+        let fcntl = i.fcntl.unwrap();
+        let ioctl = i.ioctl.unwrap();
+        assert_eq!(fcntl(ud, fd, libc::F_GETFL), libc::O_RDWR);
+        assert_eq!(
+            fcntl(ud, fd, libc::F_SETFL, libc::O_RDWR | libc::O_NONBLOCK),
+            0
+        );
+        assert_eq!(
+            fcntl(ud, fd, libc::F_GETFL),
+            libc::O_RDWR | libc::O_NONBLOCK
+        );
+        assert_eq!(fcntl(ud, fd, libc::F_SETFL, libc::O_RDWR), 0);
+        assert_eq!(fcntl(ud, fd, libc::F_GETFL), libc::O_RDWR);
+        assert_eq!(fcntl(ud, fd, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+        assert_eq!(fcntl(ud, fd, libc::F_GETFD), 0);
+        // A command the shim does not do, with a pointer argument it must not read as an int.
+        let mut lock: libc::flock = std::mem::zeroed();
+        assert_eq!(
+            fcntl(ud, fd, libc::F_GETLK, &mut lock as *mut libc::flock),
+            -1
+        );
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(fcntl(ud, 99, libc::F_GETFL), -1);
+        assert_eq!(errno(), libc::EBADF);
+
+        let mut on: c_int = 1;
+        assert_eq!(
+            ioctl(
+                ud,
+                fd,
+                libc::FIONBIO as libc::c_ulong,
+                &mut on as *mut c_int
+            ),
+            0
+        );
+        assert_eq!(
+            fcntl(ud, fd, libc::F_GETFL),
+            libc::O_RDWR | libc::O_NONBLOCK
+        );
+        let mut off: c_int = 0;
+        assert_eq!(
+            ioctl(
+                ud,
+                fd,
+                libc::FIONBIO as libc::c_ulong,
+                &mut off as *mut c_int
+            ),
+            0
+        );
+        assert_eq!(fcntl(ud, fd, libc::F_GETFL), libc::O_RDWR);
+        for req in [
+            libc::FIONREAD as libc::c_ulong,
+            libc::TIOCOUTQ as libc::c_ulong,
+        ] {
+            let mut n: c_int = -7;
+            assert_eq!(ioctl(ud, fd, req, &mut n as *mut c_int), 0);
+            assert_eq!(n, 0, "nothing queued on a new socket");
+        }
+        assert_eq!(
+            ioctl(
+                ud,
+                fd,
+                libc::FIONREAD as libc::c_ulong,
+                std::ptr::null_mut::<c_int>()
+            ),
+            -1
+        );
+        assert_eq!(errno(), libc::EFAULT);
+        // A request it refuses, called with no argument at all.
+        assert_eq!(ioctl(ud, fd, 0x5401 as libc::c_ulong), -1);
+        assert_eq!(errno(), libc::ENOTTY);
+    }
+}

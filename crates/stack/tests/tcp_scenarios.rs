@@ -5,9 +5,10 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use synack_stack::sim::PathConfig;
+use synack_stack::sim::{Direction as TapDirection, Network, PacketLog, PathConfig};
+use synack_stack::Interface;
 use synack_tcp::{Config, ConnectionError, Direction, Duration, State, TraceEvent};
-use synack_wire::TcpFlags;
+use synack_wire::{IpRepr, TcpFlags, TcpRepr};
 
 #[test]
 fn ten_mib_each_way_byte_exact() {
@@ -157,35 +158,66 @@ fn the_same_seed_gives_the_same_trace() {
     assert_ne!(a, trace_of(12), "a different seed gives different ISNs");
 }
 
+/// The SYNs a fresh client stack keyed by `secret` puts on the wire at time zero when it
+/// connects from each of `ports` to the server's port 80: (source port, destination port, ISN),
+/// read back from the IP packets its interface emitted.
+fn syns_on_the_wire(secret: [u8; 16], ports: &[u16]) -> Vec<(u16, u16, u32)> {
+    let mut net = Network::new(1);
+    let c = Interface::new(Config::default(), &[ip(CLIENT_IP)], secret);
+    let s = Interface::new(Config::default(), &[ip(SERVER_IP)], [0xee; 16]);
+    let client = net.add_host("client", &[ip(CLIENT_IP)], c);
+    let server = net.add_host("server", &[ip(SERVER_IP)], s);
+    net.link(client, server, PathConfig::perfect(), PathConfig::perfect());
+    let log = PacketLog::new();
+    net.tap(client, Box::new(log.clone()));
+    let remote = SocketAddr::new(ip(SERVER_IP), 80);
+    for &port in ports {
+        let now = net.now();
+        net.host_mut(client)
+            .tcp_mut()
+            .connect(now, ip(CLIENT_IP), Some(port), remote)
+            .unwrap();
+    }
+    net.flush();
+    assert_eq!(net.now(), synack_tcp::Instant::ZERO);
+    let syns: Vec<_> = log
+        .packets()
+        .iter()
+        .filter(|p| p.dir == TapDirection::Tx)
+        .map(|p| {
+            let (iph, payload) = IpRepr::parse(&p.bytes).unwrap();
+            assert_eq!((iph.src(), iph.dst()), (ip(CLIENT_IP), ip(SERVER_IP)));
+            let seg = TcpRepr::parse(payload, Some((iph.src(), iph.dst()))).unwrap();
+            assert_eq!(seg.flags, TcpFlags::SYN, "the first segment of an open");
+            (seg.src_port, seg.dst_port, seg.seq)
+        })
+        .collect();
+    assert_eq!(syns.len(), ports.len(), "one SYN per connect: {syns:?}");
+    syns
+}
+
 #[test]
 fn isns_differ_across_tuples_and_across_stacks() {
-    let mut p = Pair::new(21, Duration::from_millis(10), Config::default());
-    let l = p.listen(80);
-    let _ = l;
-    let a = p.connect(80);
-    let b = p.connect(80);
-    let client = p.client;
-    let ep = p.net.host(client).tcp();
-    let (ca, cb) = (ep.conn(a).unwrap(), ep.conn(b).unwrap());
-    assert_ne!(ca.tuple().local.port(), cb.tuple().local.port());
-    assert_ne!(ca.iss(), cb.iss());
-    // Another stack (another secret), same tuple: another ISN.
-    let mut q = Pair::new(22, Duration::from_millis(10), Config::default());
-    let qa = q.connect(80);
-    let qconn = q.net.host(q.client).tcp().conn(qa).unwrap();
-    let tuple_a = ca.tuple();
-    if qconn.tuple() == tuple_a {
-        assert_ne!(qconn.iss(), ca.iss());
-    } else {
-        // Ports are keyed too; compare the ISN the other key gives for the same tuple.
-        let g1 = synack_tcp::IsnGenerator::new(key(21, 1));
-        let g2 = synack_tcp::IsnGenerator::new(key(22, 1));
-        let now = synack_tcp::Instant::ZERO;
-        assert_ne!(
-            g1.isn(now, tuple_a.local, tuple_a.remote),
-            g2.isn(now, tuple_a.local, tuple_a.remote)
-        );
+    // RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey). Two stacks
+    // with their own secrets, opening the same 4-tuples at the same instant (the same M), put
+    // different ISNs on the wire; a stack with the same secret puts the same ones.
+    let ports: Vec<u16> = (40_000..40_016).collect();
+    let a = syns_on_the_wire([0x11; 16], &ports);
+    let b = syns_on_the_wire([0x22; 16], &ports);
+    let a_again = syns_on_the_wire([0x11; 16], &ports);
+    assert_eq!(
+        a, a_again,
+        "the ISN is a function of secret, tuple and clock"
+    );
+    for ((sa, da, isn_a), (sb, db, isn_b)) in a.iter().zip(&b) {
+        assert_eq!((sa, da), (sb, db), "the same 4-tuple on both stacks");
+        assert_ne!(isn_a, isn_b, "port {sa}: two secrets, one ISN");
     }
+    // And within one stack, each tuple gets its own ISN.
+    let mut isns: Vec<u32> = a.iter().map(|s| s.2).collect();
+    isns.sort_unstable();
+    isns.dedup();
+    assert_eq!(isns.len(), ports.len(), "{a:?}");
 }
 
 #[test]

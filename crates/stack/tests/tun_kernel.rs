@@ -19,10 +19,13 @@ use std::time::Duration;
 use synack_stack::net::{nc, Stack, StackConfig, TcpListener, TcpStream};
 use synack_stack::sim::PathConfig;
 use synack_stack::tun::{TunConfig, TunDevice, TunOptions};
-use synack_tcp::Config;
+use synack_tcp::{Config, State};
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
-use tun_support::{asynch, have_tool, privileged, read_pattern, write_pattern, Netns};
+use tun_support::{
+    asynch, check, have_tool, pattern_buf, privileged, read_pattern, signalled, wait_for,
+    wait_until, write_pattern, write_pattern_range, Netns,
+};
 
 const TUN: &str = "synack0";
 const KERNEL_V4: &str = "198.18.0.1";
@@ -88,6 +91,16 @@ fn open_stack_with(impair: Option<PathConfig>, options: TunOptions) -> Stack {
     )
     .expect("create the TUN device");
     assert_eq!(dev.name(), TUN);
+    // The device is up when the kernel can use its addresses (an IPv6 one takes a moment).
+    wait_for(
+        "the kernel's addresses on the TUN device",
+        Duration::from_secs(10),
+        || {
+            [KERNEL_V4, KERNEL_V6].iter().all(|a| {
+                std::net::TcpListener::bind(SocketAddr::new(a.parse().unwrap(), 0)).is_ok()
+            })
+        },
+    );
     let mut config = StackConfig::new(&[OURS_V4.parse().unwrap(), OURS_V6.parse().unwrap()]);
     config.tcp = Config::default();
     if let Some(p) = impair {
@@ -103,6 +116,36 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         Ok(v) => v,
         Err(_) => panic!("{what}: no result within {WAIT:?}"),
     }
+}
+
+/// Waits in async code for a kernel-side thread's signal that an event happened there.
+async fn bounded_signal(what: &str, rx: std::sync::mpsc::Receiver<()>) {
+    let what2 = what.to_owned();
+    bounded(
+        what,
+        tokio::task::spawn_blocking(move || signalled(&what2, &rx, WAIT)),
+    )
+    .await
+    .unwrap();
+}
+
+/// A kernel client of `to` that signals once its connect has returned, then blocks reading:
+/// the read must fail (the test resets the connection).
+fn reader_of_reset(
+    to: SocketAddr,
+) -> (
+    std::thread::JoinHandle<io::Result<()>>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 16];
+        s.read(&mut buf).map(|_| ())
+    });
+    (h, rx)
 }
 
 /// Joins a kernel-side thread from async code.
@@ -233,30 +276,30 @@ fn abort_and_refused(fam: Fam, tag: &str) {
                 .unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
 
-            // synack aborts: the kernel's blocked read gets ECONNRESET.
+            // synack aborts: the kernel's read gets ECONNRESET.
             let listener = TcpListener::bind(&stack, (fam.ours(), 7000)).await.unwrap();
             let to = SocketAddr::new(fam.ours(), 7000);
-            let client = std::thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
-                s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                let mut buf = [0u8; 16];
-                s.read(&mut buf).map(|_| ())
-            });
+            let (client, connected) = reader_of_reset(to);
             let (s, _) = bounded("accept", listener.accept()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The kernel's connect has returned: the RST hits an open socket, not a connect.
+            bounded_signal("the kernel's connect", connected).await;
             s.abort();
             let e = join(client).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
 
             // The kernel aborts (SO_LINGER 0 and close): synack's read gets ConnectionReset.
+            let (accepted_tx, accepted) = std::sync::mpsc::channel();
             let client = std::thread::spawn(move || -> io::Result<()> {
                 let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
-                std::thread::sleep(Duration::from_millis(50));
+                // Reset only once synack has accepted (a RST while the connection waits in the
+                // accept queue would take it out of the queue).
+                signalled("synack's accept", &accepted, WAIT);
                 set_linger_zero(&s);
                 drop(s);
                 Ok(())
             });
             let (mut s, _) = bounded("accept", listener.accept()).await.unwrap();
+            accepted_tx.send(()).unwrap();
             let mut buf = [0u8; 16];
             let e = bounded("read", tokio::io::AsyncReadExt::read(&mut s, &mut buf))
                 .await
@@ -269,6 +312,201 @@ fn abort_and_refused(fam: Fam, tag: &str) {
             assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
         })
     });
+}
+
+/// Bytes the half-closing side sends before its FIN, and bytes the other side sends, half of
+/// them only after it has read that FIN.
+const HALF_CLOSE_FIRST: u64 = 1 << 20;
+const HALF_CLOSE_OTHER: u64 = 16 << 20;
+
+/// The synack connection's smoothed RTT.
+fn srtt(stack: &Stack, id: synack_tcp::ConnId) -> Duration {
+    stack
+        .with_interface(|i| i.tcp().conn(id).and_then(|c| c.srtt()))
+        .expect("an RTT sample")
+}
+
+/// The kernel half-closes first (RFC 9293 §3.6, "half-closed" connections): a kernel client
+/// sends `HALF_CLOSE_FIRST` bytes and shuts down its writing side, and goes on reading; synack
+/// reads to the FIN (CLOSE-WAIT) while sending, and after the FIN sends on — the second half of
+/// `HALF_CLOSE_OTHER` bytes, many RTTs' worth — then closes. The kernel reads all of it,
+/// byte-exact, the last byte more than one RTT after synack saw the FIN.
+fn kernel_half_closes_first(fam: Fam) {
+    let (first, other) = (HALF_CLOSE_FIRST, HALF_CLOSE_OTHER);
+    runtime().block_on(async move {
+        let stack = open_stack(None);
+        let listener = TcpListener::bind(&stack, (fam.ours(), 7100)).await.unwrap();
+        let to = SocketAddr::new(fam.ours(), 7100);
+        let kernel = std::thread::spawn(move || -> io::Result<(u64, std::time::Instant)> {
+            let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
+            s.set_read_timeout(Some(Duration::from_secs(120)))?;
+            s.set_write_timeout(Some(Duration::from_secs(120)))?;
+            let mut w = s.try_clone()?;
+            let writer = std::thread::spawn(move || -> io::Result<()> {
+                write_pattern(&mut w, first)?;
+                w.shutdown(Shutdown::Write)
+            });
+            let got = read_pattern(&mut &s)?;
+            let done = std::time::Instant::now();
+            writer.join().expect("writer panicked")?;
+            Ok((got, done))
+        });
+        let (s, _) = bounded("accept", listener.accept()).await.unwrap();
+        let id = s.id();
+        let (mut rd, mut wr) = s.into_split();
+        let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(async move {
+            asynch::write_pattern_range(&mut wr, 0, other / 2).await?;
+            let _: () = eof_rx.await.expect("the reader ended without the FIN");
+            asynch::write_pattern_range(&mut wr, other / 2, other).await?;
+            wr.shutdown().await?;
+            Ok::<_, io::Error>(wr)
+        });
+        let got = bounded("synack reads to the FIN", asynch::read_pattern(&mut rd))
+            .await
+            .unwrap();
+        let fin_seen = std::time::Instant::now();
+        assert_eq!(got, first, "kernel → synack before the FIN");
+        let state = stack.with_interface(|i| i.tcp().conn(id).map(|c| c.state()));
+        assert_eq!(
+            state,
+            Some(State::CloseWait),
+            "synack after the kernel's FIN"
+        );
+        eof_tx.send(()).unwrap();
+        let wr = bounded("synack writes on", writer).await.unwrap().unwrap();
+        let (got, done) = join(kernel).await.unwrap();
+        assert_eq!(got, other, "synack → kernel, after the kernel's FIN too");
+        let rtt = srtt(&stack, id);
+        assert!(
+            done - fin_seen > rtt,
+            "data flowed {:?} after the FIN, RTT {rtt:?}",
+            done - fin_seen
+        );
+        // Our FIN is acknowledged: LAST-ACK → CLOSED.
+        assert!(stack.wait_idle(WAIT).await, "synack's close never finished");
+        let state = stack.with_interface(|i| i.tcp().conn(id).map(|c| c.state()));
+        assert_eq!(
+            state,
+            Some(State::Closed),
+            "synack after the ACK of its FIN"
+        );
+        eprintln!(
+            "{fam:?}: flowed {:?} after the FIN, RTT {rtt:?}",
+            done - fin_seen
+        );
+        drop((rd, wr));
+    });
+}
+
+/// synack half-closes first: a synack client sends `HALF_CLOSE_FIRST` bytes and shuts down its
+/// writing side, and goes on reading (FIN-WAIT-2 once the FIN is acknowledged); the kernel reads
+/// to the FIN while sending, and after it sends on — the second half of `HALF_CLOSE_OTHER`
+/// bytes — then closes. synack reads all of it, byte-exact, in FIN-WAIT-2 when the bytes sent
+/// after the FIN arrive, for more than one RTT, and ends in TIME-WAIT.
+fn synack_half_closes_first(fam: Fam) {
+    let (first, other) = (HALF_CLOSE_FIRST, HALF_CLOSE_OTHER);
+    runtime().block_on(async move {
+        let stack = open_stack(None);
+        let kl = std::net::TcpListener::bind(SocketAddr::new(fam.kernel(), 7101)).unwrap();
+        let kernel = std::thread::spawn(move || -> io::Result<u64> {
+            let (s, _) = kl.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(120)))?;
+            s.set_write_timeout(Some(Duration::from_secs(120)))?;
+            let mut w = s.try_clone()?;
+            let (eof_tx, eof_rx) = std::sync::mpsc::channel();
+            let writer = std::thread::spawn(move || -> io::Result<()> {
+                write_pattern_range(&mut w, 0, other / 2)?;
+                signalled("the kernel reads synack's FIN", &eof_rx, WAIT);
+                write_pattern_range(&mut w, other / 2, other)?;
+                w.shutdown(Shutdown::Write)
+            });
+            let got = read_pattern(&mut &s)?;
+            eof_tx.send(()).unwrap();
+            writer.join().expect("writer panicked")?;
+            Ok(got)
+        });
+        let s = bounded("connect", TcpStream::connect(&stack, (fam.kernel(), 7101)))
+            .await
+            .unwrap();
+        let id = s.id();
+        let state = || stack.with_interface(|i| i.tcp().conn(id).map(|c| c.state()));
+        let (mut rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            asynch::write_pattern(&mut wr, first).await?;
+            wr.shutdown().await?;
+            Ok::<_, io::Error>(wr)
+        });
+        // Read and check the kernel's bytes; note the state and time when the first byte the
+        // kernel sent after our FIN arrives, and when the last does.
+        let expect = pattern_buf();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut off = 0u64;
+        let mut after_fin = None;
+        loop {
+            let n = bounded("read", tokio::io::AsyncReadExt::read(&mut rd, &mut buf))
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            check(&expect, off, &buf[..n]).unwrap();
+            off += n as u64;
+            if off > other / 2 && after_fin.is_none() {
+                after_fin = Some((std::time::Instant::now(), state()));
+            }
+        }
+        let last = std::time::Instant::now();
+        assert_eq!(off, other, "kernel → synack, after synack's FIN too");
+        let (first_after, state_then) = after_fin.unwrap();
+        assert_eq!(
+            state_then,
+            Some(State::FinWait2),
+            "synack when the bytes sent after its FIN arrive"
+        );
+        assert_eq!(
+            state(),
+            Some(State::TimeWait),
+            "synack after the kernel's FIN"
+        );
+        let wr = bounded("synack's writer", writer).await.unwrap().unwrap();
+        assert_eq!(join(kernel).await.unwrap(), first, "synack → kernel");
+        let rtt = srtt(&stack, id);
+        assert!(
+            last - first_after > rtt,
+            "data flowed {:?} after the FIN, RTT {rtt:?}",
+            last - first_after
+        );
+        eprintln!(
+            "{fam:?}: flowed {:?} after the FIN, RTT {rtt:?}",
+            last - first_after
+        );
+        drop((rd, wr));
+    });
+}
+
+#[test]
+fn tcp_half_close_by_the_kernel_while_synack_sends_on() {
+    if privileged("tcp_half_close_by_the_kernel_while_synack_sends_on") {
+        Netns::new("hc-kernel").run(|| {
+            kernel_half_closes_first(Fam::V4);
+        });
+        Netns::new("hc-kernel6").run(|| {
+            kernel_half_closes_first(Fam::V6);
+        });
+    }
+}
+
+#[test]
+fn tcp_half_close_by_synack_while_the_kernel_sends_on() {
+    if privileged("tcp_half_close_by_synack_while_the_kernel_sends_on") {
+        Netns::new("hc-synack").run(|| {
+            synack_half_closes_first(Fam::V4);
+        });
+        Netns::new("hc-synack6").run(|| {
+            synack_half_closes_first(Fam::V6);
+        });
+    }
 }
 
 #[test]
@@ -346,15 +584,10 @@ fn stop(child: &mut std::process::Child, limit: Duration) {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !wait_until(limit, || matches!(child.try_wait(), Ok(Some(_)))) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// tshark, capturing on the TUN device during transfers over IPv4 and IPv6, refused
@@ -393,16 +626,12 @@ fn tshark_finds_no_malformed_packet_of_ours() {
                 .expect("tshark did not start capturing");
             // "Capturing on" comes before packets really reach the file: knock on a closed
             // port until synack's RST shows up in it, so nothing after this is missed.
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while count_resets(&path) == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the capture never started"
-                );
-                let knock = SocketAddr::new(Fam::V4.ours(), 7998);
+            let knock = SocketAddr::new(Fam::V4.ours(), 7998);
+            asynch::wait_for("the capture to start", Duration::from_secs(20), || {
                 let _ = std::net::TcpStream::connect_timeout(&knock, Duration::from_secs(1));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+                count_resets(&path) > 0
+            })
+            .await;
             let knocks = count_resets(&path);
 
             for fam in [Fam::V4, Fam::V6] {
@@ -421,23 +650,21 @@ fn tshark_finds_no_malformed_packet_of_ours() {
                 )
                 .unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
-                let client = std::thread::spawn(move || {
-                    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
-                    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    let mut buf = [0u8; 16];
-                    s.read(&mut buf).map(|_| ())
-                });
+                let (client, connected) = reader_of_reset(to);
                 let (s, _) = bounded("accept", listener.accept()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                bounded_signal("the kernel's connect", connected).await;
                 s.abort();
                 join(client).await.unwrap_err();
             }
-            // Let the last packets reach the capture file (dumpcap writes in its own time,
-            // slower on a loaded machine), bounded, then stop it.
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            while std::time::Instant::now() < deadline && count_resets(&path) < knocks + 4 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            // Wait until the last packets are in the capture file (dumpcap writes in its own
+            // time, slower on a loaded machine): the 4 RSTs of the refused and aborted
+            // connections after the knocks. Then stop it.
+            asynch::wait_for(
+                "the capture of the last RSTs",
+                Duration::from_secs(30),
+                || count_resets(&path) >= knocks + 4,
+            )
+            .await;
             stop(&mut tshark, Duration::from_secs(20));
         })
     });
@@ -615,15 +842,13 @@ fn nc_listen_echoes_and_connect_pipes() {
             let total = 1u64 << 20;
             let clients = std::thread::spawn(move || -> io::Result<()> {
                 let to: SocketAddr = "198.18.2.2:7000".parse().unwrap();
-                // The device appears when `listen` has made it: retry for a while.
-                let start = std::time::Instant::now();
-                let first = loop {
-                    match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
-                        Ok(s) => break s,
-                        Err(e) if start.elapsed() > Duration::from_secs(20) => return Err(e),
-                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                };
+                // The device appears when `listen` has made it: wait until the port accepts.
+                let mut first = None;
+                wait_for("synack listen accepting", Duration::from_secs(20), || {
+                    first = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok();
+                    first.is_some()
+                });
+                let first = first.unwrap();
                 let second = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
                 for s in [first, second] {
                     assert_eq!(kernel_exchange(s, total)?, total);

@@ -66,46 +66,174 @@ fn simultaneous_open() {
     assert!(output(&mut c, t(20)).is_empty());
 }
 
-#[test]
-fn simultaneous_open_between_two_connections() {
-    let cfg = plain();
-    let a_tuple = tuple();
-    let b_tuple = synack_tcp::FourTuple {
-        local: a_tuple.remote,
-        remote: a_tuple.local,
-    };
-    let mut a = Connection::connect(&cfg, t(0), a_tuple, SeqNum(ISS), 0);
-    let mut b = Connection::connect(&cfg, t(0), b_tuple, SeqNum(IRS), 0);
-    let mut log = Vec::new();
-    for step in 0..10u64 {
-        let now = t(step * 10);
-        let from_a = output_on(&mut a, now, a_tuple);
-        let from_b = output_on(&mut b, now, b_tuple);
-        for s in &from_a {
-            log.push(("a", s.key(), a.state(), b.state()));
-        }
-        for s in &from_b {
-            log.push(("b", s.key(), a.state(), b.state()));
-        }
-        for s in &from_a {
-            input_on(&mut b, now, s, b_tuple);
-        }
-        for s in &from_b {
-            input_on(&mut a, now, s, a_tuple);
+/// Two connections wired back to back, and a log of every segment each sends and receives
+/// with both sides' states right after it.
+struct Two {
+    a: Connection,
+    b: Connection,
+    a_tuple: synack_tcp::FourTuple,
+    b_tuple: synack_tcp::FourTuple,
+    log: Vec<Step>,
+}
+
+/// One step of a [`Two`]: `who` sent (`Sent`) or received (`Got`) the segment `key`, after which
+/// side a is in `a` and side b in `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    who: char,
+    dir: Dir,
+    key: (synack_wire::TcpFlags, u32, u32, usize),
+    a: State,
+    b: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Sent,
+    Got,
+}
+
+fn step(
+    who: char,
+    dir: Dir,
+    key: (synack_wire::TcpFlags, u32, u32, usize),
+    a: State,
+    b: State,
+) -> Step {
+    Step {
+        who,
+        dir,
+        key,
+        a,
+        b,
+    }
+}
+
+impl Two {
+    /// Both sides connect at once: a with ISS, b with IRS (so a's peer has IRS, as elsewhere).
+    fn connecting(cfg: &Config) -> Two {
+        let a_tuple = tuple();
+        let b_tuple = synack_tcp::FourTuple {
+            local: a_tuple.remote,
+            remote: a_tuple.local,
+        };
+        Two {
+            a: Connection::connect(cfg, t(0), a_tuple, SeqNum(ISS), 0),
+            b: Connection::connect(cfg, t(0), b_tuple, SeqNum(IRS), 0),
+            a_tuple,
+            b_tuple,
+            log: Vec::new(),
         }
     }
-    assert_eq!(a.state(), State::Established);
-    assert_eq!(b.state(), State::Established);
-    let sent: Vec<_> = log.iter().map(|l| (l.0, l.1)).collect();
+
+    /// Until neither side has anything to send: both send what they have at `now`, then each
+    /// receives what the other sent (a's segments reach b first). Every segment is logged with
+    /// both states after it.
+    fn exchange(&mut self, now: synack_tcp::Instant) {
+        for _ in 0..100 {
+            let from_a = output_on(&mut self.a, now, self.a_tuple);
+            let (a, b) = (self.a.state(), self.b.state());
+            self.log
+                .extend(from_a.iter().map(|s| step('a', Dir::Sent, s.key(), a, b)));
+            let from_b = output_on(&mut self.b, now, self.b_tuple);
+            let (a, b) = (self.a.state(), self.b.state());
+            self.log
+                .extend(from_b.iter().map(|s| step('b', Dir::Sent, s.key(), a, b)));
+            if from_a.is_empty() && from_b.is_empty() {
+                return;
+            }
+            for s in &from_a {
+                input_on(&mut self.b, now, s, self.b_tuple);
+                let (a, b) = (self.a.state(), self.b.state());
+                self.log.push(step('b', Dir::Got, s.key(), a, b));
+            }
+            for s in &from_b {
+                input_on(&mut self.a, now, s, self.a_tuple);
+                let (a, b) = (self.a.state(), self.b.state());
+                self.log.push(step('a', Dir::Got, s.key(), a, b));
+            }
+        }
+        panic!("the two connections never went quiet");
+    }
+}
+
+#[test]
+fn simultaneous_open_between_two_connections() {
+    // RFC 9293 §3.5 figure 8, both ends at once: each SYN-SENT side gets the other's SYN and
+    // goes to SYN-RECEIVED, answers SYN-ACK from its own ISS, and the SYN-ACK it gets back
+    // acknowledges its SYN: ESTABLISHED, with nothing more to send.
+    use Dir::{Got, Sent};
+    use State::{Established as Est, SynReceived as SynRcvd, SynSent};
+    let cfg = plain();
+    let mut two = Two::connecting(&cfg);
+    assert_eq!((two.a.state(), two.b.state()), (SynSent, SynSent));
+    two.exchange(t(10));
     assert_eq!(
-        sent,
+        two.log,
         vec![
-            ("a", (S, ISS, 0, 0)),
-            ("b", (S, IRS, 0, 0)),
-            ("a", (S | A, ISS, IRS + 1, 0)),
-            ("b", (S | A, IRS, ISS + 1, 0)),
+            step('a', Sent, (S, ISS, 0, 0), SynSent, SynSent),
+            step('b', Sent, (S, IRS, 0, 0), SynSent, SynSent),
+            step('b', Got, (S, ISS, 0, 0), SynSent, SynRcvd),
+            step('a', Got, (S, IRS, 0, 0), SynRcvd, SynRcvd),
+            step('a', Sent, (S | A, ISS, IRS + 1, 0), SynRcvd, SynRcvd),
+            step('b', Sent, (S | A, IRS, ISS + 1, 0), SynRcvd, SynRcvd),
+            step('b', Got, (S | A, ISS, IRS + 1, 0), SynRcvd, Est),
+            step('a', Got, (S | A, IRS, ISS + 1, 0), Est, Est),
         ]
     );
+}
+
+#[test]
+fn simultaneous_close_between_two_connections() {
+    // RFC 9293 §3.6 figure 13: both close at once. Each FIN-WAIT-1 side gets the other's FIN
+    // before the ACK of its own: CLOSING, and it acknowledges the FIN. The ACK of its own FIN
+    // then takes it to TIME-WAIT, which lasts 2·MSL on both sides before CLOSED.
+    use Dir::{Got, Sent};
+    use State::{Closing, Established as Est, FinWait1, TimeWait};
+    let cfg = plain();
+    let mut two = Two::connecting(&cfg);
+    two.exchange(t(10));
+    assert_eq!((two.a.state(), two.b.state()), (Est, Est));
+    two.log.clear();
+
+    two.a.close();
+    assert_eq!((two.a.state(), two.b.state()), (FinWait1, Est));
+    two.b.close();
+    assert_eq!((two.a.state(), two.b.state()), (FinWait1, FinWait1));
+    two.exchange(t(100));
+    assert_eq!(
+        two.log,
+        vec![
+            step('a', Sent, (F | A, ISS + 1, IRS + 1, 0), FinWait1, FinWait1),
+            step('b', Sent, (F | A, IRS + 1, ISS + 1, 0), FinWait1, FinWait1),
+            step('b', Got, (F | A, ISS + 1, IRS + 1, 0), FinWait1, Closing),
+            step('a', Got, (F | A, IRS + 1, ISS + 1, 0), Closing, Closing),
+            step('a', Sent, (A, ISS + 2, IRS + 2, 0), Closing, Closing),
+            step('b', Sent, (A, IRS + 2, ISS + 2, 0), Closing, Closing),
+            step('b', Got, (A, ISS + 2, IRS + 2, 0), Closing, TimeWait),
+            step('a', Got, (A, IRS + 2, ISS + 2, 0), TimeWait, TimeWait),
+        ]
+    );
+
+    // TIME-WAIT: 2·MSL from the ACK that ended CLOSING, then CLOSED, with nothing sent.
+    let end = t(100) + cfg.msl * 2;
+    assert_eq!(two.a.poll_timeout(), Some(end));
+    assert_eq!(two.b.poll_timeout(), Some(end));
+    let just_before = t(99) + cfg.msl * 2;
+    two.a.handle_timeout(just_before);
+    two.b.handle_timeout(just_before);
+    assert_eq!((two.a.state(), two.b.state()), (TimeWait, TimeWait));
+    two.a.handle_timeout(end);
+    assert_eq!((two.a.state(), two.b.state()), (State::Closed, TimeWait));
+    two.b.handle_timeout(end);
+    assert_eq!(
+        (two.a.state(), two.b.state()),
+        (State::Closed, State::Closed)
+    );
+    two.log.clear();
+    two.exchange(end);
+    assert!(two.log.is_empty(), "sent after TIME-WAIT: {:?}", two.log);
+    assert_eq!((two.a.error(), two.b.error()), (None, None));
 }
 
 #[test]

@@ -89,7 +89,7 @@ pub struct StackConfig {
     /// The host's own addresses (the stack's side of a TUN device, not the kernel's).
     pub addrs: Vec<IpAddr>,
     /// The key of the ISNs and ephemeral ports (RFC 6528, RFC 6056); `None` draws one from
-    /// the operating system.
+    /// the operating system's random number generator ([`Stack::new`] fails if it cannot).
     pub secret: Option<[u8; 16]>,
     /// Impairments of the packets from the device to the stack.
     pub impair_rx: Option<PathConfig>,
@@ -317,23 +317,52 @@ impl fmt::Debug for Stack {
     }
 }
 
-fn random_secret() -> [u8; 16] {
+/// A key for the ISNs and ephemeral ports, from the operating system's random number generator
+/// (RFC 6528 §3: the secret key "SHOULD be ... a random number"; RFC 4086 §7.1.2).
+///
+/// Without a working OS generator there is no key an attacker cannot guess (the clock and the
+/// process id are not one), so the stack is not made: an error says why.
+fn random_secret() -> io::Result<[u8; 16]> {
+    secret_from(getrandom::fill)
+}
+
+/// A 16-byte key filled by `source`, or the error it reported.
+fn secret_from(
+    source: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>,
+) -> io::Result<[u8; 16]> {
     let mut key = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut key))
-        .is_ok();
-    if !ok {
-        // No entropy device: a key from the clock and the process, still unpredictable enough
-        // for ISN spacing between runs.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let a = mix64(t ^ u64::from(std::process::id()));
-        key[..8].copy_from_slice(&a.to_le_bytes());
-        key[8..].copy_from_slice(&mix64(a).to_le_bytes());
+    source(&mut key).map_err(|e| {
+        io::Error::other(format!(
+            "no secret for the ISNs and ephemeral ports: the operating system's random number \
+             generator failed ({e}); set StackConfig::secret to supply one"
+        ))
+    })?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_a_weaker_key() {
+        let e = secret_from(|_| Err(getrandom::Error::UNSUPPORTED)).unwrap_err();
+        assert!(
+            e.to_string().contains("random number generator failed"),
+            "{e}"
+        );
     }
-    key
+
+    #[test]
+    fn the_key_is_what_the_source_gave() {
+        let key = secret_from(|b| {
+            b.copy_from_slice(&[7; 16]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(key, [7; 16]);
+        assert_ne!(random_secret().unwrap(), random_secret().unwrap());
+    }
 }
 
 fn no_runtime() -> io::Error {
@@ -344,7 +373,10 @@ impl Stack {
     /// A stack over `device`, its driver spawned on the current tokio runtime.
     pub fn new<D: Device>(device: D, config: StackConfig) -> io::Result<Stack> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
-        let secret = config.secret.unwrap_or_else(random_secret);
+        let secret = match config.secret {
+            Some(s) => s,
+            None => random_secret()?,
+        };
         let iface = Interface::new(config.tcp, &config.addrs, secret);
         let seed = config.impair_seed;
         let core = DeviceCore {

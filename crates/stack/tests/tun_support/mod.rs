@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Whether this process may make namespaces and TUN devices. When it may not, prints why and
 /// returns false, so that the test passes as skipped; with `CI=true` it panics instead.
@@ -142,6 +143,38 @@ impl Drop for Netns {
     }
 }
 
+/// How often [`wait_until`] looks.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, for at most `limit`, and returns whether it did. It looks every
+/// 10 ms: this is for events outside this process that give nothing to block on (a port that
+/// starts accepting, a process that exits, a capture file that gets written), so the wait is a
+/// bounded poll of the event itself, never a guess at how long it takes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`], failing the test with `what` if `limit` passes first.
+pub fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(wait_until(limit, cond), "{what}: not within {limit:?}");
+}
+
+/// Receives what another thread sends on `rx` (the signal that an event happened there), for
+/// at most `limit`.
+pub fn signalled<T>(what: &str, rx: &std::sync::mpsc::Receiver<T>, limit: Duration) -> T {
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{what}: no signal within {limit:?} ({e})"))
+}
+
 /// The pattern: byte `i` of a stream is `i mod 251`, so a lost, repeated or shifted range
 /// shows at once.
 pub const PERIOD: usize = 251;
@@ -153,8 +186,13 @@ pub fn pattern_buf() -> Vec<u8> {
 
 /// Writes `total` bytes of the pattern.
 pub fn write_pattern(w: &mut impl Write, total: u64) -> io::Result<()> {
+    write_pattern_range(w, 0, total)
+}
+
+/// Writes the pattern from stream offset `from` up to (not including) `to`.
+pub fn write_pattern_range(w: &mut impl Write, from: u64, to: u64) -> io::Result<()> {
     let buf = pattern_buf();
-    let mut off = 0u64;
+    let (mut off, total) = (from, to);
     while off < total {
         let start = (off % PERIOD as u64) as usize;
         let n = ((buf.len() - start) as u64).min(total - off) as usize;
@@ -205,8 +243,17 @@ pub mod asynch {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     pub async fn write_pattern<W: AsyncWrite + Unpin>(w: &mut W, total: u64) -> io::Result<()> {
+        write_pattern_range(w, 0, total).await
+    }
+
+    /// Writes the pattern from stream offset `from` up to (not including) `to`.
+    pub async fn write_pattern_range<W: AsyncWrite + Unpin>(
+        w: &mut W,
+        from: u64,
+        to: u64,
+    ) -> io::Result<()> {
         let buf = pattern_buf();
-        let mut off = 0u64;
+        let (mut off, total) = (from, to);
         while off < total {
             let start = (off % PERIOD as u64) as usize;
             let n = ((buf.len() - start) as u64).min(total - off) as usize;
@@ -214,6 +261,29 @@ pub mod asynch {
             off += n as u64;
         }
         Ok(())
+    }
+
+    /// [`wait_until`](super::wait_until) for async code: looks every 10 ms without blocking
+    /// the runtime.
+    pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// [`wait_until`], failing the test with `what` if `limit` passes first.
+    pub async fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+        assert!(
+            wait_until(limit, cond).await,
+            "{what}: not within {limit:?}"
+        );
     }
 
     pub async fn read_pattern<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
