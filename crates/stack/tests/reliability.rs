@@ -20,24 +20,19 @@
 //! user timeout must be ridden out byte-exact, one for good must end both sides with `TimedOut`
 //! between the user timeout and one RTO ceiling after their last progress.
 //!
-//! **Ignored until the TCP core is fixed.** Made strict, these tests found two defects in
-//! `crates/tcp/src/conn.rs`; every test here but `grid_loss_70_percent` fails on them and is
-//! marked `#[ignore]` until the fixes land (run them with `-- --include-ignored`):
+//! Made strict, these tests found two defects in the TCP core, both fixed (each has its own
+//! test in `crates/tcp/tests/hostile.rs` and the seeds below stay in the grid):
 //!
-//! 1. A pure ACK is sent with SEQ = SND.NXT (`poll_transmit`), and an RTO rewinds SND.NXT to
-//!    SND.UNA. Once both sides have retransmitted by timeout while each holds data the other has
-//!    not seen acknowledged, each side's ACKs carry a sequence number below the other's RCV.NXT,
-//!    so each drops the other's ACKs as unacceptable (RFC 9293 §3.10.7.4) and answers with an ACK
-//!    that is dropped the same way: an ACK ping-pong, one per RTT, until the user timeout kills
-//!    both sides. E.g. `grid_loss_1_percent`: seed 9081719900970050555, 1 % independent loss and
-//!    nothing else, NewReno without SACK, 54174 bytes up and 113736 down: both sides time out at
-//!    60.05 s, the client holding 31856 bytes. BSD sends pure ACKs with SEQ = SND.MAX for this
-//!    reason; with that one change the whole grid passes.
-//! 2. The user timeout is restarted only where the RTO is (`on_new_ack`), and NewReno without
-//!    SACK does not restart the RTO after the first partial ACK (RFC 6582 §4.2's "Impatient"
-//!    variant), so a connection can give up less than the user timeout after its last progress:
-//!    `permanent_outage_aborts_at_the_user_timeout` (seed 16786943991548705173, NewReno without
-//!    SACK) gives up 59.975 s after SND.UNA last moved.
+//! 1. Pure ACKs were numbered SND.NXT, which a retransmission timeout rewinds: once both sides
+//!    had timed out holding data the other had not seen acknowledged, each side's ACKs fell
+//!    below the other's RCV.NXT and each answered the other's with an ACK it dropped in turn,
+//!    until the user timeout (`grid_loss_1_percent`, seed 9081719900970050555). Pure ACKs are
+//!    now numbered SND.MAX, as BSD and Linux number them.
+//! 2. The user timeout restarted only where the retransmission timer did, which NewReno's
+//!    "Impatient" variant (RFC 6582 §4.2) skips after the first partial ACK, so a connection
+//!    could give up sooner than the user timeout after its last progress
+//!    (`permanent_outage_aborts_at_the_user_timeout`, seed 16786943991548705173). It now
+//!    restarts on every ACK that advances SND.UNA.
 
 mod common;
 
@@ -496,49 +491,41 @@ fn grid(loss_index: usize) {
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_0() {
     grid(0);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_1_percent() {
     grid(1);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_5_percent() {
     grid(2);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_10_percent() {
     grid(3);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_15_percent() {
     grid(4);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_20_percent() {
     grid(5);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_30_percent() {
     grid(6);
 }
 
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn grid_loss_50_percent() {
     grid(7);
 }
@@ -577,7 +564,6 @@ fn impairment() -> impl Strategy<Value = Impairment> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
     #[test]
-    #[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
     fn byte_exact_or_explicit_error_under_any_impairment(
         seed in any::<u64>(),
         imp in impairment(),
@@ -658,7 +644,6 @@ fn with_outage(
 /// An outage shorter than the user timeout is ridden out: the transfer completes byte-exact
 /// and both connections close cleanly.
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn outage_shorter_than_the_user_timeout_is_survived() {
     for (seed, imp, algo, sack) in outage_cases() {
         let r = mix(seed);
@@ -673,7 +658,6 @@ fn outage_shorter_than_the_user_timeout_is_survived() {
 /// A link that stays dead ends both connections with `TimedOut`, each exactly when the user
 /// timeout has passed since its last progress.
 #[test]
-#[ignore = "TCP core bugs found by this test, reported to the lead: see the module doc"]
 fn permanent_outage_aborts_at_the_user_timeout() {
     for (seed, imp, algo, sack) in outage_cases() {
         let r = mix(seed);
