@@ -2069,12 +2069,14 @@ impl Connection {
         }
         if self.send_rst {
             // RFC 9293 §3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST>; like Linux we acknowledge too.
+            // SND.NXT as the peer knows it: the highest sent (a timeout may have rewound
+            // ours), or the RST would fall below the peer's RCV.NXT and only draw a challenge.
             self.send_rst = false;
             let n = self.emit(
                 now,
                 buf,
                 TcpFlags::RST | TcpFlags::ACK,
-                self.snd_nxt,
+                self.snd_max,
                 true,
                 0,
                 0,

@@ -121,3 +121,18 @@ fn out_of_order_data_grows_the_ring_only_with_what_is_held() {
     input(&mut c, t(40), &Seg::new(A, IRS + 1, ISS + 1).data(&seg));
     assert_eq!(c.recv_available(), 301 * 500);
 }
+
+/// An abort after a timeout rewound SND.NXT is numbered SND.MAX too: the peer's RCV.NXT is
+/// there, and a RST below it would only draw a challenge ACK (RFC 5961 §3.2).
+#[test]
+fn an_abort_after_a_timeout_is_numbered_from_the_highest_sent() {
+    let mut c = established(&plain());
+    c.send(&[1u8; 3000]).unwrap();
+    let _ = output(&mut c, t(20));
+    let rto = c.timer(synack_tcp::Timer::Retransmit).unwrap();
+    c.handle_timeout(rto);
+    let _ = output(&mut c, rto);
+    c.abort();
+    let out = output(&mut c, rto);
+    assert_eq!(keys(&out), vec![(R | A, ISS + 1 + 3000, IRS + 1, 0)]);
+}
