@@ -1422,6 +1422,7 @@ impl Connection {
             // SACKs bytes not SACKed before is a duplicate ACK whatever its window says
             // (RFC 6675 §2, "DupAck") — a receiver that opens its window as it reads, or that
             // acknowledges a whole flight at once, still signals the loss.
+            self.check_reneging();
             let sacked = self.scoreboard.sacked_bytes();
             self.record_sack(seg);
             let new_sack = self.scoreboard.sacked_bytes() > sacked;
@@ -1512,6 +1513,7 @@ impl Connection {
             self.snd_nxt = ack;
         }
         self.scoreboard.trim(ack);
+        self.check_reneging();
         self.record_sack(seg);
 
         // RTT: the timed segment (Karn's rule keeps retransmitted ones out), else the echoed
@@ -1597,6 +1599,20 @@ impl Connection {
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());
                 self.arm_tlp(now);
             }
+        }
+    }
+
+    /// A peer that SACKed the bytes at SND.UNA yet acknowledges only up to them has dropped
+    /// what it SACKed (reneged, RFC 2018 §8): the scoreboard is forgotten, so that what it
+    /// claimed is sent again rather than skipped.
+    fn check_reneging(&mut self) {
+        if self
+            .scoreboard
+            .blocks
+            .first()
+            .is_some_and(|&(s, _)| s.le(self.snd_una))
+        {
+            self.scoreboard.clear();
         }
     }
 
@@ -2009,19 +2025,23 @@ impl Connection {
                 let flight = self.snd_max.since(self.snd_una);
                 self.cc.on_rto(now, flight);
                 self.rtt.back_off();
+                // RFC 6298 §5.5–5.6: the timer runs again, with the backed-off RTO, whether or
+                // not anything can be sent at once.
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
                 self.rtt_timed = None;
                 self.timers.stop(Timer::Probe);
                 self.tlp_due = false;
-                // Go back to SND.UNA and send again within the loss window; what the peer
-                // SACKed may have been reneged on, so the scoreboard starts afresh. Duplicate
-                // ACKs of what was sent before start no new recovery (RFC 6582 §4.1).
+                // Go back to SND.UNA and send again within the loss window, skipping what the
+                // peer SACKed (RFC 6675 §5.1 allows keeping the scoreboard, and Linux does; a
+                // peer that reneges is caught in `process_ack`). Duplicate ACKs of what was
+                // sent before start no new recovery (RFC 6582 §4.1).
                 self.snd_nxt = self.snd_una;
                 self.recover_mark = self.snd_max;
                 self.recover = None;
                 self.dupacks = 0;
                 self.inflation = 0;
                 self.retransmit_at = None;
-                self.scoreboard.clear();
+                self.check_reneging();
                 self.events.push(Event::Retransmit {
                     seq: self.snd_una,
                     len: flight.min(self.snd_mss),
@@ -2310,7 +2330,14 @@ impl Connection {
                 }
             }
         }
-        // 3. New data (or data again after a timeout) within both windows.
+        // 3. New data (or data again after a timeout) within both windows; data sent again
+        // skips what the peer SACKed.
+        while self.snd_nxt.lt(self.snd_max) {
+            match self.scoreboard.sacked_until(self.snd_nxt) {
+                Some(end) => self.snd_nxt = end.min(self.snd_max),
+                None => break,
+            }
+        }
         let seq = self.snd_nxt;
         let in_flight = if self.recover.is_some() && self.sack_enabled {
             self.pipe()
@@ -2320,7 +2347,15 @@ impl Connection {
         let cwnd = self.cc.cwnd() + self.inflation;
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
-        let avail = data_end.since(seq);
+        let mut avail = data_end.since(seq);
+        // A hole before SACKed bytes is sent whole, however short: it is no sliver.
+        let mut fills_hole = false;
+        if seq.lt(self.snd_max) {
+            if let Some(next) = self.next_sacked_after(seq) {
+                fills_hole = next.since(seq) <= avail;
+                avail = avail.min(next.since(seq));
+            }
+        }
         let len = avail.min(by_cwnd).min(by_rwnd).min(mss);
         let fin = fin_allowed && seq.le(data_end) && seq + len == data_end;
         if len == 0 && !fin {
@@ -2342,7 +2377,8 @@ impl Connection {
             // segment is unacknowledged.
             let small_in_flight = self.snd_sml.gt(self.snd_una);
             let tail = all && (!self.nagle || !small_in_flight || fin_allowed || resend);
-            if !(full || half_window || whole_rwnd || tail) {
+            let hole = fills_hole && len == avail;
+            if !(full || half_window || whole_rwnd || tail || hole) {
                 return None;
             }
         }

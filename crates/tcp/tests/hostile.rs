@@ -136,3 +136,36 @@ fn an_abort_after_a_timeout_is_numbered_from_the_highest_sent() {
     let out = output(&mut c, rto);
     assert_eq!(keys(&out), vec![(R | A, ISS + 1 + 3000, IRS + 1, 0)]);
 }
+
+/// After a timeout, data sent again skips what the peer SACKed, and a short hole before a
+/// SACKed block goes out whole (it is no silly-window sliver): found as a stall, with the
+/// hole never resent and no timer left running.
+#[test]
+fn after_a_timeout_only_the_unsacked_hole_is_sent_again() {
+    let cfg = Config {
+        sack: true,
+        ..plain()
+    };
+    let opts = TcpOptions {
+        mss: Some(1000),
+        sack_permitted: true,
+        ..TcpOptions::default()
+    };
+    let mut c = established_with(&cfg, opts);
+    c.send(&[3u8; 3000]).unwrap();
+    let out = output(&mut c, t(20));
+    assert_eq!(out.len(), 3);
+    // The peer holds everything but the first 352 bytes.
+    let mut ack = Seg::new(A, IRS + 1, ISS + 1);
+    ack.options.push_sack(synack_wire::SackBlock {
+        left: ISS + 1 + 352,
+        right: ISS + 1 + 3000,
+    });
+    input(&mut c, t(30), &ack);
+    let _ = output(&mut c, t(30));
+    let rto = c.timer(synack_tcp::Timer::Retransmit).unwrap();
+    c.handle_timeout(rto);
+    let resent = output(&mut c, rto);
+    assert_eq!(keys(&resent), vec![(A, ISS + 1, IRS + 1, 352)]);
+    assert!(c.timer(synack_tcp::Timer::Retransmit).is_some());
+}
