@@ -157,3 +157,44 @@ fn wrk_churn_with_and_without_connection_close_has_no_errors_and_no_lost_fin_ack
     assert!(fins.is_empty(), "retransmitted FINs:\n{}", fins.join("\n"));
     let _ = KERNEL;
 }
+
+/// The same wrk runs against the same server on kernel sockets (loopback): 0 socket errors,
+/// 0 server errors, with and without `Connection: close`.
+#[test]
+fn wrk_churn_against_the_kernel_socket_server_has_no_errors() {
+    let test = "wrk_churn_against_the_kernel_socket_server_has_no_errors";
+    if !have_tool("wrk", &["-v"], test) && Command::new("wrk").output().is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let srv = serve(l, ServerConfig::default(), Routes::new());
+        for close in [true, false] {
+            let mut c = Command::new("timeout");
+            c.args(["60", "wrk", "-t", "2", "-c", "16", "-d", "3s"]);
+            if close {
+                c.args(["-H", "Connection: close"]);
+            }
+            c.arg(format!("http://{addr}/bytes/100"));
+            let out = tokio::task::spawn_blocking(move || c.output())
+                .await
+                .unwrap()
+                .expect("run wrk");
+            let s = text(&out.stdout);
+            eprintln!("kernel sockets, Connection: close = {close}\n{s}");
+            assert!(out.status.success(), "{s}\n{}", text(&out.stderr));
+            assert!(!s.contains("Socket errors"), "{s}");
+            assert!(!s.contains("Non-2xx"), "{s}");
+        }
+        let st = srv.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(st.errors, 0, "{st:?}");
+        assert!(st.aborted_by_peer <= 2 * 16, "{st:?}");
+        assert!(st.requests > 1000, "{st:?}");
+    });
+}
