@@ -1728,7 +1728,11 @@ impl Connection {
         let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
         if fresh && (self.dupacks as usize >= dupthresh || sack_says_lost || probe_says_lost) {
             let flight = self.snd_nxt.since(self.snd_una);
-            self.undo = self.ts_enabled.then(|| Undo {
+            // Holes the last recovery already sent again (below its HighRxt) are in flight,
+            // not lost anew: this recovery starts above them. And Eifel's test only means
+            // something for a segment sent once before: not for one already resent.
+            let head_resent = self.high_rxt.gt(self.snd_una);
+            self.undo = (self.ts_enabled && !head_resent).then(|| Undo {
                 cc: self.cc.clone(),
                 seq: self.snd_una,
                 tsval: self.tsval(now),
@@ -1736,14 +1740,16 @@ impl Connection {
             self.recover_mark = self.snd_max;
             self.cc.on_congestion_event(now, flight);
             self.recover = Some(self.snd_max);
-            self.high_rxt = self.snd_una;
+            self.high_rxt = self.high_rxt.max(self.snd_una);
+            if !head_resent {
+                self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+            }
             self.rtt_timed = None;
             self.inflation = if self.sack_enabled {
                 0
             } else {
                 3 * self.snd_mss
             };
-            self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
             self.timers.stop(Timer::Probe);
             self.tlp_due = false;
             self.push_congestion_event();
@@ -2041,6 +2047,7 @@ impl Connection {
                 self.dupacks = 0;
                 self.inflation = 0;
                 self.retransmit_at = None;
+                self.high_rxt = self.snd_una;
                 self.check_reneging();
                 self.events.push(Event::Retransmit {
                     seq: self.snd_una,
@@ -2155,7 +2162,10 @@ impl Connection {
                 Some(cause) => {
                     self.rtt_timed = None;
                     if cause != RetransmitCause::Timeout {
-                        self.high_rxt = self.high_rxt.max(end);
+                        // HighRxt follows recovery's retransmissions (RFC 6675), not a probe's.
+                        if cause != RetransmitCause::TailLossProbe {
+                            self.high_rxt = self.high_rxt.max(end);
+                        }
                         self.events.push(Event::Retransmit {
                             seq: p.seq,
                             len: p.len,
