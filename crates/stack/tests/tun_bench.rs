@@ -342,21 +342,20 @@ fn tun_vs_veth() {
         let ap = a_path.clone();
         let client = std::thread::spawn(move || {
             enter(&ap);
-            // Give the listener a moment to exist.
-            let s = loop {
-                if let Ok(s) = std::net::TcpStream::connect("198.18.1.2:5001") {
-                    break s;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            kernel_send(s).unwrap();
+            // The listener is bound on another thread: wait until it accepts (bounded).
+            let mut s = None;
+            tun_support::wait_for("the kernel listener", Duration::from_secs(10), || {
+                s = std::net::TcpStream::connect("198.18.1.2:5001").ok();
+                s.is_some()
+            });
+            kernel_send(s.unwrap()).unwrap();
         });
         client.join().unwrap();
         let ((got, d), stop, t) = server.join().unwrap();
         let ap = a_path.clone();
         let rate = std::thread::spawn(move || {
             enter(&ap);
-            std::thread::sleep(Duration::from_millis(50));
+            // The rate server's listener was bound before its thread was spawned.
             kernel_rate_client("198.18.1.2:5003".parse().unwrap()).unwrap()
         })
         .join()
