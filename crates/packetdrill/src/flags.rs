@@ -45,7 +45,11 @@ impl Default for ShimConfig {
     fn default() -> ShimConfig {
         ShimConfig {
             addrs: vec![DEFAULT_LOCAL_IP],
-            tcp: Config::default(),
+            // Linux's defaults: recovery on the third duplicate until reordering is seen.
+            tcp: Config {
+                reorder_window: false,
+                ..Config::default()
+            },
             seed: 0,
             tick_usecs: 1,
         }

@@ -1,7 +1,7 @@
 //! Reordering without loss: jitter delivers segments and ACKs out of order, and nothing is
-//! lost. RFC 7323 §5.3 (reordered pure ACKs are used, not dropped), RFC 4737 and Linux's
-//! adaptive DupThresh (reordering raises it), RFC 3522/4015 (a fast retransmission found
-//! spurious by its ACK's timestamp is undone).
+//! lost. RFC 7323 §5.3 (reordered pure ACKs are used, not dropped), RFC 8985 §6.2 (a
+//! reordering window before recovery), RFC 4737 and Linux's adaptive DupThresh (reordering
+//! raises it), RFC 3522/4015 (a fast retransmission found spurious is undone).
 
 mod common;
 
@@ -75,18 +75,10 @@ fn jitter_without_loss_costs_no_lasting_slowdown() {
             calm.millis, r.millis, r.retransmits, r.spurious, r.reordering, r.acks_from_server
         );
         assert_eq!(calm.retransmits, 0);
-        // Reordering costs at most the first recovery it provokes before DupThresh has
-        // learned its depth, and that recovery is undone when the originals' ACKs arrive.
-        assert!(
-            r.spurious <= 1,
-            "seed {seed}: {} recoveries undone",
-            r.spurious
-        );
-        assert!(
-            r.retransmits <= 16,
-            "seed {seed}: {} retransmitted",
-            r.retransmits
-        );
+        // Reordering without loss costs no retransmission: the reordering window outlasts
+        // the jitter, and DupThresh learns the depth seen.
+        assert_eq!(r.retransmits, 0, "seed {seed}");
+        assert_eq!(r.spurious, 0, "seed {seed}");
         assert!(
             r.reordering > 3,
             "seed {seed}: DupThresh stayed {}",

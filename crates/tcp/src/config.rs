@@ -76,6 +76,12 @@ pub struct Config {
     /// [`ConnectError::TooManyConnections`](crate::ConnectError::TooManyConnections) (the
     /// `EMFILE` of a socket API) and SYNs are dropped and counted.
     pub max_connections: Option<usize>,
+    /// Wait a reordering window (a quarter of the smoothed RTT, at least 1 ms) after loss is
+    /// first inferred from duplicate ACKs or SACKs before starting recovery, so that segments
+    /// merely reordered by the path are never resent (RFC 8985 §6.2's reordering window,
+    /// applied from the start as Linux's `TCP_RACK_NO_DUPTHRESH` does). `false` recovers on the
+    /// third duplicate at once (RFC 5681, and Linux's default until it has seen reordering).
+    pub reorder_window: bool,
     /// Answer SYNs with SYN cookies when a listener's SYN queue is full, keeping no state
     /// until the handshake completes (RFC 4987 §3.6; Linux `tcp_syncookies = 1`). Without,
     /// such SYNs are dropped.
@@ -113,6 +119,7 @@ impl Default for Config {
             fin_wait2_timeout: Duration::from_secs(60),
             syn_backlog: 128,
             max_connections: None,
+            reorder_window: true,
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,

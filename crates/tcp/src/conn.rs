@@ -341,6 +341,10 @@ pub struct Connection {
     undo: Option<Undo>,
     /// Fast recoveries undone because the original segment arrived after all.
     spurious_retransmits: u64,
+    /// Wait a reordering window before recovering (`Config::reorder_window`).
+    reorder_window: bool,
+    /// SND.UNA when the reordering window started: the hole it waits on.
+    reorder_head: Option<SeqNum>,
     /// Out-of-order segments dropped because keeping them would have grown the receive ring
     /// far beyond what it holds.
     ooo_dropped: u64,
@@ -501,6 +505,8 @@ impl Connection {
             reordering: 3,
             undo: None,
             spurious_retransmits: 0,
+            reorder_window: config.reorder_window,
+            reorder_head: None,
             ooo_dropped: 0,
             last_oow_ack: None,
             challenge_ack_interval: config.challenge_ack_interval,
@@ -733,7 +739,7 @@ impl Connection {
     }
 
     /// Fast retransmissions found spurious by their ACK's timestamp (RFC 3522), whose window
-    /// reduction was undone.
+    /// reduction was undone (with the reordering window, reordering rarely gets that far).
     pub fn spurious_retransmits(&self) -> u64 {
         self.spurious_retransmits
     }
@@ -1492,6 +1498,11 @@ impl Connection {
                 self.note_reordering(fack.since(self.snd_una));
             }
         }
+        // The hole the reordering window waits on is filled: it was late, not lost.
+        if self.reorder_head.is_some_and(|h| ack.gt(h)) {
+            self.reorder_head = None;
+            self.timers.stop(Timer::Reorder);
+        }
         // The first ACK of the first retransmitted segment decides whether it was needed.
         if let Some(u) = self.undo.as_ref().filter(|u| ack.gt(u.seq)) {
             let echoes_original = seg
@@ -1727,33 +1738,57 @@ impl Connection {
         // Duplicates of data sent before the last recovery or timeout began say nothing new.
         let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
         if fresh && (self.dupacks as usize >= dupthresh || sack_says_lost || probe_says_lost) {
-            let flight = self.snd_nxt.since(self.snd_una);
-            // Holes the last recovery already sent again (below its HighRxt) are in flight,
-            // not lost anew: this recovery starts above them. And Eifel's test only means
-            // something for a segment sent once before: not for one already resent.
-            let head_resent = self.high_rxt.gt(self.snd_una);
-            self.undo = (self.ts_enabled && !head_resent).then(|| Undo {
-                cc: self.cc.clone(),
-                seq: self.snd_una,
-                tsval: self.tsval(now),
-            });
-            self.recover_mark = self.snd_max;
-            self.cc.on_congestion_event(now, flight);
-            self.recover = Some(self.snd_max);
-            self.high_rxt = self.high_rxt.max(self.snd_una);
-            if !head_resent {
-                self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+            // The reordering window: the hole may only be late. Recovery starts if it is still
+            // there when the window runs out (`on_timer`); a probe's SACK is no reordering.
+            if let (true, false, Some(srtt)) =
+                (self.reorder_window, probe_says_lost, self.rtt.srtt())
+            {
+                if self.reorder_head != Some(self.snd_una) {
+                    self.reorder_head = Some(self.snd_una);
+                    let wait = (srtt / 4).max(Duration::from_millis(1));
+                    self.timers.set(Timer::Reorder, now + wait);
+                }
+                return;
             }
-            self.rtt_timed = None;
-            self.inflation = if self.sack_enabled {
-                0
-            } else {
-                3 * self.snd_mss
-            };
-            self.timers.stop(Timer::Probe);
-            self.tlp_due = false;
-            self.push_congestion_event();
+            self.enter_recovery(now);
         }
+    }
+
+    /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
+    fn enter_recovery(&mut self, now: Instant) {
+        let flight = self.snd_nxt.since(self.snd_una);
+        // Holes the last recovery already sent again (below its HighRxt) are in flight,
+        // not lost anew: this recovery starts above them. And Eifel's test only means
+        // something for a segment sent once before: not for one already resent.
+        // (Without SACK there is no scoreboard to say which holes those were: NewReno
+        // starts from SND.UNA every time.)
+        if !self.sack_enabled {
+            self.high_rxt = self.snd_una;
+        }
+        let head_resent = self.high_rxt.gt(self.snd_una);
+        self.undo = (self.ts_enabled && !head_resent).then(|| Undo {
+            cc: self.cc.clone(),
+            seq: self.snd_una,
+            tsval: self.tsval(now),
+        });
+        self.recover_mark = self.snd_max;
+        self.cc.on_congestion_event(now, flight);
+        self.recover = Some(self.snd_max);
+        self.high_rxt = self.high_rxt.max(self.snd_una);
+        if !head_resent {
+            self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+        }
+        self.rtt_timed = None;
+        // RFC 5681 §3.2 step 3: inflate by the segments that have left the network, one per
+        // duplicate so far (three, unless the reordering window saw more arrive).
+        self.inflation = if self.sack_enabled {
+            0
+        } else {
+            (self.dupacks.max(3) as usize) * self.snd_mss
+        };
+        self.timers.stop(Timer::Probe);
+        self.tlp_due = false;
+        self.push_congestion_event();
     }
 
     fn push_congestion_event(&mut self) {
@@ -1964,6 +1999,16 @@ impl Connection {
                     self.fail(ConnectionError::TimedOut);
                 }
             }
+            Timer::Reorder => {
+                // The hole outlived the reordering window: it is lost.
+                if self.reorder_head.take() == Some(self.snd_una)
+                    && self.recover.is_none()
+                    && self.snd_max.gt(self.snd_una)
+                    && self.state.is_synchronized()
+                {
+                    self.enter_recovery(now);
+                }
+            }
             Timer::Probe => {
                 if self.state.is_synchronized() && self.snd_max.gt(self.snd_una) {
                     self.tlp_due = true;
@@ -2048,6 +2093,8 @@ impl Connection {
                 self.inflation = 0;
                 self.retransmit_at = None;
                 self.high_rxt = self.snd_una;
+                self.reorder_head = None;
+                self.timers.stop(Timer::Reorder);
                 self.check_reneging();
                 self.events.push(Event::Retransmit {
                     seq: self.snd_una,

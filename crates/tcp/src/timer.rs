@@ -22,9 +22,12 @@ pub enum Timer {
     /// The tail loss probe (RFC 8985 §7): a segment sent when the ACKs of a flight's tail stop
     /// coming, so a lost tail is repaired by fast recovery, not a timeout.
     Probe = 7,
+    /// The reordering window (RFC 8985 §6.2): loss inferred from duplicate ACKs or SACKs is
+    /// acted on only if the hole is still there when it runs out.
+    Reorder = 8,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 const ALL: [Timer; COUNT] = [
     Timer::Retransmit,
@@ -35,6 +38,7 @@ const ALL: [Timer; COUNT] = [
     Timer::Connect,
     Timer::UserTimeout,
     Timer::Probe,
+    Timer::Reorder,
 ];
 
 /// A table of deadlines, one per [`Timer`], with the earliest kept at hand: `next` is asked

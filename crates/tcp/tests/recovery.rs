@@ -394,3 +394,35 @@ fn a_lost_tail_is_probed_before_the_retransmission_timeout() {
     let out = output(&mut c, pto + Duration::from_millis(10));
     assert_eq!(out[0].seq, ISS + 1);
 }
+
+/// RFC 8985 §6.2, the reordering window (`Config::reorder_window`): three duplicates start no
+/// recovery at once. If the hole fills within a quarter of the RTT it was reordering and
+/// nothing is resent; if it is still open when the window ends, fast retransmit.
+#[test]
+fn the_reordering_window_waits_before_fast_retransmit() {
+    for late_arrives in [true, false] {
+        let cfg = Config {
+            reorder_window: true,
+            ..plain()
+        };
+        let mut c = established_with(&cfg, mss_opts(1000, false));
+        // The handshake measured SRTT = 10 ms: the window is 2.5 ms.
+        c.send(&[1u8; 5000]).unwrap();
+        assert_eq!(output(&mut c, t(20)).len(), 5);
+        for _ in 0..3 {
+            input(&mut c, t(30), &peer_ack(0));
+        }
+        assert!(output(&mut c, t(30)).is_empty(), "no retransmission yet");
+        let window = c.timer(Timer::Reorder).expect("the reordering window runs");
+        assert_eq!(window, t(30) + Duration::from_micros(2500));
+        if late_arrives {
+            input(&mut c, t(31), &peer_ack(5000));
+            assert!(c.timer(Timer::Reorder).is_none());
+            assert!(output(&mut c, t(31)).is_empty());
+        } else {
+            c.handle_timeout(window);
+            let out = output(&mut c, window);
+            assert_eq!(keys(&out)[0], (A, ISS + 1, IRS + 1, 1000));
+        }
+    }
+}
