@@ -900,6 +900,7 @@ impl Shim {
                 ConnectError::AddrInUse => libc::EADDRINUSE,
                 ConnectError::InvalidAddress => libc::EINVAL,
                 ConnectError::TooManyConnections => libc::EMFILE,
+                ConnectError::NoBuffers => libc::ENOBUFS,
             })
         })?;
         let local = inner.iface.tcp().conn(id).map(|c| c.tuple().local);

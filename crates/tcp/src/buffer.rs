@@ -24,6 +24,8 @@ pub struct RingBuffer {
     head: usize,
     len: usize,
     capacity: usize,
+    /// Under memory pressure, the storage may not grow past this (`None`: the capacity).
+    limit: Option<usize>,
 }
 
 impl RingBuffer {
@@ -33,7 +35,22 @@ impl RingBuffer {
             head: 0,
             len: 0,
             capacity,
+            limit: None,
         }
+    }
+
+    /// Cap the storage at `limit` bytes (never below what it has), or lift the cap.
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
+    }
+
+    /// Room behind the in-order bytes that storage can hold now or may grow to.
+    #[inline]
+    pub fn growable_free(&self) -> usize {
+        let ceiling = self.limit.map_or(self.capacity, |l| {
+            l.max(self.storage.len()).min(self.capacity)
+        });
+        ceiling.saturating_sub(self.len)
     }
 
     /// Give the ring storage to use (from a pool), if it has none yet; the bytes in it are
@@ -82,7 +99,10 @@ impl RingBuffer {
 
     /// Make the storage hold at least `needed` bytes (never more than the capacity).
     fn reserve(&mut self, needed: usize) {
-        let needed = needed.min(self.capacity);
+        let ceiling = self.limit.map_or(self.capacity, |l| {
+            l.max(self.storage.len()).min(self.capacity)
+        });
+        let needed = needed.min(ceiling);
         if needed <= self.storage.len() {
             return;
         }
@@ -92,7 +112,7 @@ impl RingBuffer {
             .next_power_of_two()
             .max(self.storage.len() * 2)
             .max(64)
-            .min(self.capacity);
+            .min(ceiling);
         let mut storage = vec![0u8; new_len];
         // Linearize everything the ring may hold (including out-of-order bytes past `len`).
         let old = self.storage.len();
@@ -116,6 +136,11 @@ impl RingBuffer {
             return 0;
         }
         self.reserve(self.len + offset + n);
+        // Under a storage limit, only what fits.
+        let n = n.min(self.storage.len().saturating_sub(self.len + offset));
+        if n == 0 {
+            return 0;
+        }
         let cap = self.storage.len();
         let start = wrap(self.head + self.len + offset, cap);
         let first = n.min(cap - start);

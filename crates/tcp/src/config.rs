@@ -76,6 +76,13 @@ pub struct Config {
     /// [`ConnectError::TooManyConnections`](crate::ConnectError::TooManyConnections) (the
     /// `EMFILE` of a socket API) and SYNs are dropped and counted.
     pub max_connections: Option<usize>,
+    /// Most bytes of buffer storage (send and receive rings) the endpoint's connections may
+    /// hold; `None`: no limit. At the limit `connect` fails with
+    /// [`ConnectError::NoBuffers`](crate::ConnectError::NoBuffers) (the `ENOBUFS` of a socket
+    /// API), SYNs are dropped and counted, and no ring grows further (see
+    /// `Connection::set_memory_pressure`). Rings grow with data actually held, so the limit
+    /// bites only on data in flight and unread.
+    pub max_buffer_bytes: Option<usize>,
     /// Wait a reordering window (a quarter of the smoothed RTT, at least 1 ms) after loss is
     /// first inferred from duplicate ACKs or SACKs before starting recovery, so that segments
     /// merely reordered by the path are never resent (RFC 8985 §6.2's reordering window,
@@ -119,6 +126,7 @@ impl Default for Config {
             fin_wait2_timeout: Duration::from_secs(60),
             syn_backlog: 128,
             max_connections: None,
+            max_buffer_bytes: None,
             reorder_window: true,
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),

@@ -644,7 +644,7 @@ impl Connection {
     /// Room in the send buffer.
     pub fn send_capacity(&self) -> usize {
         if self.state.may_send() && !self.fin_queued {
-            self.send_buf.free()
+            self.send_buf.growable_free()
         } else {
             0
         }
@@ -731,6 +731,18 @@ impl Connection {
     /// Out-of-order segments dropped rather than grow the receive ring to hold them.
     pub fn ooo_dropped(&self) -> u64 {
         self.ooo_dropped
+    }
+
+    /// Under the endpoint's memory pressure (`Config::max_buffer_bytes` reached), the rings
+    /// keep the storage they have (at least 4 KiB each, so the connection still moves) and
+    /// grow no more: writes wait for acknowledgments to free room, the window opens no
+    /// further, and data beyond what the ring holds is dropped, to be sent again.
+    pub(crate) fn set_memory_pressure(&mut self, on: bool) {
+        const FLOOR: usize = 4096;
+        let send = on.then(|| self.send_buf.allocated().max(FLOOR));
+        let recv = on.then(|| self.recv_buf.allocated().max(FLOOR));
+        self.send_buf.set_limit(send);
+        self.recv_buf.set_limit(recv);
     }
 
     /// Bytes of ring storage allocated for this connection (send and receive).
@@ -1001,7 +1013,10 @@ impl Connection {
 
     /// The receive window we can offer now: the free receive buffer, as configured.
     fn rcv_window(&self) -> usize {
-        self.recv_buf.free().saturating_sub(self.rcv_slack)
+        self.recv_buf
+            .free()
+            .saturating_sub(self.rcv_slack)
+            .min(self.recv_buf.growable_free())
     }
 
     /// What is still open of the window advertised so far (0 once the peer filled it).

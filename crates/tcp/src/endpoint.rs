@@ -50,6 +50,8 @@ pub enum ConnectError {
     InvalidAddress,
     /// The endpoint holds `Config::max_connections` already.
     TooManyConnections,
+    /// The endpoint's buffers hold `Config::max_buffer_bytes` already.
+    NoBuffers,
 }
 
 impl core::fmt::Display for ListenError {
@@ -68,6 +70,7 @@ impl core::fmt::Display for ConnectError {
             ConnectError::AddrInUse => "address in use",
             ConnectError::InvalidAddress => "invalid address",
             ConnectError::TooManyConnections => "connection limit reached (max_connections)",
+            ConnectError::NoBuffers => "buffer memory limit reached (max_buffer_bytes)",
         })
     }
 }
@@ -90,6 +93,8 @@ pub struct Stats {
     pub syn_dropped: u64,
     /// Connections refused (active opens failed, SYNs dropped) at `max_connections`.
     pub over_connection_limit: u64,
+    /// Connections refused (active opens failed, SYNs dropped) at `max_buffer_bytes`.
+    pub over_buffer_limit: u64,
     /// Segments to a closed port or unknown connection dropped without reply (e.g. RSTs).
     pub dropped: u64,
     /// TIME-WAIT connections replaced by a new SYN (RFC 1122 §4.2.2.13).
@@ -167,6 +172,8 @@ struct Slot {
     held: bool,
     /// The earliest deadline this connection has in the timer heap.
     in_heap: Option<Instant>,
+    /// Its ring storage, as last counted into `Endpoint::buffer_bytes`.
+    buffer_bytes: usize,
     /// Queued in `ready`.
     queued: bool,
 }
@@ -208,6 +215,8 @@ pub struct Endpoint {
     trace: Option<Vec<TraceRecord>>,
     stats: Stats,
     challenge_budget: ChallengeBudget,
+    /// Ring storage held by every connection (`Config::max_buffer_bytes`).
+    buffer_bytes: usize,
     /// Ring storage of dropped connections, lent to new ones: connection churn allocates
     /// nothing in the steady state.
     spare: Vec<Vec<u8>>,
@@ -241,6 +250,7 @@ impl Endpoint {
             trace: None,
             stats: Stats::default(),
             challenge_budget: ChallengeBudget::default(),
+            buffer_bytes: 0,
             spare: Vec::new(),
             spare_conns: Vec::new(),
         }
@@ -378,6 +388,9 @@ impl Endpoint {
         if self.at_connection_limit() {
             return Err(ConnectError::TooManyConnections);
         }
+        if self.at_buffer_limit() {
+            return Err(ConnectError::NoBuffers);
+        }
         let port = match local_port {
             Some(p) => {
                 let tuple = FourTuple {
@@ -485,6 +498,7 @@ impl Endpoint {
                     in_accept_queue: false,
                     held: false,
                     in_heap: None,
+                    buffer_bytes: 0,
                     queued: false,
                 });
                 (self.slots.len() - 1) as u32
@@ -690,7 +704,7 @@ impl Endpoint {
                 listener.accept_queue.len() >= listener.backlog,
             )
         };
-        if self.at_connection_limit() {
+        if self.at_connection_limit() || self.at_buffer_limit() {
             return;
         }
         if accept_queue_full || (syn_queue_full && !self.config.syn_cookies) {
@@ -718,6 +732,23 @@ impl Endpoint {
             self.stats.over_connection_limit += 1;
         }
         full
+    }
+
+    /// Whether `max_buffer_bytes` are held (and count a refusal if so).
+    fn at_buffer_limit(&mut self) -> bool {
+        let full = self
+            .config
+            .max_buffer_bytes
+            .is_some_and(|m| self.buffer_bytes >= m);
+        if full {
+            self.stats.over_buffer_limit += 1;
+        }
+        full
+    }
+
+    /// Bytes of ring storage every connection holds together.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// Answer a SYN with a SYN cookie (RFC 4987 §3.6): a SYN-ACK whose ISS encodes what the
@@ -1127,6 +1158,12 @@ impl Endpoint {
                 record_conn_event(t, now, conn, ev);
             }
         }
+        let bytes = conn.buffer_bytes();
+        self.buffer_bytes = self.buffer_bytes + bytes - slot.buffer_bytes;
+        slot.buffer_bytes = bytes;
+        if let Some(cap) = self.config.max_buffer_bytes {
+            conn.set_memory_pressure(self.buffer_bytes >= cap);
+        }
         let may_transmit = conn.may_transmit();
         let next = conn.poll_timeout();
         if let Some(at) = next {
@@ -1220,6 +1257,7 @@ impl Endpoint {
         slot.held = false;
         slot.in_heap = None;
         slot.queued = false;
+        self.buffer_bytes -= std::mem::take(&mut slot.buffer_bytes);
         self.free.push(id.index);
     }
 

@@ -503,3 +503,78 @@ fn the_connection_limit_refuses_clearly_and_frees_up() {
         )
         .is_ok());
 }
+
+/// `max_buffer_bytes` caps the rings of all connections together: senders into unread
+/// receivers fill it and then wait, new connections are refused with a clear error, and when
+/// the readers drain every byte arrives, none lost.
+#[test]
+fn the_buffer_limit_holds_and_loses_nothing() {
+    const CAP: usize = 256 * 1024;
+    let mut p = Pair::new(Config {
+        max_buffer_bytes: Some(CAP),
+        ..quick()
+    });
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let conns: Vec<ConnId> = (46000..46002).map(|port| p.connect(port)).collect();
+    let servers: Vec<ConnId> = conns
+        .iter()
+        .map(|_| p.server.accept(p.listener).unwrap())
+        .collect();
+    let mut sent = [0usize; 2];
+    let mut got = [Vec::new(), Vec::new()];
+    let mut peak = 0;
+    // Nobody reads for a while: the server's rings fill up to the limit, no further.
+    for _ in 0..2000 {
+        for (i, &c) in conns.iter().enumerate() {
+            sent[i] += p
+                .client
+                .with_conn(p.now, c, |c| c.send(&data[sent[i]..]).unwrap_or(0))
+                .unwrap();
+        }
+        p.exchange();
+        p.advance(Duration::from_millis(5));
+        peak = peak.max(p.server.buffer_bytes());
+    }
+    assert!(peak <= 2 * CAP, "server rings peaked at {peak} bytes");
+    assert!(p.server.buffer_bytes() >= CAP / 2, "the limit was reached");
+    let err = p
+        .server
+        .connect(
+            p.now,
+            ip(SERVER),
+            Some(5000),
+            SocketAddr::new(ip(CLIENT), 9),
+        )
+        .unwrap_err();
+    assert_eq!(err, synack_tcp::ConnectError::NoBuffers);
+    assert_eq!(
+        err.to_string(),
+        "buffer memory limit reached (max_buffer_bytes)"
+    );
+    // Now the readers drain: everything arrives, byte for byte.
+    for _ in 0..20_000 {
+        for (i, &c) in conns.iter().enumerate() {
+            sent[i] += p
+                .client
+                .with_conn(p.now, c, |c| c.send(&data[sent[i]..]).unwrap_or(0))
+                .unwrap();
+            let mut b = vec![0u8; 65536];
+            let n = p
+                .server
+                .with_conn(p.now, servers[i], |c| c.recv(&mut b).unwrap_or(0))
+                .unwrap();
+            got[i].extend_from_slice(&b[..n]);
+        }
+        p.exchange();
+        if got.iter().all(|g| g.len() == data.len()) {
+            break;
+        }
+        p.advance(Duration::from_millis(5));
+        peak = peak.max(p.server.buffer_bytes());
+    }
+    assert!(
+        got.iter().all(|g| *g == data),
+        "bytes differ or are missing"
+    );
+    assert!(peak <= 2 * CAP, "server rings peaked at {peak} bytes");
+}

@@ -40,6 +40,7 @@ fn connect_error(e: ConnectError) -> io::Error {
         ConnectError::AddrInUse => io::ErrorKind::AddrInUse,
         ConnectError::InvalidAddress => io::ErrorKind::InvalidInput,
         ConnectError::TooManyConnections => io::ErrorKind::QuotaExceeded,
+        ConnectError::NoBuffers => io::ErrorKind::OutOfMemory,
     };
     io::Error::new(kind, e)
 }
