@@ -1648,16 +1648,24 @@ impl Connection {
     /// (`challenge_ack_limit`), so a blind attacker learns nothing from counting them and a
     /// flood of forged segments draws no flood of ACKs.
     fn challenge_ack(&mut self, now: Instant) {
+        if self.oow_ack_allowed(now) {
+            self.challenge_pending = true;
+            self.ack_due = AckDue::Now;
+        }
+    }
+
+    /// The per-connection pace of challenge and out-of-window ACKs: one per
+    /// `challenge_ack_interval`; what comes sooner is counted and not answered.
+    fn oow_ack_allowed(&mut self, now: Instant) -> bool {
         if self
             .last_oow_ack
             .is_some_and(|t| now < t + self.challenge_ack_interval)
         {
             self.challenges_limited += 1;
-            return;
+            return false;
         }
         self.last_oow_ack = Some(now);
-        self.challenge_pending = true;
-        self.ack_due = AckDue::Now;
+        true
     }
 
     /// The ACK owed to an unacceptable segment (RFC 9293 §3.10.7.4). A segment with data gets
@@ -1665,19 +1673,9 @@ impl Connection {
     /// could be half of an ACK loop, at the challenge ACKs' pace, as Linux does.
     fn out_of_window_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let syn = seg.flags.contains(TcpFlags::SYN);
-        if !seg.payload.is_empty() && !syn {
+        if (!seg.payload.is_empty() && !syn) || self.oow_ack_allowed(now) {
             self.ack_due = AckDue::Now;
-            return;
         }
-        if self
-            .last_oow_ack
-            .is_some_and(|t| now < t + self.challenge_ack_interval)
-        {
-            self.challenges_limited += 1;
-            return;
-        }
-        self.last_oow_ack = Some(now);
-        self.ack_due = AckDue::Now;
     }
 
     /// Whether the ACK about to go is a challenge the endpoint's global limit applies to.

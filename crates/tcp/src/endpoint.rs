@@ -1052,9 +1052,21 @@ impl Endpoint {
             options: c.options,
             payload: &[],
         };
+        self.emit_stateless(now, c.src, c.dst, &repr, buf)
+    }
+
+    /// Write a segment that belongs to no connection (a RST, a cookie's SYN-ACK) and trace it.
+    fn emit_stateless(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        repr: &TcpRepr<'_>,
+        buf: &mut [u8],
+    ) -> Transmit {
         let len = repr.header_len();
         repr.emit_header(&mut buf[..len]);
-        fill_checksum(&mut buf[..len], c.src.ip(), c.dst.ip());
+        fill_checksum(&mut buf[..len], src.ip(), dst.ip());
         self.stats.segments_sent += 1;
         if self.trace.is_some() {
             self.record(
@@ -1062,16 +1074,16 @@ impl Endpoint {
                 TraceEvent::Segment {
                     dir: Direction::Sent,
                     tuple: FourTuple {
-                        local: c.src,
-                        remote: c.dst,
+                        local: src,
+                        remote: dst,
                     },
-                    seg: SegmentInfo::from_repr(&repr),
+                    seg: SegmentInfo::from_repr(repr),
                 },
             );
         }
         Transmit {
-            src: c.src.ip(),
-            dst: c.dst.ip(),
+            src: src.ip(),
+            dst: dst.ip(),
             len,
         }
     }
@@ -1092,29 +1104,8 @@ impl Endpoint {
             options: TcpOptions::default(),
             payload: &[],
         };
-        let len = repr.header_len();
-        repr.emit_header(&mut buf[..len]);
-        fill_checksum(&mut buf[..len], r.src.ip(), r.dst.ip());
         self.stats.resets_sent += 1;
-        self.stats.segments_sent += 1;
-        if self.trace.is_some() {
-            self.record(
-                now,
-                TraceEvent::Segment {
-                    dir: Direction::Sent,
-                    tuple: FourTuple {
-                        local: r.src,
-                        remote: r.dst,
-                    },
-                    seg: SegmentInfo::from_repr(&repr),
-                },
-            );
-        }
-        Transmit {
-            src: r.src.ip(),
-            dst: r.dst.ip(),
-            len,
-        }
+        self.emit_stateless(now, r.src, r.dst, &repr, buf)
     }
 
     // ---------------------------------------------------------------------------------------
