@@ -41,8 +41,17 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     assert_eq!(keepalive[..5], ["1", "1.00", "20", "1091.000", "21.82"]);
     // Four lanes, started 1 ms apart: 1 handshake RTT + 5 calls of 1 RTT, + 3 ms, + the
     // ticks.
-    let pool = row(&out, "calls: pool, concurrency C");
+    let pool = row(&out, "calls: pool, concurrency 4");
     assert_eq!(pool[..5], ["4", "4.00", "20", "314.000", "6.28"]);
+    // Headers say the numbers, not placeholders.
+    for header in [
+        "== scenario: one connection (connect, GET /bytes/1024, read the reply, close",
+        "== scenario: calls: new connection each (20 calls of GET /bytes/1024 one after another",
+        "== scenario: calls: pool, concurrency 4 (20 calls of GET /bytes/1024 through the pool, \
+         4 at a time: 4 connections, 4 handshakes)",
+    ] {
+        assert!(out.contains(header), "{header:?} in\n{out}");
+    }
     for r in [&per_call, &keepalive, &pool] {
         assert_eq!(r[7], "0", "no retransmission");
     }
@@ -66,7 +75,7 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
         ["7", "7.00", "7"]
     );
     assert_eq!(
-        row(&out, "calls: pool, concurrency C")[..4],
+        row(&out, "calls: pool, concurrency 2")[..4],
         ["2", "2.00", "7", "509.000"]
     );
     // On a link of unlimited rate every arrival falls on a tick: whole round trips.
@@ -89,7 +98,7 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
         ["1", "1.00", "20", "1050.000", "21.00"]
     );
     assert_eq!(
-        row(&out, "calls: pool, concurrency C")[..5],
+        row(&out, "calls: pool, concurrency 4")[..5],
         ["4", "4.00", "20", "303.000", "6.06"]
     );
 }

@@ -1,6 +1,7 @@
 //! The cost of a connection per API call: N calls (`--calls`) made with a new connection per
 //! call (`Connection: close`), over one keep-alive connection, and through a pool with
-//! concurrency C (`--concurrency`), each on a fresh simulated network with the demo's path.
+//! concurrency C (`--concurrency`), each on a fresh simulated network with the demo's path;
+//! the headers and the results table print the numbers.
 //! The client and server are `synack-http`'s (hyper over synack's sockets), run on a tokio
 //! runtime with a paused clock, so times are virtual and the runs deterministic.
 
@@ -382,24 +383,32 @@ impl ApiCalls {
 }
 
 impl Scenario for ApiCalls {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> String {
         match self.mode {
-            Mode::ConnPerCall => "calls: new connection each",
-            Mode::KeepAlive => "calls: one keep-alive connection",
-            Mode::Pool => "calls: pool, concurrency C",
+            Mode::ConnPerCall => "calls: new connection each".into(),
+            Mode::KeepAlive => "calls: one keep-alive connection".into(),
+            Mode::Pool => format!("calls: pool, concurrency {}", self.concurrency),
         }
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self, _settings: &Settings) -> String {
+        let (n, m, c) = (self.calls, self.reply_bytes, self.concurrency);
         match self.mode {
-            Mode::ConnPerCall => {
-                "N calls of GET /bytes/M one after another, each with Connection: close: a \
-                 handshake per call"
+            Mode::ConnPerCall => format!(
+                "{n} calls of GET /bytes/{m} one after another, each with Connection: close: \
+                 a handshake per call"
+            ),
+            Mode::KeepAlive => format!(
+                "{n} calls of GET /bytes/{m} one after another on one persistent connection: \
+                 one handshake"
+            ),
+            Mode::Pool => {
+                let conns = c.min(n);
+                format!(
+                    "{n} calls of GET /bytes/{m} through the pool, {c} at a time: {conns} \
+                     connections, {conns} handshakes"
+                )
             }
-            Mode::KeepAlive => {
-                "N calls one after another on one persistent connection: one handshake"
-            }
-            Mode::Pool => "N calls through the pool, C at a time: C connections, C handshakes",
         }
     }
 

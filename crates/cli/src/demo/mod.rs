@@ -443,7 +443,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
             out,
             "== scenario: {} ({})",
             scenario.name(),
-            scenario.description()
+            scenario.description(&settings)
         )?;
         writeln!(out)?;
         let draw = i == 0 || args.all_ladders;

@@ -257,7 +257,7 @@ pub fn print_results(
         let segments: usize = o.summary.flows.iter().map(|f| f.segments).sum();
         let retransmitted: usize = o.summary.flows.iter().map(|f| f.retransmitted).sum();
         t.row(vec![
-            o.name.to_owned(),
+            o.name.clone(),
             o.summary.handshakes.to_string(),
             handshake.map_or("-".into(), |d| rtts(d, settings.rtt)),
             o.requests.to_string(),

@@ -13,10 +13,10 @@ use super::{fmt_duration, DemoError, Progress, Settings};
 /// One way of making the call. Each scenario builds its own [`World`] from the settings, so
 /// scenarios are independent and each is deterministic for a seed.
 pub trait Scenario {
-    /// A short name for the results table ("one connection").
-    fn name(&self) -> &'static str;
-    /// One line on what the client does.
-    fn description(&self) -> &'static str;
+    /// A short name for the results table ("one connection", "calls: pool, concurrency 4").
+    fn name(&self) -> String;
+    /// One line on what the client does, with the numbers the settings give.
+    fn description(&self, settings: &Settings) -> String;
     /// Runs it to the end (every connection CLOSED, TIME-WAIT included, or the time limit
     /// reached with only TIME-WAIT left), drawing its ladder to `ladder` if given.
     fn run(
@@ -29,7 +29,7 @@ pub trait Scenario {
 /// What a scenario did.
 #[derive(Debug)]
 pub struct Outcome {
-    pub name: &'static str,
+    pub name: String,
     /// Milestones of the (first) connection.
     pub phases: Phases,
     /// Segment and handshake counts.
@@ -105,12 +105,15 @@ pub fn draw(
 }
 
 impl Scenario for OneConnection {
-    fn name(&self) -> &'static str {
-        "one connection"
+    fn name(&self) -> String {
+        "one connection".into()
     }
 
-    fn description(&self) -> &'static str {
-        "connect, GET /bytes/N, read the reply, close: one handshake per call"
+    fn description(&self, settings: &Settings) -> String {
+        format!(
+            "connect, GET /bytes/{}, read the reply, close: one handshake per call",
+            settings.bytes
+        )
     }
 
     fn run(
