@@ -53,6 +53,8 @@ fn main() -> ExitCode {
                     let _ = out.flush();
                     ExitCode::SUCCESS
                 }
+                // `synack demo | head`: the reader has what it wanted.
+                Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
                 Err(e) => {
                     let _ = out.flush();
                     eprintln!("synack demo: error: {e}");

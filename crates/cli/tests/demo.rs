@@ -590,3 +590,23 @@ fn loss_examples_resend_only_what_was_lost() {
         }
     }
 }
+
+/// `synack demo | head -1` ends quietly when its reader goes away (issue 14 item 5).
+#[test]
+fn a_closed_pipe_ends_the_demo_quietly() {
+    use std::io::Read;
+    // Far more output than a pipe holds, so the writer meets the closed pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["demo", "--no-fold", "--bytes", "4MiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

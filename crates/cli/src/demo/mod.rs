@@ -179,6 +179,13 @@ impl fmt::Display for DemoError {
 
 impl std::error::Error for DemoError {}
 
+impl DemoError {
+    /// The reader of the output went away (`synack demo | head`): nothing to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, DemoError::Io(_, e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
 impl From<io::Error> for DemoError {
     fn from(e: io::Error) -> Self {
         DemoError::Io("writing the output".into(), e)
