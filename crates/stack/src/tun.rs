@@ -137,7 +137,22 @@ impl TunDevice {
             .tx_queue_len(TX_QUEUE_LEN)
             .packet_information(false)
             .offload(options.offload)
-            .build_async()?;
+            .build_async()
+            .map_err(|e| {
+                let busy = e.raw_os_error() == Some(libc::EBUSY);
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "creating TUN device {}: {e}{}",
+                        config.name,
+                        if busy {
+                            " (the name is busy: another program has that device open)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            })?;
         for &(addr, prefix) in &config.addrs {
             let r = match addr {
                 IpAddr::V4(a) => dev.add_address_v4(a, prefix),

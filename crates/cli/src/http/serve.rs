@@ -164,7 +164,9 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
         .build()?;
     rt.block_on(async move {
         let stats = if args.transport.kernel {
-            let l = tokio::net::TcpListener::bind(args.listen).await?;
+            let l = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| nc::naming(args.listen, e))?;
             eprintln!(
                 "synack serve: listening on http://{} (kernel TCP)",
                 l.local_addr()?
@@ -175,7 +177,9 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             opts.pcap = args.pcap.clone();
             let stack = nc::open_stack(&opts)?;
             let addr = SocketAddr::new(opts.ip.addr, args.port);
-            let l = TcpListener::bind(&stack, addr).await?;
+            let l = TcpListener::bind(&stack, addr)
+                .await
+                .map_err(|e| nc::naming(addr, e))?;
             eprintln!(
                 "synack serve: listening on http://{addr} (synack over {})",
                 opts.tun

@@ -196,9 +196,30 @@ pub struct ConnectOpts {
     pub timeout: Duration,
 }
 
+/// Whether this process runs in the host's initial network namespace: the one whose inode
+/// Linux numbers `PROC_NET_INIT_INO` (0xEFFFFFF9, fixed since Linux 3.8), or, where that
+/// is not it (a container's), the one pid 1 is in, when pid 1's can be read.
+pub fn in_root_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let Some(own) = ns("/proc/thread-self/ns/net") else {
+        return false;
+    };
+    own.1 == PROC_NET_INIT_INO || ns("/proc/1/ns/net") == Some(own)
+}
+
 /// Creates the TUN device of `opts` and a stack over it, with the capture and the state
 /// printing asked for.
 pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
+    if in_root_netns() {
+        eprintln!(
+            "synack: warning: the TUN device {} is made in the host's own network namespace; \
+             run synack inside one of your own (`ip netns add NAME`, then `ip netns exec NAME \
+             synack ...`) to keep its addresses off the host's network",
+            opts.tun
+        );
+    }
     let peer = match opts.peer_ip {
         Some(p) => p,
         None => opts.ip.default_peer()?,
@@ -258,6 +279,11 @@ pub enum Ended {
     Stopped,
 }
 
+/// `e` with the address it is about: "listening on 198.18.0.2:80: address in use".
+pub fn naming(addr: SocketAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("listening on {addr}: {e}"))
+}
+
 /// `synack listen`. See the [module documentation](self).
 pub async fn listen(opts: ListenOpts) -> io::Result<()> {
     listen_until(opts, std::future::pending()).await.map(|_| ())
@@ -268,8 +294,9 @@ pub async fn listen(opts: ListenOpts) -> io::Result<()> {
 pub async fn listen_until(opts: ListenOpts, stop: impl Future<Output = ()>) -> io::Result<Ended> {
     let stack = open_stack(&opts.tun)?;
     let work = async {
-        let listener =
-            TcpListener::bind(&stack, SocketAddr::new(opts.tun.ip.addr, opts.port)).await?;
+        let listener = TcpListener::bind(&stack, SocketAddr::new(opts.tun.ip.addr, opts.port))
+            .await
+            .map_err(|e| naming(SocketAddr::new(opts.tun.ip.addr, opts.port), e))?;
         if opts.tun.verbose {
             let _ = writeln!(io::stderr(), "listening on {}", listener.local_addr()?);
         }
