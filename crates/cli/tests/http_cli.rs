@@ -333,3 +333,32 @@ fn get_streams_a_large_body_to_stdout_as_it_arrives() {
     }
     stop_server(server);
 }
+
+/// Without `-v`, a failed request still says what failed: a 404's status, and a refused
+/// connection naming the request once (issue 14 item 5).
+#[test]
+fn get_says_what_failed_without_verbose() {
+    let port = free_port();
+    let server = start_server(port, &[]);
+    let closed = free_port();
+    let nope = format!("http://127.0.0.1:{port}/nope");
+    let ok = format!("http://127.0.0.1:{port}/bytes/5");
+    let refused = format!("http://127.0.0.1:{closed}/");
+    let o = synack(&["get", "--kernel", "--no-body", &nope, &ok, &refused]);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    assert!(!o.status.success());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(lines[0], format!("synack get: GET {nope}: 404 Not Found"));
+    assert!(
+        lines[1].starts_with(&format!("synack get: GET {refused}: could not connect: ")),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1].matches(&format!("{closed}")).count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(lines[2], "synack get: error: 2 of 3 requests failed");
+    stop_server(server);
+}

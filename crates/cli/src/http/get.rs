@@ -197,16 +197,34 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
                     eprintln!("synack get: {method} {url}: the body failed after {got} bytes: {e}");
                     failed += 1;
                 } else if !head.status.is_success() {
+                    // Said whether or not -v is on: the body alone may not tell.
+                    if !args.verbose {
+                        eprintln!("synack get: {method} {url}: {}", head.status);
+                    }
                     failed += 1;
                 }
             }
             Err(e) => {
-                eprintln!("synack get: {method} {url}: {e}");
+                eprintln!("synack get: {}", explain(&method, url, &e));
                 failed += 1;
             }
         }
     }
     Ok(failed)
+}
+
+/// A failed request in one line, naming the request once.
+fn explain(method: &Method, url: &str, e: &synack_http::Error) -> String {
+    use synack_http::Error;
+    match e {
+        Error::Connect { source, .. } => format!("{method} {url}: could not connect: {source}"),
+        Error::ConnectTimeout { timeout, .. } => {
+            format!("{method} {url}: could not connect: no handshake within {timeout:?}")
+        }
+        // It names the method and URL itself.
+        Error::MaybeProcessed { .. } => e.to_string(),
+        _ => format!("{method} {url}: {e}"),
+    }
 }
 
 fn invalid_url(e: String) -> io::Error {
