@@ -610,3 +610,47 @@ fn a_closed_pipe_ends_the_demo_quietly() {
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// `--pcap FILE` captures every scenario: the first to FILE, each calls scenario to a file
+/// beside it, and each file holds exactly the segments its row of the results counts
+/// (issue 14 item 5).
+#[test]
+fn the_capture_covers_every_scenario() {
+    let base = temp("every.pcap");
+    let out = demo(&["--pcap", base.to_str().unwrap()]);
+    let results = out.split("\nresults:\n").nth(1).expect("a results table");
+    for (tag, scenario) in [
+        ("", "one connection"),
+        ("-per-call", "calls: new connection each"),
+        ("-keepalive", "calls: one keep-alive connection"),
+        ("-pool", "calls: pool, concurrency 4"),
+    ] {
+        let path = base.with_file_name(format!(
+            "synack-demo-{}-every{tag}.pcap",
+            std::process::id()
+        ));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let packets = PcapReader::read_all(&bytes).expect("a whole capture").len();
+        let row: Vec<&str> = results
+            .lines()
+            .find(|l| l.trim_start().starts_with(scenario))
+            .unwrap()
+            .trim_start()[scenario.len()..]
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            packets.to_string(),
+            row[6],
+            "{scenario}: {}",
+            path.display()
+        );
+        assert!(
+            out.contains(&format!(
+                "{packets} packets of the client's interface in {}",
+                path.display()
+            )),
+            "{scenario}"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

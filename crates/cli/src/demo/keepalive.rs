@@ -22,6 +22,8 @@ use synack_http::server::Listener;
 use synack_http::{serve, Client, ClientConfig, PoolConfig, ServerConfig, SynackConnector};
 use synack_stack::ladder::{LadderBuilder, LineRenderer, Row};
 use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
+use synack_stack::pcap::PcapTap;
+use synack_stack::sim::{Direction as TapDirection, Tap};
 use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -207,6 +209,8 @@ fn describe(who: &str, stack: &Stack) -> Vec<String> {
 }
 
 struct Run {
+    /// Packets written to this scenario's capture, and its file.
+    captured: Option<(u64, std::path::PathBuf)>,
     last_byte: Instant,
     closed: Instant,
     end: Instant,
@@ -283,6 +287,19 @@ impl ApiCalls {
         let c = net.add_host("client", &[CLIENT_IP], Config::default());
         let s = net.add_host("server", &[SERVER_IP], Config::default());
         net.link(&c, &s, settings.path.clone(), settings.path.clone());
+        let capture = match &settings.pcap {
+            Some(base) => {
+                let path = capture_path(base, self.mode);
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| DemoError::Io(format!("creating {}", path.display()), e))?;
+                let tap = PcapTap::new(std::io::BufWriter::new(file))
+                    .map_err(|e| DemoError::Io(format!("writing {}", path.display()), e))?;
+                let shared = Arc::new(Mutex::new(tap));
+                net.tap(&c, SharedTap(shared.clone()));
+                Some((path, shared))
+            }
+            None => None,
+        };
         hook(&c, feed, 0);
         hook(&s, feed, 1);
         let listener = TcpListener::bind(&s, SocketAddr::new(SERVER_IP, SERVER_PORT))
@@ -370,7 +387,17 @@ impl ApiCalls {
             tokio::time::Instant::now() + Config::default().msl * 2 + Duration::from_millis(1);
         tokio::time::sleep_until(time_wait_end.min(deadline)).await;
         let end = net.now();
+        let captured = match capture {
+            Some((path, tap)) => {
+                let mut tap = tap.lock().unwrap_or_else(|p| p.into_inner());
+                tap.flush()
+                    .map_err(|e| DemoError::Io(format!("writing {}", path.display()), e))?;
+                Some((tap.written(), path))
+            }
+            None => None,
+        };
         Ok(Run {
+            captured,
             last_byte,
             closed,
             end,
@@ -379,6 +406,35 @@ impl ApiCalls {
             reply_bytes: bytes.written.load(Ordering::Relaxed),
             body_bytes: body,
         })
+    }
+}
+
+/// Where a calls scenario's capture goes: beside `--pcap FILE`, named for the scenario
+/// (`demo.pcap` gives `demo-per-call.pcap`, `demo-keepalive.pcap`, `demo-pool.pcap`).
+fn capture_path(base: &std::path::Path, mode: Mode) -> std::path::PathBuf {
+    let tag = match mode {
+        Mode::ConnPerCall => "per-call",
+        Mode::KeepAlive => "keepalive",
+        Mode::Pool => "pool",
+    };
+    let stem = base
+        .file_stem()
+        .map_or("capture".into(), |s| s.to_string_lossy());
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}-{tag}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{tag}"),
+    };
+    base.with_file_name(name)
+}
+
+/// A capture the network writes to and the scenario reads back at the end.
+struct SharedTap(Arc<Mutex<PcapTap<std::io::BufWriter<std::fs::File>>>>);
+
+impl Tap for SharedTap {
+    fn packet(&mut self, now: synack_tcp::Instant, dir: TapDirection, packet: &[u8]) {
+        if let Ok(mut t) = self.0.lock() {
+            t.packet(now, dir, packet);
+        }
     }
 }
 
@@ -478,7 +534,8 @@ impl Scenario for ApiCalls {
             time_wait: Config::default().msl * 2,
             end: run.end,
             cut_by_limit: run.cut_by_limit,
-            captured: None,
+            captured: run.captured.as_ref().map(|c| c.0),
+            capture_path: run.captured.map(|c| c.1),
             handshake_time: Some(handshake_time),
             held_peak,
         })

@@ -64,7 +64,9 @@ pub struct DemoArgs {
     pub bytes: u64,
 
     /// Write the client's packets (both directions, each once) to FILE as a pcap
-    /// (LINKTYPE_RAW), for Wireshark or tshark.
+    /// (LINKTYPE_RAW), for Wireshark or tshark: the first scenario to FILE, each calls
+    /// scenario to a file beside it named for it (demo.pcap: demo-per-call.pcap,
+    /// demo-keepalive.pcap, demo-pool.pcap).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 

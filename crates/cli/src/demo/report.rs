@@ -171,7 +171,7 @@ pub fn print_outcome(
         fmt_bytes(o.body_bytes),
     )?;
     if let Some(n) = o.captured {
-        if let Some(path) = &settings.pcap {
+        if let Some(path) = o.capture_path.as_ref().or(settings.pcap.as_ref()) {
             writeln!(
                 out,
                 "  capture:     {n} packets of the client's interface in {}",

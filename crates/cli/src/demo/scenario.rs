@@ -51,6 +51,8 @@ pub struct Outcome {
     pub cut_by_limit: bool,
     /// Packets written to the capture, if one was asked for.
     pub captured: Option<u64>,
+    /// Where the capture went, when not to `--pcap FILE` itself.
+    pub capture_path: Option<std::path::PathBuf>,
     /// Time the client spent in handshakes (SYN sent -> ESTABLISHED), summed over its
     /// connections; `None`: the first connection's, from `phases`.
     pub handshake_time: Option<Duration>,
@@ -234,6 +236,7 @@ impl Scenario for OneConnection {
             end,
             cut_by_limit,
             captured,
+            capture_path: None,
             handshake_time: None,
             held_peak,
         })
