@@ -1,33 +1,70 @@
-//! synack's TCP against smoltcp 0.14, side by side in one criterion run.
+//! synack's TCP against smoltcp 0.14, side by side in one criterion run, doing the same work on
+//! the same device.
 //!
-//! Groups:
+//! Run it as a user would ship it (fat LTO, one codegen unit):
+//!
+//! ```text
+//! CARGO_PROFILE_BENCH_LTO=fat CARGO_PROFILE_BENCH_CODEGEN_UNITS=1 \
+//!     cargo bench -p synack-stack --bench tcp_vs_smoltcp
+//! ```
+//!
+//! and once more without the two variables (the workspace's bench profile, no LTO) to see how
+//! much each stack owes to cross-crate inlining: under fat LTO smoltcp's whole path inlines into
+//! one function and gains about a third on churn, synack about a tenth. Filter as usual, e.g.
+//! `-- 'churn/pooled'`; criterion's `--warm-up-time 1 --measurement-time 3` shorten a run.
+//!
+//! Groups (each scenario is built and verified byte-exact the first time it runs):
 //! - `churn`: connect, one byte each way, close (the client closes first, so TIME-WAIT lands on
-//!   it), in connections per second (`Throughput::Elements(1)` per connection);
+//!   it), in connections per second (`Throughput::Elements(1)` per connection). Both clients
+//!   send their byte only once ESTABLISHED (smoltcp cannot send earlier), so both stacks move
+//!   the same segments per connection: the count is printed for each at start.
 //! - `bulk_mtu1500`, `bulk_mtu65535`: 64 MiB from client to server over one long-lived
 //!   connection with 4 MiB send and receive buffers on both ends (`Throughput::Bytes`).
+//! - `pingpong`: 64 B ping-pong with one message in flight: the client writes 64 B, the server
+//!   reads them and echoes 64 B, the client reads them; one exchange per element.
 //!
-//! Each group has `synack` and `smoltcp` (configured like synack, see "Like with like" below);
-//! `churn` and `bulk_mtu65535` also have `smoltcp_no_cc_no_ts_no_csum`, for reference: smoltcp
-//! over `phy::Loopback` as it comes (MTU 65535, checksums neither computed nor verified), with
-//! congestion control turned off and no timestamps. That is not smoltcp's default here: built
-//! with `socket-tcp-cubic`, its sockets default to CUBIC; this variant turns it off, so it shows
-//! smoltcp's per-packet path with the least work, not a like-for-like comparison.
+//! # The device: the same for both stacks
+//!
+//! Every packet crosses a [`Wire`], a FIFO of packets whose buffers the sender fills and the
+//! receiver returns, in one of two modes, each a variant of every group (`pooled/…`,
+//! `fresh/…`):
+//! - `pooled`: each packet is copied into a buffer taken from a free list and given back once
+//!   the receiver has processed it (a NIC ring or a TUN read buffer works this way);
+//! - `fresh`: each packet gets a newly allocated, zero-filled `Vec` that is dropped after
+//!   receipt, as smoltcp's `phy::Loopback` does.
+//!
+//! smoltcp runs one `Interface` owning both addresses, with the client and server sockets in one
+//! `SocketSet` over a `Device` on one `Wire` (as its loopback example does over `Loopback`);
+//! smoltcp's tx token lets it build each packet straight into the wire's buffer. synack runs two
+//! `Interface`s (client 198.18.0.1, server 198.18.0.2), one `Wire` per direction; synack's
+//! `Interface::transmit` hands out a finished packet as `&[u8]`, which the wire copies into its
+//! buffer (one memcpy per packet that smoltcp's token API avoids: that is each stack's device
+//! API, and it is part of what is measured).
+//!
+//! # The variants, named for what they are
+//!
+//! - `synack`: synack's default `Config`: CUBIC, RFC 7323 timestamps, SACK offered (never
+//!   used: nothing is lost here), Nagle on, and checksums always computed and verified (synack's
+//!   devices cannot declare checksum offload yet).
+//! - `smoltcp_cubic_ts_csum`: like with like: CUBIC, a timestamp generator on both sockets,
+//!   `ChecksumCapabilities::default()` (compute and verify every checksum), the MTU under test.
+//! - `smoltcp_defaults_csum_off` (reference, `pooled` only, not like with like): a fresh
+//!   smoltcp 0.14 `tcp::Socket` as it comes, which in this build (`socket-tcp-cubic`) means CUBIC
+//!   (`AnyController::new()` picks CUBIC when that feature is on) and no timestamps (no
+//!   `tsval_generator`), with `phy::Loopback`'s `ChecksumCapabilities::ignored()` (checksums
+//!   neither computed nor verified), at the MTU under test.
+//!
+//! So the like-for-like pair is "checksums on" (`synack` against `smoltcp_cubic_ts_csum`). A
+//! "checksums off" pair needs a core change that is not in this bench: a way for a synack device
+//! to declare checksum capabilities (an in-memory pair or a TUN with `IFF_VNET_HDR` offload),
+//! so that `Interface` skips computing them on transmit and verifying them on receive; until
+//! then `smoltcp_defaults_csum_off` has nothing on synack's side to match.
+//!
+//! # Clock and timers
 //!
 //! Both stacks run on a fake clock that the driver advances by `TICK_US` (10 µs) per round;
-//! neither ever reads the wall clock. A round is: application steps on both ends, then the clock
-//! ticks, timers due run, and packets move until both sides are quiet.
-//!
-//! - synack: two `Interface`s (client 198.18.0.1, server 198.18.0.2) joined back to back in
-//!   memory: every packet one `transmit`s is handed straight to the other's `receive`.
-//! - smoltcp: one `Interface` owning both addresses, with the client and server sockets in one
-//!   `SocketSet` over `phy::Loopback` (Medium::Ip), as smoltcp's loopback example does. The
-//!   `smoltcp` function wraps the Loopback only to report the MTU under test and smoltcp's
-//!   default `ChecksumCapabilities` (compute and verify every checksum: synack always does);
-//!   the Loopback itself reports MTU 65535 and ignores checksums.
-//!
-//! Like with like: smoltcp is built with `socket-tcp-cubic` and its sockets get a timestamp
-//! generator, because synack's default `Config` runs CUBIC with RFC 7323 timestamps. SACK is
-//! offered by synack but no segment is ever lost here, so no SACK block is ever sent.
+//! neither ever reads the wall clock. A round is: the clock ticks, timers due run, and packets
+//! move until both sides are quiet; the application steps between rounds.
 //!
 //! TIME-WAIT: both stacks keep it. After each churn connection the driver jumps the fake clock
 //! past the client's TIME-WAIT (synack: 2·MSL with the default `msl` of 30 s; smoltcp: its fixed
@@ -35,15 +72,10 @@
 //! TIME-WAIT, and at most one TIME-WAIT entry exists at a time in either stack. (smoltcp would
 //! also let `connect` reuse a socket straight out of TIME-WAIT; we do not use that shortcut.)
 //!
-//! Payloads are verified byte-exact once, outside the timed loops, so a broken transfer cannot
-//! be measured silently; the timed loops still check byte counts and final states.
-//!
-//! The build profile matters for churn. Under the workspace's bench profile (no LTO), each
-//! crate's code is inlined only within that crate, unless a function is marked `#[inline]`.
-//! Under `lto = "fat"` with one codegen unit, smoltcp's whole path inlines into one function and
-//! gains about a third; synack gains about a tenth. To compare both ways, run the bench once as
-//! is and once with `CARGO_PROFILE_BENCH_LTO=fat CARGO_PROFILE_BENCH_CODEGEN_UNITS=1`.
+//! Payloads are verified byte-exact before timing, so a broken transfer cannot be measured
+//! silently; the timed loops still check byte counts, ping-pong contents and final states.
 
+use std::collections::VecDeque;
 use std::time::Duration as StdDuration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -58,8 +90,14 @@ const BULK_BUFFER: usize = 4 << 20;
 const READ_CHUNK: usize = 64 << 10;
 /// Rounds after which a scenario is declared stuck (a stack bug, not a slow run).
 const MAX_ROUNDS: u64 = 10_000_000;
-/// Connections checked byte-exact before churn is timed.
+/// Connections checked before churn is timed.
 const VERIFY_CONNECTIONS: u64 = 2_000;
+/// Ping-pong message size.
+const PING: usize = 64;
+/// Exchanges checked before ping-pong is timed.
+const VERIFY_EXCHANGES: u64 = 2_000;
+/// The MTU of churn and ping-pong: synack's default.
+const DEFAULT_MTU: usize = 1500;
 const SERVER_PORT: u16 = 5001;
 
 /// A deterministic pseudo-random pattern whose length is prime, so that no segment size lines
@@ -97,6 +135,98 @@ fn churn_byte(i: u64) -> u8 {
     (i.wrapping_mul(31) % 251) as u8 + 1
 }
 
+/// The message the client sends in ping-pong exchange `i`.
+fn ping_message(i: u64) -> [u8; PING] {
+    let mut m = [0u8; PING];
+    for (k, b) in m.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(131).wrapping_add(k as u64 * 7) % 251) as u8;
+    }
+    m
+}
+
+/// How the [`Wire`] gets a buffer for each packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DevMode {
+    /// Buffers (MTU-sized, zero-filled once) come from a free list and return to it.
+    Pooled,
+    /// A new zero-filled `Vec` of the packet's length per packet, dropped after receipt (as
+    /// smoltcp's `phy::Loopback`).
+    Fresh,
+}
+
+impl DevMode {
+    fn name(self) -> &'static str {
+        match self {
+            DevMode::Pooled => "pooled",
+            DevMode::Fresh => "fresh",
+        }
+    }
+}
+
+/// A FIFO of packets between stacks, the device both stacks run on.
+pub struct Wire {
+    mode: DevMode,
+    mtu: usize,
+    queue: VecDeque<(Vec<u8>, usize)>,
+    pool: Vec<Vec<u8>>,
+    /// Packets sent into the wire so far.
+    pub sent: u64,
+}
+
+impl Wire {
+    pub fn new(mode: DevMode, mtu: usize) -> Wire {
+        Wire {
+            mode,
+            mtu,
+            queue: VecDeque::new(),
+            pool: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// A buffer of at least `len` bytes for the next packet.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        match self.mode {
+            DevMode::Pooled => {
+                let mut b = self.pool.pop().unwrap_or_default();
+                if b.len() < len {
+                    b.resize(self.mtu.max(len), 0);
+                }
+                b
+            }
+            DevMode::Fresh => vec![0; len],
+        }
+    }
+
+    /// Queue a packet: the first `len` bytes of `buf`.
+    fn push(&mut self, buf: Vec<u8>, len: usize) {
+        self.sent += 1;
+        self.queue.push_back((buf, len));
+    }
+
+    /// Queue a copy of `packet`.
+    fn push_copy(&mut self, packet: &[u8]) {
+        let mut b = self.buffer(packet.len());
+        b[..packet.len()].copy_from_slice(packet);
+        self.push(b, packet.len());
+    }
+
+    fn pop(&mut self) -> Option<(Vec<u8>, usize)> {
+        self.queue.pop_front()
+    }
+
+    /// Give back a buffer the receiver is done with.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.mode == DevMode::Pooled {
+            self.pool.push(buf);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
 mod synack {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -108,19 +238,20 @@ mod synack {
     const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
     const SERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
 
-    /// Two interfaces wired back to back, and the fake clock.
+    /// Two interfaces joined by a wire each way, and the fake clock.
     pub struct Pair {
         client: Interface,
         server: Interface,
+        to_server: Wire,
+        to_client: Wire,
         now: Instant,
         listener: ListenerId,
-        /// Packets moved, both directions.
-        pub packets: u64,
         rounds: u64,
     }
 
     impl Pair {
-        pub fn new(config: Config) -> Pair {
+        pub fn new(config: Config, mode: DevMode) -> Pair {
+            let mtu = config.mtu;
             let client = Interface::new(config.clone(), &[CLIENT_IP], [1; 16]);
             let mut server = Interface::new(config, &[SERVER_IP], [2; 16]);
             let listener = server
@@ -130,11 +261,17 @@ mod synack {
             Pair {
                 client,
                 server,
+                to_server: Wire::new(mode, mtu),
+                to_client: Wire::new(mode, mtu),
                 now: Instant::ZERO,
                 listener,
-                packets: 0,
                 rounds: 0,
             }
+        }
+
+        /// Packets moved so far, both directions.
+        pub fn packets(&self) -> u64 {
+            self.to_server.sent + self.to_client.sent
         }
 
         /// Tick the clock, run due timers, then move packets until both sides are quiet.
@@ -147,25 +284,31 @@ mod synack {
         fn advance(&mut self, by: Duration) {
             self.now += by;
             let now = self.now;
-            let Pair { client, server, .. } = self;
+            let Pair {
+                client,
+                server,
+                to_server,
+                to_client,
+                ..
+            } = self;
             for iface in [&mut *client, &mut *server] {
                 if iface.poll_timeout().is_some_and(|t| t <= now) {
                     iface.handle_timeout(now);
                 }
             }
             loop {
-                let mut moved = 0u64;
-                client.transmit(now, &mut |p| {
-                    server.receive(now, p);
-                    moved += 1;
-                });
-                server.transmit(now, &mut |p| {
-                    client.receive(now, p);
-                    moved += 1;
-                });
-                self.packets += moved;
-                if moved == 0 {
+                client.transmit(now, &mut |p| to_server.push_copy(p));
+                server.transmit(now, &mut |p| to_client.push_copy(p));
+                if to_server.is_empty() && to_client.is_empty() {
                     break;
+                }
+                while let Some((b, len)) = to_server.pop() {
+                    server.receive(now, &b[..len]);
+                    to_server.recycle(b);
+                }
+                while let Some((b, len)) = to_client.pop() {
+                    client.receive(now, &b[..len]);
+                    to_client.recycle(b);
                 }
             }
         }
@@ -182,9 +325,25 @@ mod synack {
                 )
                 .expect("connect")
         }
+
+        /// Connect and run rounds until both ends are established.
+        fn establish(&mut self) -> (ConnId, ConnId) {
+            let client = self.connect();
+            let mut server = None;
+            while server.is_none() {
+                self.round();
+                server = self.server.tcp_mut().accept(self.listener);
+            }
+            assert_eq!(
+                self.client.tcp().conn(client).map(|c| c.state()),
+                Some(State::Established)
+            );
+            (client, server.unwrap())
+        }
     }
 
-    /// Connect, one byte each way, client closes, server closes, TIME-WAIT expires.
+    /// Connect, one byte each way once established, client closes, server closes, TIME-WAIT
+    /// expires.
     pub struct Churn {
         pair: Pair,
         count: u64,
@@ -192,18 +351,18 @@ mod synack {
     }
 
     impl Churn {
-        pub fn new() -> Churn {
+        pub fn new(mode: DevMode) -> Churn {
             let config = Config::default();
             let msl = config.msl;
             Churn {
-                pair: Pair::new(config),
+                pair: Pair::new(config, mode),
                 count: 0,
                 msl,
             }
         }
 
         pub fn packets_per_connection(&self) -> f64 {
-            self.pair.packets as f64 / self.count as f64
+            self.pair.packets() as f64 / self.count as f64
         }
 
         pub fn connection(&mut self) {
@@ -213,17 +372,24 @@ mod synack {
             // MAX_ROUNDS bounds one connection, not the whole run.
             p.rounds = 0;
             let c = p.connect();
-            let now = p.now;
-            // synack takes bytes in SYN-SENT; they leave with the handshake's last ACK.
-            let n = p.client.tcp_mut().with_conn(now, c, |c| c.send(&[byte]));
-            assert_eq!(n, Some(Ok(1)));
             p.round();
             let mut server_conn = None;
+            let mut sent = false;
             let mut echoed = false;
             let mut server_closed = false;
             let mut client_closed = false;
             loop {
                 let now = p.now;
+                // Like smoltcp, the client sends only once ESTABLISHED (synack would take the
+                // byte in SYN-SENT and send it with the handshake's last ACK).
+                if !sent {
+                    let tcp = p.client.tcp_mut();
+                    if tcp.conn(c).map(|c| c.state()) == Some(State::Established) {
+                        let n = tcp.with_conn(now, c, |c| c.send(&[byte]));
+                        assert_eq!(n, Some(Ok(1)));
+                        sent = true;
+                    }
+                }
                 if server_conn.is_none() {
                     server_conn = p.server.tcp_mut().accept(p.listener);
                 }
@@ -249,7 +415,7 @@ mod synack {
                         }
                     }
                 }
-                if !client_closed {
+                if sent && !client_closed {
                     let tcp = p.client.tcp_mut();
                     let mut b = [0u8; 1];
                     let got = tcp.with_conn(now, c, |c| c.recv(&mut b));
@@ -288,6 +454,7 @@ mod synack {
             assert_eq!(cs.connects, self.count);
             assert_eq!(self.pair.server.tcp().stats().accepted, self.count);
             assert_eq!(self.pair.client.stats().rx_bad_checksum, 0);
+            assert_eq!(self.pair.server.stats().rx_bad_checksum, 0);
         }
     }
 
@@ -303,25 +470,15 @@ mod synack {
     }
 
     impl Bulk {
-        pub fn new(mtu: usize) -> Bulk {
+        pub fn new(mtu: usize, mode: DevMode) -> Bulk {
             let config = Config {
                 mtu,
                 send_buffer: BULK_BUFFER,
                 recv_buffer: BULK_BUFFER,
                 ..Config::default()
             };
-            let mut pair = Pair::new(config);
-            let client = pair.connect();
-            let mut server = None;
-            while server.is_none() {
-                pair.round();
-                server = pair.server.tcp_mut().accept(pair.listener);
-            }
-            let server = server.unwrap();
-            assert_eq!(
-                pair.client.tcp().conn(client).map(|c| c.state()),
-                Some(State::Established)
-            );
+            let mut pair = Pair::new(config, mode);
+            let (client, server) = pair.establish();
             Bulk {
                 pair,
                 client,
@@ -334,7 +491,7 @@ mod synack {
         }
 
         pub fn packets(&self) -> u64 {
-            self.pair.packets
+            self.pair.packets()
         }
 
         pub fn mss(&self) -> usize {
@@ -399,13 +556,94 @@ mod synack {
             assert_eq!(*received, target);
         }
     }
+
+    /// One connection, one 64 B message in flight: the client writes, the server echoes.
+    pub struct PingPong {
+        pair: Pair,
+        client: ConnId,
+        server: ConnId,
+        count: u64,
+    }
+
+    impl PingPong {
+        pub fn new(mode: DevMode) -> PingPong {
+            let mut pair = Pair::new(Config::default(), mode);
+            let (client, server) = pair.establish();
+            PingPong {
+                pair,
+                client,
+                server,
+                count: 0,
+            }
+        }
+
+        pub fn packets_per_exchange(&self) -> f64 {
+            self.pair.packets() as f64 / self.count as f64
+        }
+
+        /// One exchange; the client checks the echo byte for byte.
+        pub fn exchange(&mut self) {
+            let msg = ping_message(self.count);
+            self.count += 1;
+            let PingPong {
+                pair: p,
+                client,
+                server,
+                ..
+            } = self;
+            p.rounds = 0;
+            let now = p.now;
+            let n = p.client.tcp_mut().with_conn(now, *client, |c| c.send(&msg));
+            assert_eq!(n, Some(Ok(PING)), "synack: client could not write");
+            let mut at_server = [0u8; PING];
+            let mut server_got = 0;
+            let mut echoed = false;
+            let mut at_client = [0u8; PING];
+            let mut client_got = 0;
+            loop {
+                p.round();
+                let now = p.now;
+                if !echoed {
+                    let tcp = p.server.tcp_mut();
+                    let r = tcp.with_conn(now, *server, |c| {
+                        match c.recv(&mut at_server[server_got..]) {
+                            Ok(k) => server_got += k,
+                            Err(e) => panic!("synack: server recv failed: {e:?}"),
+                        }
+                        if server_got == PING {
+                            assert_eq!(c.send(&at_server), Ok(PING), "synack: echo");
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                    echoed = r.expect("synack: server connection gone");
+                }
+                if echoed {
+                    let tcp = p.client.tcp_mut();
+                    tcp.with_conn(now, *client, |c| {
+                        match c.recv(&mut at_client[client_got..]) {
+                            Ok(k) => client_got += k,
+                            Err(e) => panic!("synack: client recv failed: {e:?}"),
+                        }
+                    })
+                    .expect("synack: client connection gone");
+                    if client_got == PING {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(at_client, msg, "synack: wrong echo");
+        }
+    }
 }
 
 mod smol {
+    use std::cell::RefCell;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-    use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Loopback, Medium};
+    use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
     use smoltcp::socket::tcp;
     use smoltcp::time::{Duration, Instant};
     use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
@@ -424,49 +662,59 @@ mod smol {
         CLOCK_MS.load(Ordering::Relaxed)
     }
 
-    /// How a smoltcp run is set up.
+    /// How a smoltcp run is set up (see the module header for the names).
     #[derive(Clone, Copy, PartialEq, Eq)]
     pub enum Flavor {
-        /// The MTU under test, checksums computed and verified, CUBIC and timestamps: as
-        /// synack's defaults.
-        Matched { mtu: usize },
-        /// `phy::Loopback` as it comes (MTU 65535, checksums ignored), congestion control off
-        /// (the default would be CUBIC in this build) and no timestamps (the default).
-        NoCcNoTsNoCsum,
+        /// CUBIC, timestamps, checksums computed and verified: as synack's defaults.
+        CubicTsCsum,
+        /// A fresh `tcp::Socket` as it comes (CUBIC in this build, no timestamps) and
+        /// `phy::Loopback`'s checksum capabilities (ignored).
+        DefaultsCsumOff,
     }
 
-    /// `phy::Loopback`, reporting chosen capabilities and counting packets in and out.
+    /// A `Device` over one [`Wire`], with the MTU under test and the flavor's checksums.
     pub struct Dev {
-        inner: Loopback,
+        wire: RefCell<Wire>,
         caps: DeviceCapabilities,
-        sent: u64,
-        received: u64,
     }
 
     impl Dev {
-        fn new(flavor: Flavor) -> Dev {
-            let inner = Loopback::new(Medium::Ip);
-            let mut caps = inner.capabilities();
-            if let Flavor::Matched { mtu } = flavor {
-                caps.max_transmission_unit = mtu;
-                caps.checksum = ChecksumCapabilities::default();
-            }
+        fn new(flavor: Flavor, mtu: usize, mode: DevMode) -> Dev {
+            let mut caps = DeviceCapabilities::default();
+            caps.medium = Medium::Ip;
+            caps.max_transmission_unit = mtu;
+            caps.checksum = match flavor {
+                Flavor::CubicTsCsum => ChecksumCapabilities::default(),
+                // What `phy::Loopback::capabilities` declares.
+                Flavor::DefaultsCsumOff => ChecksumCapabilities::ignored(),
+            };
             Dev {
-                inner,
+                wire: RefCell::new(Wire::new(mode, mtu)),
                 caps,
-                sent: 0,
-                received: 0,
             }
         }
+    }
 
-        fn pending(&self) -> u64 {
-            self.sent - self.received
+    pub struct Rx<'a> {
+        buf: Vec<u8>,
+        len: usize,
+        wire: &'a RefCell<Wire>,
+    }
+
+    impl phy::RxToken for Rx<'_> {
+        fn consume<R, F>(self, f: F) -> R
+        where
+            F: FnOnce(&[u8]) -> R,
+        {
+            // `f` may transmit (through a `Tx` on the same wire): hold no borrow across it.
+            let r = f(&self.buf[..self.len]);
+            self.wire.borrow_mut().recycle(self.buf);
+            r
         }
     }
 
     pub struct Tx<'a> {
-        inner: <Loopback as Device>::TxToken<'a>,
-        sent: &'a mut u64,
+        wire: &'a RefCell<Wire>,
     }
 
     impl phy::TxToken for Tx<'_> {
@@ -474,14 +722,16 @@ mod smol {
         where
             F: FnOnce(&mut [u8]) -> R,
         {
-            *self.sent += 1;
-            self.inner.consume(len, f)
+            let mut b = self.wire.borrow_mut().buffer(len);
+            let r = f(&mut b[..len]);
+            self.wire.borrow_mut().push(b, len);
+            r
         }
     }
 
     impl Device for Dev {
         type RxToken<'a>
-            = <Loopback as Device>::RxToken<'a>
+            = Rx<'a>
         where
             Self: 'a;
         type TxToken<'a>
@@ -489,21 +739,14 @@ mod smol {
         where
             Self: 'a;
 
-        fn receive(&mut self, ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-            let Dev {
-                inner,
-                sent,
-                received,
-                ..
-            } = self;
-            let (rx, tx) = inner.receive(ts)?;
-            *received += 1;
-            Some((rx, Tx { inner: tx, sent }))
+        fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+            let (buf, len) = self.wire.get_mut().pop()?;
+            let wire = &self.wire;
+            Some((Rx { buf, len, wire }, Tx { wire }))
         }
 
-        fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
-            let Dev { inner, sent, .. } = self;
-            inner.transmit(ts).map(|tx| Tx { inner: tx, sent })
+        fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
+            Some(Tx { wire: &self.wire })
         }
 
         fn capabilities(&self) -> DeviceCapabilities {
@@ -524,8 +767,8 @@ mod smol {
     }
 
     impl Pair {
-        pub fn new(flavor: Flavor, buffer: usize) -> Pair {
-            let mut dev = Dev::new(flavor);
+        pub fn new(flavor: Flavor, mtu: usize, mode: DevMode, buffer: usize) -> Pair {
+            let mut dev = Dev::new(flavor, mtu, mode);
             let mut config = Config::new(HardwareAddress::Ip);
             config.random_seed = 0x5eed;
             let now = Instant::from_micros(0);
@@ -555,15 +798,11 @@ mod smol {
                 tcp::SocketBuffer::new(vec![0; buffer]),
                 tcp::SocketBuffer::new(vec![0; buffer]),
             );
-            match flavor {
-                Flavor::Matched { .. } => {
-                    s.set_congestion_control(tcp::CongestionControl::Cubic);
-                    s.set_tsval_generator(Some(tsval));
-                }
-                Flavor::NoCcNoTsNoCsum => {
-                    s.set_congestion_control(tcp::CongestionControl::None);
-                    s.set_tsval_generator(None);
-                }
+            // What a fresh socket does in this build: CUBIC, no timestamps.
+            assert_eq!(s.congestion_control(), tcp::CongestionControl::Cubic);
+            assert!(!s.timestamp_enabled());
+            if flavor == Flavor::CubicTsCsum {
+                s.set_tsval_generator(Some(tsval));
             }
             s
         }
@@ -573,13 +812,13 @@ mod smol {
             // TIME-WAIT or RST path cleared the timestamp generator (smoltcp drops it when a
             // peer's SYN has no timestamp).
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if let Flavor::Matched { .. } = self.flavor {
+            if self.flavor == Flavor::CubicTsCsum {
                 s.set_tsval_generator(Some(tsval));
             }
         }
 
         pub fn packets(&self) -> u64 {
-            self.dev.sent
+            self.dev.wire.borrow().sent
         }
 
         fn round(&mut self) {
@@ -588,13 +827,13 @@ mod smol {
             self.advance(Duration::from_micros(TICK_US));
         }
 
-        /// Tick the clock, then poll until the loopback queue stays empty.
+        /// Tick the clock, then poll until the wire stays empty.
         fn advance(&mut self, by: Duration) {
             self.now += by;
             CLOCK_MS.store(self.now.total_millis() as u32, Ordering::Relaxed);
             loop {
                 self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-                if self.dev.pending() == 0 {
+                if self.dev.wire.get_mut().is_empty() {
                     break;
                 }
             }
@@ -623,6 +862,22 @@ mod smol {
                 .connect(cx, (SERVER_IP, SERVER_PORT), (CLIENT_IP, port))
                 .expect("connect");
         }
+
+        /// Listen, connect and run rounds until both ends are established.
+        fn establish(&mut self) {
+            self.listen();
+            self.connect(40000);
+            while !(self.client().state() == tcp::State::Established
+                && self.server().state() == tcp::State::Established)
+            {
+                self.round();
+            }
+            // smoltcp drops its timestamp generator when the peer's SYN has no timestamp: both
+            // still having one means timestamps were negotiated, as synack's are.
+            let ts = self.flavor == Flavor::CubicTsCsum;
+            assert_eq!(self.client().timestamp_enabled(), ts);
+            assert_eq!(self.server().timestamp_enabled(), ts);
+        }
     }
 
     pub struct Churn {
@@ -631,12 +886,12 @@ mod smol {
     }
 
     impl Churn {
-        pub fn new(flavor: Flavor) -> Churn {
+        pub fn new(flavor: Flavor, mode: DevMode) -> Churn {
             // The buffer sizes of synack's default `Config` (1 MiB), so both advertise the same
             // windows. smoltcp allocates them once per socket; synack's rings grow lazily.
             let buffer = synack_tcp::Config::default().recv_buffer;
             Churn {
-                pair: Pair::new(flavor, buffer),
+                pair: Pair::new(flavor, DEFAULT_MTU, mode, buffer),
                 count: 0,
             }
         }
@@ -718,20 +973,9 @@ mod smol {
     }
 
     impl Bulk {
-        pub fn new(flavor: Flavor) -> Bulk {
-            let mut pair = Pair::new(flavor, BULK_BUFFER);
-            pair.listen();
-            pair.connect(40000);
-            while !(pair.client().state() == tcp::State::Established
-                && pair.server().state() == tcp::State::Established)
-            {
-                pair.round();
-            }
-            // smoltcp drops its timestamp generator when the peer's SYN has no timestamp: both
-            // still having one means timestamps were negotiated, as synack's are.
-            let ts = flavor != Flavor::NoCcNoTsNoCsum;
-            assert_eq!(pair.client().timestamp_enabled(), ts);
-            assert_eq!(pair.server().timestamp_enabled(), ts);
+        pub fn new(flavor: Flavor, mtu: usize, mode: DevMode) -> Bulk {
+            let mut pair = Pair::new(flavor, mtu, mode, BULK_BUFFER);
+            pair.establish();
             Bulk {
                 pair,
                 sent: 0,
@@ -785,6 +1029,66 @@ mod smol {
             assert_eq!(self.received, target);
         }
     }
+
+    /// One connection, one 64 B message in flight: the client writes, the server echoes.
+    pub struct PingPong {
+        pair: Pair,
+        count: u64,
+    }
+
+    impl PingPong {
+        pub fn new(flavor: Flavor, mode: DevMode) -> PingPong {
+            let buffer = synack_tcp::Config::default().recv_buffer;
+            let mut pair = Pair::new(flavor, DEFAULT_MTU, mode, buffer);
+            pair.establish();
+            PingPong { pair, count: 0 }
+        }
+
+        pub fn packets_per_exchange(&self) -> f64 {
+            self.pair.packets() as f64 / self.count as f64
+        }
+
+        /// One exchange; the client checks the echo byte for byte.
+        pub fn exchange(&mut self) {
+            let msg = ping_message(self.count);
+            self.count += 1;
+            let p = &mut self.pair;
+            p.rounds = 0;
+            assert_eq!(
+                p.client().send_slice(&msg),
+                Ok(PING),
+                "smoltcp: client write"
+            );
+            let mut at_server = [0u8; PING];
+            let mut server_got = 0;
+            let mut echoed = false;
+            let mut at_client = [0u8; PING];
+            let mut client_got = 0;
+            loop {
+                p.round();
+                if !echoed {
+                    server_got += p
+                        .server()
+                        .recv_slice(&mut at_server[server_got..])
+                        .expect("smoltcp: server recv");
+                    if server_got == PING {
+                        assert_eq!(p.server().send_slice(&at_server), Ok(PING), "smoltcp: echo");
+                        echoed = true;
+                    }
+                }
+                if echoed {
+                    client_got += p
+                        .client()
+                        .recv_slice(&mut at_client[client_got..])
+                        .expect("smoltcp: client recv");
+                    if client_got == PING {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(at_client, msg, "smoltcp: wrong echo");
+        }
+    }
 }
 
 fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
@@ -794,47 +1098,61 @@ fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
 }
 
 // Each scenario is built (and verified) the first time its benchmark runs, so a filter such as
-// `churn/synack` builds nothing else, and a profile of one function shows only that function.
+// `churn/pooled/synack` builds nothing else, and a profile of one function shows only that
+// function. Within each device mode synack runs first and its smoltcp counterpart right after,
+// so the pair sees the same machine.
+
+const MODES: [DevMode; 2] = [DevMode::Pooled, DevMode::Fresh];
+
+/// The smoltcp variants run in `mode`: the like-for-like one always, the reference one on the
+/// pooled device only.
+fn smol_flavors(mode: DevMode) -> Vec<(&'static str, smol::Flavor)> {
+    let mut v = vec![("smoltcp_cubic_ts_csum", smol::Flavor::CubicTsCsum)];
+    if mode == DevMode::Pooled {
+        v.push(("smoltcp_defaults_csum_off", smol::Flavor::DefaultsCsumOff));
+    }
+    v
+}
 
 fn churn(c: &mut Criterion) {
     let mut g = c.benchmark_group("churn");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
-    let mut syn = None;
-    g.bench_function("synack", |b| {
-        let s = syn.get_or_insert_with(|| {
-            let mut s = synack::Churn::new();
-            s.verify(VERIFY_CONNECTIONS);
-            eprintln!(
-                "churn/synack: {:.1} packets per connection",
-                s.packets_per_connection()
-            );
-            s
-        });
-        b.iter(|| s.connection())
-    });
-    for (name, flavor) in [
-        ("smoltcp", smol::Flavor::Matched { mtu: 1500 }),
-        ("smoltcp_no_cc_no_ts_no_csum", smol::Flavor::NoCcNoTsNoCsum),
-    ] {
-        let mut smol = None;
-        g.bench_function(name, |b| {
-            let s = smol.get_or_insert_with(|| {
-                let mut s = smol::Churn::new(flavor);
+    for mode in MODES {
+        let m = mode.name();
+        let mut syn = None;
+        g.bench_function(format!("{m}/synack"), |b| {
+            let s = syn.get_or_insert_with(|| {
+                let mut s = synack::Churn::new(mode);
                 s.verify(VERIFY_CONNECTIONS);
                 eprintln!(
-                    "churn/{name}: {:.1} packets per connection",
+                    "churn/{m}/synack: {:.2} segments per connection",
                     s.packets_per_connection()
                 );
                 s
             });
             b.iter(|| s.connection())
         });
+        for (name, flavor) in smol_flavors(mode) {
+            let mut smol = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = smol.get_or_insert_with(|| {
+                    let mut s = smol::Churn::new(flavor, mode);
+                    s.verify(VERIFY_CONNECTIONS);
+                    eprintln!(
+                        "churn/{m}/{name}: {:.2} segments per connection",
+                        s.packets_per_connection()
+                    );
+                    s
+                });
+                b.iter(|| s.connection())
+            });
+        }
     }
     g.finish();
 }
 
-fn bulk_at(c: &mut Criterion, mtu: usize, with_bare: bool) {
+fn bulk_at(c: &mut Criterion, mtu: usize) {
     // A first transfer, checked byte by byte, also opens the congestion windows: the timed
     // iterations measure the steady state of a long-lived connection.
     let group = format!("bulk_mtu{mtu}");
@@ -842,43 +1160,84 @@ fn bulk_at(c: &mut Criterion, mtu: usize, with_bare: bool) {
     configure(&mut g);
     g.sample_size(10);
     g.throughput(Throughput::Bytes(BULK_BYTES));
-    let mut syn = None;
-    g.bench_function("synack", |b| {
-        let s = syn.get_or_insert_with(|| {
-            let mut s = synack::Bulk::new(mtu);
-            s.transfer(BULK_BYTES, true);
-            eprintln!(
-                "{group}/synack: mss {}, {} packets per 64 MiB",
-                s.mss(),
-                s.packets()
-            );
-            s
-        });
-        b.iter(|| s.transfer(BULK_BYTES, false))
-    });
-    let mut flavors = vec![("smoltcp", smol::Flavor::Matched { mtu })];
-    if with_bare {
-        flavors.push(("smoltcp_no_cc_no_ts_no_csum", smol::Flavor::NoCcNoTsNoCsum));
-    }
-    for (name, flavor) in flavors {
-        let mut smol = None;
-        g.bench_function(name, |b| {
-            let s = smol.get_or_insert_with(|| {
-                let mut s = smol::Bulk::new(flavor);
+    for mode in MODES {
+        let m = mode.name();
+        let mut syn = None;
+        g.bench_function(format!("{m}/synack"), |b| {
+            let s = syn.get_or_insert_with(|| {
+                let mut s = synack::Bulk::new(mtu, mode);
                 s.transfer(BULK_BYTES, true);
-                eprintln!("{group}/{name}: {} packets per 64 MiB", s.packets());
+                eprintln!(
+                    "{group}/{m}/synack: mss {}, {} segments per 64 MiB",
+                    s.mss(),
+                    s.packets()
+                );
                 s
             });
             b.iter(|| s.transfer(BULK_BYTES, false))
         });
+        for (name, flavor) in smol_flavors(mode) {
+            let mut smol = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = smol.get_or_insert_with(|| {
+                    let mut s = smol::Bulk::new(flavor, mtu, mode);
+                    s.transfer(BULK_BYTES, true);
+                    eprintln!("{group}/{m}/{name}: {} segments per 64 MiB", s.packets());
+                    s
+                });
+                b.iter(|| s.transfer(BULK_BYTES, false))
+            });
+        }
     }
     g.finish();
 }
 
 fn bulk(c: &mut Criterion) {
-    bulk_at(c, 1500, false);
-    bulk_at(c, 65535, true);
+    bulk_at(c, 1500);
+    bulk_at(c, 65535);
 }
 
-criterion_group!(benches, churn, bulk);
+fn pingpong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pingpong");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for mode in MODES {
+        let m = mode.name();
+        let mut syn = None;
+        g.bench_function(format!("{m}/synack"), |b| {
+            let s = syn.get_or_insert_with(|| {
+                let mut s = synack::PingPong::new(mode);
+                for _ in 0..VERIFY_EXCHANGES {
+                    s.exchange();
+                }
+                eprintln!(
+                    "pingpong/{m}/synack: {:.2} segments per exchange",
+                    s.packets_per_exchange()
+                );
+                s
+            });
+            b.iter(|| s.exchange())
+        });
+        for (name, flavor) in smol_flavors(mode) {
+            let mut smol = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = smol.get_or_insert_with(|| {
+                    let mut s = smol::PingPong::new(flavor, mode);
+                    for _ in 0..VERIFY_EXCHANGES {
+                        s.exchange();
+                    }
+                    eprintln!(
+                        "pingpong/{m}/{name}: {:.2} segments per exchange",
+                        s.packets_per_exchange()
+                    );
+                    s
+                });
+                b.iter(|| s.exchange())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, churn, bulk, pingpong);
 criterion_main!(benches);
