@@ -1021,11 +1021,7 @@ impl Connection {
 
     /// What is still open of the window advertised so far (0 once the peer filled it).
     fn rcv_advertised(&self) -> usize {
-        if self.rcv_adv.gt(self.rcv_nxt) {
-            self.rcv_adv.since(self.rcv_nxt)
-        } else {
-            0
-        }
+        self.rcv_adv.since(self.rcv_nxt)
     }
 
     /// The window field for an outgoing segment, and the right edge it advertises. The right
@@ -1049,7 +1045,7 @@ impl Connection {
         let mut field = wnd.min(max) >> shift;
         if (field << shift) < current {
             let up = current.div_ceil(1 << shift);
-            if (up << shift) <= self.recv_buf.free().min(max) {
+            if (up << shift) <= self.recv_buf.growable_free().min(max) {
                 field = up;
             }
         }
@@ -1708,14 +1704,11 @@ impl Connection {
         let Some(u) = self.undo.take() else {
             return;
         };
-        if let Some(fack) = self.scoreboard.highest() {
-            self.note_reordering(fack.since(u.seq));
+        match self.scoreboard.highest() {
+            Some(fack) => self.note_reordering(fack.since(u.seq)),
+            // Without SACK the depth is unknown: one more duplicate is tolerated next time.
+            None => self.reordering = (self.reordering + 1).min(MAX_REORDERING),
         }
-        self.note_reordering(
-            self.snd_max
-                .since(u.seq)
-                .min(self.reordering * self.snd_mss),
-        );
         self.cc = u.cc;
         self.recover = None;
         self.inflation = 0;

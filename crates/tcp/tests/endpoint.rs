@@ -115,6 +115,33 @@ impl Pair {
         id
     }
 
+    /// Queue what fits of `data` on connection `id` of the client or the server.
+    fn send(&mut self, client: bool, id: ConnId, data: &[u8]) -> usize {
+        let now = self.now;
+        let ep = if client {
+            &mut self.client
+        } else {
+            &mut self.server
+        };
+        ep.with_conn(now, id, |c| c.send(data).unwrap_or(0))
+            .unwrap()
+    }
+
+    /// Append what has arrived on connection `id` of the client or the server to `out`.
+    fn recv_into(&mut self, client: bool, id: ConnId, out: &mut Vec<u8>) {
+        let now = self.now;
+        let ep = if client {
+            &mut self.client
+        } else {
+            &mut self.server
+        };
+        let mut b = vec![0u8; 65536];
+        let n = ep
+            .with_conn(now, id, |c| c.recv(&mut b).unwrap_or(0))
+            .unwrap();
+        out.extend_from_slice(&b[..n]);
+    }
+
     fn fins_from_client(&self, port: u16) -> usize {
         self.log
             .iter()
@@ -407,27 +434,11 @@ fn syn_cookies_serve_a_real_client_through_a_full_syn_queue() {
     let down: Vec<u8> = (0..200_000u32).map(|i| (i * 13) as u8).collect();
     let (mut sent_up, mut sent_down, mut got_up, mut got_down) = (0, 0, Vec::new(), Vec::new());
     for _ in 0..10_000 {
-        let now = p.now;
-        sent_up += p
-            .client
-            .with_conn(now, c, |c| c.send(&up[sent_up..]).unwrap_or(0))
-            .unwrap();
-        sent_down += p
-            .server
-            .with_conn(now, s, |c| c.send(&down[sent_down..]).unwrap_or(0))
-            .unwrap();
+        sent_up += p.send(true, c, &up[sent_up..]);
+        sent_down += p.send(false, s, &down[sent_down..]);
         p.exchange();
-        let mut b = vec![0u8; 65536];
-        let n = p
-            .server
-            .with_conn(now, s, |c| c.recv(&mut b).unwrap_or(0))
-            .unwrap();
-        got_up.extend_from_slice(&b[..n]);
-        let n = p
-            .client
-            .with_conn(now, c, |c| c.recv(&mut b).unwrap_or(0))
-            .unwrap();
-        got_down.extend_from_slice(&b[..n]);
+        p.recv_into(false, s, &mut got_up);
+        p.recv_into(true, c, &mut got_down);
         if got_up.len() == up.len() && got_down.len() == down.len() {
             break;
         }
@@ -526,10 +537,7 @@ fn the_buffer_limit_holds_and_loses_nothing() {
     // Nobody reads for a while: the server's rings fill up to the limit, no further.
     for _ in 0..2000 {
         for (i, &c) in conns.iter().enumerate() {
-            sent[i] += p
-                .client
-                .with_conn(p.now, c, |c| c.send(&data[sent[i]..]).unwrap_or(0))
-                .unwrap();
+            sent[i] += p.send(true, c, &data[sent[i]..]);
         }
         p.exchange();
         p.advance(Duration::from_millis(5));
@@ -554,16 +562,8 @@ fn the_buffer_limit_holds_and_loses_nothing() {
     // Now the readers drain: everything arrives, byte for byte.
     for _ in 0..20_000 {
         for (i, &c) in conns.iter().enumerate() {
-            sent[i] += p
-                .client
-                .with_conn(p.now, c, |c| c.send(&data[sent[i]..]).unwrap_or(0))
-                .unwrap();
-            let mut b = vec![0u8; 65536];
-            let n = p
-                .server
-                .with_conn(p.now, servers[i], |c| c.recv(&mut b).unwrap_or(0))
-                .unwrap();
-            got[i].extend_from_slice(&b[..n]);
+            sent[i] += p.send(true, c, &data[sent[i]..]);
+            p.recv_into(false, servers[i], &mut got[i]);
         }
         p.exchange();
         if got.iter().all(|g| g.len() == data.len()) {

@@ -27,12 +27,11 @@ use synack_stack::sim::{Direction as TapDirection, Tap};
 use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::scenario::{Outcome, Scenario};
+use super::scenario::{ladder_builder, Outcome, Scenario, HOSTS};
 use super::world::{CLIENT_IP, SERVER_IP, SERVER_PORT};
 use super::{DemoError, Progress, Settings};
 
 /// The hosts, in ladder column order.
-const HOSTS: [&str; 2] = ["client", "server"];
 
 /// How the calls are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,14 +474,7 @@ impl Scenario for ApiCalls {
     ) -> Result<Outcome, DemoError> {
         let rt = synack_http::virtual_runtime()
             .map_err(|e| DemoError::Io("starting the runtime".into(), e))?;
-        let mut builder = LadderBuilder::new(&HOSTS)
-            .relative(!settings.absolute)
-            .fold(settings.fold)
-            .host_addr(0, CLIENT_IP)
-            .host_addr(1, SERVER_IP);
-        if let Some(h) = settings.path.max_transit(Config::default().mtu) {
-            builder = builder.loss_horizon(h);
-        }
+        let builder = ladder_builder(settings);
         let feed: SharedFeed = Arc::new(Mutex::new(Feed {
             builder,
             last: [None, None],

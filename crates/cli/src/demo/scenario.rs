@@ -106,6 +106,23 @@ pub fn draw(
     Ok(())
 }
 
+/// The two hosts every scenario draws.
+pub(crate) const HOSTS: [&str; 2] = ["client", "server"];
+
+/// The ladder builder of a scenario on the demo's client and server, as the settings ask
+/// (relative numbers, folding, and the path's loss horizon to settle lost segments).
+pub(crate) fn ladder_builder(settings: &Settings) -> LadderBuilder {
+    let builder = LadderBuilder::new(&HOSTS)
+        .relative(!settings.absolute)
+        .fold(settings.fold)
+        .host_addr(0, CLIENT_IP)
+        .host_addr(1, SERVER_IP);
+    match settings.path.max_transit(Config::default().mtu) {
+        Some(h) => builder.loss_horizon(h),
+        None => builder,
+    }
+}
+
 impl Scenario for OneConnection {
     fn name(&self) -> String {
         "one connection".into()
@@ -124,20 +141,12 @@ impl Scenario for OneConnection {
         ladder: Option<&mut dyn Write>,
     ) -> Result<Outcome, DemoError> {
         let mut w = World::new(settings, settings.pcap.as_deref())?;
-        let hosts = ["client", "server"];
-        let mut builder = LadderBuilder::new(&hosts)
-            .relative(!settings.absolute)
-            .fold(settings.fold)
-            .host_addr(0, CLIENT_IP)
-            .host_addr(1, SERVER_IP);
-        if let Some(h) = settings.path.max_transit(Config::default().mtu) {
-            builder = builder.loss_horizon(h);
-        }
+        let builder = ladder_builder(settings);
         // One connection: no ports in the ladder.
         let mut drawing = Drawing {
             builder,
             out: ladder,
-            lines: LineRenderer::new(&hosts, false, Instant::ZERO),
+            lines: LineRenderer::new(&HOSTS, false, Instant::ZERO),
             held_peak: 0,
         };
         let head = response_head(settings.bytes).len() as u64;
