@@ -31,8 +31,6 @@ use super::scenario::{ladder_builder, Outcome, Scenario, HOSTS};
 use super::world::{CLIENT_IP, SERVER_IP, SERVER_PORT};
 use super::{DemoError, Progress, Settings};
 
-/// The hosts, in ladder column order.
-
 /// How the calls are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -106,7 +106,7 @@ pub fn draw(
     Ok(())
 }
 
-/// The two hosts every scenario draws.
+/// The hosts every scenario draws, in ladder column order.
 pub(crate) const HOSTS: [&str; 2] = ["client", "server"];
 
 /// The ladder builder of a scenario on the demo's client and server, as the settings ask
