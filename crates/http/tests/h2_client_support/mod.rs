@@ -294,3 +294,105 @@ async fn raw_conn(mut s: TcpStream, mode: RawMode, counts: Arc<ServerCounts>) {
         }
     }
 }
+
+/// A self-signed certificate for `names` (DNS names or IP addresses) and its key.
+pub struct TestCert {
+    pub pem: String,
+    pub der: rustls_pki_types::CertificateDer<'static>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+pub fn self_signed(names: &[&str]) -> TestCert {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    TestCert {
+        pem: ck.cert.pem(),
+        der: ck.cert.der().clone(),
+        key: rustls_pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()).into(),
+    }
+}
+
+/// A TLS server on `stack` at `addr` with `cert`, offering `alpn` (none: no ALPN), that
+/// serves HTTP/2 when ALPN picked `h2` and HTTP/1.1 (keep-alive) otherwise.
+pub async fn tls_server(
+    stack: &Stack,
+    addr: SocketAddr,
+    cert: &TestCert,
+    alpn: &[&[u8]],
+) -> Arc<TlsCounts> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(stack, addr).await.unwrap();
+    let counts = Arc::new(TlsCounts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            stream.set_nodelay(true).unwrap();
+            c.http.connections.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, c) = (acceptor.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    c.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                c.handshakes.fetch_add(1, Ordering::SeqCst);
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let counts = Arc::new(ServerCounts::default());
+                let http = c.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (counts, http) = (counts.clone(), http.clone());
+                    async move {
+                        let r = handle(req, counts).await;
+                        http.http.requests.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                if h2 {
+                    c.h2_connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
+            });
+        }
+    });
+    counts
+}
+
+/// What the TLS server counts.
+#[derive(Debug, Default)]
+pub struct TlsCounts {
+    /// TCP connections and requests.
+    pub http: ServerCounts,
+    pub handshakes: AtomicU64,
+    pub failed_handshakes: AtomicU64,
+    pub h2_connections: AtomicU64,
+}
+
+impl TlsCounts {
+    pub fn handshakes(&self) -> u64 {
+        get(&self.handshakes)
+    }
+    pub fn failed_handshakes(&self) -> u64 {
+        get(&self.failed_handshakes)
+    }
+    pub fn h2_connections(&self) -> u64 {
+        get(&self.h2_connections)
+    }
+}
