@@ -113,6 +113,17 @@ fn stop(child: &mut Child) {
     }
 }
 
+/// nginx, stopped when dropped (also when an assertion failed).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(Some(_))) {
+            stop(&mut self.0);
+        }
+    }
+}
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
@@ -349,11 +360,11 @@ fn synack_client_against_nginx_h2c_and_tls_on_kernel_sockets() {
     let conf = write_conf(&dir, "127.0.0.1", &p, false);
     let mut c = Command::new("timeout");
     c.args(["120", "nginx"]);
-    let mut nginx = spawn_nginx(c, &dir, &conf);
+    let mut nginx = Running(spawn_nginx(c, &dir, &conf));
     if !wait_until(Duration::from_secs(20), || {
         accepting("127.0.0.1", p.h2c) && accepting("127.0.0.1", p.tls)
     }) {
-        stop(&mut nginx);
+        stop(&mut nginx.0);
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         panic!("nginx did not start:\n{log}");
     }
@@ -366,7 +377,7 @@ fn synack_client_against_nginx_h2c_and_tls_on_kernel_sockets() {
     let log_path = dir.join("access.log");
     // 13 + 20 + 25 requests; nginx writes its log in its own time.
     wait_until(Duration::from_secs(10), || read_log(&log_path).len() >= 58);
-    stop(&mut nginx);
+    drop(nginx);
     let log = read_log(&log_path);
     check(&run, &log, &p);
     let _ = std::fs::remove_dir_all(&dir);
@@ -403,12 +414,12 @@ fn synack_client_against_nginx_h2c_and_tls_over_tun() {
             let stack = nc::open_stack(&TunOpts::new("synh2c0", "198.18.0.2/24".parse().unwrap()))
                 .expect("TUN device and stack");
             let ns = Netns { name };
-            let mut nginx = spawn_nginx(ns.command(120, "nginx"), &d, &conf);
+            let mut nginx = Running(spawn_nginx(ns.command(120, "nginx"), &d, &conf));
             std::mem::forget(ns);
             if !wait_until(Duration::from_secs(20), || {
                 accepting(KERNEL, p.h2c) && accepting(KERNEL, p.tls)
             }) {
-                stop(&mut nginx);
+                stop(&mut nginx.0);
                 let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
                 panic!("nginx did not start:\n{log}");
             }
@@ -416,7 +427,7 @@ fn synack_client_against_nginx_h2c_and_tls_over_tun() {
             stack.wait_idle(Duration::from_secs(5)).await;
             let log_path = d.join("access.log");
             wait_until(Duration::from_secs(10), || read_log(&log_path).len() >= 58);
-            stop(&mut nginx);
+            drop(nginx);
             (run, read_log(&log_path))
         })
     });

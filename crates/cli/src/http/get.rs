@@ -397,7 +397,20 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
 fn explain(method: &Method, url: &str, e: &synack_http::Error) -> String {
     use synack_http::Error;
     match e {
-        Error::Connect { source, .. } => format!("{method} {url}: could not connect: {source}"),
+        Error::Connect { source, .. } => {
+            let m = source.to_string();
+            let hint = if m.contains("CaUsedAsEndEntity") {
+                " (the server's certificate is a CA certificate, basicConstraints CA:TRUE, \
+                 which is not accepted as a server's: make it with CA:FALSE, or -k)"
+            } else if m.contains("not valid for name") {
+                " (the certificate names other hosts)"
+            } else if m.contains("invalid peer certificate") {
+                " (--cacert FILE to trust its issuer, or -k to accept any certificate)"
+            } else {
+                ""
+            };
+            format!("{method} {url}: could not connect: {m}{hint}")
+        }
         Error::ConnectTimeout { timeout, .. } => {
             format!("{method} {url}: could not connect: no handshake within {timeout:?}")
         }
