@@ -360,6 +360,57 @@ async fn streams_above_the_goaway_last_stream_id_are_resent_whatever_the_method(
     assert_eq!(by_conn, [30, 30, 30, 10]);
 }
 
+/// A connection that got a GOAWAY takes no new stream: the next call opens a connection
+/// (and was not sent on the old one, so it is no resend).
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_got_goaway_takes_no_new_streams() {
+    let (_net, a, b) = two_hosts(35, RTT);
+    let srv = raw_h2_server(&b, addr(), RawMode::GoAwayAfter(1)).await;
+    let c = client(&a, h2_config());
+    let i = info(&c.get(&url("/1")).await.unwrap());
+    assert_eq!(i.connection, 1);
+    assert!(i.closed_after, "the GOAWAY came with the response");
+    assert_eq!(c.http2_connections(&origin()), 0);
+    for n in 2..=3 {
+        let i = info(&c.get(&url("/more")).await.unwrap());
+        assert_eq!((i.connection, i.retried), (n, false));
+    }
+    assert_eq!(
+        srv.headers(),
+        3,
+        "one stream on each connection, none after a GOAWAY"
+    );
+    let m = c.metrics();
+    assert_eq!(
+        (m.goaways_received, m.retries, m.connections_opened),
+        (3, 0, 3)
+    );
+}
+
+/// The one-step GOAWAY at 2 % loss each way: TCP repairs the losses, and still every POST
+/// is processed exactly once.
+#[tokio::test(start_paused = true)]
+async fn goaway_at_two_percent_loss_loses_and_doubles_nothing() {
+    let net = synack_stack::net::SimNet::new(36);
+    let a = net.add_host("client", &[ip(CLIENT)], synack_tcp::Config::default());
+    let b = net.add_host("server", &[ip(SERVER)], synack_tcp::Config::default());
+    let mut path = synack_stack::sim::PathConfig::delay(RTT / 2);
+    path.loss = 0.02;
+    net.link(&a, &b, path.clone(), path);
+    let srv = raw_h2_server(&b, addr(), RawMode::GoAwayAfter(30)).await;
+    let c = client(&a, h2_config());
+    all_ok(concurrent(&c, 100, "/", true).await);
+    let m = c.metrics();
+    assert_eq!(srv.posts(), 100);
+    assert_eq!((m.responses, m.failures), (100, 0));
+    assert_eq!(m.connections_opened, 4);
+    nothing_lost_or_doubled(&m, srv.requests());
+    assert!(
+        net.stats().paths.dropped_loss > 0,
+        "packets were lost, and repaired"
+    );
+}
+
 /// `REFUSED_STREAM` (RFC 9113 §8.7): the request was not processed, and is resent (any
 /// method), on the same connection if it can take it.
 #[tokio::test(start_paused = true)]
@@ -445,6 +496,38 @@ async fn a_ping_timeout_makes_the_connection_not_reused() {
     assert_eq!((i.connection, i.reused), (1, true));
     assert_eq!(c.metrics().ping_timeouts, 0);
     assert!(srv.pings() >= 3, "PINGed while idle");
+}
+
+/// A server that hangs: the PINGs go unanswered, hyper closes the connection, and its
+/// streams fail. The POST may have been processed (it was: not resent); the GET is resent
+/// once, on a new connection (which hangs too, then a third answers).
+#[tokio::test(start_paused = true)]
+async fn a_ping_timeout_fails_the_streams_in_flight_by_the_rules() {
+    let (_net, a, b) = two_hosts(37, RTT);
+    let srv = raw_h2_server(&b, addr(), RawMode::HangFirst(2)).await;
+    let mut config = pinging();
+    config.http2.keep_alive_while_idle = false;
+    let c = client(&a, config);
+    let t0 = Instant::now();
+    let post = Request::post(url("/order"))
+        .body(Bytes::from_static(b"one"))
+        .unwrap();
+    let e = c.request(post).await.unwrap_err();
+    assert!(e.is_maybe_processed(), "{e}");
+    // A PING a second after the stream opened, unanswered for a second.
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let r = c.get(&url("/x")).await.unwrap();
+    let i = info(&r);
+    assert_eq!(
+        (i.connection, i.retry_reasons.clone()),
+        (3, vec![RetryReason::Idempotent])
+    );
+    let m = c.metrics();
+    assert_eq!(
+        (m.ping_timeouts, m.maybe_processed, m.retries_idempotent),
+        (2, 1, 1)
+    );
+    assert_eq!((srv.posts(), srv.requests(), srv.connections()), (1, 3, 3));
 }
 
 /// An idle HTTP/2 connection is closed after the pool's idle timeout.

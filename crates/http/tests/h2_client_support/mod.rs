@@ -31,11 +31,13 @@ pub struct ServerCounts {
     pub in_flight: AtomicU64,
     /// Graceful shutdowns begun (hyper server) or GOAWAYs sent (raw server).
     pub goaways: AtomicU64,
-    /// Streams refused or reset (raw server).
+    /// Streams refused, or reset or left hanging (raw server).
     pub refused: AtomicU64,
     pub reset: AtomicU64,
     /// PINGs received (raw server).
     pub pings: AtomicU64,
+    /// HEADERS frames received, processed or not (raw server).
+    pub headers: AtomicU64,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -66,6 +68,9 @@ impl ServerCounts {
     }
     pub fn pings(&self) -> u64 {
         get(&self.pings)
+    }
+    pub fn headers(&self) -> u64 {
+        get(&self.headers)
     }
 }
 
@@ -170,6 +175,9 @@ pub enum RawMode {
     ResetFirst(u64),
     /// Answers streams but never a PING.
     IgnorePings,
+    /// Processes the first N requests (over all connections) without ever answering them,
+    /// and from then on answers no PING on their connection (a server that hangs).
+    HangFirst(u64),
 }
 
 /// A raw HTTP/2 server (frames written by hand) on `stack` at `addr`.
@@ -212,6 +220,7 @@ async fn raw_conn(mut s: TcpStream, mode: RawMode, counts: Arc<ServerCounts>) {
     let mut streams_seen = 0u64;
     let mut answered = 0u64;
     let mut last_allowed: Option<u32> = None;
+    let mut frozen = false;
     // Method of each open stream, by its first HPACK byte (0x82 GET, 0x83 POST).
     let mut methods = std::collections::HashMap::<u32, u8>::new();
     loop {
@@ -234,12 +243,13 @@ async fn raw_conn(mut s: TcpStream, mode: RawMode, counts: Arc<ServerCounts>) {
             // PING (not an ACK): answer, unless told not to.
             6 if flags & 1 == 0 => {
                 counts.pings.fetch_add(1, Ordering::SeqCst);
-                if mode != RawMode::IgnorePings {
+                if mode != RawMode::IgnorePings && !frozen {
                     out.extend(frame(6, 1, 0, &payload));
                 }
             }
             // HEADERS.
             1 => {
+                counts.headers.fetch_add(1, Ordering::SeqCst);
                 if last_allowed.is_some_and(|l| id > l) {
                     continue; // Above the GOAWAY's last-stream-id: not processed.
                 }
@@ -268,6 +278,10 @@ async fn raw_conn(mut s: TcpStream, mode: RawMode, counts: Arc<ServerCounts>) {
                 counts.posts.fetch_add(1, Ordering::SeqCst);
             }
             match mode {
+                RawMode::HangFirst(k) if n <= k => {
+                    counts.reset.fetch_add(1, Ordering::SeqCst);
+                    frozen = true;
+                }
                 RawMode::ResetFirst(k) if n <= k => {
                     counts.reset.fetch_add(1, Ordering::SeqCst);
                     out.extend(frame(3, 0, id, &2u32.to_be_bytes()));
