@@ -8,6 +8,13 @@
 //!
 //! nginx missing: skipped with a message, failed when CI=true. Everything runs under
 //! `timeout`; nginx is stopped by its pid.
+//!
+//! A measurement (ignored by default: wall-clock requests per second, not an assertion),
+//! HTTP/1.1 on 16 connections against HTTP/2 on one, in cleartext and over TLS:
+//! ```text
+//! cargo test --release -p synack-http --test h2_client_nginx -- --ignored --nocapture
+//! ```
+//! `SYNACK_RPS_REQUESTS` sets the requests per case (default 20000).
 
 mod netns;
 
@@ -433,5 +440,178 @@ fn synack_client_against_nginx_h2c_and_tls_over_tun() {
     });
     drop(ns);
     check(&run, &log, &p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` GETs of `url`, `lanes` at a time; requests per second.
+async fn load(c: &Client, url: &str, n: usize, lanes: usize) -> f64 {
+    // Warm up: the connections are open before the clock starts.
+    let warm: Vec<_> = (0..lanes)
+        .map(|_| {
+            let (c, u) = (c.clone(), url.to_owned());
+            tokio::spawn(async move { c.get(&u).await.unwrap() })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let tasks: Vec<_> = (0..lanes)
+        .map(|k| {
+            let (c, u) = (c.clone(), url.to_owned());
+            let mine = (n + lanes - 1 - k) / lanes;
+            tokio::spawn(async move {
+                for _ in 0..mine {
+                    let r = c.get(&u).await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn requests_per_second_http1_pool_against_http2_streams() {
+    let test = "requests_per_second_http1_pool_against_http2_streams";
+    if !have_tool("nginx", &["-v"], test) {
+        return;
+    }
+    let n: usize = std::env::var("SYNACK_RPS_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = temp_dir("rps");
+    make_cert(&dir);
+    let p = Ports {
+        h2c: free_port(),
+        tls: free_port(),
+        goaway: free_port(),
+    };
+    let h1 = free_port();
+    let conf = write_conf(&dir, "127.0.0.1", &p, false);
+    // An HTTP/1.1 server too, and no limit of requests per connection anywhere.
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "http {\n",
+        &format!(
+            "http {{\n  keepalive_requests 1000000000;\n  server {{ listen 127.0.0.1:{h1}; \
+             location / {{ return 200 \"h1 $request_uri\\n\"; }} }}\n"
+        ),
+    );
+    std::fs::write(&conf, text.replace("access_log", "access_log off; #")).unwrap();
+    let mut c = Command::new("timeout");
+    c.args(["600", "nginx"]);
+    let nginx = Running(spawn_nginx(c, &dir, &conf));
+    assert!(wait_until(Duration::from_secs(20), || {
+        accepting("127.0.0.1", h1) && accepting("127.0.0.1", p.h2c) && accepting("127.0.0.1", p.tls)
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool16 = ClientConfig {
+            pool: synack_http::PoolConfig {
+                max_per_origin: 16,
+                max_idle_per_origin: 16,
+                ..synack_http::PoolConfig::default()
+            },
+            ..ClientConfig::default()
+        };
+        let prior = ClientConfig {
+            http2: Http2Config {
+                prior_knowledge: true,
+                ..Http2Config::default()
+            },
+            ..ClientConfig::default()
+        };
+        let tls = ClientConfig {
+            tls: TlsConfig {
+                verification: CertVerification::InsecureAcceptAnyCertificate,
+            },
+            ..ClientConfig::default()
+        };
+        let h1_url = format!("http://127.0.0.1:{h1}/");
+        let h2_url = format!("http://127.0.0.1:{}/", p.h2c);
+        let tls_url = format!("https://127.0.0.1:{}/", p.tls);
+        for (name, config, url, lanes) in [
+            (
+                "HTTP/1.1, 16 connections, 16 in flight",
+                &pool16,
+                &h1_url,
+                16,
+            ),
+            (
+                "HTTP/2 h2c, 1 connection, 16 in flight",
+                &prior,
+                &h2_url,
+                16,
+            ),
+            (
+                "HTTP/2 h2c, 1 connection, 100 in flight",
+                &prior,
+                &h2_url,
+                100,
+            ),
+            (
+                "HTTP/2 TLS, 1 connection, 100 in flight",
+                &tls,
+                &tls_url,
+                100,
+            ),
+        ] {
+            let c = Client::new(KernelConnector::new(), config.clone());
+            let rps = load(&c, url, n, lanes).await;
+            let m = c.metrics();
+            println!(
+                "{name:<42} {rps:>9.0} requests/s ({} connections, {} requests)",
+                m.connections_opened, m.requests
+            );
+        }
+        // hyper's HTTP/2 client alone, on one connection: what the pool and its counting
+        // cost.
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", p.h2c))
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, http_body_util::Full<Bytes>>(hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let lanes = 100;
+        let t0 = std::time::Instant::now();
+        let tasks: Vec<_> = (0..lanes)
+            .map(|k| {
+                let (mut send, url) = (send.clone(), h2_url.clone());
+                let mine = (n + lanes - 1 - k) / lanes;
+                tokio::spawn(async move {
+                    for _ in 0..mine {
+                        let req = http::Request::get(&url)
+                            .body(http_body_util::Full::new(Bytes::new()))
+                            .unwrap();
+                        let r = send.send_request(req).await.unwrap();
+                        http_body_util::BodyExt::collect(r.into_body())
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rps = n as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "{:<42} {rps:>9.0} requests/s",
+            "hyper alone, h2c, 100 in flight"
+        );
+    });
+    drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
