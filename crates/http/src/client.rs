@@ -7,12 +7,14 @@
 //! picked (only `http/1.1` is offered when [`Http2Config::alpn`] is off). Until an
 //! `https://` origin's first connection has said which, the requests that arrive wait for
 //! it; an origin found to speak HTTP/1.1 then goes through the keep-alive pool below, and
-//! one found to speak HTTP/2 through the HTTP/2 pool ([`h2`]'s policy: one connection
-//! carries every concurrent request as a stream).
+//! one found to speak HTTP/2 through the HTTP/2 pool: one connection per origin carries
+//! every concurrent request as a stream; at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//! requests wait for a stream to end, or open another connection (see [`Http2Config`]).
+//! A connection that got a GOAWAY, or whose PING went unanswered, takes no new stream.
 //!
-//! HTTP/1.1: each request goes, in order of preference, on an idle connection to its origin, on a new
-//! connection if the origin is under `max_per_origin`, or waits (FIFO, at most
-//! `pool_wait_timeout`) for one of those to come free. The client reads each response's
+//! HTTP/1.1: each request goes, in order of preference, on an idle connection to its
+//! origin, on a new connection if the origin is under `max_per_origin`, or waits (FIFO, at
+//! most `pool_wait_timeout`) for one of those to come free. The client reads each response's
 //! `Connection` and `Keep-Alive` headers: `Connection: close` or `Keep-Alive: max=0` retires
 //! the connection after the response (RFC 9112 §9.6), and `Keep-Alive: timeout=T` makes the
 //! pool close the idle connection before the server would, a margin ahead of `T` (the larger
@@ -925,7 +927,7 @@ impl Client {
         Ok(Step::Done(Box::new((rparts, incoming, lease))))
     }
 
-    /// One attempt over HTTP/2: a stream on a pooled connection (see [`h2`]).
+    /// One attempt over HTTP/2: a stream on a pooled connection (the policy is `h2`'s).
     async fn attempt_h2(
         &self,
         origin: &Origin,
