@@ -15,8 +15,10 @@ use common::*;
 use h2_client_support::*;
 use http::header::CONNECTION;
 use http::Request;
+use synack_http::connector::ConnectFuture;
 use synack_http::{
-    CertVerification, Client, ClientConfig, Error, PoolConfig, Protocol, RequestInfo, TlsConfig,
+    CertVerification, Client, ClientConfig, Connector, Error, Origin, PoolConfig, Protocol,
+    RequestInfo, SynackConnector, TlsConfig,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -230,4 +232,49 @@ async fn certificates_are_checked_or_insecurely_not() {
     // A PEM file without a certificate is refused up front.
     let e = CertVerification::ca_pem(b"nothing here").unwrap_err();
     assert!(e.to_string().contains("no certificate"), "{e}");
+}
+
+/// Connects to names as if a resolver said `SERVER` for every one (synack's stack has none).
+struct AllNamesAreTheServer(SynackConnector);
+
+impl Connector for AllNamesAreTheServer {
+    fn connect<'a>(&'a self, origin: &'a Origin) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let mut at = origin.clone();
+            at.host = SERVER.to_owned();
+            self.0.connect(&at).await
+        })
+    }
+}
+
+/// The URL's host is the name the certificate must carry and the SNI the server sees
+/// (RFC 6066 §3); an IP address is checked against the certificate's addresses and sends
+/// no SNI.
+#[tokio::test(start_paused = true)]
+async fn the_url_host_is_the_sni_and_the_name_checked() {
+    let (_net, a, b) = two_hosts(47, RTT);
+    let cert = self_signed(&["api.example.test", SERVER]);
+    let srv = tls_server(&b, addr(), &cert, H2_H1).await;
+    let c = Client::new(
+        AllNamesAreTheServer(SynackConnector::new(&a)),
+        trusting(&cert),
+    );
+    let r = c.get("https://api.example.test/x").await.unwrap();
+    assert_eq!(r.body().as_ref(), b"GET /x 0\n");
+    let r = c.get(&https("/y")).await.unwrap();
+    assert_eq!(info(&r).connection, 2, "another origin, another connection");
+    let e = c
+        .get("https://other.example.test/")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not valid for name \"other.example.test\""),
+        "{e}"
+    );
+    // The refused one never completed its handshake on the server either.
+    assert_eq!(
+        *srv.sni.lock().unwrap(),
+        [Some("api.example.test".to_owned()), None]
+    );
 }

@@ -361,6 +361,8 @@ pub async fn tls_server(
                     return;
                 };
                 c.handshakes.fetch_add(1, Ordering::SeqCst);
+                let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                c.sni.lock().unwrap().push(sni);
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let counts = Arc::new(ServerCounts::default());
                 let http = c.clone();
@@ -397,6 +399,8 @@ pub struct TlsCounts {
     pub handshakes: AtomicU64,
     pub failed_handshakes: AtomicU64,
     pub h2_connections: AtomicU64,
+    /// The server name each handshake's ClientHello asked for (SNI), if any.
+    pub sni: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 impl TlsCounts {
