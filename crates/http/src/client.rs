@@ -174,7 +174,8 @@ impl fmt::Display for RetryReason {
 pub struct ClientConfig {
     /// The pool's limits and idle timeout.
     pub pool: PoolConfig,
-    /// How long opening a connection (the TCP handshake) may take.
+    /// How long opening a connection (the TCP handshake) may take; for `https://`, the TLS
+    /// handshake then gets as long again.
     pub connect_timeout: Duration,
     /// How long a request may take, from checkout to the last byte of the response, retry
     /// included.

@@ -69,7 +69,9 @@ pub struct GetArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Print the client's metrics as one JSON object on the last line of stdout.
+    /// Print the client's metrics (connections and handshakes, requests, reuse, retries by
+    /// reason, HTTP/2 connections, streams and GOAWAYs, TLS handshakes) as one JSON object
+    /// on the last line of stdout.
     #[arg(long)]
     pub stats: bool,
 
@@ -89,7 +91,7 @@ pub struct GetArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration, help_heading = "Pool")]
     pub pool_wait_timeout: Duration,
 
-    /// Time allowed for a TCP handshake.
+    /// Time allowed for a TCP handshake (and then for a TLS handshake, for https://).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, help_heading = "Pool")]
     pub connect_timeout: Duration,
 
