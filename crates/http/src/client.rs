@@ -403,6 +403,9 @@ struct Attempts {
     avoid: Option<u64>,
     /// An HTTP/1.1 connection opened while the origin's protocol was unknown.
     preopened: Option<HttpConn>,
+    /// An HTTP/2 connection this request opened on its way through the HTTP/1.1 pool (ALPN
+    /// picked `h2`): its handshakes are this request's.
+    opened_h2: Option<u64>,
     started: Instant,
 }
 
@@ -770,6 +773,7 @@ impl Client {
             reasons: Vec::new(),
             avoid: None,
             preopened: None,
+            opened_h2: None,
             started: Instant::now(),
         };
         loop {
@@ -813,6 +817,7 @@ impl Client {
                             // The server now picks h2: this origin goes to the HTTP/2 pool.
                             drop(slot);
                             self.learn(origin, Protocol::Http2);
+                            at.opened_h2 = Some(c.id);
                             inner.h2.adopt(origin, c);
                             return Ok(Step::Again);
                         }
@@ -982,6 +987,7 @@ impl Client {
             },
         };
         let conn = lease.conn().clone();
+        let opened = opened || at.opened_h2 == Some(conn.id);
         let request = build_h2_request(parts, body, origin)?;
         let nth = conn.next_stream();
         let reused = nth > 1;

@@ -278,3 +278,35 @@ async fn the_url_host_is_the_sni_and_the_name_checked() {
         [Some("api.example.test".to_owned()), None]
     );
 }
+
+/// The origin spoke HTTP/1.1; a later connection's ALPN picks h2: that connection goes to
+/// the HTTP/2 pool, and the origin's requests follow it.
+#[tokio::test(start_paused = true)]
+async fn an_origin_that_starts_picking_h2_moves_to_the_http2_pool() {
+    let (_net, a, b) = two_hosts(48, RTT);
+    let cert = self_signed(&[SERVER]);
+    let srv = tls_server_switching(&b, addr(), &cert, H1_ONLY, 1, H2_H1).await;
+    let c = client(&a, trusting(&cert));
+    let origin = Origin::parse(&https("/")).unwrap().1;
+    let req = Request::get(https("/1"))
+        .header(CONNECTION, "close")
+        .body(Bytes::new())
+        .unwrap();
+    let i = info(&c.request(req).await.unwrap());
+    assert_eq!((i.protocol, i.connection), (Protocol::Http1, 1));
+    assert_eq!(c.protocol(&origin), Some(Protocol::Http1));
+    let i = info(&c.get(&https("/2")).await.unwrap());
+    assert_eq!((i.protocol, i.connection), (Protocol::Http2, 2));
+    assert!(i.new_connection && i.handshake == Some(RTT) && i.tls_handshake == Some(RTT));
+    assert_eq!(c.protocol(&origin), Some(Protocol::Http2));
+    let infos = concurrent(&c, 10).await;
+    assert!(infos
+        .iter()
+        .all(|i| i.connection == 2 && i.protocol == Protocol::Http2));
+    let m = c.metrics();
+    assert_eq!(
+        (m.connections_opened, m.h2_connections, m.tls_handshakes),
+        (2, 1, 2)
+    );
+    assert_eq!((srv.handshakes(), srv.h2_connections()), (2, 1));
+}

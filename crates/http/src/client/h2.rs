@@ -214,7 +214,8 @@ impl Shared {
                     true
                 });
             }
-            entries.retain(|_, e| !e.conns.is_empty() || e.connecting > 0 || e.waiting > 0);
+            // Entries stay (one per origin the client ever spoke HTTP/2 to): a connection
+            // keeps its origin's notifier for its whole life.
         }
         drop(dropped);
         next

@@ -335,6 +335,10 @@ pub async fn tls_server(
     cert: &TestCert,
     alpn: &[&[u8]],
 ) -> Arc<TlsCounts> {
+    tls_server_switching(stack, addr, cert, alpn, u64::MAX, alpn).await
+}
+
+fn acceptor(cert: &TestCert, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -343,7 +347,20 @@ pub async fn tls_server(
         .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// [`tls_server`] offering `alpn` on its first `n` connections and `then` on the others (a
+/// server reconfigured, or a fleet behind one name).
+pub async fn tls_server_switching(
+    stack: &Stack,
+    addr: SocketAddr,
+    cert: &TestCert,
+    alpn: &[&[u8]],
+    n: u64,
+    then: &[&[u8]],
+) -> Arc<TlsCounts> {
+    let (first, later) = (acceptor(cert, alpn), acceptor(cert, then));
     let listener = TcpListener::bind(stack, addr).await.unwrap();
     let counts = Arc::new(TlsCounts::default());
     let c = counts.clone();
@@ -353,8 +370,9 @@ pub async fn tls_server(
                 return;
             };
             stream.set_nodelay(true).unwrap();
-            c.http.connections.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, c) = (acceptor.clone(), c.clone());
+            let k = c.http.connections.fetch_add(1, Ordering::SeqCst);
+            let acceptor = if k < n { first.clone() } else { later.clone() };
+            let c = c.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     c.failed_handshakes.fetch_add(1, Ordering::SeqCst);
