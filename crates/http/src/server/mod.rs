@@ -1,5 +1,20 @@
-//! A keep-alive HTTP/1.1 server: hyper's `server::conn::http1` on each connection, with
-//! synack's persistence policy around it.
+//! A keep-alive HTTP/1.1 and HTTP/2 server: hyper's `server::conn::http1` and
+//! `server::conn::http2` on each connection, with synack's persistence policy around them,
+//! over TLS or in cleartext, on any [`Listener`].
+//!
+//! # Which protocol
+//!
+//! - Cleartext, [`ServerConfig::h2c`] off (the default, as nginx without `http2`): HTTP/1.1.
+//! - Cleartext, `h2c` on: the first bytes of every connection are read before any protocol
+//!   sees them; the client connection preface (RFC 9113 §3.4, "prior knowledge") makes it
+//!   HTTP/2, anything else HTTP/1.1 on the same port. The detection is always on with
+//!   `h2c`: it costs one read of at most 24 bytes, which HTTP/1.1 then reads again. The
+//!   `Upgrade: h2c` dance of RFC 7540 §3.2 is not offered (RFC 9113 §3.1 deprecates it).
+//! - TLS ([`ServerConfig::tls`]): ALPN picks (RFC 7301): `h2` is HTTP/2 (RFC 9113 §3.2),
+//!   `http/1.1` or no ALPN is HTTP/1.1. The handshake must complete within
+//!   `tls_handshake_timeout` (nginx `ssl_handshake_timeout`).
+//!
+//! # HTTP/1.1
 //!
 //! Connections are persistent by default (RFC 9112 §9.3). The policy follows nginx's settings
 //! of the same names:
@@ -21,6 +36,8 @@
 //! - `keepalive_header`: responses that keep the connection open carry
 //!   `Connection: keep-alive` and `Keep-Alive: timeout=T, max=N` (N: requests the connection
 //!   has left), so that a client can retire the connection before the server does.
+//! - `send_timeout`: a client that takes no bytes of a response for this long (its TCP
+//!   window stays full) has its connection closed.
 //!
 //! A client's `Connection: close` (or an HTTP/1.0 request without `keep-alive`) is honoured:
 //! the response says `Connection: close` and the connection closes after it. A client that
@@ -34,52 +51,71 @@
 //! §6.3, §9.6; RFC 9110 §7.2). Bodies stream both ways: the server holds at most what hyper
 //! buffers of a request or a response, never a whole body.
 //!
+//! # HTTP/2
+//!
+//! The same settings apply to streams (see `h2.rs`): `keepalive_timeout` to a connection
+//! with no stream open, `keepalive_requests` and `keepalive_time` end the connection with a
+//! graceful `GOAWAY` after the stream that reaches them, `client_max_body_size` answers a
+//! larger `Content-Length` with 413, `send_timeout` closes a connection whose client keeps
+//! its flow-control window shut. [`Http2Config`] holds the protocol's own settings, and the
+//! limits that bound a hostile client (see its fields).
+//!
 //! [`ServerHandle::shutdown`] is graceful: the listener stops, idle connections close, and
-//! requests in flight finish (their responses say `Connection: close`) before the
-//! connections close.
+//! requests in flight finish (HTTP/1.1 responses say `Connection: close`; HTTP/2 connections
+//! get the two-step `GOAWAY` of RFC 9113 §6.8) before the connections close.
+
+mod conn;
+mod detect;
+mod frames;
+mod h1;
+mod h2;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::service::Service;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use crate::guard::{GuardState, Guarded, Limits};
-use crate::headers::{wants_close, KeepAlive, KEEP_ALIVE};
-use crate::io::{IoState, Tracked};
 use crate::metrics::{inc, ServerCounters, ServerStats};
+use crate::tls::{TlsServerConfig, ALPN_H2, ALPN_HTTP11};
+
+pub use conn::TrackedBody;
+pub use h2::CLOSE_GRACE;
 
 /// A boxed error, as hyper takes from services and bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The server's persistence settings. See the [module documentation](self).
+/// A byte stream a connection runs on: the listener's, a TLS stream over it, or either with
+/// bytes read ahead put back.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+/// The server's settings. See the [module documentation](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Idle time allowed between requests (nginx `keepalive_timeout`, default 75 s). Zero:
-    /// no persistent connections.
+    /// Idle time allowed between requests (nginx `keepalive_timeout`, default 75 s); on
+    /// HTTP/2, with no stream open. Zero: no persistent connections.
     pub keepalive_timeout: Duration,
-    /// Requests allowed on one connection (nginx `keepalive_requests`, default 1000).
+    /// Requests allowed on one connection (nginx `keepalive_requests`, default 1000); on
+    /// HTTP/2, streams.
     pub keepalive_requests: u64,
     /// Longest life of a connection (nginx `keepalive_time`, default 1 h).
     pub keepalive_time: Duration,
     /// Time allowed for a request head, from its first byte (nginx
-    /// `client_header_timeout`, default 60 s).
+    /// `client_header_timeout`, default 60 s); on HTTP/2, for the preface and the first
+    /// stream.
     pub header_read_timeout: Duration,
-    /// Largest request head accepted, in bytes (default 16 KiB); 431 beyond.
+    /// Largest request head accepted, in bytes (default 16 KiB); 431 beyond. (HTTP/2:
+    /// [`Http2Config::max_header_list_size`].)
     pub max_header_size: usize,
     /// Largest request body accepted, in bytes (nginx `client_max_body_size`, default
     /// 1 MiB); 413 beyond. Zero: no limit.
@@ -87,6 +123,18 @@ pub struct ServerConfig {
     /// Send `Connection: keep-alive` and `Keep-Alive: timeout=T, max=N` (default off, as
     /// nginx without the header parameter).
     pub keepalive_header: bool,
+    /// How long responses may wait for the client to take any of their bytes (nginx
+    /// `send_timeout`, default 60 s) before the connection is closed. Zero: forever.
+    pub send_timeout: Duration,
+    /// Serve HTTP/2 with prior knowledge on cleartext connections, next to HTTP/1.1 on the
+    /// same port (default off, as nginx without `http2`).
+    pub h2c: bool,
+    /// HTTP/2's settings and limits.
+    pub http2: Http2Config,
+    /// Serve TLS on every connection, with these certificates and ALPN list.
+    pub tls: Option<TlsServerConfig>,
+    /// Time allowed for a TLS handshake (nginx `ssl_handshake_timeout`, default 60 s).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +147,11 @@ impl Default for ServerConfig {
             max_header_size: 16 * 1024,
             client_max_body_size: 1024 * 1024,
             keepalive_header: false,
+            send_timeout: Duration::from_secs(60),
+            h2c: false,
+            http2: Http2Config::default(),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +159,63 @@ impl Default for ServerConfig {
 impl ServerConfig {
     fn persistent(&self) -> bool {
         !self.keepalive_timeout.is_zero() && self.keepalive_requests > 1
+    }
+}
+
+/// HTTP/2's settings (RFC 9113 §6.5.2) and the limits that bound a hostile client, named as
+/// nginx names them where it has the setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Config {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (nginx `http2_max_concurrent_streams`, default
+    /// 128): streams a client may have open at once; h2 refuses more with
+    /// `REFUSED_STREAM`.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: how many bytes of each request body the client may
+    /// send ahead (default 1 MiB).
+    pub initial_stream_window: u32,
+    /// The connection's receive window, opened with a `WINDOW_UPDATE` on stream 0 (RFC 9113
+    /// §6.9.2; default 1 MiB).
+    pub initial_connection_window: u32,
+    /// `SETTINGS_MAX_FRAME_SIZE`: the largest frame payload the server takes (16384 to
+    /// 16777215; default 16384).
+    pub max_frame_size: u32,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` (default 16 KiB): a larger request header list is
+    /// answered with 431 and its stream reset; one over four times this (an HPACK bomb)
+    /// ends the connection with `ENHANCE_YOUR_CALM`, and so does a header block in more
+    /// `CONTINUATION` frames than it needs (at least 5), without decoding more of it.
+    pub max_header_list_size: u32,
+    /// Send a `PING` after this long without a frame from the client, to learn whether it
+    /// is still there (default: none, as nginx).
+    pub ping_interval: Option<Duration>,
+    /// Close the connection when a `PING` is not answered within this long (default 20 s).
+    pub ping_timeout: Duration,
+    /// Streams a client opened and reset before the server took them, allowed at once
+    /// (default 20); one more ends the connection with `ENHANCE_YOUR_CALM`. This bounds
+    /// Rapid Reset (CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server had to reset because the client broke a rule (and streams
+    /// refused over `max_concurrent_streams`), allowed per connection (default 1024); one
+    /// more ends the connection with `ENHANCE_YOUR_CALM`.
+    pub max_local_error_reset_streams: usize,
+    /// Response bytes buffered per stream ahead of the client's flow-control window
+    /// (default 400 KiB).
+    pub max_send_buf_size: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 128,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16_384,
+            max_header_list_size: 16 * 1024,
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(20),
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_send_buf_size: 400 * 1024,
+        }
     }
 }
 
@@ -250,7 +360,7 @@ async fn accept_loop<L, S, B>(
                 Ok((io, _peer)) => {
                     inc(&counters.connections);
                     inc(&counters.active_connections);
-                    conns.spawn(serve_connection(
+                    conns.spawn(connection(
                         io,
                         config.clone(),
                         service.clone(),
@@ -280,287 +390,8 @@ async fn accept_loop<L, S, B>(
     while conns.join_next().await.is_some() {}
 }
 
-/// Why a connection is closing after its current response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Last {
-    ClientAsked,
-    MaxRequests,
-    MaxTime,
-    Disabled,
-    Shutdown,
-    /// The guard refused a request (its response says why).
-    Rejected,
-}
-
-struct CtlState {
-    /// Responses produced and not yet fully written.
-    active: usize,
-    idle_since: Instant,
-    requests: u64,
-    last: Option<Last>,
-}
-
-/// One connection's state, shared by its driver, its service and its response bodies.
-struct ConnCtl {
-    config: Arc<ServerConfig>,
-    counters: Arc<ServerCounters>,
-    io: Arc<IoState>,
-    guard: Arc<GuardState>,
-    born: Instant,
-    shutting: AtomicBool,
-    /// The guard's refusal was counted.
-    rejected: AtomicBool,
-    state: Mutex<CtlState>,
-    notify: Notify,
-}
-
-/// What the driver waits for.
-#[derive(Debug, Clone, Copy)]
-enum Timeout {
-    Idle,
-    Header,
-}
-
-impl ConnCtl {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A request head was read: the connection is busy.
-    fn begin<T>(&self, req: &Request<T>) -> u64 {
-        self.io.disarm();
-        let mut st = self.lock();
-        st.active += 1;
-        st.requests += 1;
-        if st.last.is_none() && wants_close(req.version(), req.headers()) {
-            st.last = Some(Last::ClientAsked);
-            inc(&self.counters.closed_by_client_request);
-        }
-        inc(&self.counters.requests);
-        self.counters
-            .max_requests_per_connection
-            .fetch_max(st.requests, Ordering::Relaxed);
-        st.requests
-    }
-
-    /// Counts the guard's refusal of a request, once.
-    fn count_reject(&self) {
-        if !self.rejected.swap(true, Ordering::AcqRel) {
-            inc(&self.counters.rejected_requests);
-        }
-    }
-
-    /// A response is done (written, or abandoned).
-    fn end(&self) {
-        let mut st = self.lock();
-        st.active = st.active.saturating_sub(1);
-        if st.active == 0 {
-            st.idle_since = Instant::now();
-            self.io.arm();
-        }
-        drop(st);
-        self.notify.notify_one();
-    }
-
-    /// Sets the persistence headers of the `n`th response.
-    fn decorate(&self, headers: &mut http::HeaderMap, n: u64) {
-        let cfg = &self.config;
-        let mut st = self.lock();
-        if st.last.is_none() {
-            st.last = if !cfg.persistent() {
-                Some(Last::Disabled)
-            } else if self.shutting.load(Ordering::Acquire) {
-                Some(Last::Shutdown)
-            } else if n >= cfg.keepalive_requests {
-                Some(Last::MaxRequests)
-            } else if self.born.elapsed() >= cfg.keepalive_time {
-                Some(Last::MaxTime)
-            } else {
-                None
-            };
-            match st.last {
-                Some(Last::MaxRequests) => inc(&self.counters.closed_max_requests),
-                Some(Last::MaxTime) => inc(&self.counters.closed_max_time),
-                _ => {}
-            }
-        }
-        if st.last.is_some() {
-            // RFC 9112 §9.6: the last response says so, and the connection closes after it.
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-            headers.remove(KEEP_ALIVE);
-        } else if crate::headers::connection_has(headers, "close") {
-            // The service itself asked to close.
-            st.last = Some(Last::Disabled);
-        } else if cfg.keepalive_header {
-            headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
-            let ka = KeepAlive {
-                timeout: Some(cfg.keepalive_timeout),
-                max: Some(cfg.keepalive_requests.saturating_sub(n)),
-            };
-            headers.insert(KEEP_ALIVE, ka.to_value());
-        }
-    }
-
-    /// When the driver must close the connection, if nothing happens first.
-    fn deadline(&self) -> Option<(Instant, Timeout)> {
-        let st = self.lock();
-        if st.active > 0 || st.last.is_some() {
-            return None;
-        }
-        let cfg = &self.config;
-        if let Some(t) = self.io.first_byte() {
-            return Some((t + cfg.header_read_timeout, Timeout::Header));
-        }
-        if st.requests == 0 {
-            // nginx waits `client_header_timeout` for the first request.
-            return Some((st.idle_since + cfg.header_read_timeout, Timeout::Header));
-        }
-        Some((st.idle_since + cfg.keepalive_timeout, Timeout::Idle))
-    }
-}
-
-/// Ends a response's activity when dropped (with its body, or with the service's future).
-struct ActiveGuard(Arc<ConnCtl>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// A response body that marks the connection idle once hyper has written it all (and
-/// dropped it): the service's, or the server's own when it refused the request.
-pub struct TrackedBody<B> {
-    inner: Inner<B>,
-    _guard: ActiveGuard,
-}
-
-enum Inner<B> {
-    Service(Pin<Box<B>>),
-    Own(Option<Bytes>),
-}
-
-impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match &mut self.inner {
-            Inner::Service(b) => b.as_mut().poll_frame(cx),
-            Inner::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Service(b) => b.is_end_stream(),
-            Inner::Own(b) => b.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Service(b) => b.size_hint(),
-            Inner::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-        }
-    }
-}
-
-/// The service of one connection: counts requests and sets the persistence headers.
-struct KeepAliveService<S> {
-    inner: S,
-    ctl: Arc<ConnCtl>,
-}
-
-impl<S, B> Service<Request<Incoming>> for KeepAliveService<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let n = self.ctl.begin(&req);
-        let guard = ActiveGuard(self.ctl.clone());
-        let ctl = self.ctl.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let r = fut.await;
-            // The guard cut this request's body (malformed, or over the limit): the service
-            // saw it fail; the client gets the reason, whatever the service said.
-            let (mut parts, inner) = match (ctl.guard.body_reject(n), r) {
-                (Some(rej), _) => {
-                    ctl.lock().last = Some(Last::Rejected);
-                    ctl.count_reject();
-                    let body = rej.body();
-                    let mut resp = Response::new(());
-                    *resp.status_mut() = rej.status;
-                    resp.extensions_mut()
-                        .insert(hyper::ext::ReasonPhrase::from_static(
-                            crate::guard::reason_phrase(rej.status).as_bytes(),
-                        ));
-                    let h = resp.headers_mut();
-                    h.insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-                    (resp.into_parts().0, Inner::Own(Some(body)))
-                }
-                (None, Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    (parts, Inner::Service(Box::pin(body)))
-                }
-                (None, Err(e)) => return Err(e),
-            };
-            ctl.decorate(&mut parts.headers, n);
-            Ok(Response::from_parts(
-                parts,
-                TrackedBody {
-                    inner,
-                    _guard: guard,
-                },
-            ))
-        })
-    }
-}
-
-/// Whether a connection's error is the client leaving mid-exchange (a reset, or the end of
-/// its stream inside a message) rather than something the server did or could fix.
-fn aborted_by_peer(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn serve_connection<I, S, B>(
+/// Serves one connection to its end, then counts it closed.
+async fn connection<I, S, B>(
     io: I,
     config: Arc<ServerConfig>,
     service: S,
@@ -574,110 +405,110 @@ async fn serve_connection<I, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (io, io_state) = Tracked::new(io);
-    let (io, guard) = Guarded::new(
-        io,
-        Limits {
-            max_header_size: config.max_header_size.max(1),
-            max_body: config.client_max_body_size,
-        },
-    );
-    let now = Instant::now();
-    let ctl = Arc::new(ConnCtl {
-        config: config.clone(),
-        counters: counters.clone(),
-        io: io_state.clone(),
-        guard: guard.clone(),
-        born: now,
-        shutting: AtomicBool::new(false),
-        rejected: AtomicBool::new(false),
-        state: Mutex::new(CtlState {
-            active: 0,
-            idle_since: now,
-            requests: 0,
-            last: None,
-        }),
-        notify: Notify::new(),
-    });
-    io_state.arm();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .keep_alive(config.persistent())
-        // A client may send its request and then its FIN (a half-close): it is still
-        // answered, as nginx does, instead of the response being dropped at the FIN.
-        .half_close(true)
-        .header_read_timeout(None)
-        .max_header_size(config.max_header_size.max(1));
-    let conn = builder.serve_connection(
-        TokioIo::new(io),
-        KeepAliveService {
-            inner: service,
-            ctl: ctl.clone(),
-        },
-    );
-    let mut conn = std::pin::pin!(conn);
-    let mut graceful = *shutdown.borrow();
-    if graceful {
-        ctl.shutting.store(true, Ordering::Release);
-        conn.as_mut().graceful_shutdown();
-    }
-    let mut detached = false;
-    let mut rejecting = false;
-    let outcome = loop {
-        if !rejecting {
-            // A refused request head: once the responses before it are out, close; the
-            // guard writes the refusal before the FIN.
-            if let Some(r) = guard.reject() {
-                let mut st = ctl.lock();
-                if r.in_body {
-                    rejecting = true;
-                } else if st.active == 0 {
-                    st.last = Some(Last::Rejected);
-                    drop(st);
-                    ctl.count_reject();
-                    rejecting = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+    if let Some((proto, io)) = open(Box::new(io), &config, &counters, &mut shutdown).await {
+        match proto {
+            conn::Proto::Http1 => h1::serve(io, config, service, counters.clone(), shutdown).await,
+            conn::Proto::Http2 => h2::serve(io, config, service, counters.clone(), shutdown).await,
         }
-        let deadline = ctl.deadline();
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => break Some(r),
-            _ = ctl.notify.notified() => {}
-            _ = io_state.notify().notified() => {}
-            _ = guard.notify().notified(), if !rejecting => {}
-            r = shutdown.changed(), if !graceful && !detached => match r {
-                Ok(()) if *shutdown.borrow() => {
-                    graceful = true;
-                    ctl.shutting.store(true, Ordering::Release);
-                    conn.as_mut().graceful_shutdown();
-                }
-                Ok(()) => {}
-                Err(_) => detached = true,
-            },
-            _ = sleep_until(deadline.map(|d| d.0)) => {
-                match deadline.map(|d| d.1) {
-                    Some(Timeout::Idle) => inc(&counters.closed_idle),
-                    Some(Timeout::Header) => inc(&counters.header_timeouts),
-                    None => {}
-                }
-                // Dropping the connection closes the stream: a FIN, as it is idle (or a RST
-                // if a request's bytes arrived unread, as the kernel does).
-                break None;
-            }
+    }
+    counters
+        .active_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What `open` waited for.
+enum Opening {
+    Done(io::Result<(conn::Proto, BoxIo)>),
+    TimedOut,
+    Shutdown,
+}
+
+/// The TLS handshake and ALPN, or the preface detection: which protocol the connection
+/// speaks, and its stream. `None`: it closed (or failed, or timed out) before.
+async fn open(
+    io: BoxIo,
+    config: &ServerConfig,
+    counters: &ServerCounters,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(conn::Proto, BoxIo)> {
+    type Step<'a> =
+        std::pin::Pin<Box<dyn Future<Output = io::Result<(conn::Proto, BoxIo)>> + Send + 'a>>;
+    let (limit, step): (Duration, Step<'_>) = match &config.tls {
+        Some(tls) => (
+            config.tls_handshake_timeout,
+            Box::pin(handshake(io, tls.clone(), counters)),
+        ),
+        None if config.h2c => (config.header_read_timeout, Box::pin(detect(io))),
+        None => return Some((conn::Proto::Http1, io)),
+    };
+    let outcome = tokio::select! {
+        r = step => Opening::Done(r),
+        _ = tokio::time::sleep(limit) => Opening::TimedOut,
+        _ = wait_shutdown(shutdown) => Opening::Shutdown,
+    };
+    let tls = config.tls.is_some();
+    match outcome {
+        Opening::Done(Ok(v)) => return Some(v),
+        Opening::Done(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && !tls => {
+            // Closed before a byte: as an idle HTTP/1.1 connection the client closes.
+            inc(&counters.closed_by_peer);
+        }
+        Opening::Done(Err(_)) if tls => inc(&counters.tls_handshake_failures),
+        Opening::Done(Err(_)) => inc(&counters.aborted_by_peer),
+        Opening::TimedOut if tls => inc(&counters.tls_handshake_failures),
+        Opening::TimedOut => inc(&counters.header_timeouts),
+        Opening::Shutdown => {}
+    }
+    None
+}
+
+/// Resolves when the server shuts down (never, if its handle is gone).
+async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A TLS handshake, and the protocol its ALPN chose.
+async fn handshake(
+    io: BoxIo,
+    tls: TlsServerConfig,
+    counters: &ServerCounters,
+) -> io::Result<(conn::Proto, BoxIo)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls().clone());
+    let stream = acceptor.accept(io).await?;
+    inc(&counters.tls_handshakes);
+    let proto = match stream.get_ref().1.alpn_protocol() {
+        Some(p) if p == ALPN_H2 => {
+            inc(&counters.alpn_h2);
+            conn::Proto::Http2
+        }
+        Some(p) if p == ALPN_HTTP11 => {
+            inc(&counters.alpn_http11);
+            conn::Proto::Http1
+        }
+        // rustls refuses a handshake whose ALPN list has nothing in common with ours: no
+        // ALPN at all (or a configuration of `from_rustls` with other protocols).
+        _ => {
+            inc(&counters.alpn_none);
+            conn::Proto::Http1
         }
     };
-    let last = ctl.lock().last;
-    if guard.reject().is_some() {
-        ctl.count_reject();
-    }
-    match outcome {
-        Some(Ok(())) if last.is_none() && !graceful => inc(&counters.closed_by_peer),
-        Some(Ok(())) => {}
-        Some(Err(e)) if aborted_by_peer(&e) => inc(&counters.aborted_by_peer),
-        Some(Err(_)) => inc(&counters.errors),
-        None => {}
-    }
-    counters.active_connections.fetch_sub(1, Ordering::Relaxed);
+    Ok((proto, Box::new(stream)))
+}
+
+/// The preface detection of h2c with prior knowledge.
+async fn detect(mut io: BoxIo) -> io::Result<(conn::Proto, BoxIo)> {
+    let (what, read) = detect::sniff(&mut io).await?;
+    let proto = match what {
+        detect::Sniffed::Http2 => conn::Proto::Http2,
+        detect::Sniffed::Http1 => conn::Proto::Http1,
+        detect::Sniffed::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
+    };
+    Ok((proto, Box::new(detect::Prefixed::new(read, io))))
 }
