@@ -319,6 +319,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         f
     }
 
+    /// A reader of what follows (with what was read ahead), and the writing half.
+    pub fn split(
+        self,
+    ) -> (
+        Raw<tokio::io::Join<tokio::io::ReadHalf<S>, tokio::io::Sink>>,
+        tokio::io::WriteHalf<S>,
+    ) {
+        let (rd, wr) = tokio::io::split(self.io);
+        (
+            Raw {
+                io: tokio::io::join(rd, tokio::io::sink()),
+                buf: self.buf,
+            },
+            wr,
+        )
+    }
+
     pub async fn write(&mut self, b: &[u8]) {
         self.io.write_all(b).await.expect("write");
     }
