@@ -36,7 +36,7 @@ use crate::metrics::{inc, ServerCounters};
 
 use super::conn::{aborted_by_peer, sleep_until, ConnCtl, KeepAliveService, Last, Proto, Timeout};
 use super::frames::FrameCounter;
-use super::{BoxError, BoxIo, ServerConfig};
+use super::{BoxError, BoxIo, ServerConfig, FRAME_SIZES, MAX_WINDOW};
 
 /// How long a connection that sent its `GOAWAY` and has no stream open waits for the
 /// client's part of the graceful close (its `PING` ack, or its FIN) before it is dropped.
@@ -69,13 +69,18 @@ pub(crate) async fn serve<S, B>(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(h.max_concurrent_streams)
-        .initial_stream_window_size(h.initial_stream_window)
-        .initial_connection_window_size(h.initial_connection_window)
-        .max_frame_size(h.max_frame_size)
+        // Out-of-range values are brought in range (h2 would panic on them); see
+        // `Http2Config::validate`.
+        .initial_stream_window_size(h.initial_stream_window.min(MAX_WINDOW))
+        .initial_connection_window_size(h.initial_connection_window.min(MAX_WINDOW))
+        .max_frame_size(
+            h.max_frame_size
+                .clamp(*FRAME_SIZES.start(), *FRAME_SIZES.end()),
+        )
         .max_header_list_size(h.max_header_list_size)
         .max_pending_accept_reset_streams(h.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(h.max_local_error_reset_streams)
-        .max_send_buf_size(h.max_send_buf_size)
+        .max_send_buf_size(h.max_send_buf_size.min(u32::MAX as usize))
         .keep_alive_interval(h.ping_interval)
         .keep_alive_timeout(h.ping_timeout);
     let conn = builder.serve_connection(

@@ -202,6 +202,40 @@ pub struct Http2Config {
     pub max_send_buf_size: usize,
 }
 
+/// The largest flow-control window (RFC 9113 §6.9.1).
+pub const MAX_WINDOW: u32 = (1 << 31) - 1;
+/// The smallest and largest `SETTINGS_MAX_FRAME_SIZE` (RFC 9113 §6.5.2).
+pub const FRAME_SIZES: std::ops::RangeInclusive<u32> = 16_384..=16_777_215;
+
+impl Http2Config {
+    /// Whether every setting is one RFC 9113 allows: windows of at most 2^31-1 bytes, a
+    /// frame size from 16384 to 16777215, a send buffer that fits in 32 bits. The server
+    /// brings an invalid value to the nearest valid one; this says what is wrong with it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.initial_stream_window > MAX_WINDOW {
+            return Err(format!(
+                "the initial stream window must be at most {MAX_WINDOW} bytes (RFC 9113 §6.9.1)"
+            ));
+        }
+        if self.initial_connection_window > MAX_WINDOW {
+            return Err(format!(
+                "the connection window must be at most {MAX_WINDOW} bytes (RFC 9113 §6.9.1)"
+            ));
+        }
+        if !FRAME_SIZES.contains(&self.max_frame_size) {
+            return Err(format!(
+                "the max frame size must be from {} to {} bytes (RFC 9113 §6.5.2)",
+                FRAME_SIZES.start(),
+                FRAME_SIZES.end()
+            ));
+        }
+        if u32::try_from(self.max_send_buf_size).is_err() {
+            return Err("the send buffer must be less than 4 GiB".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Http2Config {
     fn default() -> Self {
         Http2Config {
