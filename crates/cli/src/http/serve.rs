@@ -197,27 +197,33 @@ impl ServeArgs {
         Ok(h)
     }
 
-    /// The TLS configuration, made (or read) for a server on `ip`; says what it serves.
-    fn tls_config(&self, ip: std::net::IpAddr) -> io::Result<Option<TlsServerConfig>> {
+    /// The TLS configuration, made (or read) for a server on `ip`, and the lines that say
+    /// what it serves (its certificate's names and fingerprint).
+    fn tls_config(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> io::Result<(Option<TlsServerConfig>, Vec<String>)> {
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             let t = TlsServerConfig::from_pem_files(cert, key)?;
-            eprintln!(
-                "synack serve: TLS with {} (SHA-256 {})",
+            let line = format!(
+                "synack serve: TLS with {}, SHA-256 fingerprint {}",
                 cert.display(),
                 t.fingerprint().unwrap_or("?")
             );
-            return Ok(Some(t));
+            return Ok((Some(t), vec![line]));
         }
         if !self.tls {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
         let (t, c) = TlsServerConfig::self_signed(ip)?;
-        eprintln!(
-            "synack serve: TLS with a self-signed certificate for {}",
-            c.names.join(", ")
-        );
-        eprintln!("synack serve: SHA-256 fingerprint {}", c.fingerprint());
-        Ok(Some(t))
+        let lines = vec![
+            format!(
+                "synack serve: TLS with a self-signed certificate for {}",
+                c.names.join(", ")
+            ),
+            format!("synack serve: SHA-256 fingerprint {}", c.fingerprint()),
+        ];
+        Ok((Some(t), lines))
     }
 
     fn config(&self) -> io::Result<ServerConfig> {
@@ -296,12 +302,14 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             let l = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .map_err(|e| nc::naming(args.listen, e))?;
-            config.tls = args.tls_config(args.listen.ip())?;
+            let (tls, about) = args.tls_config(args.listen.ip())?;
+            config.tls = tls;
             let (scheme, protos) = speaks(&config);
             eprintln!(
                 "synack serve: listening on {scheme}://{} (kernel TCP; {protos})",
                 l.local_addr()?
             );
+            about.iter().for_each(|l| eprintln!("{l}"));
             until_signal(serve(l, config, routes)).await
         } else {
             let mut opts = args.transport.tun_opts(args.verbose);
@@ -311,12 +319,14 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             let l = TcpListener::bind(&stack, addr)
                 .await
                 .map_err(|e| nc::naming(addr, e))?;
-            config.tls = args.tls_config(addr.ip())?;
+            let (tls, about) = args.tls_config(addr.ip())?;
+            config.tls = tls;
             let (scheme, protos) = speaks(&config);
             eprintln!(
                 "synack serve: listening on {scheme}://{addr} (synack over {}; {protos})",
                 opts.tun
             );
+            about.iter().for_each(|l| eprintln!("{l}"));
             let stats = until_signal(serve(l, config, routes)).await;
             stack.wait_idle(Duration::from_secs(5)).await;
             stack.flush_pcap()?;
