@@ -237,6 +237,9 @@ pub struct ConnSummary {
     /// Payload bytes that could not be decoded in order (a gap in the capture, or more
     /// out-of-order data than is held).
     pub undecoded_gaps: u64,
+    /// FINs missing from the capture, inferred from the ACK that acknowledged them (a capture
+    /// can lose packets: `tcpdump -i any` on the loopback device sometimes does).
+    pub inferred_fins: u64,
 }
 
 /// A finished connection: its numbers and its ladder.
@@ -386,6 +389,8 @@ pub(crate) struct Conn {
     /// The server sent a ChangeCipherSpec or encrypted record.
     server_encrypted: bool,
     undecoded_gaps: u64,
+    /// FINs the capture missed, known from the ACK that acknowledged them.
+    inferred_fins: u64,
     /// The first ack value seen from each side: the base of the other direction when that
     /// direction has not been seen.
     first_ack: [Option<u32>; 2],
@@ -453,6 +458,7 @@ impl Conn {
             tls: None,
             server_encrypted: false,
             undecoded_gaps: 0,
+            inferred_fins: 0,
             first_ack: [None; 2],
         }
     }
@@ -538,6 +544,10 @@ impl Conn {
         let seq = SeqNum(tcp.seq);
         let len = tcp.payload.len();
         let seq_len = tcp.seq_len();
+
+        if has_ack && !rst {
+            self.infer_missing_fin(time, d, SeqNum(tcp.ack));
+        }
 
         // Numbering and retransmissions.
         {
@@ -679,6 +689,49 @@ impl Conn {
         }
     }
 
+    /// A segment from `d` acknowledging one past everything the other side sent, which sent
+    /// no FIN in the capture: that FIN was sent and the capture lost it (RFC 9293 §3.4: a FIN
+    /// takes one sequence number). It is drawn as a note, and both sides' states move as if
+    /// it had been seen.
+    fn infer_missing_fin(&mut self, time: Instant, d: usize, ack: SeqNum) {
+        let r = 1 - d;
+        let Some(m) = self.dirs[r].max_end else {
+            return;
+        };
+        if self.dirs[r].fin.is_some() || ack != m + 1 || !self.states[r].is_synchronized() {
+            return;
+        }
+        self.inferred_fins += 1;
+        self.dirs[r].fin = Some(m);
+        self.dirs[r].max_end = Some(m + 1);
+        self.closing = true;
+        if self.ms.close_start.is_none() {
+            self.ms.close_start = Some(time.as_micros());
+            self.active_closer = Some(r);
+        }
+        self.rows.push(TraceRow {
+            phase: Phase::Close,
+            kind: RowKind::Elided(ElidedRow {
+                time,
+                text: format!(
+                    "({}'s FIN is not in the capture: the {} acknowledges it)",
+                    NAMES[r], NAMES[d]
+                ),
+            }),
+        });
+        match self.states[r] {
+            State::Established | State::SynReceived => self.set_state(time, r, State::FinWait1),
+            State::CloseWait => self.set_state(time, r, State::LastAck),
+            _ => {}
+        }
+        match self.states[d] {
+            State::Established | State::SynReceived => self.set_state(time, d, State::CloseWait),
+            State::FinWait1 => self.set_state(time, d, State::Closing),
+            State::FinWait2 => self.set_state(time, d, State::TimeWait),
+            _ => {}
+        }
+    }
+
     /// The sender's state changes: they happen as it sends (RFC 9293 §3.10.1, §3.10.4,
     /// §3.10.7.1), so they are drawn before the segment.
     fn sender_states(&mut self, time: Instant, d: usize, tcp: &TcpRepr<'_>) {
@@ -727,9 +780,8 @@ impl Conn {
                 self.set_state(time, r, State::Closed);
             }
         } else {
-            if syn && !has_ack && self.states[r] == State::Listen {
-                self.set_state(time, r, State::SynReceived);
-            }
+            // A listener's SYN-RECEIVED is drawn when it answers with its SYN-ACK (a RST
+            // instead, "connection refused", leaves it listening).
             if syn && has_ack && self.states[r] == State::SynSent {
                 self.set_state(time, r, State::Established);
             }
@@ -1098,6 +1150,7 @@ impl Conn {
             h2_frames: self.h2_frames,
             tls: self.tls,
             undecoded_gaps: self.undecoded_gaps,
+            inferred_fins: self.inferred_fins,
         };
         ConnTrace {
             summary,
