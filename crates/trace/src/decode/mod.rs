@@ -205,7 +205,13 @@ impl AppStream {
                     let mut ev = Vec::new();
                     let used = s.feed(data, &mut ev);
                     let switched = ev.contains(&Http1Event::SwitchToH2);
-                    out.extend(ev.into_iter().map(AppEvent::Http1));
+                    // A client's switch is its preface, reported as such below.
+                    let client = self.side == Side::Client;
+                    out.extend(
+                        ev.into_iter()
+                            .filter(|e| !(client && *e == Http1Event::SwitchToH2))
+                            .map(AppEvent::Http1),
+                    );
                     if !switched {
                         return;
                     }
@@ -290,6 +296,6 @@ mod tests {
         pre.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         c.feed(&pre, &mut out);
         let labels: Vec<String> = out.iter().filter_map(AppEvent::label).collect();
-        assert_eq!(labels, ["(HTTP/2 from here)", "h2 preface", "SETTINGS"]);
+        assert_eq!(labels, ["h2 preface", "SETTINGS"]);
     }
 }
