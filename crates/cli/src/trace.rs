@@ -215,7 +215,7 @@ pub fn run(args: &TraceArgs, w: &mut impl Write) -> io::Result<()> {
             }
         }
         n += 1;
-        if n % 4096 == 0 {
+        if n & 4095 == 0 {
             bar.set_position(read.load(Ordering::Relaxed));
             bar.set_message(format!("{} connections open", analyzer.open_connections()));
             for t in analyzer.take_finished() {

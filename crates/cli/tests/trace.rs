@@ -48,7 +48,7 @@ fn demo_captures(tag: &str) -> (String, [PathBuf; 4]) {
     )
 }
 
-fn json(path: &PathBuf, extra: &[&str]) -> serde_json::Value {
+fn json(path: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["trace", path.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
     serde_json::from_str(&ok(&args)).expect("valid JSON")

@@ -272,14 +272,15 @@ impl Analyzer {
     fn udp(&mut self, t: u64, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         let k = key(src, dst);
         let headers = quic::long_headers(payload);
-        if !self.quic.contains_key(&k) {
-            // A flow is QUIC from its first Initial on.
-            if !headers.iter().any(|h| h.kind == LongType::Initial) {
-                return;
-            }
-            self.quic.insert(
-                k,
-                QuicFlow {
+        let f = match self.quic.entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // A flow is QUIC from its first Initial on.
+                if !headers.iter().any(|h| h.kind == LongType::Initial) {
+                    return;
+                }
+                self.quic_order.push(k);
+                e.insert(QuicFlow {
                     s: QuicSummary {
                         client: src,
                         server: dst,
@@ -294,12 +295,8 @@ impl Analyzer {
                     },
                     client_dcids: Vec::new(),
                     server_scids: Vec::new(),
-                },
-            );
-            self.quic_order.push(k);
-        }
-        let Some(f) = self.quic.get_mut(&k) else {
-            return;
+                })
+            }
         };
         f.s.datagrams += 1;
         f.s.last_time = f.s.last_time.max(t);

@@ -932,10 +932,10 @@ impl Conn {
                 let head = method == "HEAD";
                 self.dirs[SERVER].app.expect_response(head, *upgrade_h2c);
             }
-            AppEvent::Http1(Http1Event::Response { status, .. }) => {
-                if *status >= 200 || *status == 101 {
-                    self.http1_responses += 1;
-                }
+            AppEvent::Http1(Http1Event::Response { status, .. })
+                if *status >= 200 || *status == 101 =>
+            {
+                self.http1_responses += 1;
             }
             AppEvent::Http1(Http1Event::SwitchToH2) if d == CLIENT => {
                 self.dirs[SERVER].app.switch_to_h2();
@@ -971,10 +971,10 @@ impl Conn {
                             | (SERVER, tls::content::APPLICATION_DATA) => {
                                 self.server_encrypted = true;
                             }
-                            (CLIENT, tls::content::APPLICATION_DATA) if self.server_encrypted => {
-                                if self.ms.tls_done.is_none() {
-                                    self.ms.tls_done = Some(t);
-                                }
+                            (CLIENT, tls::content::APPLICATION_DATA)
+                                if self.server_encrypted && self.ms.tls_done.is_none() =>
+                            {
+                                self.ms.tls_done = Some(t);
                             }
                             _ => {}
                         }
