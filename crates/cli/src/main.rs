@@ -3,6 +3,7 @@
 mod demo;
 mod http;
 mod nc;
+mod trace;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     /// Fetch URLs in order through a connection pool, showing each connection's reuse
     #[command(after_help = http::GET_EXAMPLES)]
     Get(http::GetArgs),
+    /// Draw the connections of a capture (pcap, pcapng) or a live interface as ladders, with phases in RTTs
+    #[command(after_help = trace::EXAMPLES)]
+    Trace(trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,19 @@ fn main() -> ExitCode {
         Command::Connect(args) => stopped("connect", nc::connect(&args)),
         Command::Serve(args) => report("serve", http::run_serve(&args)),
         Command::Get(args) => report("get", http::run_get(&args)),
+        Command::Trace(args) => {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            match trace::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("synack trace: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo(args) => {
             let stdout = io::stdout();
             let mut out = stdout.lock();

@@ -2,14 +2,14 @@
 //! [`Connector`], in cleartext or over TLS ([`crate::tls::client`]).
 //!
 //! Which protocol an origin gets: `http://` speaks HTTP/1.1, or HTTP/2 with prior
-//! knowledge (h2c, RFC 9113 §3.3) when [`Http2Config::prior_knowledge`] is set; `https://`
+//! knowledge (h2c, RFC 9113 §3.3) when [`Http2ClientConfig::prior_knowledge`] is set; `https://`
 //! offers `h2` and `http/1.1` by ALPN (RFC 9113 §3.2, RFC 7301) and speaks what the server
-//! picked (only `http/1.1` is offered when [`Http2Config::alpn`] is off). Until an
+//! picked (only `http/1.1` is offered when [`Http2ClientConfig::alpn`] is off). Until an
 //! `https://` origin's first connection has said which, the requests that arrive wait for
 //! it; an origin found to speak HTTP/1.1 then goes through the keep-alive pool below, and
 //! one found to speak HTTP/2 through the HTTP/2 pool: one connection per origin carries
 //! every concurrent request as a stream; at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
-//! requests wait for a stream to end, or open another connection (see [`Http2Config`]).
+//! requests wait for a stream to end, or open another connection (see [`Http2ClientConfig`]).
 //! A connection that got a GOAWAY, or whose PING went unanswered, takes no new stream.
 //!
 //! HTTP/1.1: each request goes, in order of preference, on an idle connection to its
@@ -69,14 +69,15 @@ use crate::headers::{is_idempotent, wants_close, KeepAlive};
 use crate::io::{IoState, Tracked};
 use crate::metrics::{inc, ClientCounters, Metrics};
 use crate::pool::{Checkout, Eviction, Pool, PoolConfig, PoolError, Poolable, Pooled};
-use crate::tls::client::{self as tls, TlsConfig, TlsInfo, ALPN_H2, ALPN_HTTP11};
+use crate::tls::client::{self as tls, TlsClientConfig, TlsInfo};
+use crate::tls::{ALPN_H2, ALPN_HTTP11};
 
 /// Resends of a request that was not processed (never sent, GOAWAY, REFUSED_STREAM) allowed.
 const MAX_UNPROCESSED_RESENDS: u32 = 8;
 
 /// The client's HTTP/2 settings (RFC 9113).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Http2Config {
+pub struct Http2ClientConfig {
     /// Speak HTTP/2 on `http://` origins without asking (h2c with prior knowledge, RFC 9113
     /// §3.3). Default off: HTTP/1.1.
     pub prior_knowledge: bool,
@@ -110,9 +111,9 @@ pub struct Http2Config {
     pub max_frame_size: Option<u32>,
 }
 
-impl Default for Http2Config {
+impl Default for Http2ClientConfig {
     fn default() -> Self {
-        Http2Config {
+        Http2ClientConfig {
             prior_knowledge: false,
             alpn: true,
             enable_multiple_connections: false,
@@ -191,9 +192,9 @@ pub struct ClientConfig {
     /// (default true).
     pub retry_idempotent: bool,
     /// HTTP/2: prior knowledge, ALPN, the pool's policy, PINGs, windows.
-    pub http2: Http2Config,
+    pub http2: Http2ClientConfig,
     /// TLS for `https://`: how the server's certificate is checked.
-    pub tls: TlsConfig,
+    pub tls: TlsClientConfig,
 }
 
 impl Default for ClientConfig {
@@ -206,8 +207,8 @@ impl Default for ClientConfig {
             keepalive_margin_ratio: 0.1,
             honor_keep_alive: true,
             retry_idempotent: true,
-            http2: Http2Config::default(),
-            tls: TlsConfig::default(),
+            http2: Http2ClientConfig::default(),
+            tls: TlsClientConfig::default(),
         }
     }
 }

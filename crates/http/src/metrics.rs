@@ -267,6 +267,41 @@ pub struct ServerStats {
     pub aborted_by_peer: u64,
     /// Connections that ended with any other HTTP or I/O error.
     pub errors: u64,
+    /// Connections that spoke HTTP/2: h2c with prior knowledge, or `h2` chosen by ALPN.
+    pub h2_connections: u64,
+    /// HTTP/2 streams the clients opened (HEADERS frames that opened one), including those
+    /// refused or reset before the service saw them.
+    pub h2_streams: u64,
+    /// Streams refused with `REFUSED_STREAM` (RFC 9113 §8.7: not processed, safe to retry)
+    /// because they came after their connection's last allowed one (`keepalive_requests`,
+    /// `keepalive_time`).
+    pub h2_refused_streams: u64,
+    /// `RST_STREAM` frames received from clients.
+    pub h2_resets_received: u64,
+    /// `RST_STREAM` frames sent.
+    pub h2_resets_sent: u64,
+    /// `GOAWAY` frames sent: a graceful close sends two (RFC 9113 §6.8).
+    pub goaways_sent: u64,
+    /// Of those, `GOAWAY`s with an error code (`ENHANCE_YOUR_CALM`, `PROTOCOL_ERROR`, ...):
+    /// the client broke a rule or a limit.
+    pub goaway_errors: u64,
+    /// `PING` frames sent (liveness checks, and the round trip of a graceful close).
+    pub h2_pings_sent: u64,
+    /// HTTP/2 connections closed because a `PING` went unanswered (`ping_timeout`).
+    pub h2_ping_timeouts: u64,
+    /// Connections closed because the client took no response bytes for `send_timeout`
+    /// while responses waited for it.
+    pub send_timeouts: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: u64,
+    /// TLS connections whose ALPN chose `h2`.
+    pub alpn_h2: u64,
+    /// TLS connections whose ALPN chose `http/1.1`.
+    pub alpn_http11: u64,
+    /// TLS connections without ALPN (served as HTTP/1.1).
+    pub alpn_none: u64,
 }
 
 impl ServerStats {
@@ -286,7 +321,7 @@ impl ServerStats {
              \"max_requests_per_connection\":{},\"closed_idle\":{},\"closed_max_requests\":{},\
              \"closed_max_time\":{},\"closed_by_client_request\":{},\"closed_by_peer\":{},\
              \"header_timeouts\":{},\"rejected_requests\":{},\"aborted_by_peer\":{},\"errors\":{},\
-             \"requests_per_connection\":{:.3}}}",
+             \"requests_per_connection\":{:.3},{}}}",
             self.connections,
             self.active_connections,
             self.requests,
@@ -300,8 +335,38 @@ impl ServerStats {
             self.rejected_requests,
             self.aborted_by_peer,
             self.errors,
-            self.requests_per_connection()
+            self.requests_per_connection(),
+            self.h2_tls_json()
         )
+    }
+
+    /// The HTTP/2 and TLS counters, as JSON members.
+    fn h2_tls_json(&self) -> String {
+        let fields: [(&str, u64); 15] = [
+            ("h2_connections", self.h2_connections),
+            ("h2_streams", self.h2_streams),
+            ("h2_refused_streams", self.h2_refused_streams),
+            ("h2_resets_received", self.h2_resets_received),
+            ("h2_resets_sent", self.h2_resets_sent),
+            ("goaways_sent", self.goaways_sent),
+            ("goaway_errors", self.goaway_errors),
+            ("h2_pings_sent", self.h2_pings_sent),
+            ("h2_ping_timeouts", self.h2_ping_timeouts),
+            ("send_timeouts", self.send_timeouts),
+            ("tls_handshakes", self.tls_handshakes),
+            ("tls_handshake_failures", self.tls_handshake_failures),
+            ("alpn_h2", self.alpn_h2),
+            ("alpn_http11", self.alpn_http11),
+            ("alpn_none", self.alpn_none),
+        ];
+        let mut s = String::new();
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "\"{k}\":{v}");
+        }
+        s
     }
 }
 
@@ -321,6 +386,21 @@ pub(crate) struct ServerCounters {
     pub rejected_requests: AtomicU64,
     pub aborted_by_peer: AtomicU64,
     pub errors: AtomicU64,
+    pub h2_connections: AtomicU64,
+    pub h2_streams: AtomicU64,
+    pub h2_refused_streams: AtomicU64,
+    pub h2_resets_received: AtomicU64,
+    pub h2_resets_sent: AtomicU64,
+    pub goaways_sent: AtomicU64,
+    pub goaway_errors: AtomicU64,
+    pub h2_pings_sent: AtomicU64,
+    pub h2_ping_timeouts: AtomicU64,
+    pub send_timeouts: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub alpn_h2: AtomicU64,
+    pub alpn_http11: AtomicU64,
+    pub alpn_none: AtomicU64,
 }
 
 impl ServerCounters {
@@ -339,6 +419,21 @@ impl ServerCounters {
             rejected_requests: get(&self.rejected_requests),
             aborted_by_peer: get(&self.aborted_by_peer),
             errors: get(&self.errors),
+            h2_connections: get(&self.h2_connections),
+            h2_streams: get(&self.h2_streams),
+            h2_refused_streams: get(&self.h2_refused_streams),
+            h2_resets_received: get(&self.h2_resets_received),
+            h2_resets_sent: get(&self.h2_resets_sent),
+            goaways_sent: get(&self.goaways_sent),
+            goaway_errors: get(&self.goaway_errors),
+            h2_pings_sent: get(&self.h2_pings_sent),
+            h2_ping_timeouts: get(&self.h2_ping_timeouts),
+            send_timeouts: get(&self.send_timeouts),
+            tls_handshakes: get(&self.tls_handshakes),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
+            alpn_h2: get(&self.alpn_h2),
+            alpn_http11: get(&self.alpn_http11),
+            alpn_none: get(&self.alpn_none),
         }
     }
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use netns::{have_tool, privileged, Netns};
 use synack_http::{
-    CertVerification, Client, ClientConfig, Connector, Http2Config, KernelConnector, Metrics,
-    Protocol, RequestInfo, SynackConnector, TlsConfig,
+    CertVerification, Client, ClientConfig, Connector, Http2ClientConfig, KernelConnector, Metrics,
+    Protocol, RequestInfo, SynackConnector, TlsClientConfig,
 };
 use synack_stack::net::nc::{self, TunOpts};
 
@@ -217,9 +217,9 @@ struct Run {
 /// 10`.
 async fn exercise<C: Connector + Clone>(connector: C, ip: &str, p: &Ports, cert_pem: &str) -> Run {
     let prior = ClientConfig {
-        http2: Http2Config {
+        http2: Http2ClientConfig {
             prior_knowledge: true,
-            ..Http2Config::default()
+            ..Http2ClientConfig::default()
         },
         ..ClientConfig::default()
     };
@@ -236,7 +236,7 @@ async fn exercise<C: Connector + Clone>(connector: C, ip: &str, p: &Ports, cert_
     let h2c = c.metrics();
 
     let tls = |verification| ClientConfig {
-        tls: TlsConfig { verification },
+        tls: TlsClientConfig { verification },
         ..ClientConfig::default()
     };
     let mut tls_runs = Vec::new();
@@ -523,14 +523,14 @@ fn requests_per_second_http1_pool_against_http2_streams() {
             ..ClientConfig::default()
         };
         let prior = ClientConfig {
-            http2: Http2Config {
+            http2: Http2ClientConfig {
                 prior_knowledge: true,
-                ..Http2Config::default()
+                ..Http2ClientConfig::default()
             },
             ..ClientConfig::default()
         };
         let tls = ClientConfig {
-            tls: TlsConfig {
+            tls: TlsClientConfig {
                 verification: CertVerification::InsecureAcceptAnyCertificate,
             },
             ..ClientConfig::default()

@@ -15,7 +15,7 @@ use common::*;
 use h2_client_support::*;
 use http::{Method, Request};
 use synack_http::{
-    Client, ClientConfig, Http2Config, Metrics, Origin, PoolConfig, Protocol, RequestInfo,
+    Client, ClientConfig, Http2ClientConfig, Metrics, Origin, PoolConfig, Protocol, RequestInfo,
     RetryReason,
 };
 use synack_stack::net::Stack;
@@ -37,9 +37,9 @@ fn origin() -> Origin {
 /// A client speaking HTTP/2 with prior knowledge.
 fn h2_config() -> ClientConfig {
     ClientConfig {
-        http2: Http2Config {
+        http2: Http2ClientConfig {
             prior_knowledge: true,
-            ..Http2Config::default()
+            ..Http2ClientConfig::default()
         },
         ..ClientConfig::default()
     }

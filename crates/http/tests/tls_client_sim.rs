@@ -18,7 +18,7 @@ use http::Request;
 use synack_http::connector::ConnectFuture;
 use synack_http::{
     CertVerification, Client, ClientConfig, Connector, Error, Origin, PoolConfig, Protocol,
-    RequestInfo, SynackConnector, TlsConfig,
+    RequestInfo, SynackConnector, TlsClientConfig,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ fn https(path: &str) -> String {
 
 fn trusting(cert: &TestCert) -> ClientConfig {
     ClientConfig {
-        tls: TlsConfig {
+        tls: TlsClientConfig {
             verification: CertVerification::ca_pem(cert.pem.as_bytes()).unwrap(),
         },
         ..ClientConfig::default()
@@ -211,7 +211,7 @@ async fn certificates_are_checked_or_insecurely_not() {
     let c = client(
         &a,
         ClientConfig {
-            tls: TlsConfig {
+            tls: TlsClientConfig {
                 verification: CertVerification::InsecureAcceptAnyCertificate,
             },
             ..ClientConfig::default()

@@ -2,11 +2,10 @@
 //!
 //! - [`iface`]: the IP layer of one host over its TCP [`Endpoint`](synack_tcp::Endpoint);
 //! - [`sim`]: the deterministic simulated network (virtual clock, seeded impairments);
-//! - [`pcap`]: a capture tap for any device;
-//! - [`ladder`]: the trace rendered as a ladder diagram.
+//! - [`pcap`]: a capture tap for any device (captures are read, and traces drawn as ladders,
+//!   by the `synack-trace` crate).
 
 pub mod iface;
-pub mod ladder;
 pub mod net;
 pub mod pcap;
 pub mod sim;

@@ -20,11 +20,11 @@ use http::Request;
 use synack_http::routes::{pattern_byte, Routes};
 use synack_http::server::Listener;
 use synack_http::{serve, Client, ClientConfig, PoolConfig, ServerConfig, SynackConnector};
-use synack_stack::ladder::{LadderBuilder, LineRenderer, Row};
 use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
 use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{Direction as TapDirection, Tap};
 use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
+use synack_trace::ladder::{LadderBuilder, LineRenderer, Row};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::scenario::{ladder_builder, Outcome, Scenario, HOSTS};

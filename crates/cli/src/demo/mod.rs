@@ -18,10 +18,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use synack_stack::ladder::fmt_bytes;
 use synack_stack::sim::units::{parse_duration, parse_percent, parse_rate, parse_size};
 use synack_stack::sim::PathConfig;
 use synack_tcp::{Config, Duration};
+use synack_trace::ladder::fmt_bytes;
 
 pub use scenario::{OneConnection, Scenario};
 

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use synack_stack::ladder::fmt_bytes;
 use synack_tcp::{Duration, Instant};
+use synack_trace::ladder::fmt_bytes;
 
 use super::scenario::Outcome;
 use super::{fmt_duration, DemoError, Settings};

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use synack_stack::ladder::{LadderBuilder, LineRenderer, Phases, Row, Summary};
 use synack_tcp::{Config, Duration, Instant};
+use synack_trace::ladder::{LadderBuilder, LineRenderer, Phases, Row, Summary};
 
 use super::app::{response_head, Client, Server};
 use super::world::{World, CLIENT_IP, SERVER_IP};

@@ -10,8 +10,8 @@ use clap::Args;
 use http::header::CONNECTION;
 use http::{Method, Request};
 use synack_http::{
-    CertVerification, Client, ClientConfig, Connector, Http2Config, KernelConnector, Origin,
-    PoolConfig, Protocol, RequestInfo, SynackConnector, TlsConfig,
+    CertVerification, Client, ClientConfig, Connector, Http2ClientConfig, KernelConnector, Origin,
+    PoolConfig, Protocol, RequestInfo, SynackConnector, TlsClientConfig,
 };
 use synack_stack::net::nc;
 
@@ -162,16 +162,16 @@ impl GetArgs {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             keepalive_margin: self.keepalive_margin,
-            http2: Http2Config {
+            http2: Http2ClientConfig {
                 prior_knowledge: self.http2,
                 alpn: !self.http1_1,
                 enable_multiple_connections: self.http2_multiple_connections,
                 keep_alive_interval: self.ping_interval,
                 keep_alive_timeout: self.ping_timeout,
                 keep_alive_while_idle: self.ping_interval.is_some(),
-                ..Http2Config::default()
+                ..Http2ClientConfig::default()
             },
-            tls: TlsConfig { verification },
+            tls: TlsClientConfig { verification },
             ..ClientConfig::default()
         })
     }

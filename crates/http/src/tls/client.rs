@@ -20,10 +20,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
-/// ALPN protocol id of HTTP/2 over TLS (RFC 9113 §3.2).
-pub const ALPN_H2: &[u8] = b"h2";
-/// ALPN protocol id of HTTP/1.1 (RFC 7301 §6).
-pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+use super::provider;
 
 /// How the client checks the server's certificate.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -86,7 +83,7 @@ impl CertVerification {
 
 /// The client's TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsConfig {
+pub struct TlsClientConfig {
     /// How the server's certificate is checked.
     pub verification: CertVerification,
 }
@@ -102,11 +99,6 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// How long the handshake took (ClientHello to the server's Finished).
     pub handshake: Duration,
-}
-
-/// The crypto provider: `ring` (no aws-lc-rs build).
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The system's roots, read once per process.
@@ -125,7 +117,10 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 /// A rustls client configuration for `config`, offering `alpn` in order of preference.
-pub fn rustls_config(config: &TlsConfig, alpn: &[&[u8]]) -> io::Result<Arc<rustls::ClientConfig>> {
+pub fn rustls_config(
+    config: &TlsClientConfig,
+    alpn: &[&[u8]],
+) -> io::Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

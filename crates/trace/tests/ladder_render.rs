@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use synack_stack::ladder::{Ladder, Row};
 use synack_stack::sim::PathConfig;
 use synack_tcp::{Config, ConnId, Duration, RecvError, State, TraceRecord};
+use synack_trace::ladder::{Ladder, Row};
 
 /// What one exchange left behind.
 struct Run {

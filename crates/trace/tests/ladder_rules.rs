@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
-use synack_stack::ladder::{FoldedRow, Ladder, NoteKind, Row};
 use synack_tcp::{
     Direction, FourTuple, Instant, RetransmitCause, SegmentInfo, SeqNum, State, TraceEvent,
     TraceRecord,
 };
+use synack_trace::ladder::{FoldedRow, Ladder, NoteKind, Row};
 use synack_wire::{SackBlock, TcpFlags, TcpOptions};
 
 const C: &str = "198.18.0.1:40000";

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use synack_stack::ladder::{BuiltLadder, Ladder, LadderBuilder, Row};
 use synack_stack::sim::PathConfig;
 use synack_tcp::{Config, ConnId, Duration, RecvError, TraceRecord};
+use synack_trace::ladder::{BuiltLadder, Ladder, LadderBuilder, Row};
 
 /// Steps between two drains of the endpoints' traces into the builder.
 const DRAIN_EVERY: usize = 16;

@@ -302,7 +302,7 @@ impl Default for Options {
 /// recorded, in bounded memory, use a [`LadderBuilder`] (which `Ladder` runs on its records).
 ///
 /// ```
-/// use synack_stack::ladder::Ladder;
+/// use synack_trace::ladder::Ladder;
 /// use synack_tcp::TraceRecord;
 ///
 /// let client: Vec<TraceRecord> = Vec::new();
@@ -446,14 +446,31 @@ impl LineRenderer {
     /// The line of `row` (without a newline). Its time is left blank when it equals the
     /// previous row's.
     pub fn line(&mut self, row: &Row) -> String {
-        let t = row.time();
+        let body = self.row_text(row);
+        self.with_time(row.time(), &body)
+    }
+
+    /// A line saying what a segment's payload carried (an HTTP request, an HTTP/2 frame, a
+    /// TLS record), drawn between the hosts with a wavy arrow: `from ~~> to : text`. Its
+    /// time is left blank when it equals the previous line's.
+    pub fn annotation(&mut self, time: Instant, from: &str, to: &str, text: &str) -> String {
+        let w = self.name_width;
+        let body = format!("{from:>w$} ~~> {to:<w$} : {text}");
+        self.with_time(time, &body)
+    }
+
+    /// A line of free text after the time column (blank when it equals the previous line's).
+    pub fn text(&mut self, time: Instant, text: &str) -> String {
+        self.with_time(time, text)
+    }
+
+    fn with_time(&mut self, t: Instant, body: &str) -> String {
         let time = if self.last_time == Some(t) {
             String::new()
         } else {
             fmt_secs(t.saturating_duration_since(self.origin).as_micros() as u64)
         };
         self.last_time = Some(t);
-        let body = self.row_text(row);
         format!("{time:>10}  {body}").trim_end().to_owned()
     }
 
@@ -654,7 +671,7 @@ impl Reassembly {
 /// segment that arrives does so within the horizon.
 ///
 /// ```
-/// use synack_stack::ladder::LadderBuilder;
+/// use synack_trace::ladder::LadderBuilder;
 /// use synack_tcp::{Duration, Instant};
 ///
 /// let mut b = LadderBuilder::new(&["client", "server"]).loss_horizon(Duration::from_secs(1));
@@ -739,7 +756,7 @@ impl LadderBuilder {
     }
 
     /// A sent segment whose arrival has not been merged `horizon` after it was sent is lost:
-    /// no path delivers later (see [`PathConfig::max_transit`](crate::sim::PathConfig::max_transit)).
+    /// no path delivers later (see [`PathConfig::max_transit`](synack_stack::sim::PathConfig::max_transit)).
     /// Without a horizon, fates are settled only by arrivals and by [`finish`](Self::finish),
     /// and every record sent after a lost segment stays held until then.
     pub fn loss_horizon(mut self, horizon: Duration) -> Self {

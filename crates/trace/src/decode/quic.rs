@@ -1,0 +1,173 @@
+//! QUIC long-header packets in UDP datagrams (RFC 9000 §17.2; QUIC version 2, RFC 9369 §3.2),
+//! the packets that open a connection: Initial, 0-RTT, Handshake and Retry, with their
+//! connection IDs. A datagram may carry several coalesced packets (RFC 9000 §12.2); each is
+//! found by its Length field. Short-header (1-RTT) packets end the walk: their length is the
+//! rest of the datagram.
+
+/// QUIC version 1 (RFC 9000).
+pub const VERSION_1: u32 = 1;
+/// QUIC version 2 (RFC 9369).
+pub const VERSION_2: u32 = 0x6b33_43cf;
+
+/// The type of a long-header packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LongType {
+    Initial,
+    ZeroRtt,
+    Handshake,
+    Retry,
+}
+
+impl LongType {
+    /// Its name as RFC 9000 §17.2 writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LongType::Initial => "Initial",
+            LongType::ZeroRtt => "0-RTT",
+            LongType::Handshake => "Handshake",
+            LongType::Retry => "Retry",
+        }
+    }
+}
+
+/// A long-header packet (its protected parts unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongHeader<'a> {
+    pub version: u32,
+    pub kind: LongType,
+    /// Destination connection ID.
+    pub dcid: &'a [u8],
+    /// Source connection ID.
+    pub scid: &'a [u8],
+}
+
+/// Whether `v` is a QUIC version this parser knows the packet types of: 1, 2, and the
+/// drafts that became version 1 (0xff0000xx, types numbered as in version 1).
+pub fn known_version(v: u32) -> bool {
+    v == VERSION_1 || v == VERSION_2 || (v & 0xffff_ff00) == 0xff00_0000
+}
+
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    let len = 1usize << (first >> 6);
+    let bytes = b.get(..len)?;
+    let mut v = u64::from(first & 0x3f);
+    for &x in &bytes[1..] {
+        v = (v << 8) | u64::from(x);
+    }
+    Some((v, len))
+}
+
+/// The long-header packets at the start of a UDP payload, coalesced ones included. Returns
+/// nothing if the first byte is not a long header of a [known version](known_version) (a
+/// version negotiation packet, version 0, is not one either).
+///
+/// ```
+/// use synack_trace::decode::quic::{long_headers, LongType};
+///
+/// // An Initial: version 1, DCID 8 bytes, SCID 0, token 0, length 2, then 2 bytes.
+/// let mut d = vec![0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 2, 0xaa, 0xbb];
+/// let p = long_headers(&d);
+/// assert_eq!(p.len(), 1);
+/// assert_eq!(p[0].kind, LongType::Initial);
+/// assert_eq!(p[0].dcid, [1, 2, 3, 4, 5, 6, 7, 8]);
+/// ```
+pub fn long_headers(mut d: &[u8]) -> Vec<LongHeader<'_>> {
+    let mut out = Vec::new();
+    while let Some((h, rest)) = one(d) {
+        out.push(h);
+        d = rest;
+        if out.len() >= 16 {
+            break;
+        }
+    }
+    out
+}
+
+fn one(d: &[u8]) -> Option<(LongHeader<'_>, &[u8])> {
+    let first = *d.first()?;
+    // Header Form 1 (long) and Fixed Bit 1 (RFC 9000 §17.2).
+    if first & 0xc0 != 0xc0 {
+        return None;
+    }
+    let version = u32::from_be_bytes(d.get(1..5)?.try_into().ok()?);
+    if !known_version(version) {
+        return None;
+    }
+    let bits = (first >> 4) & 0x3;
+    let kind = if version == VERSION_2 {
+        // RFC 9369 §3.2: Initial 0b01, 0-RTT 0b10, Handshake 0b11, Retry 0b00.
+        match bits {
+            1 => LongType::Initial,
+            2 => LongType::ZeroRtt,
+            3 => LongType::Handshake,
+            _ => LongType::Retry,
+        }
+    } else {
+        match bits {
+            0 => LongType::Initial,
+            1 => LongType::ZeroRtt,
+            2 => LongType::Handshake,
+            _ => LongType::Retry,
+        }
+    };
+    let mut at = 5;
+    let dlen = usize::from(*d.get(at)?);
+    // RFC 9000 §17.2: a v1 connection ID is at most 20 bytes.
+    if dlen > 20 {
+        return None;
+    }
+    let dcid = d.get(at + 1..at + 1 + dlen)?;
+    at += 1 + dlen;
+    let slen = usize::from(*d.get(at)?);
+    if slen > 20 {
+        return None;
+    }
+    let scid = d.get(at + 1..at + 1 + slen)?;
+    at += 1 + slen;
+    let header = LongHeader {
+        version,
+        kind,
+        dcid,
+        scid,
+    };
+    if kind == LongType::Retry {
+        return Some((header, &[]));
+    }
+    if kind == LongType::Initial {
+        let (tlen, n) = varint(d.get(at..)?)?;
+        at = at
+            .checked_add(n)?
+            .checked_add(usize::try_from(tlen).ok()?)?;
+    }
+    let (len, n) = varint(d.get(at..)?)?;
+    let end = at.checked_add(n)?.checked_add(usize::try_from(len).ok()?)?;
+    let rest = d.get(end..).unwrap_or_default();
+    Some((header, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesced_initial_and_handshake() {
+        let mut d = vec![0xc0, 0, 0, 0, 1, 2, 9, 9, 1, 7, 0, 0x40, 3, 1, 2, 3];
+        d.extend_from_slice(&[0xe0, 0, 0, 0, 1, 2, 9, 9, 1, 7, 1, 0]);
+        d.extend_from_slice(&[0x40, 1, 2, 3]); // a short header packet: ends the walk
+        let p = long_headers(&d);
+        let kinds: Vec<LongType> = p.iter().map(|h| h.kind).collect();
+        assert_eq!(kinds, [LongType::Initial, LongType::Handshake]);
+        assert_eq!(p[1].scid, [7]);
+    }
+
+    #[test]
+    fn not_quic() {
+        assert!(long_headers(&[0x12, 0x34, 1, 0, 0, 1]).is_empty());
+        assert!(long_headers(&[0xc0, 0, 0, 0, 0, 0, 0]).is_empty()); // version negotiation
+        assert!(long_headers(&[0xc0, 0, 0, 0, 1, 30]).is_empty());
+        for n in 0..12 {
+            let _ = long_headers(&[0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6][..n]);
+        }
+    }
+}
