@@ -29,6 +29,22 @@ pub struct SelfSigned {
 impl SelfSigned {
     /// A new key pair and a self-signed certificate for `names` (at least one).
     pub fn generate(names: &[String]) -> io::Result<SelfSigned> {
+        Self::generate_with(names, &rcgen::PKCS_ECDSA_P256_SHA256, None)
+    }
+
+    /// As [`generate`](Self::generate), with an Ed25519 key and serial number 1: its
+    /// signatures (RFC 8032) are deterministic and all of one size, so every handshake made
+    /// with it has the same bytes count, as a reproducible run on a simulated network needs
+    /// (ECDSA signatures differ in length from one handshake to the next).
+    pub fn generate_ed25519(names: &[String]) -> io::Result<SelfSigned> {
+        Self::generate_with(names, &rcgen::PKCS_ED25519, Some(1))
+    }
+
+    fn generate_with(
+        names: &[String],
+        alg: &'static rcgen::SignatureAlgorithm,
+        serial: Option<u64>,
+    ) -> io::Result<SelfSigned> {
         if names.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -39,7 +55,10 @@ impl SelfSigned {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, names[0].clone());
-        let key = rcgen::KeyPair::generate().map_err(invalid)?;
+        if let Some(n) = serial {
+            params.serial_number = Some(rcgen::SerialNumber::from(n));
+        }
+        let key = rcgen::KeyPair::generate_for(alg).map_err(invalid)?;
         let cert = params.self_signed(&key).map_err(invalid)?;
         Ok(SelfSigned {
             cert_pem: cert.pem(),

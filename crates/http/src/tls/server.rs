@@ -68,11 +68,15 @@ impl TlsServerConfig {
     /// [`SelfSigned::for_addr`]), and that certificate.
     pub fn self_signed(addr: IpAddr) -> io::Result<(TlsServerConfig, SelfSigned)> {
         let c = SelfSigned::for_addr(addr)?;
-        let cfg = Self::new(
+        Ok((Self::with_self_signed(&c)?, c))
+    }
+
+    /// A configuration that presents `c`.
+    pub fn with_self_signed(c: &SelfSigned) -> io::Result<TlsServerConfig> {
+        Self::new(
             vec![c.cert.clone()],
             PrivateKeyDer::Pkcs8(c.key.clone_key()),
-        )?;
-        Ok((cfg, c))
+        )
     }
 
     /// A configuration made elsewhere (its ALPN list is used as it is).
