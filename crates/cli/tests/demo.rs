@@ -467,7 +467,7 @@ fn a_time_wait_past_the_time_limit_is_no_failure() {
     // TLS scenarios have none: their client closes after sending its close_notify without
     // reading the server's, so the server's close_notify meets a closed socket and is
     // answered with a RST, as Linux answers data for a socket closed for reading.
-    assert_eq!(out.matches("past --time-limit 30s").count(), 7, "{out}");
+    assert_eq!(out.matches("past --time-limit 30s").count(), 8, "{out}");
     assert_eq!(out.matches("TIME-WAIT:   none").count(), 2, "{out}");
 }
 
@@ -631,6 +631,10 @@ fn the_capture_covers_every_scenario() {
         ("-http2", "calls: HTTP/2, one connection"),
         ("-http2-tls", "calls: HTTP/2 over TLS"),
         ("-https-per-call", "calls: HTTPS/1.1, new connection each"),
+        (
+            "-http2-slow-reader",
+            "calls: HTTP/2, small windows, a slow reader",
+        ),
         ("-pool-loss2", "calls: pool, concurrency 4, 2% loss"),
         ("-http2-loss2", "calls: HTTP/2, one connection, 2% loss"),
     ] {
@@ -668,4 +672,60 @@ fn the_capture_covers_every_scenario() {
         );
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// HTTP/2 flow control, visible (issue 12 item 5): in the slow-reader scenario the slow
+/// call's stream gets its first window's worth of DATA and then nothing more until it reads,
+/// while the other streams' windows are opened by WINDOW_UPDATEs as they are read; the trace
+/// of its capture draws the frames beside the segments.
+#[test]
+fn a_slow_reader_stalls_only_its_own_stream() {
+    let base = temp("flow.pcap");
+    let out = demo(&["--calls", "4", "--pcap", base.to_str().unwrap()]);
+    let results = out.split("\nresults:\n").nth(1).expect("a results table");
+    let row: Vec<&str> = results
+        .lines()
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix("calls: HTTP/2, small windows, a slow reader  ")
+        })
+        .expect("the slow-reader row")
+        .split_whitespace()
+        .collect();
+    // One connection; the three other calls end in 7 RTTs, the slow one after its 500 ms.
+    assert_eq!(row[..4], ["1", "1.00", "4", "363.0/762.0"], "{results}");
+    let path = base.with_file_name(format!(
+        "synack-demo-{}-flow-http2-slow-reader.pcap",
+        std::process::id()
+    ));
+    let trace = synack(&["trace", path.to_str().unwrap()]);
+    assert!(trace.status.success());
+    let text = String::from_utf8(trace.stdout).unwrap();
+    let mut now = 0.0;
+    let mut first_update = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(t) = line
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+        {
+            now = t;
+        }
+        if let Some(rest) = line.split("WINDOW_UPDATE stream=").nth(1) {
+            let stream: u32 = rest.split_whitespace().next().unwrap().parse().unwrap();
+            first_update.entry(stream).or_insert(now);
+        }
+    }
+    assert!(
+        text.contains("server ~~> client : DATA stream=1 len=16384"),
+        "{text}"
+    );
+    for s in [3, 5, 7] {
+        assert!(first_update[&s] < 0.3, "stream {s}: {first_update:?}");
+    }
+    assert!(
+        first_update.get(&1).is_none_or(|t| *t > 0.5),
+        "{first_update:?}"
+    );
+    let _ = std::fs::remove_file(&path);
 }

@@ -85,6 +85,9 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
             "62.00"
         ]
     );
+    // Flow control: four calls at once, the first read only after 500 ms.
+    let slow = row(&out, "calls: HTTP/2, small windows, a slow reader");
+    assert_eq!(slow[..4], ["1", "1.00", "4", "363.0/762.0"]);
     // Head-of-line blocking at 2 % loss: a lost segment of HTTP/2's one connection holds up
     // every stream behind it, so its calls end together and late, while the pool's four
     // connections let most calls end early.
@@ -110,7 +113,7 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     ] {
         assert!(out.contains(header), "{header:?} in\n{out}");
     }
-    for r in [&per_call, &keepalive, &pool, &h2, &h2tls, &https] {
+    for r in [&per_call, &keepalive, &pool, &h2, &h2tls, &https, &slow] {
         assert_eq!(r[8], "0", "no retransmission");
     }
     assert!(out.contains("delivered:   request 920 B; reply 22840 B (2360 B head + 20 KiB body"));

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONNECTION;
 use http::Request;
+use http_body_util::BodyExt;
 use synack_http::routes::{pattern_byte, Routes};
 use synack_http::server::Listener;
 use synack_http::tls::cert::SelfSigned;
@@ -28,7 +29,7 @@ use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
 use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{Direction as TapDirection, Tap};
 use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
-use synack_trace::ladder::{LadderBuilder, LineRenderer, Row};
+use synack_trace::ladder::{fmt_bytes, LadderBuilder, LineRenderer, Row};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::scenario::{ladder_builder, Outcome, Scenario, HOSTS};
@@ -51,7 +52,18 @@ pub enum Mode {
     Http2Tls,
     /// HTTPS/1.1 with a new connection per call: a TCP and a TLS handshake each.
     Https1PerCall,
+    /// Every call at once on one HTTP/2 connection whose client grants small windows
+    /// ([`SLOW_STREAM_WINDOW`], [`SLOW_CONN_WINDOW`]), and whose first call reads its reply
+    /// only after [`SLOW_READ_AFTER`]: flow control (RFC 9113 §5.2) at work.
+    Http2SlowReader,
 }
+
+/// The stream window of [`Mode::Http2SlowReader`]'s client (`SETTINGS_INITIAL_WINDOW_SIZE`).
+pub const SLOW_STREAM_WINDOW: u32 = 16 * 1024;
+/// Its connection window.
+pub const SLOW_CONN_WINDOW: u32 = 64 * 1024;
+/// How long its slow reader leaves its reply unread.
+pub const SLOW_READ_AFTER: Duration = Duration::from_millis(500);
 
 impl Mode {
     fn tls(self) -> bool {
@@ -59,7 +71,7 @@ impl Mode {
     }
 
     fn http2(self) -> bool {
-        matches!(self, Mode::Http2 | Mode::Http2Tls)
+        matches!(self, Mode::Http2 | Mode::Http2Tls | Mode::Http2SlowReader)
     }
 }
 
@@ -277,7 +289,7 @@ impl ApiCalls {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
         let close = matches!(self.mode, Mode::ConnPerCall | Mode::Https1PerCall);
         let expect = self.reply_bytes;
-        let one = move |client: Client, url: String| async move {
+        let one = move |client: Client, url: String, slow: bool| async move {
             let started = tokio::time::Instant::now();
             let mut req = Request::get(url.as_str());
             if close {
@@ -286,10 +298,23 @@ impl ApiCalls {
             let req = req
                 .body(Bytes::new())
                 .map_err(|e| DemoError::Run(e.to_string()))?;
-            let r = client
-                .request(req)
-                .await
-                .map_err(|e| DemoError::Run(format!("GET {url}: {e}")))?;
+            let failed = |e: synack_http::Error| DemoError::Run(format!("GET {url}: {e}"));
+            let r = if slow {
+                // The head has come; the reply's DATA fills the stream's window and stops
+                // there until this reader reads (and its WINDOW_UPDATEs open the window).
+                let r = client.send(req).await.map_err(failed)?;
+                tokio::time::sleep(SLOW_READ_AFTER).await;
+                let (parts, mut body) = r.into_parts();
+                let mut got = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    if let Some(d) = frame.map_err(failed)?.data_ref() {
+                        got.extend_from_slice(d);
+                    }
+                }
+                http::Response::from_parts(parts, Bytes::from(got))
+            } else {
+                client.request(req).await.map_err(failed)?
+            };
             let body = r.body();
             if r.status() != 200
                 || body.len() as u64 != expect
@@ -309,10 +334,11 @@ impl ApiCalls {
         let lanes = match self.mode {
             Mode::Pool => self.concurrency.max(1),
             // Every call at once: HTTP/2 multiplexes them on one connection.
-            Mode::Http2 | Mode::Http2Tls => self.calls.max(1),
+            Mode::Http2 | Mode::Http2Tls | Mode::Http2SlowReader => self.calls.max(1),
             _ => 1,
         };
         let stagger = self.mode == Mode::Pool;
+        let mode = self.mode;
         let mut tasks = tokio::task::JoinSet::new();
         for lane in 0..lanes {
             // Lane k makes calls k, k + C, k + 2C, ...
@@ -327,8 +353,10 @@ impl ApiCalls {
                     tokio::time::sleep(Duration::from_millis(lane as u64)).await;
                 }
                 let mut got = (0, Vec::with_capacity(n));
+                // The first call of the slow-reader scenario is the slow one.
+                let slow = lane == 0 && mode == Mode::Http2SlowReader;
                 for _ in 0..n {
-                    let (bytes, took) = one(client.clone(), url.clone()).await?;
+                    let (bytes, took) = one(client.clone(), url.clone(), slow).await?;
                     got.0 += bytes;
                     got.1.push(took);
                 }
@@ -371,7 +399,9 @@ impl ApiCalls {
         };
         hook(&c, feed, 0);
         hook(&s, feed, 1);
-        let listener = TcpListener::bind(&s, SocketAddr::new(SERVER_IP, SERVER_PORT))
+        // HTTPS on its own port (RFC 9110 §4.2.2), HTTP on the demo's.
+        let port = if self.mode.tls() { 443 } else { SERVER_PORT };
+        let listener = TcpListener::bind(&s, SocketAddr::new(SERVER_IP, port))
             .await
             .map_err(|e| DemoError::Run(format!("listen: {e}")))?;
         let bytes = Arc::new(Bytes2::default());
@@ -394,7 +424,7 @@ impl ApiCalls {
                 bytes: bytes.clone(),
             },
             ServerConfig {
-                h2c: self.mode == Mode::Http2,
+                h2c: matches!(self.mode, Mode::Http2 | Mode::Http2SlowReader),
                 tls: tls.as_ref().map(|t| t.0.clone()),
                 ..ServerConfig::default()
             },
@@ -418,7 +448,11 @@ impl ApiCalls {
                 request_timeout: settings.time_limit,
                 connect_timeout: settings.time_limit,
                 http2: Http2ClientConfig {
-                    prior_knowledge: self.mode == Mode::Http2,
+                    prior_knowledge: matches!(self.mode, Mode::Http2 | Mode::Http2SlowReader),
+                    initial_stream_window_size: (self.mode == Mode::Http2SlowReader)
+                        .then_some(SLOW_STREAM_WINDOW),
+                    initial_connection_window_size: (self.mode == Mode::Http2SlowReader)
+                        .then_some(SLOW_CONN_WINDOW),
                     // HTTPS/1.1: the client offers only http/1.1.
                     alpn: self.mode.http2(),
                     ..Http2ClientConfig::default()
@@ -433,7 +467,7 @@ impl ApiCalls {
             },
         );
         let scheme = if self.mode.tls() { "https" } else { "http" };
-        let url = format!("{scheme}://{SERVER_IP}:{SERVER_PORT}");
+        let url = format!("{scheme}://{SERVER_IP}:{port}");
         let gave_up = |what: String| {
             DemoError::Run(format!(
                 "gave up after {} of virtual time (--time-limit): {what}; raise --time-limit",
@@ -552,6 +586,7 @@ fn capture_path(base: &std::path::Path, mode: Mode, mode_loss: Option<f64>) -> s
         Mode::Http2 => "http2",
         Mode::Http2Tls => "http2-tls",
         Mode::Https1PerCall => "https-per-call",
+        Mode::Http2SlowReader => "http2-slow-reader",
     };
     let tag = match loss_tag(mode_loss) {
         Some(l) => format!("{tag}-loss{l}"),
@@ -592,6 +627,7 @@ impl Scenario for ApiCalls {
             Mode::Http2 => "calls: HTTP/2, one connection".into(),
             Mode::Http2Tls => "calls: HTTP/2 over TLS".into(),
             Mode::Https1PerCall => "calls: HTTPS/1.1, new connection each".into(),
+            Mode::Http2SlowReader => "calls: HTTP/2, small windows, a slow reader".into(),
         };
         match loss_tag(self.loss) {
             Some(l) => format!("{name}, {l}% loss"),
@@ -628,6 +664,15 @@ impl Scenario for ApiCalls {
             Mode::Https1PerCall => format!(
                 "{n} calls of GET /bytes/{m} one after another over HTTPS/1.1, each with \
                  Connection: close: a TCP and a TLS handshake per call"
+            ),
+            Mode::Http2SlowReader => format!(
+                "{n} calls of GET /bytes/{m} at once on one HTTP/2 connection whose client \
+                 grants {} per stream and {} per connection; call 1 reads its reply only after \
+                 {}: its stream stops when its window is full while the others flow, all within \
+                 the connection's window",
+                fmt_bytes(SLOW_STREAM_WINDOW as u64),
+                fmt_bytes(SLOW_CONN_WINDOW as u64),
+                super::fmt_duration(SLOW_READ_AFTER),
             ),
         }
     }

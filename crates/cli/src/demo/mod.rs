@@ -408,6 +408,12 @@ fn fmt_rate(bps: u64) -> String {
     format!("{bps}bit")
 }
 
+/// The least reply per call in the flow-control scenario: four stream windows.
+const SLOW_REPLY: u64 = 64 * 1024;
+
+/// The most calls of the flow-control scenario: few enough that the slow one stands out.
+const SLOW_CALLS: usize = 4;
+
 /// The loss rate of the head-of-line blocking scenarios.
 const HOL_LOSS: f64 = 0.02;
 
@@ -440,6 +446,11 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
         Box::new(calls(keepalive::Mode::Http2)),
         Box::new(calls(keepalive::Mode::Http2Tls)),
         Box::new(calls(keepalive::Mode::Https1PerCall)),
+        Box::new(keepalive::ApiCalls {
+            calls: (args.calls as usize).min(SLOW_CALLS),
+            reply_bytes: args.call_bytes.max(SLOW_REPLY),
+            ..calls(keepalive::Mode::Http2SlowReader)
+        }),
         Box::new(lossy(keepalive::Mode::Pool)),
         Box::new(lossy(keepalive::Mode::Http2)),
     ];
