@@ -142,6 +142,8 @@ struct Feed {
     connecting: HashMap<FourTuple, Instant>,
     /// Sum over the client's connections of SYN sent -> ESTABLISHED.
     handshake_time: Duration,
+    /// Where `--html` keeps the records.
+    recorder: Option<super::export::Recorder>,
 }
 
 /// Records pushed between two advances of the builder.
@@ -161,6 +163,9 @@ impl Feed {
             }
         }
         self.builder.push(host, [*r]);
+        if let Some(rec) = &self.recorder {
+            rec.records(host, std::slice::from_ref(r));
+        }
         self.last[host] = Some(r.time);
         self.since_advance += 1;
         if self.since_advance >= ADVANCE_EVERY {
@@ -218,11 +223,17 @@ struct Run {
 }
 
 impl ApiCalls {
-    async fn calls(&self, client: &Client, origin_url: &str) -> Result<u64, DemoError> {
+    async fn calls(
+        &self,
+        client: &Client,
+        origin_url: &str,
+        log: Option<super::export::CallLog>,
+    ) -> Result<u64, DemoError> {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
         let close = self.mode == Mode::ConnPerCall;
         let expect = self.reply_bytes;
-        let one = move |client: Client, url: String| async move {
+        let one = move |client: Client, url: String, log: Option<super::export::CallLog>| async move {
+            let start = log.as_ref().map(super::export::CallLog::now);
             let mut req = Request::get(url.as_str());
             if close {
                 req = req.header(CONNECTION, "close");
@@ -248,6 +259,9 @@ impl ApiCalls {
                     body.len()
                 )));
             }
+            if let (Some(log), Some(start)) = (&log, start) {
+                log.done(start, &r);
+            }
             Ok::<u64, DemoError>(body.len() as u64)
         };
         let lanes = match self.mode {
@@ -258,7 +272,7 @@ impl ApiCalls {
         for lane in 0..lanes {
             // Lane k makes calls k, k + C, k + 2C, ...
             let n = (self.calls + lanes - 1 - lane) / lanes;
-            let (client, url) = (client.clone(), url.clone());
+            let (client, url, log) = (client.clone(), url.clone(), log.clone());
             tasks.spawn(async move {
                 // Lanes start 1 ms apart (tokio's timer resolution): no two connections have
                 // events at the same instant, whose order would depend on the stack's hash map
@@ -266,7 +280,7 @@ impl ApiCalls {
                 tokio::time::sleep(Duration::from_millis(lane as u64)).await;
                 let mut got = 0;
                 for _ in 0..n {
-                    got += one(client.clone(), url.clone()).await?;
+                    got += one(client.clone(), url.clone(), log.clone()).await?;
                 }
                 Ok::<u64, DemoError>(got)
             });
@@ -338,7 +352,8 @@ impl ApiCalls {
                 super::fmt_duration(settings.time_limit)
             ))
         };
-        let body = match tokio::time::timeout_at(deadline, self.calls(&client, &url)).await {
+        let log = settings.recorder.as_ref().map(|r| r.call_log(&c));
+        let body = match tokio::time::timeout_at(deadline, self.calls(&client, &url, log)).await {
             Ok(r) => r?,
             Err(_) => {
                 let mut open = describe("client", &c);
@@ -482,6 +497,7 @@ impl Scenario for ApiCalls {
             held_peak: 0,
             connecting: HashMap::new(),
             handshake_time: Duration::ZERO,
+            recorder: settings.recorder.clone(),
         }));
         let run = rt.block_on(self.run_async(settings, &feed));
         drop(rt);
