@@ -14,8 +14,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synack_stack::sim::units::parse_duration;
 use synack_trace::capture::{CaptureReader, Frame};
-use synack_trace::live::{self, LiveCapture};
 use synack_trace::html::{self, capture::FlowCollector, Block, Page, Section, Table};
+use synack_trace::live::{self, LiveCapture};
 use synack_trace::report::{connection_block, heading, phases_line, Filter, Only, Report};
 use synack_trace::{Analyzer, ConnTrace};
 
@@ -146,7 +146,9 @@ impl<W: Write> Out<'_, W> {
         self.report.add(&t.summary);
         if let Some(h) = self.html.as_mut() {
             if h.conns.len() < HTML_CONNECTIONS {
-                let origin = self.capture_start.unwrap_or(t.summary.milestones.first_packet);
+                let origin = self
+                    .capture_start
+                    .unwrap_or(t.summary.milestones.first_packet);
                 let d = html::capture::diagram(t, !self.args.absolute, &self.filter, origin);
                 let mut blocks = vec![Block::Text(phases_line(&t.summary))];
                 let plots = h.flows.plots(t, origin);
@@ -447,7 +449,9 @@ fn html_page(name: &str, report: &Report, parts: HtmlParts) -> String {
         }));
     }
     if blocks.is_empty() {
-        blocks.push(Block::Text("No TCP connection or QUIC flow in the capture.".into()));
+        blocks.push(Block::Text(
+            "No TCP connection or QUIC flow in the capture.".into(),
+        ));
     }
     page.sections.push(Section {
         id: "tables".into(),

@@ -118,13 +118,28 @@ pub enum Event {
     Segment(Arrow),
     Band(Band),
     /// A state change beside a lifeline (`SYN-SENT -> ESTABLISHED`).
-    State { side: Side, t: u64, text: String },
+    State {
+        side: Side,
+        t: u64,
+        text: String,
+    },
     /// A retransmission or congestion event beside a lifeline.
-    Note { side: Side, t: u64, text: String },
+    Note {
+        side: Side,
+        t: u64,
+        text: String,
+    },
     /// What a segment's payload carried (`GET /a HTTP/1.1`), between the lifelines.
-    Annotation { from: Side, t: u64, text: String },
+    Annotation {
+        from: Side,
+        t: u64,
+        text: String,
+    },
     /// A line of text across the diagram (what was left out).
-    Elided { t: u64, text: String },
+    Elided {
+        t: u64,
+        text: String,
+    },
 }
 
 impl Event {
@@ -354,11 +369,10 @@ pub fn render(page: &Page) -> String {
     o.push_str("</header>\n<nav>");
     let mut ids = Vec::new();
     for (i, s) in page.sections.iter().enumerate() {
-        let mut id: String = s
-            .id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let mut id: String =
+            s.id.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
         if id.is_empty() || ids.contains(&id) {
             id = format!("s{i}-{id}");
         }
@@ -371,16 +385,13 @@ pub fn render(page: &Page) -> String {
     );
     let mut n = 0usize;
     for (s, id) in page.sections.iter().zip(&ids) {
-        let _ = write!(o, "<section id=\"{id}\"><h2>{}</h2>\n", esc(&s.title));
+        let _ = writeln!(o, "<section id=\"{id}\"><h2>{}</h2>", esc(&s.title));
         for b in &s.blocks {
             block(&mut o, b, &mut n);
         }
         o.push_str("</section>\n");
     }
-    let _ = write!(
-        o,
-        "</main>\n<script>{JS}</script>\n</body></html>\n"
-    );
+    let _ = write!(o, "</main>\n<script>{JS}</script>\n</body></html>\n");
     o
 }
 
@@ -388,7 +399,7 @@ pub fn render(page: &Page) -> String {
 fn block(o: &mut String, b: &Block, n: &mut usize) {
     match b {
         Block::Text(t) => {
-            let _ = write!(o, "<p>{}</p>\n", esc(t));
+            let _ = writeln!(o, "<p>{}</p>", esc(t));
         }
         Block::Figures(f) => {
             o.push_str("<div class=\"figs\">");
@@ -432,9 +443,9 @@ fn block(o: &mut String, b: &Block, n: &mut usize) {
             open,
             blocks,
         } => {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<details{}><summary>{}</summary>\n",
+                "<details{}><summary>{}</summary>",
                 if *open { " open" } else { "" },
                 esc(summary)
             );
@@ -453,14 +464,22 @@ fn table(o: &mut String, t: &Table) {
     }
     o.push_str("<thead><tr>");
     for (i, h) in t.header.iter().enumerate() {
-        let class = if i < t.text_columns { "" } else { " class=\"n\"" };
+        let class = if i < t.text_columns {
+            ""
+        } else {
+            " class=\"n\""
+        };
         let _ = write!(o, "<th{class}>{}</th>", esc(h));
     }
     o.push_str("</tr></thead><tbody>");
     for (r, row) in t.rows.iter().enumerate() {
         o.push_str("<tr>");
         for (i, c) in row.iter().enumerate() {
-            let class = if i < t.text_columns { "" } else { " class=\"n\"" };
+            let class = if i < t.text_columns {
+                ""
+            } else {
+                " class=\"n\""
+            };
             match t.links.get(r).and_then(Option::as_ref) {
                 Some(href) if i == 0 => {
                     let _ = write!(

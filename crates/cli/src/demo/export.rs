@@ -308,9 +308,7 @@ fn result_row(o: &Outcome) -> ResultRow {
     };
     ResultRow {
         handshakes: o.summary.handshakes,
-        handshake: o
-            .handshake_time
-            .or(span(p.connect_start, p.handshake_done)),
+        handshake: o.handshake_time.or(span(p.connect_start, p.handshake_done)),
         requests: o.requests,
         to_last_byte: span(p.connect_start, p.last_response_byte),
         to_closed: span(p.connect_start, p.closed),
@@ -365,8 +363,13 @@ pub fn json(args: &DemoArgs, settings: &Settings, scenarios: &[Exported<'_>]) ->
                 }),
                 _ => Value::Null,
             };
-            let capture = match (o.captured, o.capture_path.as_ref().or(settings.pcap.as_ref())) {
-                (Some(n), Some(path)) => json!({ "path": path.display().to_string(), "packets": n }),
+            let capture = match (
+                o.captured,
+                o.capture_path.as_ref().or(settings.pcap.as_ref()),
+            ) {
+                (Some(n), Some(path)) => {
+                    json!({ "path": path.display().to_string(), "packets": n })
+                }
                 _ => Value::Null,
             };
             let calls: Vec<Value> = e
@@ -549,7 +552,10 @@ fn scenario_section(settings: &Settings, e: &Exported<'_>) -> Section {
         ("lost".into(), r.lost.to_string()),
     ]));
     let mut phases = Table {
-        caption: Some("Phases (of the first connection; the last byte and the close: of the whole run)".into()),
+        caption: Some(
+            "Phases (of the first connection; the last byte and the close: of the whole run)"
+                .into(),
+        ),
         header: ["phase", "from (s)", "to (s)", "ms", "RTTs"]
             .map(String::from)
             .to_vec(),
@@ -646,7 +652,9 @@ fn scenario_section(settings: &Settings, e: &Exported<'_>) -> Section {
         blocks.push(Block::Plots(v.plots.clone()));
     }
     if views.is_empty() && rec.records.is_empty() {
-        blocks.push(Block::Text("No trace was recorded for this scenario.".into()));
+        blocks.push(Block::Text(
+            "No trace was recorded for this scenario.".into(),
+        ));
     }
     let n = views.len();
     for (i, v) in views.into_iter().take(MAX_DIAGRAMS).enumerate() {
@@ -697,14 +705,14 @@ fn waterfall(calls: &[CallRecord], recs: &[(usize, TraceRecord)]) -> Waterfall {
             continue;
         }
         let ev = match r.event {
-            TraceEvent::State { to, .. } if to == State::SynSent => {
-                (r.event_port(), ClientEvent::Syn(r.time))
-            }
-            TraceEvent::State { from, to, .. }
-                if from == State::SynSent && to == State::Established =>
-            {
-                (r.event_port(), ClientEvent::Established(r.time))
-            }
+            TraceEvent::State {
+                to: State::SynSent, ..
+            } => (r.event_port(), ClientEvent::Syn(r.time)),
+            TraceEvent::State {
+                from: State::SynSent,
+                to: State::Established,
+                ..
+            } => (r.event_port(), ClientEvent::Established(r.time)),
             TraceEvent::Segment { dir, seg, .. } if seg.len > 0 => (
                 r.event_port(),
                 if dir == Direction::Sent {
@@ -737,9 +745,7 @@ fn waterfall(calls: &[CallRecord], recs: &[(usize, TraceRecord)]) -> Waterfall {
             while j < evs.len() && time(evs[j]) <= c.end {
                 match evs[j] {
                     ClientEvent::Syn(t) if !reused && syn.is_none() => syn = Some(t),
-                    ClientEvent::Established(t) if syn.is_some() && est.is_none() => {
-                        est = Some(t)
-                    }
+                    ClientEvent::Established(t) if syn.is_some() && est.is_none() => est = Some(t),
                     ClientEvent::DataSent(t) if req.is_none() => req = Some(t),
                     ClientEvent::DataReceived(t) if req.is_some() && first.is_none() => {
                         first = Some(t)

@@ -261,8 +261,7 @@ impl Settings {
             time_limit: a.time_limit,
             progress: a.progress,
             path,
-            recorder: (a.json || a.html.is_some())
-                .then(|| export::Recorder::new(a.html.is_some())),
+            recorder: (a.json || a.html.is_some()).then(|| export::Recorder::new(a.html.is_some())),
         };
         s.check_time("--bytes", a.bytes, "the reply needs")?;
         s.check_time(

@@ -40,7 +40,13 @@ pub fn diagram(t: &ConnTrace, relative: bool, filter: &Filter, origin_us: u64) -
         .into_iter()
         .filter(|r| filter.keep_row(r))
         .collect();
-    let side = |name: &str| if name == "client" { Side::Left } else { Side::Right };
+    let side = |name: &str| {
+        if name == "client" {
+            Side::Left
+        } else {
+            Side::Right
+        }
+    };
     // (delay from the sender to the capture point, from the capture point to the receiver)
     let legs = |from: Side| match from {
         Side::Left => (d_client, d_server),
@@ -75,7 +81,10 @@ pub fn diagram(t: &ConnTrace, relative: bool, filter: &Filter, origin_us: u64) -
                 let from = side(&sg.from);
                 let (before, after) = legs(from);
                 let line = lines.line(&Row::Segment(sg.clone()));
-                let label = line.split_once(" : ").map_or(line.as_str(), |x| x.1).to_owned();
+                let label = line
+                    .split_once(" : ")
+                    .map_or(line.as_str(), |x| x.1)
+                    .to_owned();
                 events.push(Event::Segment(Arrow {
                     from,
                     sent: t_us.saturating_sub(before),
@@ -90,7 +99,10 @@ pub fn diagram(t: &ConnTrace, relative: bool, filter: &Filter, origin_us: u64) -
                 let from = side(&f.from);
                 let (before, after) = legs(from);
                 let line = lines.line(&Row::Folded(f.clone()));
-                let label = line.split_once(" : ").map_or(line.as_str(), |x| x.1).to_owned();
+                let label = line
+                    .split_once(" : ")
+                    .map_or(line.as_str(), |x| x.1)
+                    .to_owned();
                 let (a, b) = (f.start.as_micros(), f.end.as_micros());
                 events.push(Event::Band(Band {
                     from,
@@ -164,7 +176,7 @@ impl<T: Copy> Thinned<T> {
     fn push(&mut self, p: T) {
         self.every = self.every.max(1);
         self.seen += 1;
-        if self.seen % self.every != 0 {
+        if !self.seen.is_multiple_of(self.every) {
             return;
         }
         self.points.push(p);
@@ -289,7 +301,11 @@ impl FlowCollector {
                     (false, true) => false,
                     _ => src.port() >= dst.port(),
                 };
-                let (client, server) = if src_is_client { (src, dst) } else { (dst, src) };
+                let (client, server) = if src_is_client {
+                    (src, dst)
+                } else {
+                    (dst, src)
+                };
                 self.flows.push(Flow {
                     client,
                     server,
@@ -423,8 +439,10 @@ impl FlowCollector {
         times.dedup();
         let mut flight: Vec<(f64, f64)> = Vec::new();
         for t in times {
-            let (Some(m), Some(a)) = (step(maxes, t + one_way), step(acks, t.saturating_sub(one_way)))
-            else {
+            let (Some(m), Some(a)) = (
+                step(maxes, t + one_way),
+                step(acks, t.saturating_sub(one_way)),
+            ) else {
                 continue;
             };
             let v = (secs(t, origin_us), m.saturating_sub(a) as f64 / 1024.0);

@@ -64,7 +64,9 @@ fn tuple_of(e: &TraceEvent) -> FourTuple {
 type WireKey = (SocketAddr, SocketAddr, u32, u32, u8, u16, usize, TcpOptions);
 
 fn wire_key(from: SocketAddr, to: SocketAddr, s: &SegmentInfo) -> WireKey {
-    (from, to, s.seq.0, s.ack.0, s.flags.0, s.window, s.len, s.options)
+    (
+        from, to, s.seq.0, s.ack.0, s.flags.0, s.window, s.len, s.options,
+    )
 }
 
 /// A sent segment as a ladder row shows it (host, sockets, time, flags, length).
@@ -82,7 +84,11 @@ fn cause(c: RetransmitCause) -> &'static str {
 /// The diagrams and plots of every connection in `records` (host index and record; host 0 is
 /// drawn at the left, host 1 at the right; `hosts` are their names), in the order the
 /// connections started.
-pub fn connections(records: &[(usize, TraceRecord)], hosts: [&str; 2], opts: Options) -> Vec<ConnView> {
+pub fn connections(
+    records: &[(usize, TraceRecord)],
+    hosts: [&str; 2],
+    opts: Options,
+) -> Vec<ConnView> {
     let mut per_host: [Vec<TraceRecord>; 2] = [Vec::new(), Vec::new()];
     for (h, r) in records {
         if *h < 2 {
@@ -95,7 +101,15 @@ pub fn connections(records: &[(usize, TraceRecord)], hosts: [&str; 2], opts: Opt
     let sent = per_host
         .iter()
         .flatten()
-        .filter(|r| matches!(r.event, TraceEvent::Segment { dir: Direction::Sent, .. }))
+        .filter(|r| {
+            matches!(
+                r.event,
+                TraceEvent::Segment {
+                    dir: Direction::Sent,
+                    ..
+                }
+            )
+        })
         .count();
     let rows = Ladder::new(&[(hosts[0], &per_host[0]), (hosts[1], &per_host[1])])
         .relative(opts.relative)
@@ -166,7 +180,14 @@ fn arrivals(per_host: &[Vec<TraceRecord>; 2]) -> HashMap<RowKey, VecDeque<Option
                 .or_default()
                 .push_back(slots.len());
             slots.push(None);
-            keys.push((h, tuple.local, tuple.remote, time.as_micros(), seg.flags.0, seg.len));
+            keys.push((
+                h,
+                tuple.local,
+                tuple.remote,
+                time.as_micros(),
+                seg.flags.0,
+                seg.len,
+            ));
         }
     }
     let mut out: HashMap<RowKey, VecDeque<Option<Instant>>> = HashMap::new();
@@ -183,7 +204,13 @@ fn view(
     opts: &Options,
     arrivals: &mut HashMap<RowKey, VecDeque<Option<Instant>>>,
 ) -> ConnView {
-    let side_of = |name: &str| if name == hosts[0] { Side::Left } else { Side::Right };
+    let side_of = |name: &str| {
+        if name == hosts[0] {
+            Side::Left
+        } else {
+            Side::Right
+        }
+    };
     let host_of = |name: &str| usize::from(name != hosts[0]);
     // The connection seen from the left host.
     let tuple = rows
@@ -239,9 +266,15 @@ fn view(
                     s.flags.0,
                     s.len,
                 );
-                let arrived = arrivals.get_mut(&key).and_then(VecDeque::pop_front).flatten();
+                let arrived = arrivals
+                    .get_mut(&key)
+                    .and_then(VecDeque::pop_front)
+                    .flatten();
                 let line = lines.line(row);
-                let label = line.split_once(" : ").map_or(line.as_str(), |x| x.1).to_owned();
+                let label = line
+                    .split_once(" : ")
+                    .map_or(line.as_str(), |x| x.1)
+                    .to_owned();
                 segments += 1;
                 events.push(Event::Segment(Arrow {
                     from: side_of(&s.from),
@@ -275,7 +308,10 @@ fn view(
             }
             Row::Folded(f) => {
                 let line = lines.line(row);
-                let label = line.split_once(" : ").map_or(line.as_str(), |x| x.1).to_owned();
+                let label = line
+                    .split_once(" : ")
+                    .map_or(line.as_str(), |x| x.1)
+                    .to_owned();
                 segments += f.segments + f.acks;
                 // The arrows folded into it are taken off the queue of arrivals.
                 let (start, end) = (f.start.as_micros(), f.end.as_micros());
@@ -395,13 +431,19 @@ pub(crate) fn rate(points: &[(u64, u64)], origin: u64, rtt: u64) -> Vec<(f64, f6
     for &(t, b) in points {
         let k = t / w;
         while k > bucket {
-            out.push((secs((bucket + 1) * w, origin), bytes as f64 * 8.0 / w as f64));
+            out.push((
+                secs((bucket + 1) * w, origin),
+                bytes as f64 * 8.0 / w as f64,
+            ));
             bytes = 0;
             bucket += 1;
         }
         bytes += b;
     }
-    out.push((secs((bucket + 1) * w, origin), bytes as f64 * 8.0 / w as f64));
+    out.push((
+        secs((bucket + 1) * w, origin),
+        bytes as f64 * 8.0 / w as f64,
+    ));
     out
 }
 
@@ -537,7 +579,10 @@ fn plots(recs: &[Vec<TraceRecord>; 2], tuple: FourTuple, origin: Instant, rtt: u
         }
     }
     let range = {
-        let times = recs.iter().flatten().map(|r| secs(r.time.as_micros(), origin));
+        let times = recs
+            .iter()
+            .flatten()
+            .map(|r| secs(r.time.as_micros(), origin));
         let (a, b) = times.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t)));
         (a <= b).then_some((a, b))
     };

@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{
-    esc, Arrow, Band, BarKind, Diagram, Event, Plot, SeriesKind, Side, Waterfall,
-};
+use super::{esc, Arrow, Band, BarKind, Diagram, Event, Plot, SeriesKind, Side, Waterfall};
 
 /// Diagram geometry (pixels).
 const WIDTH: f64 = 980.0;
@@ -152,7 +150,10 @@ impl TimeMap {
                 map.labelled.push((t, y));
             }
             map.y.insert(t, y);
-            map.bottom = map.bottom.max(y).max(last.iter().copied().fold(y, f64::max));
+            map.bottom = map
+                .bottom
+                .max(y)
+                .max(last.iter().copied().fold(y, f64::max));
             prev = Some((t, y));
             i = j;
         }
@@ -482,7 +483,7 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
-        .find(|s| *s >= raw)
+        .find(|s| *s >= raw * 0.75)
         .unwrap_or(10.0 * mag);
     let mut v = Vec::new();
     let mut x = (lo / step).ceil() * step;
@@ -634,7 +635,12 @@ pub(super) fn plot(p: &Plot, n: usize) -> String {
             SeriesKind::Dots => {
                 let _ = write!(o, "<g class=\"series\" fill=\"{color}\">");
                 for &(t, v) in &pts {
-                    let _ = write!(o, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\"/>", sx(t), sy(v));
+                    let _ = write!(
+                        o,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\"/>",
+                        sx(t),
+                        sy(v)
+                    );
                 }
                 o.push_str("</g>");
             }
