@@ -26,6 +26,7 @@ Examples:
   synack trace any.pcapng --port 443        # TLS: ClientHello, ServerHello, ALPN, what they cost
   synack trace big.pcap --only retransmissions
   synack trace demo-per-call.pcap --json    # the numbers, schema synack-trace/1
+  synack trace lo.pcap --html lo.html       # a page: tables, sequence diagrams, plots
   synack trace -i lo -w lo.pcap --count 200 # live (root): each connection drawn as it closes
 
 Sequence numbers are relative to each direction's ISN unless --absolute. The ladder keeps the

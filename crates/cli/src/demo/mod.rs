@@ -47,7 +47,9 @@ Examples:
   synack demo --rtt 80ms --bytes 1MiB          a bulk reply, folded into one line
   synack demo --loss 2% --bytes 1MiB           lost segments, each resent once
   synack demo --bandwidth 10mbit --queue 32KiB a slower link whose short queue overflows
-  synack demo --pcap demo.pcap --no-fold       every segment, and a capture for Wireshark";
+  synack demo --pcap demo.pcap --no-fold       every segment, and a capture for Wireshark
+  synack demo --calls 5 --html report.html     a page: diagrams, plots, a waterfall of calls
+  synack demo --json                           the tables' numbers (schema synack-demo/1)";
 
 /// Flags of `synack demo`.
 #[derive(Debug, Clone, Args)]
