@@ -18,7 +18,11 @@ fn row<'a>(out: &'a str, scenario: &str) -> Vec<&'a str> {
     let results = out.split("\nresults:\n").nth(1).expect("a results table");
     let line = results
         .lines()
-        .find(|l| l.trim_start().starts_with(scenario))
+        .find(|l| {
+            l.trim_start()
+                .strip_prefix(scenario)
+                .is_some_and(|rest| rest.starts_with("  "))
+        })
         .unwrap_or_else(|| panic!("no row {scenario:?} in\n{results}"));
     line.trim_start()[scenario.len()..]
         .split_whitespace()
@@ -35,14 +39,68 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     // (a few microseconds) makes an arrival fall between two of tokio's 1 ms timer ticks, so
     // the client and server tasks act up to 1 ms after it: about 3 ms more per call with a
     // connection each (handshake, request, reply), 2 ms more per call on one connection.
+    // Columns: handshakes (TCP+TLS), their RTTs (parallel handshakes counted once), requests,
+    // ms per call (median/max), ms to last byte, RTTs.
     let per_call = row(&out, "calls: new connection each");
-    assert_eq!(per_call[..5], ["20", "20.01", "20", "2060.000", "41.20"]);
+    assert_eq!(
+        per_call[..6],
+        ["20", "20.01", "20", "103.0/103.0", "2060.000", "41.20"]
+    );
     let keepalive = row(&out, "calls: one keep-alive connection");
-    assert_eq!(keepalive[..5], ["1", "1.00", "20", "1091.000", "21.82"]);
+    assert_eq!(
+        keepalive[..6],
+        ["1", "1.00", "20", "52.0/103.0", "1091.000", "21.82"]
+    );
     // Four lanes, started 1 ms apart: 1 handshake RTT + 5 calls of 1 RTT, + 3 ms, + the
-    // ticks.
+    // ticks. The four handshakes overlap: 1.06 RTTs in all, not 4.
     let pool = row(&out, "calls: pool, concurrency 4");
-    assert_eq!(pool[..5], ["4", "4.00", "20", "314.000", "6.28"]);
+    assert_eq!(
+        pool[..6],
+        ["4", "1.06", "20", "52.0/103.0", "314.000", "6.28"]
+    );
+    // HTTP/2 (issue 12): every call a stream of one connection, one handshake. The replies
+    // (20 KiB and their frames) outgrow the server's initial window of 10 segments: the last
+    // ones come a round trip later.
+    let h2 = row(&out, "calls: HTTP/2, one connection");
+    assert_eq!(
+        h2[..6],
+        ["1", "1.00", "20", "103.0/153.0", "153.000", "3.06"]
+    );
+    // Over TLS 1.3: one TCP and one TLS handshake, one round trip each.
+    let h2tls = row(&out, "calls: HTTP/2 over TLS");
+    assert_eq!(
+        h2tls[..6],
+        ["1+1", "1.00+1.04", "20", "155.0/205.0", "205.000", "4.10"]
+    );
+    // HTTPS/1.1 with a connection per call: both handshakes on every call.
+    let https = row(&out, "calls: HTTPS/1.1, new connection each");
+    assert_eq!(
+        https[..6],
+        [
+            "20+20",
+            "20.01+20.80",
+            "20",
+            "155.0/155.0",
+            "3100.000",
+            "62.00"
+        ]
+    );
+    // Head-of-line blocking at 2 % loss: a lost segment of HTTP/2's one connection holds up
+    // every stream behind it, so its calls end together and late, while the pool's four
+    // connections let most calls end early.
+    let ms = |cell: &str, i: usize| -> f64 { cell.split('/').nth(i).unwrap().parse().unwrap() };
+    let pool_loss = row(&out, "calls: pool, concurrency 4, 2% loss");
+    let h2_loss = row(&out, "calls: HTTP/2, one connection, 2% loss");
+    assert_eq!((pool_loss[0], h2_loss[0]), ("4", "1"));
+    assert!(
+        ms(pool_loss[3], 0) * 3.0 < ms(h2_loss[3], 0),
+        "{pool_loss:?} {h2_loss:?}"
+    );
+    assert!(ms(h2_loss[3], 0) > ms(h2_loss[3], 1) * 0.9, "{h2_loss:?}");
+    assert!(
+        ms(pool_loss[3], 0) < ms(pool_loss[3], 1) * 0.5,
+        "{pool_loss:?}"
+    );
     // Headers say the numbers, not placeholders.
     for header in [
         "== scenario: one connection (connect, GET /bytes/1024, read the reply, close",
@@ -52,8 +110,8 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     ] {
         assert!(out.contains(header), "{header:?} in\n{out}");
     }
-    for r in [&per_call, &keepalive, &pool] {
-        assert_eq!(r[7], "0", "no retransmission");
+    for r in [&per_call, &keepalive, &pool, &h2, &h2tls, &https] {
+        assert_eq!(r[8], "0", "no retransmission");
     }
     assert!(out.contains("delivered:   request 920 B; reply 22840 B (2360 B head + 20 KiB body"));
     // Deterministic.
@@ -75,8 +133,8 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
         ["7", "7.00", "7"]
     );
     assert_eq!(
-        row(&out, "calls: pool, concurrency 2")[..4],
-        ["2", "2.00", "7", "509.000"]
+        row(&out, "calls: pool, concurrency 2")[..5],
+        ["2", "1.01", "7", "102.0/203.0", "509.000"]
     );
     // On a link of unlimited rate every arrival falls on a tick: whole round trips.
     let o = synack(&[
@@ -90,16 +148,37 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     ]);
     let out = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
-        row(&out, "calls: new connection each")[..5],
-        ["20", "20.00", "20", "2000.000", "40.00"]
+        row(&out, "calls: new connection each")[..6],
+        ["20", "20.00", "20", "100.0/100.0", "2000.000", "40.00"]
     );
     assert_eq!(
-        row(&out, "calls: one keep-alive connection")[..5],
-        ["1", "1.00", "20", "1050.000", "21.00"]
+        row(&out, "calls: one keep-alive connection")[..6],
+        ["1", "1.00", "20", "50.0/100.0", "1050.000", "21.00"]
     );
     assert_eq!(
-        row(&out, "calls: pool, concurrency 4")[..5],
-        ["4", "4.00", "20", "303.000", "6.06"]
+        row(&out, "calls: pool, concurrency 4")[..6],
+        ["4", "1.06", "20", "50.0/100.0", "303.000", "6.06"]
+    );
+    // Whole round trips for HTTP/2 and TLS too: the handshake, then one round trip for the
+    // requests, and one more for the replies past the initial window; TLS adds one.
+    assert_eq!(
+        row(&out, "calls: HTTP/2, one connection")[..6],
+        ["1", "1.00", "20", "100.0/150.0", "150.000", "3.00"]
+    );
+    assert_eq!(
+        row(&out, "calls: HTTP/2 over TLS")[..6],
+        ["1+1", "1.00+1.00", "20", "150.0/200.0", "200.000", "4.00"]
+    );
+    assert_eq!(
+        row(&out, "calls: HTTPS/1.1, new connection each")[..6],
+        [
+            "20+20",
+            "20.00+20.00",
+            "20",
+            "150.0/150.0",
+            "3000.000",
+            "60.00"
+        ]
     );
 }
 
@@ -277,10 +356,10 @@ fn get_refuses_an_invalid_url_before_fetching_anything() {
 
 #[test]
 fn get_rejects_what_it_cannot_fetch() {
-    let o = synack(&["get", "--kernel", "https://127.0.0.1/"]);
+    let o = synack(&["get", "--kernel", "ftp://127.0.0.1/"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("scheme \"https\" is not supported"), "{err}");
+    assert!(err.contains("scheme \"ftp\" is not supported"), "{err}");
     let o = synack(&["serve", "--keepalive-timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid duration"));

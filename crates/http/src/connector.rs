@@ -14,7 +14,7 @@ use synack_stack::net::{Stack, TcpStream};
 use synack_tcp::State;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A byte stream the client can run HTTP/1.1 on.
+/// A byte stream the client can run HTTP (and TLS) on.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
@@ -40,10 +40,31 @@ impl fmt::Debug for Connected {
     }
 }
 
-/// The scheme of an origin. Only `http` is served (no TLS in synack).
+/// The scheme of an origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// `http`: cleartext (HTTP/1.1, or HTTP/2 with prior knowledge).
     Http,
+    /// `https`: over TLS (HTTP/1.1 or HTTP/2, chosen by ALPN).
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// Its default port (RFC 9110 §4.2.1, §4.2.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
 }
 
 /// An origin (RFC 6454): scheme, host and port; the key of the client's pool.
@@ -57,17 +78,18 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.scheme.as_str();
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
 
 impl Origin {
-    /// Parses `url` as an absolute `http://` URL and gives its origin, or says what is wrong
-    /// with it (the message names the URL).
+    /// Parses `url` as an absolute `http://` or `https://` URL and gives its origin, or says
+    /// what is wrong with it (the message names the URL).
     pub fn parse(url: &str) -> Result<(Uri, Origin), String> {
         let uri: Uri = url
             .parse()
@@ -76,24 +98,25 @@ impl Origin {
         Ok((uri, origin))
     }
 
-    /// The origin of an absolute `http://` URI (port 80 when the port is absent or empty,
-    /// RFC 3986 §3.2.3 and RFC 9110 §4.2.1). A port that is not a decimal number from 1 to
-    /// 65535 is an error, never a silent default.
+    /// The origin of an absolute `http://` or `https://` URI (port 80 or 443 when the port
+    /// is absent or empty, RFC 3986 §3.2.3 and RFC 9110 §4.2.1-2). A port that is not a
+    /// decimal number from 1 to 65535 is an error, never a silent default.
     pub fn from_uri(uri: &Uri) -> Result<Origin, String> {
         Origin::check(uri, &uri.to_string())
     }
 
     /// [`from_uri`](Self::from_uri), naming the URI as `shown` in errors.
     fn check(uri: &Uri, shown: &str) -> Result<Origin, String> {
-        match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("http") => {}
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
             Some(s) => {
                 return Err(format!(
-                    "{shown}: scheme {s:?} is not supported (http only)"
+                    "{shown}: scheme {s:?} is not supported (http and https only)"
                 ))
             }
-            None => return Err(format!("{shown}: not an absolute http:// URL")),
-        }
+            None => return Err(format!("{shown}: not an absolute http:// or https:// URL")),
+        };
         let host = uri
             .host()
             .ok_or_else(|| format!("{shown}: no host"))?
@@ -105,15 +128,11 @@ impl Origin {
         }
         let authority = uri.authority().map_or("", |a| a.as_str());
         let port = match port_text(authority) {
-            Ok(None) | Ok(Some("")) => 80,
+            Ok(None) | Ok(Some("")) => scheme.default_port(),
             Ok(Some(p)) => parse_port(p).map_err(|e| format!("{shown}: {e}"))?,
             Err(e) => return Err(format!("{shown}: {e}")),
         };
-        Ok(Origin {
-            scheme: Scheme::Http,
-            host,
-            port,
-        })
+        Ok(Origin { scheme, host, port })
     }
 
     /// The value of the `Host` header (RFC 9110 §7.2).
@@ -123,7 +142,7 @@ impl Origin {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.scheme.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -310,6 +329,19 @@ mod tests {
         assert_eq!(origin("http://[::1]/").unwrap().port, 80);
         assert_eq!(origin("http://[::1]:/").unwrap().port, 80);
         assert_eq!(origin("http://user@h:81/").unwrap().port, 81);
+        let o = origin("https://Example.COM/x").unwrap();
+        assert_eq!(
+            (o.scheme, o.host.as_str(), o.port),
+            (Scheme::Https, "example.com", 443)
+        );
+        assert_eq!(o.host_header(), "example.com");
+        assert_eq!(o.to_string(), "https://example.com:443");
+        let o = origin("https://[::1]:8443/").unwrap();
+        assert_eq!((o.port, o.host_header()), (8443, "[::1]:8443".to_owned()));
+        assert_ne!(
+            origin("http://h/").unwrap(),
+            origin("https://h:80/").unwrap()
+        );
     }
 
     fn refused(url: &str) -> String {
@@ -341,9 +373,9 @@ mod tests {
             let e = refused(url);
             assert!(e.contains(why), "{url}: {e}");
         }
-        assert!(refused("https://h/").contains("scheme \"https\" is not supported"));
+        assert!(refused("ftp://h/").contains("scheme \"ftp\" is not supported"));
         let e = refused("/x");
-        assert!(e.contains("not an absolute http:// URL"), "{e}");
+        assert!(e.contains("not an absolute http:// or https:// URL"), "{e}");
         assert!(refused("http://exa mple/").contains("not a valid URL"));
     }
 }

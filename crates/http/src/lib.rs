@@ -16,12 +16,17 @@ pub mod metrics;
 pub mod pool;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 pub use client::{Client, ClientConfig, Error, RequestInfo, ResponseBody};
+pub use client::{Http2ClientConfig, Protocol, RetryReason};
+pub use connector::Scheme;
 pub use connector::{Connected, Connector, KernelConnector, Origin, SynackConnector};
 pub use metrics::{Metrics, ServerStats};
 pub use pool::PoolConfig;
-pub use server::{serve, ServerConfig, ServerHandle};
+pub use server::{serve, Http2Config, ServerConfig, ServerHandle};
+pub use tls::client::{CertVerification, TlsClientConfig, TlsInfo};
+pub use tls::TlsServerConfig;
 
 /// A current-thread tokio runtime whose clock is paused: virtual time, which jumps to the
 /// next timer whenever every task waits (for runs on a simulated network outside tests).

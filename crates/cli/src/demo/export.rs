@@ -22,6 +22,9 @@
 //!       // the results table's row
 //!       "handshakes", "handshake_us", "handshake_rtts", "requests",
 //!       "to_last_byte_us", "to_last_byte_rtts", "to_closed_us",
+//!       "tls_handshakes", "tls_handshake_us", "tls_handshake_rtts",  // the API-call scenarios
+//!       "connections", "streams", "retries",                          // (else null)
+//!       "call_us": { "median", "p90", "max" } | null,  // each call: start to last byte
 //!       "segments", "retransmitted", "lost",
 //!       // the phase table, in its order: "handshake", "request_to_first_byte",
 //!       // "reply_transfer", "close", "total"
@@ -404,6 +407,19 @@ pub fn json(args: &DemoArgs, settings: &Settings, scenarios: &[Exported<'_>]) ->
                 "to_last_byte_us": opt_us(r.to_last_byte),
                 "to_last_byte_rtts": opt_rtts(r.to_last_byte),
                 "to_closed_us": opt_us(r.to_closed),
+                "tls_handshakes": o.calls.as_ref().map_or(0, |c| c.tls_handshakes),
+                "tls_handshake_us": o.calls.as_ref().map(|c| us(c.tls_handshake_time)),
+                "tls_handshake_rtts": o.calls.as_ref().map(|c| rtts(c.tls_handshake_time, rtt)),
+                "connections": o.calls.as_ref().map(|c| c.connections),
+                "streams": o.calls.as_ref().map(|c| c.streams),
+                "retries": o.calls.as_ref().map(|c| c.retries),
+                "call_us": o.calls.as_ref().and_then(|c| {
+                    Some(json!({
+                        "median": us(c.quantile(0.5)?),
+                        "p90": us(c.quantile(0.9)?),
+                        "max": us(c.quantile(1.0)?),
+                    }))
+                }),
                 "segments": r.segments,
                 "retransmitted": r.retransmitted,
                 "lost": r.lost,
@@ -478,9 +494,10 @@ pub fn html(settings: &Settings, header: &[String], scenarios: &[Exported<'_>]) 
         caption: Some("Each scenario on a fresh network with the same path and seed".into()),
         header: [
             "scenario",
-            "handshakes",
-            "handshake RTTs",
+            "handshakes TCP+TLS",
+            "their RTTs",
             "requests",
+            "ms per call (median/max)",
             "ms to last byte",
             "RTTs",
             "ms to closed",
@@ -496,11 +513,28 @@ pub fn html(settings: &Settings, header: &[String], scenarios: &[Exported<'_>]) 
         let o = e.outcome;
         let r = result_row(o);
         let dash = || "-".to_owned();
+        let tcp_rtts = r.handshake.map_or_else(dash, |d| rtts_text(d, rtt));
+        let (handshakes, their_rtts) = match &o.calls {
+            Some(c) if c.tls_handshakes > 0 => (
+                format!("{}+{}", r.handshakes, c.tls_handshakes),
+                format!("{tcp_rtts}+{}", rtts_text(c.tls_handshake_time, rtt)),
+            ),
+            _ => (r.handshakes.to_string(), tcp_rtts),
+        };
+        let per_call = match o.calls.as_ref().map(|c| (c.quantile(0.5), c.quantile(1.0))) {
+            Some((Some(a), Some(b))) => format!(
+                "{:.1}/{:.1}",
+                a.as_micros() as f64 / 1000.0,
+                b.as_micros() as f64 / 1000.0
+            ),
+            _ => dash(),
+        };
         results.rows.push(vec![
             o.name.clone(),
-            r.handshakes.to_string(),
-            r.handshake.map_or_else(dash, |d| rtts_text(d, rtt)),
+            handshakes,
+            their_rtts,
             r.requests.to_string(),
+            per_call,
             r.to_last_byte.map_or_else(dash, ms),
             r.to_last_byte.map_or_else(dash, |d| rtts_text(d, rtt)),
             r.to_closed.map_or_else(dash, ms),

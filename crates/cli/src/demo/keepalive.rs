@@ -19,7 +19,11 @@ use http::header::CONNECTION;
 use http::Request;
 use synack_http::routes::{pattern_byte, Routes};
 use synack_http::server::Listener;
-use synack_http::{serve, Client, ClientConfig, PoolConfig, ServerConfig, SynackConnector};
+use synack_http::tls::cert::SelfSigned;
+use synack_http::{
+    serve, CertVerification, Client, ClientConfig, Http2ClientConfig, PoolConfig, ServerConfig,
+    SynackConnector, TlsClientConfig, TlsServerConfig,
+};
 use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
 use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{Direction as TapDirection, Tap};
@@ -40,6 +44,23 @@ pub enum Mode {
     KeepAlive,
     /// Through the pool, C calls at a time.
     Pool,
+    /// Every call at once, each a stream of one cleartext HTTP/2 connection (h2c with prior
+    /// knowledge, RFC 9113 §3.3).
+    Http2,
+    /// Every call at once on one HTTP/2 connection over TLS (`h2` by ALPN, RFC 9113 §3.2).
+    Http2Tls,
+    /// HTTPS/1.1 with a new connection per call: a TCP and a TLS handshake each.
+    Https1PerCall,
+}
+
+impl Mode {
+    fn tls(self) -> bool {
+        matches!(self, Mode::Http2Tls | Mode::Https1PerCall)
+    }
+
+    fn http2(self) -> bool {
+        matches!(self, Mode::Http2 | Mode::Http2Tls)
+    }
 }
 
 /// N API calls made one way.
@@ -50,6 +71,35 @@ pub struct ApiCalls {
     pub concurrency: usize,
     /// The reply body of each call.
     pub reply_bytes: u64,
+    /// A loss rate for this scenario's path instead of the demo's (`--loss`).
+    pub loss: Option<f64>,
+}
+
+/// What the calls of a scenario cost, call by call and in all.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    /// Each call's time from its start to its last reply byte, in the order they ended.
+    pub times: Vec<Duration>,
+    /// TCP connections the client opened.
+    pub connections: u64,
+    /// HTTP/2 streams the client opened.
+    pub streams: u64,
+    /// TLS handshakes the client completed, and their time summed (each from the end of
+    /// its TCP handshake to the end of the TLS handshake).
+    pub tls_handshakes: u64,
+    pub tls_handshake_time: Duration,
+    /// Requests sent again (refused streams, GOAWAY, keep-alive races).
+    pub retries: u64,
+}
+
+impl CallStats {
+    /// The `q`-quantile of the calls' times (nearest rank).
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let mut t = self.times.clone();
+        t.sort();
+        let n = t.len();
+        (n > 0).then(|| t[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+    }
 }
 
 /// Bytes read and written by the server's connections.
@@ -140,8 +190,8 @@ struct Feed {
     held_peak: usize,
     /// The client's connections in SYN-SENT, since when.
     connecting: HashMap<FourTuple, Instant>,
-    /// Sum over the client's connections of SYN sent -> ESTABLISHED.
-    handshake_time: Duration,
+    /// The client's handshakes: SYN sent -> ESTABLISHED, one interval per connection.
+    handshakes: Vec<(Instant, Instant)>,
     /// Where `--html` keeps the records.
     recorder: Option<super::export::Recorder>,
 }
@@ -157,7 +207,7 @@ impl Feed {
                     self.connecting.insert(tuple, r.time);
                 } else if from == State::SynSent && to == State::Established {
                     if let Some(t0) = self.connecting.remove(&tuple) {
-                        self.handshake_time += r.time - t0;
+                        self.handshakes.push((t0, r.time));
                     }
                 }
             }
@@ -220,6 +270,7 @@ struct Run {
     request_bytes: u64,
     reply_bytes: u64,
     body_bytes: u64,
+    stats: CallStats,
 }
 
 impl ApiCalls {
@@ -228,11 +279,12 @@ impl ApiCalls {
         client: &Client,
         origin_url: &str,
         log: Option<super::export::CallLog>,
-    ) -> Result<u64, DemoError> {
+    ) -> Result<(u64, Vec<Duration>), DemoError> {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
-        let close = self.mode == Mode::ConnPerCall;
+        let close = matches!(self.mode, Mode::ConnPerCall | Mode::Https1PerCall);
         let expect = self.reply_bytes;
         let one = move |client: Client, url: String, log: Option<super::export::CallLog>| async move {
+            let started = tokio::time::Instant::now();
             let start = log.as_ref().map(super::export::CallLog::now);
             let mut req = Request::get(url.as_str());
             if close {
@@ -262,12 +314,15 @@ impl ApiCalls {
             if let (Some(log), Some(start)) = (&log, start) {
                 log.done(start, &r);
             }
-            Ok::<u64, DemoError>(body.len() as u64)
+            Ok::<(u64, Duration), DemoError>((body.len() as u64, started.elapsed()))
         };
         let lanes = match self.mode {
             Mode::Pool => self.concurrency.max(1),
+            // Every call at once: HTTP/2 multiplexes them on one connection.
+            Mode::Http2 | Mode::Http2Tls => self.calls.max(1),
             _ => 1,
         };
+        let stagger = self.mode == Mode::Pool;
         let mut tasks = tokio::task::JoinSet::new();
         for lane in 0..lanes {
             // Lane k makes calls k, k + C, k + 2C, ...
@@ -277,19 +332,28 @@ impl ApiCalls {
                 // Lanes start 1 ms apart (tokio's timer resolution): no two connections have
                 // events at the same instant, whose order would depend on the stack's hash map
                 // of wakers, which differs from run to run.
-                tokio::time::sleep(Duration::from_millis(lane as u64)).await;
-                let mut got = 0;
-                for _ in 0..n {
-                    got += one(client.clone(), url.clone(), log.clone()).await?;
+                // (Streams of one HTTP/2 connection need no such care: they start together.)
+                if stagger {
+                    tokio::time::sleep(Duration::from_millis(lane as u64)).await;
                 }
-                Ok::<u64, DemoError>(got)
+                let mut got = (0, Vec::with_capacity(n));
+                for _ in 0..n {
+                    let (bytes, took) = one(client.clone(), url.clone(), log.clone()).await?;
+                    got.0 += bytes;
+                    got.1.push(took);
+                }
+                Ok::<(u64, Vec<Duration>), DemoError>(got)
             });
         }
         let mut body = 0;
+        let mut times = Vec::with_capacity(self.calls);
         while let Some(r) = tasks.join_next().await {
-            body += r.map_err(|e| DemoError::Run(format!("a client task failed: {e}")))??;
+            let (bytes, took) =
+                r.map_err(|e| DemoError::Run(format!("a client task failed: {e}")))??;
+            body += bytes;
+            times.extend(took);
         }
-        Ok(body)
+        Ok((body, times))
     }
 
     async fn run_async(&self, settings: &Settings, feed: &SharedFeed) -> Result<Run, DemoError> {
@@ -297,10 +361,14 @@ impl ApiCalls {
         let deadline = tokio::time::Instant::now() + settings.time_limit;
         let c = net.add_host("client", &[CLIENT_IP], Config::default());
         let s = net.add_host("server", &[SERVER_IP], Config::default());
-        net.link(&c, &s, settings.path.clone(), settings.path.clone());
+        let mut path = settings.path.clone();
+        if let Some(loss) = self.loss {
+            path.loss = loss;
+        }
+        net.link(&c, &s, path.clone(), path);
         let capture = match &settings.pcap {
             Some(base) => {
-                let path = capture_path(base, self.mode);
+                let path = capture_path(base, self.mode, self.loss);
                 let file = std::fs::File::create(&path)
                     .map_err(|e| DemoError::Io(format!("creating {}", path.display()), e))?;
                 let tap = PcapTap::new(std::io::BufWriter::new(file))
@@ -317,12 +385,29 @@ impl ApiCalls {
             .await
             .map_err(|e| DemoError::Run(format!("listen: {e}")))?;
         let bytes = Arc::new(Bytes2::default());
+        // TLS: a certificate made for the server's address, which the client trusts alone;
+        // Ed25519, so that every run's handshakes have the same sizes.
+        let tls = match self.mode.tls() {
+            true => {
+                let failed =
+                    |e: std::io::Error| DemoError::Run(format!("making a certificate: {e}"));
+                let cert =
+                    SelfSigned::generate_ed25519(&[SERVER_IP.to_string()]).map_err(failed)?;
+                let config = TlsServerConfig::with_self_signed(&cert).map_err(failed)?;
+                Some((config, cert))
+            }
+            false => None,
+        };
         let server = serve(
             Counting {
                 inner: listener,
                 bytes: bytes.clone(),
             },
-            ServerConfig::default(),
+            ServerConfig {
+                h2c: self.mode == Mode::Http2,
+                tls: tls.as_ref().map(|t| t.0.clone()),
+                ..ServerConfig::default()
+            },
             Routes::new(),
         );
         let pool = PoolConfig {
@@ -342,10 +427,23 @@ impl ApiCalls {
                 pool,
                 request_timeout: settings.time_limit,
                 connect_timeout: settings.time_limit,
+                http2: Http2ClientConfig {
+                    prior_knowledge: self.mode == Mode::Http2,
+                    // HTTPS/1.1: the client offers only http/1.1.
+                    alpn: self.mode.http2(),
+                    ..Http2ClientConfig::default()
+                },
+                tls: TlsClientConfig {
+                    verification: match &tls {
+                        Some((_, cert)) => CertVerification::Roots(vec![cert.cert.clone()]),
+                        None => CertVerification::default(),
+                    },
+                },
                 ..ClientConfig::default()
             },
         );
-        let url = format!("http://{SERVER_IP}:{SERVER_PORT}");
+        let scheme = if self.mode.tls() { "https" } else { "http" };
+        let url = format!("{scheme}://{SERVER_IP}:{SERVER_PORT}");
         let gave_up = |what: String| {
             DemoError::Run(format!(
                 "gave up after {} of virtual time (--time-limit): {what}; raise --time-limit",
@@ -353,22 +451,32 @@ impl ApiCalls {
             ))
         };
         let log = settings.recorder.as_ref().map(|r| r.call_log(&c));
-        let body = match tokio::time::timeout_at(deadline, self.calls(&client, &url, log)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                let mut open = describe("client", &c);
-                open.extend(describe("server", &s));
-                return Err(gave_up(format!(
-                    "the calls did not finish ({})",
-                    if open.is_empty() {
-                        "no connection open".to_owned()
-                    } else {
-                        open.join(", ")
-                    }
-                )));
-            }
-        };
+        let (body, times) =
+            match tokio::time::timeout_at(deadline, self.calls(&client, &url, log)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let mut open = describe("client", &c);
+                    open.extend(describe("server", &s));
+                    return Err(gave_up(format!(
+                        "the calls did not finish ({})",
+                        if open.is_empty() {
+                            "no connection open".to_owned()
+                        } else {
+                            open.join(", ")
+                        }
+                    )));
+                }
+            };
         let last_byte = net.now();
+        let m = client.metrics();
+        let stats = CallStats {
+            times,
+            connections: m.connections_opened,
+            streams: m.h2_streams,
+            tls_handshakes: m.tls_handshakes,
+            tls_handshake_time: m.tls_handshake_time,
+            retries: m.retries,
+        };
         let close = async {
             // The client closes its idle connections, the server its side.
             tokio::time::sleep(IDLE_CLOSE * 2).await;
@@ -417,17 +525,48 @@ impl ApiCalls {
             request_bytes: bytes.read.load(Ordering::Relaxed),
             reply_bytes: bytes.written.load(Ordering::Relaxed),
             body_bytes: body,
+            stats,
         })
     }
 }
 
+/// The time during which at least one of `spans` was running: handshakes made in parallel
+/// count once, not as if one followed another.
+fn time_covered(mut spans: Vec<(Instant, Instant)>) -> Duration {
+    spans.sort();
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Instant, Instant)> = None;
+    for (a, b) in spans {
+        match current {
+            Some((ca, cb)) if a <= cb => current = Some((ca, cb.max(b))),
+            _ => {
+                if let Some((ca, cb)) = current {
+                    total += cb - ca;
+                }
+                current = Some((a, b));
+            }
+        }
+    }
+    if let Some((ca, cb)) = current {
+        total += cb - ca;
+    }
+    total
+}
+
 /// Where a calls scenario's capture goes: beside `--pcap FILE`, named for the scenario
 /// (`demo.pcap` gives `demo-per-call.pcap`, `demo-keepalive.pcap`, `demo-pool.pcap`).
-fn capture_path(base: &std::path::Path, mode: Mode) -> std::path::PathBuf {
+fn capture_path(base: &std::path::Path, mode: Mode, mode_loss: Option<f64>) -> std::path::PathBuf {
     let tag = match mode {
         Mode::ConnPerCall => "per-call",
         Mode::KeepAlive => "keepalive",
         Mode::Pool => "pool",
+        Mode::Http2 => "http2",
+        Mode::Http2Tls => "http2-tls",
+        Mode::Https1PerCall => "https-per-call",
+    };
+    let tag = match loss_tag(mode_loss) {
+        Some(l) => format!("{tag}-loss{l}"),
+        None => tag.to_owned(),
     };
     let stem = base
         .file_stem()
@@ -450,12 +589,24 @@ impl Tap for SharedTap {
     }
 }
 
+/// `2` for 2 %, `0.5` for 0.5 %.
+fn loss_tag(loss: Option<f64>) -> Option<String> {
+    loss.map(|l| super::trim_float(l * 100.0))
+}
+
 impl Scenario for ApiCalls {
     fn name(&self) -> String {
-        match self.mode {
+        let name = match self.mode {
             Mode::ConnPerCall => "calls: new connection each".into(),
             Mode::KeepAlive => "calls: one keep-alive connection".into(),
             Mode::Pool => format!("calls: pool, concurrency {}", self.concurrency),
+            Mode::Http2 => "calls: HTTP/2, one connection".into(),
+            Mode::Http2Tls => "calls: HTTP/2 over TLS".into(),
+            Mode::Https1PerCall => "calls: HTTPS/1.1, new connection each".into(),
+        };
+        match loss_tag(self.loss) {
+            Some(l) => format!("{name}, {l}% loss"),
+            None => name,
         }
     }
 
@@ -477,6 +628,18 @@ impl Scenario for ApiCalls {
                      connections, {conns} handshakes"
                 )
             }
+            Mode::Http2 => format!(
+                "{n} calls of GET /bytes/{m} all at once, each a stream of one cleartext HTTP/2 \
+                 connection: one handshake"
+            ),
+            Mode::Http2Tls => format!(
+                "{n} calls of GET /bytes/{m} all at once on one HTTP/2 connection over TLS 1.3: \
+                 one TCP and one TLS handshake"
+            ),
+            Mode::Https1PerCall => format!(
+                "{n} calls of GET /bytes/{m} one after another over HTTPS/1.1, each with \
+                 Connection: close: a TCP and a TLS handshake per call"
+            ),
         }
     }
 
@@ -496,7 +659,7 @@ impl Scenario for ApiCalls {
             rows: Vec::new(),
             held_peak: 0,
             connecting: HashMap::new(),
-            handshake_time: Duration::ZERO,
+            handshakes: Vec::new(),
             recorder: settings.recorder.clone(),
         }));
         let run = rt.block_on(self.run_async(settings, &feed));
@@ -511,7 +674,7 @@ impl Scenario for ApiCalls {
             builder,
             mut rows,
             held_peak,
-            handshake_time,
+            handshakes,
             keep_rows,
             ..
         } = feed;
@@ -542,8 +705,9 @@ impl Scenario for ApiCalls {
             cut_by_limit: run.cut_by_limit,
             captured: run.captured.as_ref().map(|c| c.0),
             capture_path: run.captured.map(|c| c.1),
-            handshake_time: Some(handshake_time),
+            handshake_time: Some(time_covered(handshakes)),
             held_peak,
+            calls: Some(run.stats),
         })
     }
 }

@@ -426,6 +426,13 @@ fn fmt_rate(bps: u64) -> String {
     format!("{bps}bit")
 }
 
+/// The loss rate of the head-of-line blocking scenarios.
+const HOL_LOSS: f64 = 0.02;
+
+/// The least reply per call in the head-of-line blocking scenarios: some 45 segments, so
+/// that losses fall inside replies.
+const HOL_REPLY: u64 = 64 * 1024;
+
 /// Runs the demo's scenarios and prints their ladders, phase tables and the results table.
 pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
     let settings = Settings::from_args(args)?;
@@ -437,12 +444,25 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
         calls: args.calls as usize,
         concurrency: args.concurrency as usize,
         reply_bytes: args.call_bytes,
+        loss: None,
+    };
+    // Head-of-line blocking: the same calls with replies of several segments each, at
+    // HOL_LOSS, over HTTP/2's one connection and over the pool's C connections.
+    let lossy = |mode| keepalive::ApiCalls {
+        reply_bytes: args.call_bytes.max(HOL_REPLY),
+        loss: Some(HOL_LOSS),
+        ..calls(mode)
     };
     let scenarios: Vec<Box<dyn Scenario>> = vec![
         Box::new(OneConnection),
         Box::new(calls(keepalive::Mode::ConnPerCall)),
         Box::new(calls(keepalive::Mode::KeepAlive)),
         Box::new(calls(keepalive::Mode::Pool)),
+        Box::new(calls(keepalive::Mode::Http2)),
+        Box::new(calls(keepalive::Mode::Http2Tls)),
+        Box::new(calls(keepalive::Mode::Https1PerCall)),
+        Box::new(lossy(keepalive::Mode::Pool)),
+        Box::new(lossy(keepalive::Mode::Http2)),
     ];
     writeln!(
         out,

@@ -76,6 +76,11 @@ fn ms(d: Duration) -> String {
     format!("{}.{:03}", us / 1000, us % 1000)
 }
 
+/// Milliseconds, one decimal: `102.1`.
+fn ms_short(d: Duration) -> String {
+    format!("{:.1}", d.as_micros() as f64 / 1000.0)
+}
+
 /// `d` in round trips, two decimals.
 fn rtts(d: Duration, rtt: Duration) -> String {
     if rtt.is_zero() {
@@ -90,6 +95,16 @@ pub fn print_outcome(
     settings: &Settings,
     o: &Outcome,
 ) -> Result<(), DemoError> {
+    if o.calls.is_some() {
+        print_calls(out, settings, o)?;
+    } else {
+        print_phases(out, settings, o)?;
+    }
+    print_counts(out, settings, o)
+}
+
+/// The first connection's phases, for a scenario of one connection.
+fn print_phases(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<(), DemoError> {
     let p = &o.phases;
     let mut t = Table::new(
         &["phase", "from", "to", "ms", "RTTs"],
@@ -141,7 +156,132 @@ pub fn print_outcome(
     }
     t.write(out)?;
     writeln!(out)?;
+    Ok(())
+}
 
+/// An API-call scenario: what a call costs (each call timed from its start to its last reply
+/// byte), then the whole run, each labelled as such.
+fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<(), DemoError> {
+    let Some(c) = &o.calls else { return Ok(()) };
+    let n = c.times.len();
+    let right = [Align::Left, Align::Right, Align::Right, Align::Right];
+    let mut t = Table::new(
+        &[&format!("per call ({n} calls)"), "median", "p90", "max"],
+        &right,
+    );
+    let q = [c.quantile(0.5), c.quantile(0.9), c.quantile(1.0)];
+    let cell = |f: &dyn Fn(Duration) -> String| -> Vec<String> {
+        q.iter().map(|d| d.map_or("-".into(), f)).collect()
+    };
+    let mut row = vec!["time from call to last reply byte, ms".to_owned()];
+    row.extend(cell(&ms));
+    t.row(row);
+    let mut row = vec!["... in RTTs".to_owned()];
+    row.extend(cell(&|d| rtts(d, settings.rtt)));
+    t.row(row);
+    t.write(out)?;
+    writeln!(out)?;
+
+    let per = |x: u64| {
+        if n == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", x as f64 / n as f64)
+        }
+    };
+    let mut t = Table::new(&["per call", ""], &[Align::Left, Align::Right]);
+    t.row(vec![
+        "TCP handshakes".into(),
+        per(o.summary.handshakes as u64),
+    ]);
+    if c.tls_handshakes > 0 {
+        t.row(vec!["TLS handshakes".into(), per(c.tls_handshakes)]);
+    }
+    let reqs_per_conn = if c.connections == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.2}", o.requests as f64 / c.connections as f64)
+    };
+    t.row(vec!["requests per connection".into(), reqs_per_conn]);
+    if c.streams > 0 {
+        t.row(vec!["HTTP/2 streams per connection".into(), {
+            format!("{:.2}", c.streams as f64 / c.connections.max(1) as f64)
+        }]);
+    }
+    t.write(out)?;
+    writeln!(out)?;
+
+    let p = &o.phases;
+    let mut t = Table::new(
+        &["whole run", "from", "to", "ms", "RTTs"],
+        &[
+            Align::Left,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+        ],
+    );
+    let span = |name: &str, a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => vec![
+            name.to_owned(),
+            secs(a),
+            secs(b),
+            ms(b - a),
+            rtts(b - a, settings.rtt),
+        ],
+        _ => vec![
+            name.to_owned(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ],
+    };
+    t.row(span(
+        "first SYN -> last call's last reply byte",
+        p.connect_start,
+        p.last_response_byte,
+    ));
+    t.row(span(
+        "last reply byte -> every connection closed",
+        p.last_response_byte,
+        p.closed,
+    ));
+    if let Some(h) = o.handshake_time {
+        t.row(vec![
+            "in TCP handshakes (parallel ones once)".into(),
+            "".into(),
+            "".into(),
+            ms(h),
+            rtts(h, settings.rtt),
+        ]);
+    }
+    if c.tls_handshakes > 0 {
+        let h = c.tls_handshake_time;
+        t.row(vec![
+            "in TLS handshakes".into(),
+            "".into(),
+            "".into(),
+            ms(h),
+            rtts(h, settings.rtt),
+        ]);
+    }
+    t.write(out)?;
+    writeln!(out)?;
+    if c.retries > 0 {
+        writeln!(
+            out,
+            "  resent:      {} requests (refused streams, GOAWAY)",
+            c.retries
+        )?;
+    }
+    Ok(())
+}
+
+/// Segments, handshakes, bytes delivered and TIME-WAIT.
+fn print_counts(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<(), DemoError> {
+    let p = &o.phases;
     let s = &o.summary;
     let flows: Vec<String> = s
         .flows
@@ -162,9 +302,18 @@ pub fn print_outcome(
         "  handshakes:  {}; retransmitted segments: {retransmitted}; lost or dropped: {lost}",
         s.handshakes
     )?;
+    // Besides the body, the bytes on the connection are heads, and HTTP/2's frames and TLS's
+    // records where those carry the calls.
+    let besides = match &o.calls {
+        Some(c) if c.tls_handshakes > 0 && c.streams > 0 => "heads, HTTP/2 frames and TLS",
+        Some(c) if c.tls_handshakes > 0 => "heads and TLS",
+        Some(c) if c.streams > 0 => "heads and HTTP/2 frames",
+        _ => "head",
+    };
     writeln!(
         out,
-        "  delivered:   request {} B; reply {} B ({} B head + {} body, checked byte for byte)",
+        "  delivered:   request {} B; reply {} B ({} B {besides} + {} body, checked byte for \
+         byte)",
         o.request_bytes,
         o.head_bytes + o.body_bytes,
         o.head_bytes,
@@ -217,9 +366,10 @@ pub fn print_results(
     let mut t = Table::new(
         &[
             "scenario",
-            "handshakes",
-            "handshake RTTs",
+            "handshakes TCP+TLS",
+            "their RTTs",
             "requests",
+            "ms per call (median/max)",
             "ms to last byte",
             "RTTs",
             "ms to closed",
@@ -228,6 +378,7 @@ pub fn print_results(
         ],
         &[
             Align::Left,
+            Align::Right,
             Align::Right,
             Align::Right,
             Align::Right,
@@ -256,11 +407,24 @@ pub fn print_results(
         };
         let segments: usize = o.summary.flows.iter().map(|f| f.segments).sum();
         let retransmitted: usize = o.summary.flows.iter().map(|f| f.retransmitted).sum();
+        let tcp_rtts = handshake.map_or("-".into(), |d| rtts(d, settings.rtt));
+        let (handshakes, their_rtts) = match &o.calls {
+            Some(c) if c.tls_handshakes > 0 => (
+                format!("{}+{}", o.summary.handshakes, c.tls_handshakes),
+                format!("{tcp_rtts}+{}", rtts(c.tls_handshake_time, settings.rtt)),
+            ),
+            _ => (o.summary.handshakes.to_string(), tcp_rtts),
+        };
+        let per_call = match o.calls.as_ref().map(|c| (c.quantile(0.5), c.quantile(1.0))) {
+            Some((Some(a), Some(b))) => format!("{}/{}", ms_short(a), ms_short(b)),
+            _ => "-".into(),
+        };
         t.row(vec![
             o.name.clone(),
-            o.summary.handshakes.to_string(),
-            handshake.map_or("-".into(), |d| rtts(d, settings.rtt)),
+            handshakes,
+            their_rtts,
             o.requests.to_string(),
+            per_call,
             to_last.0,
             to_last.1,
             closed,

@@ -53,9 +53,11 @@ pub struct Outcome {
     pub captured: Option<u64>,
     /// Where the capture went, when not to `--pcap FILE` itself.
     pub capture_path: Option<std::path::PathBuf>,
-    /// Time the client spent in handshakes (SYN sent -> ESTABLISHED), summed over its
-    /// connections; `None`: the first connection's, from `phases`.
+    /// Time the client spent in handshakes (SYN sent -> ESTABLISHED), handshakes in
+    /// parallel counted once; `None`: the first connection's, from `phases`.
     pub handshake_time: Option<Duration>,
+    /// Per-call figures of an API-call scenario.
+    pub calls: Option<super::keepalive::CallStats>,
     /// The most trace records and ladder rows held at once while it ran.
     #[cfg_attr(not(test), allow(dead_code))]
     pub held_peak: usize,
@@ -248,6 +250,7 @@ impl Scenario for OneConnection {
             capture_path: None,
             handshake_time: None,
             held_peak,
+            calls: None,
         })
     }
 }
