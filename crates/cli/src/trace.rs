@@ -14,8 +14,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use synack_stack::sim::units::parse_duration;
 use synack_trace::capture::{CaptureReader, Frame};
+use synack_trace::html::{self, capture::FlowCollector, Block, Page, Section, Table};
 use synack_trace::live::{self, LiveCapture};
-use synack_trace::report::{connection_block, Filter, Only, Report};
+use synack_trace::report::{connection_block, heading, phases_line, Filter, Only, Report};
 use synack_trace::{Analyzer, ConnTrace};
 
 pub const EXAMPLES: &str = "\
@@ -25,6 +26,7 @@ Examples:
   synack trace any.pcapng --port 443        # TLS: ClientHello, ServerHello, ALPN, what they cost
   synack trace big.pcap --only retransmissions
   synack trace demo-per-call.pcap --json    # the numbers, schema synack-trace/1
+  synack trace lo.pcap --html lo.html       # a page: tables, sequence diagrams, plots
   synack trace -i lo -w lo.pcap --count 200 # live (root): each connection drawn as it closes
 
 Sequence numbers are relative to each direction's ISN unless --absolute. The ladder keeps the
@@ -90,6 +92,25 @@ pub struct TraceArgs {
     /// Print only the tables, not the ladders
     #[arg(long, conflicts_with = "json")]
     pub tables_only: bool,
+
+    /// Also write the report as one self-contained HTML page to OUT (opens from disk, no
+    /// network): the tables, each connection's sequence diagram, and plots of bytes in
+    /// flight, RTT and goodput derived from its segments
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
+}
+
+/// The most connections the HTML report draws.
+const HTML_CONNECTIONS: usize = 200;
+
+/// What the HTML report collects as the capture is read.
+struct HtmlParts {
+    flows: FlowCollector,
+    /// Per connection drawn: its heading, its phases, its diagram and plots.
+    conns: Vec<Vec<Block>>,
+    headings: Vec<String>,
+    /// Connections not drawn (past [`HTML_CONNECTIONS`]).
+    more: u64,
 }
 
 fn parse_only(s: &str) -> Result<Only, String> {
@@ -115,6 +136,7 @@ struct Out<'a, W: Write> {
     report: Report,
     capture_start: Option<u64>,
     shown: u64,
+    html: Option<HtmlParts>,
 }
 
 impl<W: Write> Out<'_, W> {
@@ -123,6 +145,24 @@ impl<W: Write> Out<'_, W> {
             return Ok(());
         }
         self.report.add(&t.summary);
+        if let Some(h) = self.html.as_mut() {
+            if h.conns.len() < HTML_CONNECTIONS {
+                let origin = self
+                    .capture_start
+                    .unwrap_or(t.summary.milestones.first_packet);
+                let d = html::capture::diagram(t, !self.args.absolute, &self.filter, origin);
+                let mut blocks = vec![Block::Text(phases_line(&t.summary))];
+                let plots = h.flows.plots(t, origin);
+                if !plots.is_empty() {
+                    blocks.push(Block::Plots(plots));
+                }
+                blocks.push(Block::Diagram(d));
+                h.headings.push(heading(&t.summary, self.capture_start));
+                h.conns.push(blocks);
+            } else {
+                h.more += 1;
+            }
+        }
         if self.args.json || self.args.tables_only {
             return Ok(());
         }
@@ -197,12 +237,21 @@ pub fn run(args: &TraceArgs, w: &mut impl Write) -> io::Result<()> {
         report: Report::new(),
         capture_start: None,
         shown: 0,
+        html: args.html.as_ref().map(|_| HtmlParts {
+            flows: FlowCollector::new(args.filter()),
+            conns: Vec::new(),
+            headings: Vec::new(),
+            more: 0,
+        }),
     };
     let mut error = None;
     let mut n = 0u64;
     while let Some(frame) = frames.next_frame() {
         match frame {
             Ok(f) => {
+                if let Some(h) = out.html.as_mut() {
+                    h.flows.push_frame(&f);
+                }
                 analyzer.push_frame(&f);
                 if out.capture_start.is_none() {
                     out.capture_start = analyzer.stats().first_time;
@@ -240,8 +289,17 @@ pub fn run(args: &TraceArgs, w: &mut impl Write) -> io::Result<()> {
 
 fn finish<W: Write>(out: Out<'_, W>, name: &str, error: Option<String>) -> io::Result<()> {
     let Out {
-        w, args, report, ..
+        w,
+        args,
+        report,
+        html,
+        ..
     } = out;
+    if let (Some(path), Some(parts)) = (&args.html, html) {
+        let page = html_page(name, &report, parts);
+        std::fs::write(path, page)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
     if args.json {
         writeln!(w, "{}", report.json())?;
     } else {
@@ -301,6 +359,12 @@ fn run_live(args: &TraceArgs, iface: &str, w: &mut impl Write) -> io::Result<()>
         report: Report::new(),
         capture_start: None,
         shown: 0,
+        html: args.html.as_ref().map(|_| HtmlParts {
+            flows: FlowCollector::new(args.filter()),
+            conns: Vec::new(),
+            headings: Vec::new(),
+            more: 0,
+        }),
     };
     let mut frames = 0u64;
     loop {
@@ -322,6 +386,9 @@ fn run_live(args: &TraceArgs, iface: &str, w: &mut impl Write) -> io::Result<()>
                 pcap_file::pcap::PcapPacket::new(Duration::from_micros(secs), f.orig_len, &f.data);
             wr.write_packet(&p)
                 .map_err(|e| io::Error::other(format!("writing the capture: {e}")))?;
+        }
+        if let Some(h) = out.html.as_mut() {
+            h.flows.push_frame(&f);
         }
         analyzer.push_frame(&f);
         if out.capture_start.is_none() {
@@ -358,4 +425,72 @@ fn flush_live<W: Write>(a: &mut Analyzer, out: &mut Out<'_, W>) -> io::Result<()
         out.conn(&t)?;
     }
     Ok(())
+}
+
+/// The HTML report of a capture: its summary line, the tables, then each connection (the
+/// first three open) with its phases, plots and sequence diagram.
+fn html_page(name: &str, report: &Report, parts: HtmlParts) -> String {
+    let mut page = Page {
+        title: format!("synack trace {name}"),
+        lines: vec![report.capture_line(name)],
+        sections: Vec::new(),
+    };
+    let mut blocks = Vec::new();
+    for t in report.table_data() {
+        let text_columns = match t.title {
+            title if title.starts_with("connections") => 4,
+            _ => 2,
+        };
+        blocks.push(Block::Table(Table {
+            caption: Some(t.title.to_owned()),
+            header: t.header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: t.rows,
+            text_columns,
+            links: Vec::new(),
+        }));
+    }
+    if blocks.is_empty() {
+        blocks.push(Block::Text(
+            "No TCP connection or QUIC flow in the capture.".into(),
+        ));
+    }
+    page.sections.push(Section {
+        id: "tables".into(),
+        title: "Tables".into(),
+        blocks,
+    });
+    let mut conns = Vec::new();
+    for (i, (heading, blocks)) in parts.headings.into_iter().zip(parts.conns).enumerate() {
+        conns.push(Block::Fold {
+            summary: heading,
+            open: i < 3,
+            blocks,
+        });
+    }
+    if parts.more > 0 {
+        conns.push(Block::Text(format!(
+            "{} more connections are in the tables but not drawn (the report draws the first \
+             {HTML_CONNECTIONS}).",
+            parts.more
+        )));
+    }
+    if !conns.is_empty() {
+        conns.insert(
+            0,
+            Block::Text(
+                "Each connection as a sequence diagram: one arrow per segment drawn, from the \
+                 sender's lifeline to the receiver's. The capture saw each packet in one place, \
+                 so when it left and arrived are estimated from the handshake (half of each \
+                 side's round trip to the capture point). The data between the handshake and \
+                 the close is one band per direction. Red: a retransmission."
+                    .into(),
+            ),
+        );
+        page.sections.push(Section {
+            id: "connections".into(),
+            title: "Connections".into(),
+            blocks: conns,
+        });
+    }
+    html::render(&page)
 }

@@ -157,19 +157,36 @@ impl Body for RouteBody {
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     dir: Option<PathBuf>,
+    /// The `Date` of responses, from a clock of the runtime's time (see
+    /// [`Routes::with_virtual_date`]).
+    clock: Option<(std::time::SystemTime, tokio::time::Instant)>,
 }
 
 impl Routes {
     /// `/`, `/bytes/N` and `/delay/MS` only.
     pub fn new() -> Routes {
-        Routes { dir: None }
+        Routes {
+            dir: None,
+            clock: None,
+        }
     }
 
     /// The same, and the files under `dir`.
     pub fn with_dir(dir: impl Into<PathBuf>) -> Routes {
         Routes {
             dir: Some(dir.into()),
+            clock: None,
         }
+    }
+
+    /// Responses carry a `Date` (RFC 9110 §6.6.1) read from the runtime's clock as if it
+    /// showed `epoch` now, instead of the one hyper adds from the wall clock: on a simulated
+    /// network with virtual time, the same run then sends the same bytes whenever it is run
+    /// (HPACK codes a changed `Date` anew, so a second boundary passed during a run would
+    /// change its HTTP/2 byte counts).
+    pub fn with_virtual_date(mut self, epoch: std::time::SystemTime) -> Routes {
+        self.clock = Some((epoch, tokio::time::Instant::now()));
+        self
     }
 }
 
@@ -318,7 +335,17 @@ impl Service<Request<Incoming>> for Routes {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let me = self.clone();
-        Box::pin(async move { Ok(me.handle(req).await) })
+        Box::pin(async move {
+            let clock = me.clock;
+            let mut r = me.handle(req).await;
+            if let Some((epoch, start)) = clock {
+                let now = epoch + start.elapsed();
+                if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                    r.headers_mut().insert(http::header::DATE, v);
+                }
+            }
+            Ok(r)
+        })
     }
 }
 

@@ -14,6 +14,8 @@
 //!   counted, not kept, and connections are handed out as they finish.
 //! - [`report`]: the ladders, tables per connection and per host pair, and JSON.
 //! - [`live`]: capturing from an interface (Linux `AF_PACKET`).
+//! - [`html`]: the report as one self-contained HTML page (`--html`): tables, a sequence
+//!   diagram per connection, plots over time, waterfalls of calls.
 //!
 //! ```no_run
 //! use synack_trace::{capture::CaptureReader, report, Analyzer};
@@ -99,6 +101,7 @@ pub mod analyze;
 pub mod capture;
 pub mod conn;
 pub mod decode;
+pub mod html;
 pub mod ladder;
 pub mod live;
 pub mod report;

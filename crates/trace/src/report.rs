@@ -278,6 +278,14 @@ struct PairAcc {
     tw: [u64; 2],
 }
 
+/// One of the report's tables: its title, column names and rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableData {
+    pub title: &'static str,
+    pub header: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
 /// Per-connection numbers kept for the tables: a few words each (the ladder rows are not).
 #[derive(Debug, Default)]
 pub struct Report {
@@ -426,11 +434,26 @@ impl Report {
     /// The tables: connections (by number), QUIC flows, host pairs.
     pub fn tables(&self) -> String {
         let mut out = String::new();
+        for (i, t) in self.table_data().iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(t.title);
+            out.push('\n');
+            out.push_str(&table(&t.header, &t.rows));
+        }
+        out
+    }
+
+    /// The tables [`tables`](Self::tables) prints, as data: connections, QUIC flows, host
+    /// pairs (those that have rows).
+    pub fn table_data(&self) -> Vec<TableData> {
+        let mut out = Vec::new();
         let mut conns: Vec<&ConnSummary> = self.conns.iter().collect();
         conns.sort_by_key(|c| c.id);
         if !conns.is_empty() {
-            out.push_str("connections (phases in RTTs; RTT = SYN to the ACK of SYN-ACK)\n");
-            let head = [
+            let title = "connections (phases in RTTs; RTT = SYN to the ACK of SYN-ACK)";
+            let head = vec![
                 "#",
                 "client",
                 "server",
@@ -472,11 +495,15 @@ impl Report {
                     ]
                 })
                 .collect();
-            out.push_str(&table(&head, &rows));
+            out.push(TableData {
+                title,
+                header: head,
+                rows,
+            });
         }
         if !self.quic.is_empty() {
-            out.push_str("\nQUIC flows (long-header packets)\n");
-            let head = [
+            let title = "QUIC flows (long-header packets)";
+            let head = vec![
                 "client",
                 "server",
                 "connections",
@@ -502,12 +529,16 @@ impl Report {
                     ]
                 })
                 .collect();
-            out.push_str(&table(&head, &rows));
+            out.push(TableData {
+                title,
+                header: head,
+                rows,
+            });
         }
         let pairs = self.pairs();
         if !pairs.is_empty() {
-            out.push_str("\nper host pair\n");
-            let head = [
+            let title = "per host pair";
+            let head = vec![
                 "client",
                 "server",
                 "connections",
@@ -563,7 +594,11 @@ impl Report {
                     ]
                 })
                 .collect();
-            out.push_str(&table(&head, &rows));
+            out.push(TableData {
+                title,
+                header: head,
+                rows,
+            });
         }
         out
     }

@@ -58,6 +58,10 @@ pub enum Mode {
     Http2SlowReader,
 }
 
+/// What the server's clock shows when a scenario starts, in seconds since 1970:
+/// 2026-01-01 00:00:00 UTC.
+const DEMO_EPOCH_SECS: u64 = 1_767_225_600;
+
 /// The stream window of [`Mode::Http2SlowReader`]'s client (`SETTINGS_INITIAL_WINDOW_SIZE`).
 pub const SLOW_STREAM_WINDOW: u32 = 16 * 1024;
 /// Its connection window.
@@ -204,6 +208,8 @@ struct Feed {
     connecting: HashMap<FourTuple, Instant>,
     /// The client's handshakes: SYN sent -> ESTABLISHED, one interval per connection.
     handshakes: Vec<(Instant, Instant)>,
+    /// Where `--html` keeps the records.
+    recorder: Option<super::export::Recorder>,
 }
 
 /// Records pushed between two advances of the builder.
@@ -223,6 +229,9 @@ impl Feed {
             }
         }
         self.builder.push(host, [*r]);
+        if let Some(rec) = &self.recorder {
+            rec.records(host, std::slice::from_ref(r));
+        }
         self.last[host] = Some(r.time);
         self.since_advance += 1;
         if self.since_advance >= ADVANCE_EVERY {
@@ -285,12 +294,17 @@ impl ApiCalls {
         &self,
         client: &Client,
         origin_url: &str,
+        log: Option<super::export::CallLog>,
     ) -> Result<(u64, Vec<Duration>), DemoError> {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
         let close = matches!(self.mode, Mode::ConnPerCall | Mode::Https1PerCall);
         let expect = self.reply_bytes;
-        let one = move |client: Client, url: String, slow: bool| async move {
+        let one = move |client: Client,
+                        url: String,
+                        slow: bool,
+                        log: Option<super::export::CallLog>| async move {
             let started = tokio::time::Instant::now();
+            let start = log.as_ref().map(super::export::CallLog::now);
             let mut req = Request::get(url.as_str());
             if close {
                 req = req.header(CONNECTION, "close");
@@ -329,6 +343,9 @@ impl ApiCalls {
                     body.len()
                 )));
             }
+            if let (Some(log), Some(start)) = (&log, start) {
+                log.done(start, &r);
+            }
             Ok::<(u64, Duration), DemoError>((body.len() as u64, started.elapsed()))
         };
         let lanes = match self.mode {
@@ -343,7 +360,7 @@ impl ApiCalls {
         for lane in 0..lanes {
             // Lane k makes calls k, k + C, k + 2C, ...
             let n = (self.calls + lanes - 1 - lane) / lanes;
-            let (client, url) = (client.clone(), url.clone());
+            let (client, url, log) = (client.clone(), url.clone(), log.clone());
             tasks.spawn(async move {
                 // Lanes start 1 ms apart (tokio's timer resolution): no two connections have
                 // events at the same instant, whose order would depend on the stack's hash map
@@ -356,7 +373,7 @@ impl ApiCalls {
                 // The first call of the slow-reader scenario is the slow one.
                 let slow = lane == 0 && mode == Mode::Http2SlowReader;
                 for _ in 0..n {
-                    let (bytes, took) = one(client.clone(), url.clone(), slow).await?;
+                    let (bytes, took) = one(client.clone(), url.clone(), slow, log.clone()).await?;
                     got.0 += bytes;
                     got.1.push(took);
                 }
@@ -428,7 +445,10 @@ impl ApiCalls {
                 tls: tls.as_ref().map(|t| t.0.clone()),
                 ..ServerConfig::default()
             },
-            Routes::new(),
+            // Dates from virtual time: each run sends the same bytes.
+            Routes::new().with_virtual_date(
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(DEMO_EPOCH_SECS),
+            ),
         );
         let pool = PoolConfig {
             max_per_origin: match self.mode {
@@ -474,22 +494,23 @@ impl ApiCalls {
                 super::fmt_duration(settings.time_limit)
             ))
         };
-        let (body, times) = match tokio::time::timeout_at(deadline, self.calls(&client, &url)).await
-        {
-            Ok(r) => r?,
-            Err(_) => {
-                let mut open = describe("client", &c);
-                open.extend(describe("server", &s));
-                return Err(gave_up(format!(
-                    "the calls did not finish ({})",
-                    if open.is_empty() {
-                        "no connection open".to_owned()
-                    } else {
-                        open.join(", ")
-                    }
-                )));
-            }
-        };
+        let log = settings.recorder.as_ref().map(|r| r.call_log(&c));
+        let (body, times) =
+            match tokio::time::timeout_at(deadline, self.calls(&client, &url, log)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let mut open = describe("client", &c);
+                    open.extend(describe("server", &s));
+                    return Err(gave_up(format!(
+                        "the calls did not finish ({})",
+                        if open.is_empty() {
+                            "no connection open".to_owned()
+                        } else {
+                            open.join(", ")
+                        }
+                    )));
+                }
+            };
         let last_byte = net.now();
         let m = client.metrics();
         let stats = CallStats {
@@ -694,6 +715,7 @@ impl Scenario for ApiCalls {
             held_peak: 0,
             connecting: HashMap::new(),
             handshakes: Vec::new(),
+            recorder: settings.recorder.clone(),
         }));
         let run = rt.block_on(self.run_async(settings, &feed));
         drop(rt);

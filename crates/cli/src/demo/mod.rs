@@ -6,6 +6,7 @@
 //! making API calls (a connection per call, keep-alive, a pool, ...) can be set side by side.
 
 mod app;
+mod export;
 mod keepalive;
 mod report;
 mod scenario;
@@ -46,7 +47,9 @@ Examples:
   synack demo --rtt 80ms --bytes 1MiB          a bulk reply, folded into one line
   synack demo --loss 2% --bytes 1MiB           lost segments, each resent once
   synack demo --bandwidth 10mbit --queue 32KiB a slower link whose short queue overflows
-  synack demo --pcap demo.pcap --no-fold       every segment, and a capture for Wireshark";
+  synack demo --pcap demo.pcap --no-fold       every segment, and a capture for Wireshark
+  synack demo --calls 5 --html report.html     a page: diagrams, plots, a waterfall of calls
+  synack demo --json                           the tables' numbers (schema synack-demo/1)";
 
 /// Flags of `synack demo`.
 #[derive(Debug, Clone, Args)]
@@ -73,6 +76,18 @@ pub struct DemoArgs {
     /// Print raw sequence numbers instead of relative ones (ISN = 0).
     #[arg(long)]
     pub absolute: bool,
+
+    /// Print the numbers of the tables as one JSON document instead of the text (schema
+    /// synack-demo/1: per scenario the results row, the phase rows, segments per direction,
+    /// and each API call's timing).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the report as one self-contained HTML page to FILE (opens from disk, no
+    /// network): the results table, a sequence diagram of every connection, plots of bytes
+    /// in flight, RTT and goodput, and a waterfall of the API calls.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// Draw every segment instead of folding bulk data into summary lines.
     #[arg(long)]
@@ -208,6 +223,8 @@ pub struct Settings {
     pub progress: bool,
     /// The path each way (both directions alike).
     pub path: PathConfig,
+    /// Where the scenarios keep what `--json` and `--html` need, when asked for.
+    pub recorder: Option<export::Recorder>,
 }
 
 impl Settings {
@@ -246,6 +263,7 @@ impl Settings {
             time_limit: a.time_limit,
             progress: a.progress,
             path,
+            recorder: (a.json || a.html.is_some()).then(|| export::Recorder::new(a.html.is_some())),
         };
         s.check_time("--bytes", a.bytes, "the reply needs")?;
         s.check_time(
@@ -422,8 +440,11 @@ const HOL_LOSS: f64 = 0.02;
 const HOL_REPLY: u64 = 64 * 1024;
 
 /// Runs the demo's scenarios and prints their ladders, phase tables and the results table.
-pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
+pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
     let settings = Settings::from_args(args)?;
+    // With --json, the JSON instead of the text.
+    let mut sink = io::sink();
+    let out: &mut dyn Write = if args.json { &mut sink } else { &mut *to };
     let calls = |mode| keepalive::ApiCalls {
         mode,
         calls: args.calls as usize,
@@ -477,6 +498,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
         }
     )?;
     let mut outcomes = Vec::new();
+    let mut recorded = Vec::new();
     for (i, scenario) in scenarios.iter().enumerate() {
         writeln!(out)?;
         writeln!(
@@ -486,17 +508,18 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), DemoError> {
             scenario.description(&settings)
         )?;
         writeln!(out)?;
-        let draw = i == 0 || args.all_ladders;
+        let draw = (i == 0 || args.all_ladders) && !args.json;
         let outcome = scenario.run(&settings, if draw { Some(&mut *out) } else { None })?;
         if draw {
             writeln!(out)?;
         }
         report::print_outcome(out, &settings, &outcome)?;
         outcomes.push(outcome);
+        recorded.push(export::take(&settings, scenario.description(&settings)));
     }
     writeln!(out)?;
     report::print_results(out, &settings, &outcomes)?;
-    Ok(())
+    export::finish(args, &settings, &outcomes, recorded, to)
 }
 
 /// Replies at least this long get a progress bar when standard error is a terminal.

@@ -31,6 +31,8 @@ pub struct World {
     /// Past this instant the scenario gives up.
     pub deadline: Instant,
     pcap: Option<Capture>,
+    /// Where `--html` keeps the traces.
+    recorder: Option<super::export::Recorder>,
 }
 
 /// A secret for a host's ISN and port generator, derived from the seed.
@@ -71,6 +73,7 @@ impl World {
             server,
             deadline: Instant::ZERO + settings.time_limit,
             pcap,
+            recorder: settings.recorder.clone(),
         })
     }
 
@@ -95,6 +98,10 @@ impl World {
     pub fn drain_traces(&mut self) -> (Vec<TraceRecord>, Vec<TraceRecord>) {
         let c = self.client_tcp().drain_trace();
         let s = self.server_tcp().drain_trace();
+        if let Some(r) = &self.recorder {
+            r.records(0, &c);
+            r.records(1, &s);
+        }
         (c, s)
     }
 
