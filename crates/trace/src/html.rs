@@ -293,7 +293,7 @@ header h1{margin:0 0 4px;font-size:22px}
 header p{margin:2px 0;color:#d1d9e0;font-size:13px}
 nav{padding:8px 28px;background:var(--bg);border-bottom:1px solid var(--line);position:sticky;top:0;z-index:2}
 nav a{margin-right:14px;color:var(--c2s);text-decoration:none;font-size:13px}
-main{max-width:1040px;margin:0 auto;padding:8px 28px 40px}
+main{max-width:1320px;margin:0 auto;padding:8px 28px 40px}
 section{margin-top:26px}
 h2{font-size:18px;border-bottom:1px solid var(--line);padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}
