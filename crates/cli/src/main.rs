@@ -31,7 +31,7 @@ enum Command {
     Listen(nc::ListenArgs),
     /// Connect over a TUN device with synack's stack and pipe standard input and output
     Connect(nc::ConnectArgs),
-    /// Serve HTTP/1.1 with persistent connections (keep-alive) over TUN or kernel sockets
+    /// Serve HTTP/1.1 (keep-alive) and HTTP/2, cleartext or TLS, over TUN or kernel sockets
     #[command(after_help = http::SERVE_EXAMPLES)]
     Serve(http::ServeArgs),
     /// Fetch URLs in order through a connection pool, showing each connection's reuse
