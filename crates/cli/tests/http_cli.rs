@@ -444,3 +444,44 @@ fn get_says_what_failed_without_verbose() {
     assert_eq!(lines[2], "synack get: error: 2 of 3 requests failed");
     stop_server(server);
 }
+
+/// `synack get --json` (issue 14 item 4): one document with each request's status, size,
+/// connection and protocol, and the client's metrics; no bodies.
+#[test]
+fn get_json_gives_each_request_and_the_metrics() {
+    let port = free_port();
+    let server = start_server(port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let o = synack(&[
+        "get",
+        "--kernel",
+        "--json",
+        &format!("{base}/bytes/10"),
+        &format!("{base}/bytes/20"),
+        &format!("{base}/nothing-here"),
+    ]);
+    let _ = stop_server(server);
+    // The 404 fails the command, and the document still says everything.
+    assert!(!o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(doc["schema"], "synack-get/1");
+    let r = doc["requests"].as_array().unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        r.iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [200, 200, 404]
+    );
+    assert_eq!(
+        (r[0]["bytes"].as_u64(), r[1]["bytes"].as_u64()),
+        (Some(10), Some(20))
+    );
+    assert_eq!(r[0]["new_connection"], true);
+    assert_eq!(r[1]["reused"], true);
+    assert_eq!(r[1]["request_on_connection"], 2);
+    assert_eq!(r[0]["protocol"], "HTTP/1.1");
+    assert_eq!(doc["metrics"]["connections_opened"], 1);
+    assert_eq!(doc["metrics"]["requests"], 3);
+}

@@ -75,6 +75,14 @@ pub struct GetArgs {
     #[arg(long)]
     pub stats: bool,
 
+    /// Print one JSON document on stdout instead of the bodies (schema `synack-get/1`):
+    /// `{"schema", "requests": [{"method", "url", "status", "bytes", "ms", "error",
+    /// "connection", "new_connection", "reused", "request_on_connection", "protocol",
+    /// "handshake_ms", "tls", "tls_handshake_ms", "retried_after"}], "metrics": {...}}`, the
+    /// metrics as `--stats` prints them.
+    #[arg(long)]
+    pub json: bool,
+
     /// Connections per origin at most.
     #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Pool")]
     pub max_per_origin: usize,
@@ -295,8 +303,67 @@ async fn fetch_one(
     Ok(f)
 }
 
-/// Prints what `synack get` says of one request; whether it failed.
-fn report_one(args: &GetArgs, method: &Method, url: &str, f: Fetched) -> io::Result<bool> {
+/// One request as `--json` gives it.
+fn json_record(method: &Method, url: &str, f: &Fetched) -> serde_json::Value {
+    use serde_json::json;
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let info = f
+        .head
+        .as_ref()
+        .and_then(|h| h.extensions.get::<RequestInfo>());
+    let mut r = json!({
+        "method": method.as_str(),
+        "url": url,
+        "status": f.head.as_ref().map(|h| h.status.as_u16()),
+        "bytes": f.got,
+        "ms": ms(f.elapsed),
+        "error": f.error.as_ref().map(|e| explain(method, url, e)),
+    });
+    if let (Some(i), Some(o)) = (info, r.as_object_mut()) {
+        o.insert("connection".into(), json!(i.connection));
+        o.insert("new_connection".into(), json!(i.new_connection));
+        o.insert("reused".into(), json!(i.reused));
+        o.insert(
+            "request_on_connection".into(),
+            json!(i.request_on_connection),
+        );
+        o.insert("protocol".into(), json!(i.protocol.to_string()));
+        o.insert("handshake_ms".into(), json!(i.handshake.map(ms)));
+        o.insert(
+            "tls".into(),
+            json!(i.tls.as_ref().map(|t| json!({
+                "version": t.version.to_string(),
+                "cipher": t.cipher.to_string(),
+                "alpn": t.alpn,
+            }))),
+        );
+        o.insert("tls_handshake_ms".into(), json!(i.tls_handshake.map(ms)));
+        o.insert(
+            "retried_after".into(),
+            json!(i
+                .retry_reasons
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()),
+        );
+    }
+    r
+}
+
+/// Prints what `synack get` says of one request (or, with `--json`, adds it to `records`);
+/// whether it failed.
+fn report_one(
+    args: &GetArgs,
+    method: &Method,
+    url: &str,
+    f: Fetched,
+    records: &mut Vec<serde_json::Value>,
+) -> io::Result<bool> {
+    if args.json {
+        let failed = f.error.is_some() || f.head.as_ref().is_none_or(|h| !h.status.is_success());
+        records.push(json_record(method, url, &f));
+        return Ok(failed);
+    }
     if let Some(kept) = &f.kept {
         let mut out = io::stdout().lock();
         out.write_all(kept)?;
@@ -334,7 +401,11 @@ fn report_one(args: &GetArgs, method: &Method, url: &str, f: Fetched) -> io::Res
     Ok(false)
 }
 
-async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
+async fn fetch_all(
+    args: &GetArgs,
+    client: &Client,
+    records: &mut Vec<serde_json::Value>,
+) -> io::Result<usize> {
     let method = Method::from_bytes(args.method.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid --method"))?;
     let body = Bytes::from(args.data.clone().unwrap_or_default().into_bytes());
@@ -358,8 +429,8 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
                     tokio::time::sleep(d).await;
                 }
             }
-            let f = fetch_one(client, req, false, args.no_body).await?;
-            failed += report_one(args, &method, url, f)? as usize;
+            let f = fetch_one(client, req, false, args.no_body || args.json).await?;
+            failed += report_one(args, &method, url, f, records)? as usize;
         }
         return Ok(failed);
     }
@@ -374,7 +445,7 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
             .await
             .map_err(io::Error::other)?;
         let client = client.clone();
-        let no_body = args.no_body;
+        let no_body = args.no_body || args.json;
         let task = tokio::spawn(async move {
             let f = fetch_one(&client, req, true, no_body).await;
             drop(permit);
@@ -385,12 +456,12 @@ async fn fetch_all(args: &GetArgs, client: &Client) -> io::Result<usize> {
         while pending.front().is_some_and(|(_, t)| t.is_finished()) {
             let (url, t) = pending.pop_front().expect("a front task");
             let f = t.await.map_err(io::Error::other)??;
-            failed += report_one(args, &method, url, f)? as usize;
+            failed += report_one(args, &method, url, f, records)? as usize;
         }
     }
     for (url, t) in pending {
         let f = t.await.map_err(io::Error::other)??;
-        failed += report_one(args, &method, url, f)? as usize;
+        failed += report_one(args, &method, url, f, records)? as usize;
     }
     Ok(failed)
 }
@@ -447,7 +518,8 @@ pub fn run_get(args: &GetArgs) -> io::Result<()> {
                 Some(stack),
             )
         };
-        let failed = fetch_all(args, &client).await?;
+        let mut records = Vec::new();
+        let failed = fetch_all(args, &client, &mut records).await?;
         let m = client.metrics();
         if args.verbose {
             eprintln!(
@@ -478,7 +550,16 @@ pub fn run_get(args: &GetArgs) -> io::Result<()> {
             // Let the closes finish before the device goes.
             stack.wait_idle(Duration::from_secs(5)).await;
         }
-        if args.stats {
+        if args.json {
+            let metrics: serde_json::Value =
+                serde_json::from_str(&m.to_json()).map_err(io::Error::other)?;
+            let doc = serde_json::json!({
+                "schema": "synack-get/1",
+                "requests": records,
+                "metrics": metrics,
+            });
+            println!("{doc}");
+        } else if args.stats {
             println!("{}", m.to_json());
         }
         if failed > 0 {
