@@ -16,7 +16,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use ip::{IpProtocol, IpRepr, Ipv4Repr, Ipv6Repr};
-pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
+pub use tcp::{FastOpen, FastOpenCookie, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 pub use udp::UdpRepr;
 
 /// Why bytes could not be parsed. A malformed packet is a value, never a panic.
