@@ -2,6 +2,7 @@
 //! allow it, so that scripts and peers written against Linux see what they expect.
 
 use crate::cc::Algorithm;
+use crate::fastopen::FastOpenConfig;
 use crate::time::Duration;
 
 /// Keepalive settings, RFC 9293 §3.8.4 (names as Linux's `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
@@ -38,6 +39,10 @@ pub struct Config {
     pub send_buffer: usize,
     /// Offer window scaling (RFC 7323 §2).
     pub window_scaling: bool,
+    /// The window-scale shift to offer; `None`: the smallest that lets the whole receive
+    /// buffer be advertised. (Linux offers `ilog2(tcp_rmem[2]) - 15`, from the largest buffer
+    /// the connection could grow to.)
+    pub window_scale: Option<u8>,
     /// Offer timestamps (RFC 7323 §3).
     pub timestamps: bool,
     /// Offer SACK (RFC 2018).
@@ -51,14 +56,23 @@ pub struct Config {
     pub min_rto: Duration,
     /// Ceiling of the RTO (RFC 6298 §2.5: at least 60 s; Linux uses 120 s).
     pub max_rto: Duration,
-    /// SYN (and SYN-ACK) retransmissions before the open fails (Linux `tcp_syn_retries`: 6).
+    /// SYN retransmissions before an active open fails (Linux `tcp_syn_retries`: 6).
     pub syn_retries: u32,
+    /// SYN-ACK retransmissions before a passive open is given up (Linux
+    /// `tcp_synack_retries`: 5).
+    pub synack_retries: u32,
     /// An overall limit on an active open, if any.
     pub connect_timeout: Option<Duration>,
     /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (RFC 9293 §3.4.2; Linux: 60 s in all).
     pub msl: Duration,
     /// Delayed-ACK timeout (RFC 9293 §3.8.6.3: under 0.5 s; Linux: 40 ms); `None` acks at once.
     pub delayed_ack: Option<Duration>,
+    /// Linux's quick-ACK mode: the first data of a connection (and data after a silence longer
+    /// than the RTO) is acknowledged at once, segment by segment, up to 16 times, unless the
+    /// connection is interactive (we answered within the delayed-ACK time: "ping-pong"), so
+    /// that a sender in slow start is not held back by delayed ACKs (RFC 9293 §3.8.6.3 allows
+    /// acknowledging sooner). `false`: every ACK may wait the delayed-ACK time.
+    pub quick_ack: bool,
     /// Nagle's algorithm (RFC 9293 §3.7.4); `false` is `TCP_NODELAY`.
     pub nagle: bool,
     /// RFC 5482 user timeout: how long sent data may stay unacknowledged before the connection
@@ -99,6 +113,8 @@ pub struct Config {
     /// At most this many challenge ACKs per second from the whole endpoint (RFC 5961 §7;
     /// Linux `tcp_challenge_ack_limit`: 1000).
     pub challenge_ack_limit: u32,
+    /// TCP Fast Open (RFC 7413): client and server switches, keys.
+    pub fast_open: FastOpenConfig,
 }
 
 impl Default for Config {
@@ -108,6 +124,7 @@ impl Default for Config {
             recv_buffer: 1 << 20,
             send_buffer: 1 << 20,
             window_scaling: true,
+            window_scale: None,
             timestamps: true,
             sack: true,
             initial_window: 10,
@@ -116,9 +133,11 @@ impl Default for Config {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
             syn_retries: 6,
+            synack_retries: 5,
             connect_timeout: None,
             msl: Duration::from_secs(30),
             delayed_ack: Some(Duration::from_millis(40)),
+            quick_ack: false,
             nagle: true,
             user_timeout: None,
             max_retransmissions: 15,
@@ -131,6 +150,7 @@ impl Default for Config {
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,
+            fast_open: FastOpenConfig::default(),
         }
     }
 }

@@ -16,12 +16,13 @@
 use std::collections::VecDeque;
 
 use synack_wire::tcp::fill_checksum;
-use synack_wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
+use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 
 use crate::assembler::Assembler;
 use crate::buffer::RingBuffer;
 use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
 use crate::config::{Config, Keepalive};
+use crate::fastopen::{ClientOutcome, ClientPlan};
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, RecvError, SendError, State};
@@ -383,11 +384,45 @@ pub struct Connection {
     user_timeout: Option<Duration>,
     max_retransmissions: u32,
     syn_retries: u32,
+    synack_retries: u32,
     msl: Duration,
     keepalive: Option<Keepalive>,
     fin_wait2_timeout: Duration,
     /// The application no longer holds this connection.
     orphaned: bool,
+
+    // Linux's quick-ACK mode (`Config::quick_ack`).
+    quick_ack: bool,
+    /// ACKs still to send at once (Linux's `icsk_ack.quick`).
+    quick: u32,
+    /// The ACK timeout estimate (Linux's `icsk_ack.ato`); zero until the first data arrives.
+    ato: Duration,
+    /// When data last arrived.
+    lrcvtime: Instant,
+    /// Interactive: we sent data within `ato` of receiving some, so ACKs wait to ride it.
+    pingpong: bool,
+
+    // TCP Fast Open (RFC 7413).
+    /// Client: what the first SYN carries; taken when it goes out.
+    fo_plan: Option<ClientPlan>,
+    /// Client: the SYN waits for the first `send` (Linux's `TCP_FASTOPEN_CONNECT`).
+    defer_syn: bool,
+    /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
+    syn_fastopen: Option<bool>,
+    /// Client: bytes of data the first SYN carried.
+    syn_data: usize,
+    /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all of ours
+    /// (client), or the SYN's data was accepted (server). Linux's `TCPI_OPT_SYN_DATA`.
+    syn_data_acked: bool,
+    /// Server: made by a Fast Open SYN: in the accept queue, readable and writable while still
+    /// in SYN-RECEIVED (RFC 7413 §4.2.2).
+    fast_open_child: bool,
+    /// Server: the option of the first SYN-ACK (a cookie for the client).
+    synack_fast_open: Option<FastOpen>,
+    /// Client: what the SYN-ACK said, for the endpoint's cookie cache.
+    fo_outcome: Option<ClientOutcome>,
+    /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
+    syn_tsval: Option<u32>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -432,10 +467,11 @@ impl Connection {
         let cc = config
             .congestion
             .controller(snd_mss, initial_window(snd_mss, config.initial_window));
-        let _ = now;
-        let wscale_offer = config
-            .window_scaling
-            .then(|| wscale_for(config.recv_buffer));
+        let wscale_offer = config.window_scaling.then(|| {
+            config
+                .window_scale
+                .map_or_else(|| wscale_for(config.recv_buffer), |s| s.min(14))
+        });
         let rcv_slack = wscale_offer.map_or(0, |s| {
             let unit = 1usize << s;
             (config.recv_buffer / 16)
@@ -528,10 +564,25 @@ impl Connection {
             user_timeout: config.user_timeout,
             max_retransmissions: config.max_retransmissions,
             syn_retries: config.syn_retries,
+            synack_retries: config.synack_retries,
             msl: config.msl,
             keepalive: config.keepalive,
             fin_wait2_timeout: config.fin_wait2_timeout,
             orphaned: false,
+            quick_ack: config.quick_ack,
+            quick: 0,
+            ato: Duration::ZERO,
+            lrcvtime: now,
+            pingpong: false,
+            fo_plan: None,
+            defer_syn: false,
+            syn_fastopen: None,
+            syn_data: 0,
+            syn_data_acked: false,
+            fast_open_child: false,
+            synack_fast_open: None,
+            fo_outcome: None,
+            syn_tsval: None,
         }
     }
 
@@ -787,6 +838,73 @@ impl Connection {
         !self.nagle
     }
 
+    /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all the data our SYN
+    /// carried (an active open), or the SYN's data was accepted (a passive one). Linux reports
+    /// this as `TCPI_OPT_SYN_DATA`.
+    pub fn syn_data_acked(&self) -> bool {
+        self.syn_data_acked
+    }
+
+    /// Made by a Fast Open SYN (RFC 7413 §4.2.2): accepted at once, readable and writable
+    /// while still in SYN-RECEIVED.
+    pub fn is_fast_open_child(&self) -> bool {
+        self.fast_open_child
+    }
+
+    /// An active open whose SYN waits for the first [`send`](Self::send), to carry its data
+    /// (Linux's `TCP_FASTOPEN_CONNECT`).
+    pub fn is_syn_deferred(&self) -> bool {
+        self.defer_syn
+    }
+
+    /// How many bytes of data the SYN of this active open can carry, if it is still to be
+    /// sent and Fast Open lets data ride it (a cookie is cached, or none is needed): the
+    /// server's cached MSS (or ours) less 40 bytes for options, as Linux's
+    /// `tcp_send_syn_data` leaves room for any a middlebox adds. `None` otherwise.
+    pub fn fast_open_syn_room(&self) -> Option<usize> {
+        let plan = self.fo_plan.filter(|p| p.data)?;
+        (self.state == State::SynSent && self.syn_count == 0).then(|| {
+            let clamp = plan.mss.map_or(self.adv_mss, usize::from);
+            self.adv_mss.min(clamp).saturating_sub(40)
+        })
+    }
+
+    /// An active open with Fast Open: what its first SYN carries, and whether it waits for
+    /// data. Only a SYN that may carry data waits (Linux sends a cookie request at once).
+    pub(crate) fn set_fast_open_plan(&mut self, plan: ClientPlan, defer: bool) {
+        self.fo_plan = Some(plan);
+        self.defer_syn = defer && plan.data;
+    }
+
+    /// What the SYN-ACK taught about the server, once.
+    pub(crate) fn take_fast_open_outcome(&mut self) -> Option<ClientOutcome> {
+        self.fo_outcome.take()
+    }
+
+    /// The option of the first SYN-ACK of a passive open: a cookie the client asked for (or
+    /// a fresh one for a wrong cookie), RFC 7413 §4.1.2.
+    pub(crate) fn set_synack_fast_open(&mut self, fo: Option<FastOpen>) {
+        self.synack_fast_open = fo;
+    }
+
+    /// A passive open from a Fast Open SYN (RFC 7413 §4.2.2): the SYN's data is taken now,
+    /// so the SYN-ACK acknowledges it and the application may read it before the handshake
+    /// completes.
+    pub(crate) fn start_accept_fast_open(&mut self, now: Instant, syn: &TcpRepr<'_>) {
+        self.fast_open_child = true;
+        let data = syn.payload;
+        if data.is_empty() {
+            return;
+        }
+        let n = self.recv_buf.write_at(0, data);
+        self.recv_buf.commit(n);
+        self.rcv_nxt += n;
+        self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
+        self.syn_data_acked = n > 0;
+        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+        self.note_data_received(now);
+    }
+
     // ---------------------------------------------------------------------------------------
     // Application commands.
 
@@ -800,6 +918,9 @@ impl Connection {
         if !self.state.may_send() || self.fin_queued {
             return Err(SendError::InvalidState);
         }
+        // A SYN held for data (TCP_FASTOPEN_CONNECT) goes with the first write, even an empty
+        // one, as Linux's `tcp_sendmsg_fastopen`.
+        self.defer_syn = false;
         Ok(self.send_buf.push(data))
     }
 
@@ -866,7 +987,9 @@ impl Connection {
             self.set_state(State::Closed);
             return;
         }
-        if !self.recv_buf.is_empty() && self.state.is_synchronized() {
+        if !self.recv_buf.is_empty()
+            && (self.state.is_synchronized() || self.state == State::SynReceived)
+        {
             self.abort();
             return;
         }
@@ -939,8 +1062,10 @@ impl Connection {
         }
         match self.state {
             State::Closed | State::Listen => false,
-            State::SynSent | State::SynReceived => {
-                self.snd_nxt == self.iss || self.ack_due == AckDue::Now
+            State::SynSent | State::SynReceived
+                if !(self.fast_open_child && self.snd_nxt != self.iss) =>
+            {
+                (self.snd_nxt == self.iss && !self.defer_syn) || self.ack_due == AckDue::Now
             }
             _ => {
                 self.ack_due == AckDue::Now
@@ -1075,6 +1200,10 @@ impl Connection {
             if self.window_scaling_agreed {
                 o.window_scale = Some(self.rcv_wscale);
             }
+            // The cookie goes on the first SYN-ACK only; Linux's retransmissions carry none.
+            if self.syn_count == 0 {
+                o.fast_open = self.synack_fast_open;
+            }
         } else {
             if self.ts_offer {
                 o.timestamp = Some(Timestamp {
@@ -1084,6 +1213,12 @@ impl Connection {
             }
             o.sack_permitted = self.sack_offer;
             o.window_scale = self.wscale_offer;
+            // RFC 7413 §4.1.3: the cookie (or a request for one) on the first SYN; a
+            // retransmitted SYN is a plain one, as Linux's (the option or the data may be what
+            // a middlebox drops).
+            if self.syn_count == 0 {
+                o.fast_open = self.fo_plan.and_then(|p| p.option);
+            }
         }
         o
     }
@@ -1179,6 +1314,19 @@ impl Connection {
         if !f.contains(TcpFlags::SYN) {
             return;
         }
+        // A SYN-ACK must echo a timestamp of ours from the first SYN on (RFC 7323 §3.2 says
+        // what TSecr holds; Linux resets the open when it echoes anything else, as a
+        // protection against an old or forged SYN-ACK): answer it like an unacceptable ACK.
+        if has_ack && self.ts_offer {
+            if let (Some(first), Some(ts)) = (self.syn_tsval, seg.options.timestamp) {
+                let since_first = ts.tsecr.wrapping_sub(first);
+                let until_now = self.tsval(now).wrapping_sub(first);
+                if ts.tsecr != 0 && since_first > until_now {
+                    self.rst_reply = Some(ack);
+                    return;
+                }
+            }
+        }
         self.irs = SeqNum(seg.seq);
         self.rcv_nxt = self.irs + 1;
         // Nothing advertised yet beyond RCV.NXT (our SYN carried no ACK): the first window
@@ -1192,7 +1340,15 @@ impl Connection {
         self.snd_wl2 = ack;
         if has_ack {
             // Our SYN is acknowledged: ESTABLISHED, and the handshake's third segment is owed.
+            // Data our SYN carried (RFC 7413) may be acknowledged with it, in whole or in part.
+            let data_acked = ack.since(self.send_buf_seq).min(self.send_buf.len());
+            self.send_buf.discard(data_acked);
+            self.send_buf_seq += data_acked;
             self.snd_una = ack;
+            self.on_fast_open_synack(seg, ack);
+            if self.snd_nxt.lt(ack) {
+                self.snd_nxt = ack;
+            }
             if let Some((end, at)) = self.rtt_timed.take() {
                 if ack.ge(end) && self.syn_count == 1 {
                     self.rtt.sample(now - at);
@@ -1207,10 +1363,67 @@ impl Connection {
             self.timers.stop(Timer::Connect);
             self.ack_due = AckDue::Now;
             self.enter_established(now);
+            if self.snd_max.gt(ack) {
+                // Sent data (in the SYN) is outstanding: the retransmission timer guards it.
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            }
+            // RFC 9293 §3.10.7.3: "If there are other controls or text in the segment, then
+            // continue processing at the sixth step" — data in a SYN-ACK (a Fast Open server
+            // may send some, RFC 7413 §4.2.2) is taken, and so is a FIN.
+            if !seg.payload.is_empty() {
+                self.process_text(now, 0, seg.payload);
+            }
+            if f.contains(TcpFlags::FIN) && self.state != State::Closed {
+                self.process_fin(now);
+            }
         } else {
             // Simultaneous open (RFC 9293 §3.5, figure 8): answer with SYN-ACK from the ISS.
             self.snd_nxt = self.iss;
             self.set_state(State::SynReceived);
+        }
+    }
+
+    /// RFC 7413 §4.2.2, the client's side of a SYN-ACK: data of the SYN the server did not
+    /// take is sent again at once, not after a timeout ("the client MUST retransmit"), and
+    /// what the SYN-ACK says of the server (its MSS, a cookie) is kept for the cache, as Linux's
+    /// `tcp_rcv_fastopen_synack`.
+    fn on_fast_open_synack(&mut self, seg: &TcpRepr<'_>, ack: SeqNum) {
+        if self.syn_fastopen.is_none() && self.syn_data == 0 {
+            return;
+        }
+        let all_data = self.iss + 1 + self.syn_data;
+        let cookie = match (self.syn_fastopen, seg.options.fast_open) {
+            // A cookie we did not ask for is not cached (RFC 7413 §4.1.3).
+            (Some(_), Some(fo)) if !fo.cookie.is_request() => Some(fo),
+            _ => None,
+        };
+        let retransmitted = self.syn_count > 1;
+        let unacked = ack.lt(all_data);
+        // The SYN timed out and the SYN-ACK has neither a cookie nor our data: the SYN with
+        // data (or its answer) was probably lost on the way.
+        let syn_lost = self.syn_fastopen.is_some() && retransmitted && cookie.is_none() && unacked;
+        // A request answered without a cookie: ask in the other kind next time (once).
+        let try_exp = match self.syn_fastopen {
+            Some(exp) if !retransmitted && cookie.is_none() && self.syn_data == 0 => {
+                if exp {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+        self.fo_outcome = Some(ClientOutcome {
+            mss: seg.options.mss.unwrap_or(self.adv_mss.min(65535) as u16),
+            cookie,
+            syn_lost,
+            try_exp,
+        });
+        if self.syn_data > 0 && unacked {
+            // Send what the server did not take from SND.UNA, now.
+            self.snd_nxt = ack;
+        } else {
+            self.syn_data_acked = self.syn_data > 0;
         }
     }
 
@@ -1380,7 +1593,7 @@ impl Connection {
         let skip = self.rcv_nxt.since(seq);
         if seg.payload.len() > skip {
             let offset = seq.since(self.rcv_nxt);
-            self.process_text(offset, &seg.payload[skip..]);
+            self.process_text(now, offset, &seg.payload[skip..]);
             if self.state == State::Closed {
                 return;
             }
@@ -1805,7 +2018,7 @@ impl Connection {
     }
 
     /// The seventh step: in-order bytes go to the reader, out-of-order bytes wait in the ring.
-    fn process_text(&mut self, offset: usize, data: &[u8]) {
+    fn process_text(&mut self, now: Instant, offset: usize, data: &[u8]) {
         if !matches!(
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
@@ -1845,9 +2058,11 @@ impl Connection {
             self.rcv_nxt += n;
             self.bytes_unacked += n;
             self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            let quick = self.note_data_received(now);
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
-            // sized as the peer sends them; and at once if not everything fit.
-            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() {
+            // sized as the peer sends them; and at once if not everything fit, or in
+            // quick-ACK mode.
+            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() || quick {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -1859,6 +2074,41 @@ impl Connection {
             self.rcv_nxt += k;
             self.ack_due = AckDue::Now;
         }
+    }
+
+    /// In-order data arrived: Linux's `tcp_event_data_recv`, which decides quick-ACK mode.
+    /// The first data of a connection, and data after a silence longer than the RTO, enter it
+    /// (for up to 16 ACKs, fewer if the window is small); the ACK-timeout estimate follows the
+    /// gaps between arrivals. Returns whether this data is to be acknowledged at once.
+    fn note_data_received(&mut self, now: Instant) -> bool {
+        if !self.quick_ack {
+            return false;
+        }
+        const ATO_MIN: Duration = Duration::from_millis(40);
+        if self.ato.is_zero() {
+            self.incr_quickack();
+            self.ato = ATO_MIN;
+        } else {
+            let m = now.saturating_duration_since(self.lrcvtime);
+            let rto = self.rtt.rto();
+            if m <= ATO_MIN / 2 {
+                self.ato = self.ato / 2 + ATO_MIN / 2;
+            } else if m < self.ato {
+                self.ato = (self.ato / 2 + m).min(rto);
+            } else if m > rto {
+                self.incr_quickack();
+            }
+        }
+        self.lrcvtime = now;
+        self.quick > 0 && !self.pingpong
+    }
+
+    /// Linux's `tcp_incr_quickack`: as many quick ACKs as half the window holds segments of
+    /// the peer's size, at least 2, at most 16.
+    fn incr_quickack(&mut self) {
+        let mss = self.rcv_mss_seen.clamp(1, 536);
+        let n = (self.rcv_window() / (2 * mss)).clamp(2, 16) as u32;
+        self.quick = self.quick.max(n);
     }
 
     /// The eighth step: the FIN.
@@ -1918,10 +2168,33 @@ impl Connection {
     /// message is ignored (it may be forged). A hard error aborts only an opening connection;
     /// in synchronized states errors are soft (RFC 5461) and only change the error a later
     /// timeout reports. Packet Too Big lowers the MSS and resends (RFC 1191 §6.3).
+    ///
+    /// A passive open still in SYN-RECEIVED is Linux's request socket: a network or host
+    /// unreachable (and time exceeded) quoting its SYN-ACK drops it silently, and other errors
+    /// leave it be. A Fast Open child, already handed to the application, fails with the error
+    /// instead, as Linux's does (it stays to be accepted, its data readable).
     pub fn handle_icmp_error(&mut self, _now: Instant, err: IcmpError, seq: u32) {
         let seq = SeqNum(seq);
         if !(seq.ge(self.snd_una) && seq.lt(self.snd_max.max(self.snd_una + 1))) {
             return;
+        }
+        if self.state == State::SynReceived && self.passive {
+            match err {
+                IcmpError::PacketTooBig { .. } => {}
+                IcmpError::PortUnreachable if self.fast_open_child => {
+                    return self.fail(ConnectionError::Refused)
+                }
+                IcmpError::Hard | IcmpError::Soft if self.fast_open_child => {
+                    return self.fail(ConnectionError::Unreachable)
+                }
+                IcmpError::Soft => {
+                    self.timers.stop_all();
+                    self.error = Some(ConnectionError::Unreachable);
+                    self.set_state(State::Closed);
+                    return;
+                }
+                _ => return,
+            }
         }
         let opening = matches!(self.state, State::SynSent | State::SynReceived);
         match err {
@@ -1935,6 +2208,18 @@ impl Connection {
                 let floor = if ipv6 { 1280 } else { 576 };
                 let ts = if self.ts_enabled { 12 } else { 0 };
                 let budget = mss_for_mtu((mtu as usize).max(floor), ipv6);
+                if self.state == State::SynSent {
+                    // The SYN (or SYN with data) was too big: send the SYN again at once,
+                    // plain, announcing the MSS the path allows (as Linux, whose advertised
+                    // MSS follows the route's MTU). The data goes after the handshake.
+                    if budget < self.adv_mss {
+                        self.adv_mss = budget;
+                        self.rcv_mss = budget;
+                        self.snd_nxt = self.snd_una;
+                        self.rtt_timed = None;
+                    }
+                    return;
+                }
                 if budget < self.seg_budget {
                     self.seg_budget = budget;
                     self.snd_mss = budget.saturating_sub(ts).max(1);
@@ -1973,6 +2258,8 @@ impl Connection {
             Timer::DelayedAck => {
                 if self.ack_due == AckDue::Delayed {
                     self.ack_due = AckDue::Now;
+                    // The ACK waited in vain for data to ride: not interactive after all.
+                    self.pingpong = false;
                 }
             }
             Timer::Keepalive => {
@@ -2050,7 +2337,12 @@ impl Connection {
     fn on_rto(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
-                if self.syn_count > self.syn_retries {
+                let retries = if self.passive {
+                    self.synack_retries
+                } else {
+                    self.syn_retries
+                };
+                if self.syn_count > retries {
                     if self.passive {
                         self.timers.stop_all();
                         self.error = Some(ConnectionError::TimedOut);
@@ -2169,21 +2461,49 @@ impl Connection {
             State::Closed | State::Listen => None,
             State::SynSent | State::SynReceived => {
                 if self.snd_nxt == self.iss {
+                    if self.defer_syn {
+                        return None;
+                    }
                     let synack = self.state == State::SynReceived;
                     let flags = if synack {
                         TcpFlags::SYN | TcpFlags::ACK
                     } else {
                         TcpFlags::SYN
                     };
-                    let n = self.emit(now, buf, flags, self.iss, synack, 0, 0);
-                    self.snd_nxt = self.iss + 1;
+                    // RFC 7413 §4.2.1: the first SYN of a Fast Open carries what fits of the
+                    // data queued (and a cookie, or the endpoint's cookie-less mode).
+                    let data = if synack {
+                        0
+                    } else {
+                        self.fast_open_syn_room()
+                            .map_or(0, |room| room.min(self.send_buf.len()))
+                    };
+                    let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
+                    if !synack && self.syn_count == 0 {
+                        self.syn_fastopen = self
+                            .fo_plan
+                            .and_then(|p| p.option)
+                            .map(|o| o.experimental);
+                        self.syn_data = data;
+                        if self.ts_offer {
+                            self.syn_tsval = Some(self.tsval(now));
+                        }
+                    }
+                    let n = self.emit(now, buf, flags, self.iss, synack, 0, data);
+                    self.snd_nxt = self.iss + 1 + data;
                     self.snd_max = self.snd_max.max(self.snd_nxt);
                     self.syn_count += 1;
                     if self.syn_count == 1 {
-                        self.rtt_timed = Some((self.snd_nxt, now));
+                        // The SYN itself is timed, so a SYN-ACK that takes only part of the
+                        // data still measures the round trip.
+                        self.rtt_timed = Some((self.iss + 1, now));
                     }
                     self.timers.set(Timer::Retransmit, now + self.rtt.rto());
                     Some(n)
+                } else if self.fast_open_child && self.state == State::SynReceived {
+                    // RFC 7413 §4.2.2: a Fast Open server may send data before the
+                    // handshake's ACK.
+                    self.poll_transmit_synchronized(now, buf)
                 } else if self.state == State::SynReceived && self.ack_due == AckDue::Now {
                     Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0))
                 } else {
@@ -2566,7 +2886,15 @@ impl Connection {
             self.tuple.local.ip(),
             self.tuple.remote.ip(),
         );
+        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
+            // Data sent within the ACK timeout of data received: an interactive exchange,
+            // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").
+            self.pingpong = true;
+        }
         if with_ack && !rst {
+            if self.quick > 0 && self.ack_due != AckDue::None {
+                self.quick -= 1;
+            }
             self.last_ack_sent = self.rcv_nxt;
             self.ack_due = AckDue::None;
             self.bytes_unacked = 0;

@@ -16,6 +16,7 @@ pub mod cc;
 pub mod config;
 pub mod conn;
 pub mod cubic;
+pub mod fastopen;
 pub mod isn;
 pub mod rtt;
 pub mod seq;
@@ -25,6 +26,7 @@ pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
 pub use config::{Config, Keepalive};
+pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use conn::{Connection, Event, IcmpError, RetransmitCause};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
