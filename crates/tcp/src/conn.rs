@@ -423,6 +423,28 @@ pub struct Connection {
     fo_outcome: Option<ClientOutcome>,
     /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
     syn_tsval: Option<u32>,
+
+    // Counters, as Linux's `tcp_info` reports them.
+    stats: ConnStats,
+}
+
+/// What a connection counted, for reporting (Linux's `TCP_INFO` has the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Segments the peer acknowledged (the SYN or SYN-ACK counts as one; data in a SYN rides
+    /// it), estimated in MSS-sized segments (Linux's `tcpi_delivered`).
+    pub delivered: u32,
+    /// Segments sent again, SYNs included (`tcpi_total_retrans`).
+    pub total_retrans: u32,
+    /// Payload bytes acknowledged by the peer (`tcpi_bytes_acked`).
+    pub bytes_acked: u64,
+    /// Payload bytes received in order (`tcpi_bytes_received`).
+    pub bytes_received: u64,
+    /// Segments received and sent (`tcpi_segs_in`, `tcpi_segs_out`).
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// When in-order data last arrived (`tcpi_last_data_recv` counts from it).
+    pub last_data_recv: Option<Instant>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -583,6 +605,7 @@ impl Connection {
             synack_fast_open: None,
             fo_outcome: None,
             syn_tsval: None,
+            stats: ConnStats::default(),
         }
     }
 
@@ -845,6 +868,31 @@ impl Connection {
         self.syn_data_acked
     }
 
+    /// What the connection counted.
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    /// Linux's congestion-avoidance state (`tcpi_ca_state`): 0 open, 1 disorder (duplicate
+    /// ACKs or SACKs seen), 3 recovery (fast recovery), 4 loss (after a timeout).
+    pub fn ca_state(&self) -> u8 {
+        if self.rto_count > 0 && self.snd_una.lt(self.recover_mark) {
+            4
+        } else if self.recover.is_some() {
+            3
+        } else if self.dupacks > 0 || !self.scoreboard.blocks.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Consecutive retransmission timeouts (`tcpi_retransmits`, `tcpi_backoff`).
+    pub fn rto_count(&self) -> u32 {
+        self.rto_count
+    }
+
+
     /// Made by a Fast Open SYN (RFC 7413 §4.2.2): accepted at once, readable and writable
     /// while still in SYN-RECEIVED.
     pub fn is_fast_open_child(&self) -> bool {
@@ -899,6 +947,8 @@ impl Connection {
         let n = self.recv_buf.write_at(0, data);
         self.recv_buf.commit(n);
         self.rcv_nxt += n;
+        self.stats.bytes_received += n as u64;
+        self.stats.last_data_recv = Some(now);
         self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
         self.syn_data_acked = n > 0;
         self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
@@ -1270,6 +1320,7 @@ impl Connection {
     /// A segment for this connection arrived. RFC 9293 §3.10.7.3 in SYN-SENT, §3.10.7.4 in the
     /// other states; LISTEN and CLOSED are the endpoint's.
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.stats.segs_in = self.stats.segs_in.wrapping_add(1);
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.on_segment_syn_sent(now, seg),
@@ -1345,6 +1396,8 @@ impl Connection {
             self.send_buf.discard(data_acked);
             self.send_buf_seq += data_acked;
             self.snd_una = ack;
+            self.stats.delivered += 1;
+            self.stats.bytes_acked += data_acked as u64;
             self.on_fast_open_synack(seg, ack);
             if self.snd_nxt.lt(ack) {
                 self.snd_nxt = ack;
@@ -1627,6 +1680,7 @@ impl Connection {
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
+                self.stats.delivered += 1;
                 self.enter_established(now);
             } else {
                 self.rst_reply = Some(ack);
@@ -1741,6 +1795,11 @@ impl Connection {
         }
         let data_end = self.fin_seq();
         let data_acked = ack.min(data_end).since(self.send_buf_seq);
+        self.stats.bytes_acked += data_acked as u64;
+        self.stats.delivered = self
+            .stats
+            .delivered
+            .wrapping_add(data_acked.div_ceil(self.snd_mss.max(1)) as u32);
         self.send_buf.discard(data_acked);
         self.send_buf_seq += data_acked;
         self.snd_una = ack;
@@ -2056,6 +2115,8 @@ impl Connection {
         if !had_holes {
             self.recv_buf.commit(n);
             self.rcv_nxt += n;
+            self.stats.bytes_received += n as u64;
+            self.stats.last_data_recv = Some(now);
             self.bytes_unacked += n;
             self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
             let quick = self.note_data_received(now);
@@ -2072,6 +2133,8 @@ impl Connection {
             let k = self.assembler.fill_front(n);
             self.recv_buf.commit(k);
             self.rcv_nxt += k;
+            self.stats.bytes_received += k as u64;
+            self.stats.last_data_recv = Some(now);
             self.ack_due = AckDue::Now;
         }
     }
@@ -2489,6 +2552,9 @@ impl Connection {
                             self.syn_tsval = Some(self.tsval(now));
                         }
                     }
+                    if self.syn_count > 0 {
+                        self.stats.total_retrans += 1;
+                    }
                     let n = self.emit(now, buf, flags, self.iss, synack, 0, data);
                     self.snd_nxt = self.iss + 1 + data;
                     self.snd_max = self.snd_max.max(self.snd_nxt);
@@ -2534,6 +2600,7 @@ impl Connection {
             match p.retransmit {
                 Some(cause) => {
                     self.rtt_timed = None;
+                    self.stats.total_retrans += 1;
                     if cause != RetransmitCause::Timeout {
                         // HighRxt follows recovery's retransmissions (RFC 6675), not a probe's.
                         if cause != RetransmitCause::TailLossProbe {
@@ -2877,6 +2944,7 @@ impl Connection {
         };
         let hlen = repr.header_len();
         let total = hlen + len;
+        self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
         repr.emit_header(&mut buf[..hlen]);
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);

@@ -27,7 +27,7 @@ pub mod timer;
 pub use cc::{Algorithm, CongestionControl};
 pub use config::{Config, Keepalive};
 pub use fastopen::{FastOpenConfig, FastOpenKey};
-pub use conn::{Connection, Event, IcmpError, RetransmitCause};
+pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
 pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};
@@ -36,5 +36,7 @@ pub mod endpoint;
 pub mod hash;
 pub mod trace;
 
-pub use endpoint::{ConnId, ConnectError, Endpoint, ListenError, ListenerId, Transmit};
+pub use endpoint::{
+    ConnId, ConnectError, ConnectOptions, Endpoint, ListenError, ListenerId, Transmit,
+};
 pub use trace::{Direction, SegmentInfo, TraceEvent, TraceRecord};
