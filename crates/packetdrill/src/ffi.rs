@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use libc::{
     c_int, c_long, c_longlong, c_uint, c_ulong, epoll_event, iovec, loff_t, msghdr, nfds_t, pollfd,
@@ -15,7 +15,7 @@ use libc::{
 };
 
 use crate::flags::ShimConfig;
-use crate::shim::{Errno, OptIn, OptValue, Shim, SysResult};
+use crate::shim::{Dest, Errno, OptIn, OptValue, Shim, SysResult};
 use crate::sockaddr as sa;
 
 /// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
@@ -177,10 +177,54 @@ pub unsafe extern "C" fn packetdrill_interface_init(
         for e in errors {
             eprintln!("synack-packetdrill: ignoring so_flags word: {e}");
         }
-        let table = table(Arc::new(Shim::new(&cfg)));
+        let shim = Arc::new(Shim::new(&cfg));
+        *CURRENT.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&shim);
+        let table = table(shim);
         // SAFETY: `ifc` points to a writable table (checked non-null).
         unsafe { ifc.write(table) };
     }));
+}
+
+/// The shim the last `packetdrill_interface_init` made, for
+/// [`synack_packetdrill_getsockopt`].
+static CURRENT: Mutex<Weak<Shim>> = Mutex::new(Weak::new());
+
+/// `getsockopt` on a descriptor of the shim `packetdrill_interface_init` made last, for a
+/// caller that has no table: packetdrill's `%{ }%` code events call the C library's
+/// getsockopt on our descriptors, and `csrc/preload.c` (an `LD_PRELOAD` helper the upstream
+/// script uses) routes the calls the kernel cannot answer here. Returns 0, or -1 with errno
+/// (`EBADF` for a descriptor that is not ours).
+///
+/// # Safety
+/// As `getsockopt(2)`: `val` must have `*len` writable bytes, `len` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn synack_packetdrill_getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let shim = CURRENT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+            .ok_or(Errno(libc::EBADF))?;
+        // SAFETY: the caller's guarantees.
+        unsafe { getsockopt_into(&shim, fd, level, name, val, len) }
+    }));
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
 }
 
 /// A filled table whose `userdata` holds `shim`.
@@ -339,6 +383,24 @@ fn send_flags(flags: c_int) -> SysResult<bool> {
         return Err(Errno(libc::EOPNOTSUPP));
     }
     Ok(flags & libc::MSG_DONTWAIT != 0)
+}
+
+/// The destination a `sendto`/`sendmsg` names, if any: `AF_UNSPEC` kept apart (Fast Open
+/// refuses it).
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn dest(addr: *const sockaddr, len: socklen_t) -> SysResult<Option<Dest>> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return Ok(None);
+    }
+    // SAFETY: at least the family is readable.
+    let family = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    if c_int::from(family) == libc::AF_UNSPEC {
+        return Ok(Some(Dest::Unspec));
+    }
+    // SAFETY: the caller's guarantee.
+    Ok(Some(Dest::Addr(unsafe { sa::read(addr, len) }?)))
 }
 
 fn gather(bufs: &[&mut [u8]]) -> Vec<u8> {
@@ -553,12 +615,20 @@ unsafe extern "C" fn pd_sendto(
     buf: *const c_void,
     n: size_t,
     flags: c_int,
-    _addr: *const sockaddr,
-    _len: socklen_t,
+    addr: *const sockaddr,
+    len: socklen_t,
 ) -> ssize_t {
-    // A connected TCP socket ignores the destination (no TCP Fast Open here).
-    // SAFETY: the caller's guarantees for `send` are the same.
-    unsafe { pd_send(ud, fd, buf, n, flags) }
+    // A connected TCP socket ignores the destination; an unconnected one uses it with
+    // MSG_FASTOPEN (RFC 7413).
+    call(ud, -1, |s| {
+        let dontwait = send_flags(flags)?;
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        // SAFETY: `addr` is null or has `len` bytes.
+        let d = unsafe { dest(addr, len) }?;
+        s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)
+            .map(count)
+    })
 }
 
 unsafe extern "C" fn pd_sendmsg(
@@ -574,7 +644,11 @@ unsafe extern "C" fn pd_sendmsg(
         let dontwait = send_flags(flags)?;
         // SAFETY: `msg` points to a msghdr whose iovecs are valid.
         let bufs = unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen as c_int) }?;
-        s.send(fd, &gather(&bufs), dontwait).map(count)
+        // SAFETY: its name is null or `msg_namelen` bytes.
+        let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
+        let fastopen = flags & libc::MSG_FASTOPEN != 0;
+        s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)
+            .map(count)
     })
 }
 
@@ -668,7 +742,23 @@ unsafe extern "C" fn pd_getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    call(ud, -1, |s| {
+    // SAFETY: the caller's guarantees.
+    call(ud, -1, |s| unsafe { getsockopt_into(s, fd, level, name, val, len) })
+}
+
+/// getsockopt on `s`, the value copied out as the system call does.
+///
+/// # Safety
+/// `val` must have `*len` writable bytes; `len` must be null or valid.
+unsafe fn getsockopt_into(
+    s: &Shim,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> SysResult<c_int> {
+    {
         if val.is_null() || len.is_null() {
             return Err(Errno(libc::EFAULT));
         }
@@ -681,14 +771,14 @@ unsafe extern "C" fn pd_getsockopt(
                 b.extend_from_slice(&secs.to_ne_bytes());
                 b
             }
-            #[cfg(target_os = "linux")]
-            OptValue::TcpInfo(ti) => {
-                let p = (&*ti as *const libc::tcp_info).cast::<u8>();
-                // SAFETY: tcp_info is plain data of its size.
-                unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<libc::tcp_info>()) }
-                    .to_vec()
-            }
+            OptValue::Bytes(b) => b,
         };
+        let mut bytes = bytes;
+        if level == libc::IPPROTO_TCP && name == libc::TCP_INFO {
+            // A newer `struct tcp_info` than ours: its further fields read as zero, as an
+            // older kernel leaves them (packetdrill insists on its own size).
+            bytes.resize(bytes.len().max(room.min(4096)), 0);
+        }
         let n = room.min(bytes.len());
         // SAFETY: `val` has `*len` writable bytes.
         unsafe {
@@ -696,7 +786,7 @@ unsafe extern "C" fn pd_getsockopt(
             *len = n as socklen_t;
         }
         Ok(0)
-    })
+    }
 }
 
 unsafe extern "C" fn pd_setsockopt(
@@ -724,6 +814,9 @@ unsafe extern "C" fn pd_setsockopt(
                 onoff: int(0),
                 secs: int(4),
             }
+        } else if level == libc::IPPROTO_TCP && name == libc::TCP_FASTOPEN_KEY {
+            // SAFETY: `val` has `len` readable bytes.
+            OptIn::Bytes(unsafe { slice(val, len) }?.to_vec())
         } else {
             if len < std::mem::size_of::<c_int>() {
                 return Err(Errno(libc::EINVAL));

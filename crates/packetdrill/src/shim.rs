@@ -20,11 +20,17 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use libc::c_int;
 use synack_stack::Interface;
 use synack_tcp::{
-    Config, ConnId, ConnectError, ConnectionError, Duration, Instant, Keepalive, ListenError,
-    ListenerId, RecvError, SendError, State,
+    Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey,
+    Instant, Keepalive, ListenError, ListenerId, RecvError, SendError, State,
 };
 
 use crate::flags::ShimConfig;
+use crate::sysctl::SysctlSource;
+use crate::tcpinfo::TcpInfo;
+
+/// `SO_MEMINFO` and the number of `u32`s it returns (`SK_MEMINFO_VARS`).
+const SO_MEMINFO: c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
 
 /// `gettimeofday` reads `EPOCH_USECS + now`: the virtual clock starts at 2023-11-14 22:13:20 UTC.
 pub const EPOCH_USECS: u64 = 1_700_000_000 * 1_000_000;
@@ -94,6 +100,17 @@ pub struct SockOpts {
     /// SO_LINGER: `Some(seconds)` when `l_onoff` is set.
     pub linger: Option<i32>,
     pub v6only: bool,
+    /// TCP_FASTOPEN: the listener's Fast Open queue length.
+    pub fastopen_qlen: Option<usize>,
+    /// TCP_FASTOPEN_CONNECT: `connect` returns at once and the first write sends the SYN
+    /// with its data.
+    pub fastopen_connect: bool,
+    /// TCP_FASTOPEN_KEY: the listener's own key, and a backup.
+    pub fastopen_key: Option<(FastOpenKey, Option<FastOpenKey>)>,
+    /// TCP_FASTOPEN_NO_COOKIE (remembered; the namespace's setting applies).
+    pub fastopen_no_cookie: bool,
+    /// TCP_SYNCNT: SYN retransmissions before the open fails.
+    pub syncnt: Option<u32>,
 }
 
 impl SockOpts {
@@ -205,6 +222,46 @@ pub(crate) struct Inner {
     returning: HashSet<libc::pid_t>,
     next_port: u16,
     closed: bool,
+    /// Where the namespace's TCP settings are read from.
+    sysctl: SysctlSource,
+    /// Descriptor numbers are real descriptors of the process (see `alloc_fd`).
+    real_fds: bool,
+    /// The real descriptors held, and their inodes.
+    reserved: HashMap<c_int, (u64, u64)>,
+    /// Real descriptors set aside because their number was still in use in our table.
+    stale: Vec<c_int>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Close what is still ours (the same inode: not a number someone reused since).
+        for (fd, ino) in std::mem::take(&mut self.reserved) {
+            if inode_of(fd) == Some(ino) {
+                // SAFETY: the memfd we opened.
+                unsafe { libc::close(fd) };
+            }
+        }
+        for fd in std::mem::take(&mut self.stale) {
+            // SAFETY: opened here and never handed out.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The device and inode of a descriptor, if it is open.
+fn inode_of(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes a `stat` and reads nothing else; a bad descriptor is an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid `stat` to write to.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Where a `sendto`/`sendmsg` names its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Addr(SocketAddr),
+    /// `AF_UNSPEC`: Linux refuses Fast Open to it (EOPNOTSUPP).
+    Unspec,
 }
 
 /// Return early from a blocking condition with an error.
@@ -241,22 +298,6 @@ fn unspecified(v6: bool) -> IpAddr {
     }
 }
 
-/// Linux's numbering of TCP states (`tcpi_state`).
-fn linux_state(s: State) -> u8 {
-    match s {
-        State::Established => 1,
-        State::SynSent => 2,
-        State::SynReceived => 3,
-        State::FinWait1 => 4,
-        State::FinWait2 => 5,
-        State::TimeWait => 6,
-        State::Closed => 7,
-        State::CloseWait => 8,
-        State::LastAck => 9,
-        State::Listen => 10,
-        State::Closing => 11,
-    }
-}
 
 impl Inner {
     /// Take every packet the stack has due now.
@@ -283,11 +324,49 @@ impl Inner {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
-    fn alloc_fd(&self) -> SysResult<c_int> {
-        (FIRST_FD..)
-            .take(MAX_FDS)
-            .find(|fd| !self.fds.contains_key(fd))
-            .ok_or(Errno(libc::EMFILE))
+    /// A descriptor number for a new socket or epoll instance. With `real_fds`, a real
+    /// descriptor of the process (a memfd, held until the descriptor is closed): the C
+    /// library's `close` on it (packetdrill's teardown does that) then succeeds, and the
+    /// kernel hands the number to nobody else (a script's own `open`). Otherwise the lowest
+    /// number from 3 that is free in our table.
+    fn alloc_fd(&mut self) -> SysResult<c_int> {
+        if !self.real_fds {
+            return (FIRST_FD..)
+                .take(MAX_FDS)
+                .find(|fd| !self.fds.contains_key(fd))
+                .ok_or(Errno(libc::EMFILE));
+        }
+        if self.reserved.len() >= MAX_FDS {
+            return Err(Errno(libc::EMFILE));
+        }
+        // SAFETY: a NUL-terminated name and valid flags.
+        let fd = unsafe { libc::memfd_create(c"synack-packetdrill-fd".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Errno(libc::EMFILE));
+        }
+        let Some(ino) = inode_of(fd) else {
+            // SAFETY: `fd` was just opened here.
+            unsafe { libc::close(fd) };
+            return Err(Errno(libc::EMFILE));
+        };
+        if self.fds.contains_key(&fd) {
+            // Our table still names it: someone closed our descriptor behind our back and
+            // the number came back. Keep the new one out of the way and try again.
+            self.stale.push(fd);
+            return self.alloc_fd();
+        }
+        self.reserved.insert(fd, ino);
+        Ok(fd)
+    }
+
+    /// Give back the real descriptor behind `fd`, if it is still ours.
+    fn release_fd(&mut self, fd: c_int) {
+        if let Some(ino) = self.reserved.remove(&fd) {
+            if inode_of(fd) == Some(ino) {
+                // SAFETY: the descriptor is the memfd we opened (same inode).
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 
     /// The next moment something happens by itself: a TCP timer or a blocked call's timeout.
@@ -312,11 +391,24 @@ impl Inner {
         self.waiters_settled() && (self.closed || self.returning.is_empty())
     }
 
+    /// Read the namespace's TCP settings again (if a directory was named) and apply them to
+    /// new sockets and to the endpoint, as the kernel reads its sysctls when it needs them.
+    fn refresh_sysctls(&mut self) {
+        if let Some(s) = self.sysctl.read() {
+            s.apply(&mut self.base);
+            s.apply(self.iface.tcp_mut().config_mut());
+        }
+    }
+
     /// An endpoint configuration with a socket's buffer and MSS settings.
     fn config_for(&self, o: &SockOpts, v6: bool) -> Config {
         let mut c = self.base.clone();
         if let Some(b) = o.rcvbuf {
             c.recv_buffer = b;
+            c.window_scale = None;
+        }
+        if let Some(n) = o.syncnt {
+            c.syn_retries = n;
         }
         if let Some(b) = o.sndbuf {
             c.send_buffer = b;
@@ -408,9 +500,12 @@ impl Inner {
                 if st == State::Closed || (rcv_shut && snd_shut) {
                     m |= POLLHUP;
                 }
-                if !matches!(st, State::SynSent | State::SynReceived)
-                    && (snd_shut || c.send_capacity() > 0)
-                {
+                // Writable once open; a Fast Open child while in SYN-RECEIVED, and a socket
+                // whose SYN waits for its first write, already (as Linux's tcp_poll).
+                let open = !matches!(st, State::SynSent | State::SynReceived)
+                    || c.is_fast_open_child()
+                    || c.is_syn_deferred();
+                if open && (snd_shut || c.send_capacity() > 0) {
                     m |= POLLOUT | POLLWRNORM;
                 }
                 m
@@ -426,8 +521,9 @@ pub enum OptValue {
         onoff: c_int,
         secs: c_int,
     },
-    #[cfg(target_os = "linux")]
-    TcpInfo(Box<libc::tcp_info>),
+    /// Raw bytes (Linux's whole `struct tcp_info`, a key, `SO_MEMINFO`); the caller gets as
+    /// many as it has room for.
+    Bytes(Vec<u8>),
 }
 
 /// The host, its clock and its descriptors.
@@ -454,6 +550,12 @@ impl Shim {
                 returning: HashSet::new(),
                 next_port: 20000,
                 closed: false,
+                sysctl: SysctlSource {
+                    root: cfg.sysctl_root.clone(),
+                },
+                real_fds: cfg.real_fds,
+                reserved: HashMap::new(),
+                stale: Vec::new(),
             }),
             cond: Condvar::new(),
             tick: Duration::from_micros(cfg.tick_usecs),
@@ -658,6 +760,7 @@ impl Shim {
             return Err(Errno(libc::EINVAL));
         }
         let mut g = self.lock();
+        g.refresh_sysctls();
         let now = g.now;
         g.iface.receive(now, packet);
         self.done(g);
@@ -716,6 +819,7 @@ impl Shim {
             return Err(Errno(libc::EPROTONOSUPPORT));
         }
         let mut g = self.lock();
+        g.refresh_sysctls();
         let fd = g.alloc_fd()?;
         let s = Socket::new(domain == libc::AF_INET6, ty & libc::SOCK_NONBLOCK != 0);
         g.fds.insert(fd, Fd::Socket(s));
@@ -763,6 +867,7 @@ impl Shim {
 
     pub fn listen(&self, fd: c_int, backlog: c_int) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock(&inner.fds, fd)?.clone();
         match s.kind {
@@ -775,7 +880,16 @@ impl Shim {
             None => SocketAddr::new(unspecified(s.v6), inner.ephemeral_port()),
         };
         // Linux lets backlog+1 connections wait (capped by somaxconn, 4096).
-        let backlog = (backlog.clamp(0, 4095) as usize) + 1;
+        let arg = backlog.clamp(0, 4096) as usize;
+        let backlog = arg.min(4095) + 1;
+        // Fast Open on this listener: the socket option's queue length, else (with the
+        // namespace's `TFO_SERVER_WO_SOCKOPT1`) the listen backlog, as Linux's inet_listen.
+        let fo = inner.base.fast_open;
+        let fo_qlen = s.opts.fastopen_qlen.unwrap_or(if fo.server && fo.server_all_listeners {
+            arg
+        } else {
+            0
+        });
         let mut addrs = vec![local];
         if s.v6 && local.ip().is_unspecified() && !s.opts.v6only {
             addrs.push(SocketAddr::new(unspecified(false), local.port()));
@@ -787,7 +901,14 @@ impl Shim {
         let mut ids = Vec::new();
         for a in addrs {
             match inner.iface.tcp_mut().listen(a, backlog) {
-                Ok(l) => ids.push(l),
+                Ok(l) => {
+                    let tcp = inner.iface.tcp_mut();
+                    tcp.set_fast_open(l, fo_qlen);
+                    if let Some((k, backup)) = s.opts.fastopen_key {
+                        tcp.set_fast_open_key(l, k, backup);
+                    }
+                    ids.push(l)
+                }
                 Err(e) => {
                     for l in ids {
                         inner.iface.tcp_mut().unlisten(l);
@@ -820,9 +941,11 @@ impl Shim {
                 }
                 let newfd = tri!(inner.alloc_fd());
                 let Some(id) = inner.iface.tcp_mut().accept(l) else {
+                    inner.release_fd(newfd);
                     continue;
                 };
                 let Some(tuple) = inner.iface.tcp().conn(id).map(|c| c.tuple()) else {
+                    inner.release_fd(newfd);
                     continue;
                 };
                 let mut ns = Socket::new(v6, false);
@@ -847,6 +970,7 @@ impl Shim {
 
     pub fn connect(&self, fd: c_int, remote: SocketAddr) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock(&inner.fds, fd)?.clone();
         match s.kind {
@@ -855,8 +979,18 @@ impl Shim {
                 connecting: false, ..
             } => return Err(Errno(libc::EISCONN)),
             SockKind::Conn {
-                connecting: true, ..
+                id,
+                connecting: true,
             } => {
+                // A SYN held for the first write (TCP_FASTOPEN_CONNECT): Linux says EISCONN.
+                if inner
+                    .iface
+                    .tcp()
+                    .conn(id)
+                    .is_some_and(|c| c.is_syn_deferred())
+                {
+                    return Err(Errno(libc::EISCONN));
+                }
                 if s.nonblock {
                     // Linux's __inet_stream_connect in SS_CONNECTING: EALREADY while the
                     // handshake runs, 0 once it is done, the error once it failed.
@@ -869,6 +1003,39 @@ impl Shim {
             }
             SockKind::Fresh => {}
         }
+        // TCP_FASTOPEN_CONNECT: with a cookie cached (or none needed) the SYN waits for the
+        // first write and connect returns at once; without, the SYN asks for a cookie now.
+        let options = ConnectOptions {
+            fast_open: s.opts.fastopen_connect,
+            defer_syn: true,
+        };
+        let id = Self::open(inner, fd, &s, remote, options)?;
+        if inner
+            .iface
+            .tcp()
+            .conn(id)
+            .is_some_and(|c| c.is_syn_deferred())
+        {
+            return Ok(());
+        }
+        if s.nonblock {
+            self.done(g);
+            return Err(Errno(libc::EINPROGRESS));
+        }
+        g.touch();
+        self.cond.notify_all();
+        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))
+    }
+
+    /// Start an active open for socket `fd` (a snapshot of it is `s`) to `remote`; the socket
+    /// is then connecting.
+    fn open(
+        inner: &mut Inner,
+        fd: c_int,
+        s: &Socket,
+        remote: SocketAddr,
+        options: ConnectOptions,
+    ) -> SysResult<ConnId> {
         if !s.v6 && remote.is_ipv6() {
             return Err(Errno(libc::EAFNOSUPPORT));
         }
@@ -892,7 +1059,7 @@ impl Shim {
         let now = inner.now;
         let tcp = inner.iface.tcp_mut();
         *tcp.config_mut() = config;
-        let r = tcp.connect(now, local_ip, local_port, remote);
+        let r = tcp.connect_with(now, local_ip, local_port, remote, options);
         *tcp.config_mut() = inner.base.clone();
         let id = r.map_err(|e| {
             Errno(match e {
@@ -911,13 +1078,94 @@ impl Shim {
             id,
             connecting: true,
         };
-        if s.nonblock {
-            self.done(g);
-            return Err(Errno(libc::EINPROGRESS));
+        Ok(id)
+    }
+
+    /// sendto(2)/sendmsg(2): `fastopen` is MSG_FASTOPEN, `dest` the address passed. With
+    /// MSG_FASTOPEN on an unconnected socket, or any write on one whose SYN waits for data
+    /// (TCP_FASTOPEN_CONNECT), this is Linux's `tcp_sendmsg_fastopen`: the SYN leaves with as
+    /// much of the data as it may carry (RFC 7413 §4.2.1). A non-blocking call returns that
+    /// count (or EINPROGRESS when the SYN carries none: it asks for a cookie); a blocking one
+    /// waits for the handshake and writes the rest. Otherwise it is `send`.
+    pub fn send_msg(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        fastopen: bool,
+        dest: Option<Dest>,
+    ) -> SysResult<usize> {
+        let mut g = self.lock();
+        g.refresh_sysctls();
+        let inner = &mut *g;
+        let s = sock(&inner.fds, fd)?.clone();
+        let deferred = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .is_some_and(|c| c.is_syn_deferred());
+        if !fastopen && !deferred {
+            drop(g);
+            return self.send_plain(fd, data, dontwait);
         }
+        if !inner.base.fast_open.client || dest == Some(Dest::Unspec) {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let nonblock = s.nonblock || dontwait;
+        let id = match s.kind {
+            SockKind::Listener(_) => return Err(Errno(libc::EPIPE)),
+            SockKind::Conn { id, connecting } if !deferred => {
+                let opening = inner
+                    .iface
+                    .tcp()
+                    .conn(id)
+                    .is_some_and(|c| matches!(c.state(), State::SynSent | State::SynReceived));
+                if connecting && opening && nonblock {
+                    return Err(Errno(libc::EALREADY));
+                }
+                drop(g);
+                return self.send_plain(fd, data, dontwait);
+            }
+            SockKind::Conn { id, .. } => id,
+            SockKind::Fresh => {
+                let Some(Dest::Addr(remote)) = dest else {
+                    return Err(Errno(libc::EDESTADDRREQ));
+                };
+                let options = ConnectOptions {
+                    fast_open: true,
+                    defer_syn: false,
+                };
+                Self::open(inner, fd, &s, remote, options)?
+            }
+        };
+        let now = inner.now;
+        let tcp = inner.iface.tcp_mut();
+        let room = tcp.conn(id).and_then(|c| c.fast_open_syn_room());
+        if nonblock {
+            let n = room.map_or(0, |r| r.min(data.len()));
+            // Queueing (even nothing) releases a held SYN; it leaves at `done`.
+            tcp.with_conn(now, id, |c| c.send(&data[..n]));
+            self.done(g);
+            return if n > 0 {
+                Ok(n)
+            } else {
+                Err(Errno(libc::EINPROGRESS))
+            };
+        }
+        let queued = match tcp.with_conn(now, id, |c| c.send(data)) {
+            Some(Ok(n)) => n,
+            _ => 0,
+        };
         g.touch();
         self.cond.notify_all();
-        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))
+        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))?;
+        if queued == data.len() {
+            return Ok(queued);
+        }
+        match self.send_plain(fd, &data[queued..], dontwait) {
+            Ok(n) => Ok(queued + n),
+            Err(_) if queued > 0 => Ok(queued),
+            Err(e) => Err(e),
+        }
     }
 
     /// The outcome of a connect under way, or `None` while the handshake runs.
@@ -1026,6 +1274,11 @@ impl Shim {
     /// queues what fits, or fails with EAGAIN. Before the handshake ends, a blocking send waits
     /// for it (Linux's sk_stream_wait_connect).
     pub fn send(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
+        self.send_msg(fd, data, dontwait, false, None)
+    }
+
+    /// `send` on a socket that is no Fast Open case.
+    fn send_plain(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
         let g = self.lock();
         let mut written = 0usize;
         self.block(g, None, |inner, _| {
@@ -1053,7 +1306,9 @@ impl Shim {
                 s.error_reported = true;
                 return Some(Err(conn_errno(e)));
             }
-            if matches!(c.state(), State::SynSent | State::SynReceived) {
+            // A Fast Open child may send before the handshake's ACK (RFC 7413 §4.2.2).
+            if matches!(c.state(), State::SynSent | State::SynReceived) && !c.is_fast_open_child()
+            {
                 return if nonblock {
                     Some(Err(Errno(libc::EAGAIN)))
                 } else {
@@ -1094,6 +1349,7 @@ impl Shim {
         let mut g = self.lock();
         let inner = &mut *g;
         let f = inner.fds.remove(&fd).ok_or(Errno(libc::EBADF))?;
+        inner.release_fd(fd);
         for other in inner.fds.values_mut() {
             if let Fd::Epoll(ep) = other {
                 ep.interest.remove(&fd);
@@ -1215,11 +1471,13 @@ impl Shim {
 
     pub fn setsockopt(&self, fd: c_int, level: c_int, name: c_int, val: OptIn) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock_mut(&mut inner.fds, fd)?;
         let int = || match val {
             OptIn::Int(v) => Ok(v),
-            OptIn::Linger { .. } => Err(Errno(libc::EINVAL)),
+            OptIn::Bytes(ref b) if b.len() >= 4 => Ok(c_int::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            OptIn::Linger { .. } | OptIn::Bytes(_) => Err(Errno(libc::EINVAL)),
         };
         // (keepalive changed, per-connection options changed)
         let mut keepalive = false;
@@ -1241,8 +1499,69 @@ impl Shim {
                 OptIn::Linger { onoff, secs } => {
                     s.opts.linger = (onoff != 0).then_some(secs.max(0));
                 }
-                OptIn::Int(_) => return Err(Errno(libc::EINVAL)),
+                OptIn::Int(_) | OptIn::Bytes(_) => return Err(Errno(libc::EINVAL)),
             },
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) => {
+                // Linux: any value >= 0 on a socket not yet (or already) listening; the
+                // queue is capped by somaxconn.
+                let v = int()?;
+                if v < 0 || matches!(s.kind, SockKind::Conn { .. }) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                let qlen = (v as usize).min(4096);
+                s.opts.fastopen_qlen = Some(qlen);
+                if let SockKind::Listener(ids) = &s.kind {
+                    for &l in ids {
+                        inner.iface.tcp_mut().set_fast_open(l, qlen);
+                    }
+                }
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT) => {
+                let v = int()?;
+                if !(0..=1).contains(&v) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                if !inner.base.fast_open.client {
+                    return Err(Errno(libc::EOPNOTSUPP));
+                }
+                if !matches!(s.kind, SockKind::Fresh) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                s.opts.fastopen_connect = v == 1;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY) => {
+                // 16 bytes, or 32: a key and a backup (Linux's layout, as the sysctl's words
+                // stored little-endian).
+                let OptIn::Bytes(b) = &val else {
+                    return Err(Errno(libc::EINVAL));
+                };
+                let key = |i: usize| {
+                    let mut k = [0u8; 16];
+                    k.copy_from_slice(&b[i..i + 16]);
+                    FastOpenKey::from_bytes(k)
+                };
+                let keys = match b.len() {
+                    16 => (key(0), None),
+                    32 => (key(0), Some(key(16))),
+                    _ => return Err(Errno(libc::EINVAL)),
+                };
+                s.opts.fastopen_key = Some(keys);
+                if let SockKind::Listener(ids) = &s.kind {
+                    for &l in ids {
+                        inner.iface.tcp_mut().set_fast_open_key(l, keys.0, keys.1);
+                    }
+                }
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE) => {
+                s.opts.fastopen_no_cookie = int()? != 0;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
+                let v = int()?;
+                if !(1..=127).contains(&v) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                s.opts.syncnt = Some(v as u32);
+            }
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 s.opts.nodelay = int()? != 0;
                 conn_opts = true;
@@ -1308,6 +1627,7 @@ impl Shim {
     pub fn getsockopt(&self, fd: c_int, level: c_int, name: c_int) -> SysResult<OptValue> {
         let mut g = self.lock();
         let inner = &mut *g;
+        let now = inner.now;
         let Inner {
             fds, iface, base, ..
         } = inner;
@@ -1369,43 +1689,39 @@ impl Shim {
                 OptValue::Int(s.opts.keepcnt.unwrap_or(9) as c_int)
             }
             (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if s.v6 => b(s.opts.v6only),
-            #[cfg(target_os = "linux")]
             (libc::IPPROTO_TCP, libc::TCP_INFO) => {
-                // SAFETY: tcp_info is plain integers; all-zero is a valid value.
-                let mut ti: Box<libc::tcp_info> = Box::new(unsafe { std::mem::zeroed() });
-                ti.tcpi_state = match (&s.kind, conn) {
-                    (SockKind::Listener(_), _) => linux_state(State::Listen),
-                    (_, Some(c)) => linux_state(c.state()),
-                    _ => linux_state(State::Closed),
+                let ti = match (&s.kind, conn) {
+                    (SockKind::Listener(_), _) => TcpInfo::of_state(State::Listen),
+                    (_, Some(c)) => TcpInfo::of(c, now, iface.mtu()),
+                    _ => TcpInfo::of_state(State::Closed),
                 };
-                if let Some(c) = conn {
-                    let mut o = 0u8;
-                    if c.timestamps_enabled() {
-                        o |= 1; // TCPI_OPT_TIMESTAMPS
-                    }
-                    if c.sack_enabled() {
-                        o |= 2; // TCPI_OPT_SACK
-                    }
-                    let (ours, theirs) = c.window_scales();
-                    if ours != 0 || theirs != 0 {
-                        o |= 4; // TCPI_OPT_WSCALE
-                    }
-                    ti.tcpi_options = o;
-                    // `tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4`, first in the low bits.
-                    ti.tcpi_snd_rcv_wscale = (theirs & 0xf) | ((ours & 0xf) << 4);
-                    ti.tcpi_rto = c.rto().as_micros().min(u32::MAX as u128) as u32;
-                    ti.tcpi_snd_mss = c.mss() as u32;
-                    ti.tcpi_rcv_mss = c.mss() as u32;
-                    ti.tcpi_unacked = (c.snd_nxt().0.wrapping_sub(c.snd_una().0) as usize)
-                        .div_ceil(c.mss().max(1)) as u32;
-                    ti.tcpi_rtt = c
-                        .srtt()
-                        .map_or(0, |d| d.as_micros().min(u32::MAX as u128) as u32);
-                    ti.tcpi_snd_cwnd = (c.cwnd() / c.mss().max(1)) as u32;
-                    ti.tcpi_snd_ssthresh =
-                        (c.ssthresh() / c.mss().max(1)).min(u32::MAX as usize) as u32;
-                }
-                OptValue::TcpInfo(ti)
+                OptValue::Bytes(ti.to_bytes())
+            }
+            // No congestion-control details to report: an empty answer, as Linux gives for
+            // an algorithm without them.
+            (libc::IPPROTO_TCP, libc::TCP_CC_INFO) => OptValue::Bytes(Vec::new()),
+            (libc::SOL_SOCKET, SO_MEMINFO) => OptValue::Bytes(vec![0; 4 * SK_MEMINFO_VARS]),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) => {
+                let qlen = match &s.kind {
+                    SockKind::Listener(ids) => ids
+                        .first()
+                        .map_or(0, |&l| iface.tcp().fast_open_qlen(l)),
+                    _ => s.opts.fastopen_qlen.unwrap_or(0),
+                };
+                OptValue::Int(qlen as c_int)
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT) => b(s.opts.fastopen_connect),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE) => b(s.opts.fastopen_no_cookie),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY) => {
+                let key = match (&s.opts.fastopen_key, &s.kind) {
+                    (Some((k, _)), _) => *k,
+                    (None, SockKind::Listener(ids)) => iface.tcp().fast_open_key(ids.first().copied()),
+                    (None, _) => iface.tcp().fast_open_key(None),
+                };
+                OptValue::Bytes(key.as_bytes().to_vec())
+            }
+            (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
+                OptValue::Int(s.opts.syncnt.unwrap_or(base.syn_retries) as c_int)
             }
             _ => return Err(Errno(libc::ENOPROTOOPT)),
         };
@@ -1573,8 +1889,10 @@ fn c_closed(iface: &Interface, id: ConnId) -> bool {
 }
 
 /// A `setsockopt` value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum OptIn {
     Int(c_int),
     Linger { onoff: c_int, secs: c_int },
+    /// The option's bytes as passed (TCP_FASTOPEN_KEY).
+    Bytes(Vec<u8>),
 }
