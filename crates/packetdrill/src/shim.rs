@@ -433,9 +433,13 @@ impl Inner {
         let ka = o.keepalive_params();
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
+        let syncnt = o.syncnt;
         self.iface.tcp_mut().with_conn(now, id, |c| {
             c.set_nodelay(nodelay);
             c.set_user_timeout(ut);
+            if let Some(n) = syncnt {
+                c.set_syn_retries(n);
+            }
             if keepalive {
                 c.set_keepalive(now, ka);
             }
@@ -681,6 +685,11 @@ impl Shim {
         mut g: MutexGuard<'a, Inner>,
         target: Instant,
     ) -> MutexGuard<'a, Inner> {
+        // Calls woken by the last change (a packet injected) act at the time it happened,
+        // before the clock moves on: a blocking call returns when it would have.
+        if target > g.now {
+            g = self.settle(g);
+        }
         let mut still = 0;
         for _ in 0..MAX_STEPS {
             match g.next_event() {
@@ -1561,6 +1570,7 @@ impl Shim {
                     return Err(Errno(libc::EINVAL));
                 }
                 s.opts.syncnt = Some(v as u32);
+                conn_opts = true;
             }
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 s.opts.nodelay = int()? != 0;

@@ -423,6 +423,10 @@ pub struct Connection {
     fo_outcome: Option<ClientOutcome>,
     /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
     syn_tsval: Option<u32>,
+    /// Client: the end of the SYN's data the SYN-ACK did not take, while it is sent again.
+    fo_resend_end: Option<SeqNum>,
+    /// A duplicate to report in the next ACK's first SACK block (RFC 2883).
+    dsack: Option<(SeqNum, SeqNum)>,
 
     // Counters, as Linux's `tcp_info` reports them.
     stats: ConnStats,
@@ -605,6 +609,8 @@ impl Connection {
             synack_fast_open: None,
             fo_outcome: None,
             syn_tsval: None,
+            fo_resend_end: None,
+            dsack: None,
             stats: ConnStats::default(),
         }
     }
@@ -1085,6 +1091,11 @@ impl Connection {
         self.user_timeout = t;
     }
 
+    /// SYN retransmissions before an active open fails, from now on (Linux's `TCP_SYNCNT`).
+    pub fn set_syn_retries(&mut self, n: u32) {
+        self.syn_retries = n;
+    }
+
     pub fn set_delayed_ack(&mut self, d: Option<Duration>) {
         self.delayed_ack = d;
     }
@@ -1415,6 +1426,16 @@ impl Connection {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::Connect);
             self.ack_due = AckDue::Now;
+            self.lrcvtime = now;
+            let unsent = self.fin_seq().gt(self.snd_max);
+            if self.quick_ack && unsent && self.fo_resend_end.is_none() {
+                // Data waits to go with the handshake's ACK (Linux: a writer is pending, it
+                // "saves one ACK" and enters quick-ACK mode); sent at once, it makes the
+                // exchange interactive (see `emit`), so replies to it are ACKed with a delay.
+                self.ato = Duration::from_millis(40);
+                self.pingpong = false;
+                self.incr_quickack();
+            }
             self.enter_established(now);
             if self.snd_max.gt(ack) {
                 // Sent data (in the SYN) is outstanding: the retransmission timer guards it.
@@ -1475,6 +1496,7 @@ impl Connection {
         if self.syn_data > 0 && unacked {
             // Send what the server did not take from SND.UNA, now.
             self.snd_nxt = ack;
+            self.fo_resend_end = Some(all_data);
         } else {
             self.syn_data_acked = self.syn_data > 0;
         }
@@ -1500,15 +1522,22 @@ impl Connection {
         let fin = f.contains(TcpFlags::FIN);
         let mut seq = SeqNum(seg.seq);
         // Simultaneous open (RFC 9293 §3.5, figure 8, line 6): the peer's SYN-ACK repeats a
-        // SYN we already hold. Its SYN is old and trimmed; the rest is an ACK of ours.
+        // SYN we already hold. Its SYN is old and trimmed; the rest is an ACK of ours (of
+        // our SYN, and of data it carried, RFC 7413). The duplicate SYN is acknowledged at
+        // once, reported as a duplicate (RFC 2883 D-SACK), as Linux does.
         if self.state == State::SynReceived
             && syn
             && !rst
             && f.contains(TcpFlags::ACK)
             && seq + 1 == self.rcv_nxt
-            && SeqNum(seg.ack) == self.snd_nxt
+            && SeqNum(seg.ack).gt(self.snd_una)
+            && SeqNum(seg.ack).le(self.snd_max)
         {
             syn = false;
+            if self.sack_enabled {
+                self.dsack = Some((seq, seq + 1));
+            }
+            self.ack_due = AckDue::Now;
             seq += 1;
         }
         let seg_len = seg.payload.len() + syn as usize + fin as usize;
@@ -2492,6 +2521,8 @@ struct Planned {
     retransmit: Option<RetransmitCause>,
     /// A tail loss probe.
     probe: bool,
+    /// Set PSH though more data follows (the end of what a SYN carried, as Linux marks it).
+    push: bool,
 }
 
 impl Connection {
@@ -2587,13 +2618,15 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let data_end = self.fin_seq();
-            if p.len > 0 && p.seq + p.len == data_end {
+            if p.len > 0 && (p.seq + p.len == data_end || p.push) {
                 flags |= TcpFlags::PSH;
             }
             let offset = p.seq.since(self.send_buf_seq);
             let full = self.payload_room(buf.len());
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
-            if p.len < full {
+            // Minshall's mark follows new data only: a short retransmission (or the data a SYN
+            // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`.
+            if p.len < full && p.retransmit.is_none() {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
@@ -2727,6 +2760,7 @@ impl Connection {
                     fin: fin_allowed && self.snd_max + len == data_end,
                     retransmit: None,
                     probe: true,
+                    push: false,
                 });
             }
             let fin_sent = fin_allowed && self.snd_max.gt(data_end);
@@ -2740,6 +2774,7 @@ impl Connection {
                     fin: fin_sent,
                     retransmit: Some(RetransmitCause::TailLossProbe),
                     probe: true,
+                    push: false,
                 });
             }
         }
@@ -2759,6 +2794,7 @@ impl Connection {
                         fin,
                         retransmit: Some(cause),
                         probe: false,
+                        push: false,
                     });
                 }
             }
@@ -2776,6 +2812,7 @@ impl Connection {
                         fin,
                         retransmit: Some(RetransmitCause::Sack),
                         probe: false,
+                        push: false,
                     });
                 }
             }
@@ -2798,6 +2835,17 @@ impl Connection {
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
         let mut avail = data_end.since(seq);
+        // The data a SYN carried and the SYN-ACK did not take goes again as the SYN carried
+        // it, one piece (as Linux resends its SYN-data buffer), then new data follows.
+        let mut fo_piece = false;
+        match self.fo_resend_end {
+            Some(end) if seq.lt(end) => {
+                fo_piece = end.since(seq) <= avail.min(mss);
+                avail = avail.min(end.since(seq));
+            }
+            Some(_) => self.fo_resend_end = None,
+            None => {}
+        }
         // A hole before SACKed bytes is sent whole, however short: it is no sliver.
         let mut fills_hole = false;
         if seq.lt(self.snd_max) {
@@ -2828,7 +2876,8 @@ impl Connection {
             let small_in_flight = self.snd_sml.gt(self.snd_una);
             let tail = all && (!self.nagle || !small_in_flight || fin_allowed || resend);
             let hole = fills_hole && len == avail;
-            if !(full || half_window || whole_rwnd || tail || hole) {
+            let piece = fo_piece && len == avail;
+            if !(full || half_window || whole_rwnd || tail || hole || piece) {
                 return None;
             }
         }
@@ -2838,6 +2887,7 @@ impl Connection {
             fin,
             retransmit: resend.then_some(RetransmitCause::Timeout),
             probe: false,
+            push: fo_piece && len == avail,
         })
     }
 
@@ -2917,6 +2967,13 @@ impl Connection {
                 options.timestamp = Some(Timestamp {
                     tsval: self.tsval(now),
                     tsecr: self.ts_recent,
+                });
+            }
+            if let Some((l, r)) = self.dsack.take().filter(|_| with_ack) {
+                // RFC 2883 §4: a D-SACK block first.
+                options.push_sack(SackBlock {
+                    left: l.0,
+                    right: r.0,
                 });
             }
             if self.sack_enabled && with_ack && !self.assembler.is_empty() {
