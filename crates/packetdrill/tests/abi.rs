@@ -87,8 +87,9 @@ impl Pd {
         }
     }
 
+    /// An exact clock, and descriptors numbered from 3 in our own table (not real ones).
     fn exact() -> Pd {
-        Pd::new("local_ip=192.168.0.1 tick_usecs=0")
+        Pd::new("local_ip=192.168.0.1 tick_usecs=0 real_fds=off")
     }
 
     fn ud(&self) -> *mut c_void {
@@ -530,9 +531,10 @@ fn active_open_data_both_ways_and_active_close() {
     assert_eq!(pd.poll1(fd, libc::POLLIN, 0), Ok(libc::POLLIN));
     assert_eq!(pd.read(fd, 1000), Ok(reply.clone()));
     assert_eq!(pd.read(fd, 1000), Err(libc::EAGAIN));
-    // One segment: acknowledged by the delayed-ACK timer, 40 ms later.
+    // The connection's first data: acknowledged at once (Linux's quick-ACK mode), not
+    // 40 ms later by the delayed-ACK timer.
     let a = pd.expect();
-    assert_eq!((a.flags, a.ack, a.at), (TcpFlags::ACK, 5501, 140_000));
+    assert_eq!((a.flags, a.ack, a.at), (TcpFlags::ACK, 5501, 100_000));
 
     // Active close: FIN, the peer's ACK and FIN, our last ACK.
     assert_eq!(pd.close(fd), Ok(0));
@@ -708,7 +710,7 @@ fn syn_retransmitted_after_the_rto() {
 #[test]
 fn min_rto_from_the_flags() {
     // A 100 ms RTT sample would give an RTO of 300 ms; with min_rto=500ms it is 500 ms.
-    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0 min_rto=500ms");
+    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0 min_rto=500ms real_fds=off");
     let remote = SocketAddr::new(REMOTE, 8080);
     let fd = pd.socket().unwrap();
     pd.nonblock(fd);
@@ -1215,4 +1217,38 @@ fn variadic_fcntl_and_ioctl_read_their_argument() {
         assert_eq!(ioctl(ud, fd, 0x5401 as libc::c_ulong), -1);
         assert_eq!(errno(), libc::ENOTTY);
     }
+}
+
+/// By default the descriptors handed out are real descriptors of the process (so that
+/// packetdrill's own `close()` at teardown works): open while the socket is, closed with it.
+/// And `synack_packetdrill_getsockopt`, which the LD_PRELOAD helper calls for the C library's
+/// getsockopt, answers TCP_INFO for them (Linux's layout) and EBADF for others.
+#[test]
+fn descriptors_are_real_and_tcp_info_reachable_without_the_table() {
+    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0");
+    let fd = pd.socket().unwrap() as c_int;
+    // SAFETY: F_GETFD on any number is harmless.
+    assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0, "fd {fd} is open");
+    type GetSockOpt =
+        unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut libc::socklen_t) -> c_int;
+    // SAFETY: the symbol has this type (crates/packetdrill/src/ffi.rs).
+    let get = unsafe { pd._lib.get::<GetSockOpt>(b"synack_packetdrill_getsockopt\0") }
+        .expect("synack_packetdrill_getsockopt exported");
+    let mut info = [0xffu8; 300];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: a buffer of `len` bytes.
+    let r = unsafe {
+        get(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    assert_eq!((r, len), (0, 300), "a longer struct tcp_info is filled with zeros");
+    assert_eq!(info[0], 7, "tcpi_state: TCP_CLOSE");
+    assert!(info[248..].iter().all(|&b| b == 0));
+    // SAFETY: as above.
+    let r = unsafe {
+        get(9999, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    assert_eq!((r, errno()), (-1, libc::EBADF));
+    assert_eq!(pd.close(fd as i64), Ok(0));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1, "closed with the socket");
 }
