@@ -743,7 +743,9 @@ unsafe extern "C" fn pd_getsockopt(
     len: *mut socklen_t,
 ) -> c_int {
     // SAFETY: the caller's guarantees.
-    call(ud, -1, |s| unsafe { getsockopt_into(s, fd, level, name, val, len) })
+    call(ud, -1, |s| unsafe {
+        getsockopt_into(s, fd, level, name, val, len)
+    })
 }
 
 /// getsockopt on `s`, the value copied out as the system call does.

@@ -20,8 +20,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use libc::c_int;
 use synack_stack::Interface;
 use synack_tcp::{
-    Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey,
-    Instant, Keepalive, ListenError, ListenerId, RecvError, SendError, State,
+    Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey, Instant,
+    Keepalive, ListenError, ListenerId, RecvError, SendError, State,
 };
 
 use crate::flags::ShimConfig;
@@ -298,7 +298,6 @@ fn unspecified(v6: bool) -> IpAddr {
     }
 }
 
-
 impl Inner {
     /// Take every packet the stack has due now.
     fn collect(&mut self) {
@@ -340,7 +339,8 @@ impl Inner {
             return Err(Errno(libc::EMFILE));
         }
         // SAFETY: a NUL-terminated name and valid flags.
-        let fd = unsafe { libc::memfd_create(c"synack-packetdrill-fd".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd =
+            unsafe { libc::memfd_create(c"synack-packetdrill-fd".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
             return Err(Errno(libc::EMFILE));
         }
@@ -894,11 +894,14 @@ impl Shim {
         // Fast Open on this listener: the socket option's queue length, else (with the
         // namespace's `TFO_SERVER_WO_SOCKOPT1`) the listen backlog, as Linux's inet_listen.
         let fo = inner.base.fast_open;
-        let fo_qlen = s.opts.fastopen_qlen.unwrap_or(if fo.server && fo.server_all_listeners {
-            arg
-        } else {
-            0
-        });
+        let fo_qlen = s
+            .opts
+            .fastopen_qlen
+            .unwrap_or(if fo.server && fo.server_all_listeners {
+                arg
+            } else {
+                0
+            });
         let mut addrs = vec![local];
         if s.v6 && local.ip().is_unspecified() && !s.opts.v6only {
             addrs.push(SocketAddr::new(unspecified(false), local.port()));
@@ -1316,8 +1319,7 @@ impl Shim {
                 return Some(Err(conn_errno(e)));
             }
             // A Fast Open child may send before the handshake's ACK (RFC 7413 §4.2.2).
-            if matches!(c.state(), State::SynSent | State::SynReceived) && !c.is_fast_open_child()
-            {
+            if matches!(c.state(), State::SynSent | State::SynReceived) && !c.is_fast_open_child() {
                 return if nonblock {
                     Some(Err(Errno(libc::EAGAIN)))
                 } else {
@@ -1485,7 +1487,9 @@ impl Shim {
         let s = sock_mut(&mut inner.fds, fd)?;
         let int = || match val {
             OptIn::Int(v) => Ok(v),
-            OptIn::Bytes(ref b) if b.len() >= 4 => Ok(c_int::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            OptIn::Bytes(ref b) if b.len() >= 4 => {
+                Ok(c_int::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            }
             OptIn::Linger { .. } | OptIn::Bytes(_) => Err(Errno(libc::EINVAL)),
         };
         // (keepalive changed, per-connection options changed)
@@ -1713,9 +1717,9 @@ impl Shim {
             (libc::SOL_SOCKET, SO_MEMINFO) => OptValue::Bytes(vec![0; 4 * SK_MEMINFO_VARS]),
             (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) => {
                 let qlen = match &s.kind {
-                    SockKind::Listener(ids) => ids
-                        .first()
-                        .map_or(0, |&l| iface.tcp().fast_open_qlen(l)),
+                    SockKind::Listener(ids) => {
+                        ids.first().map_or(0, |&l| iface.tcp().fast_open_qlen(l))
+                    }
                     _ => s.opts.fastopen_qlen.unwrap_or(0),
                 };
                 OptValue::Int(qlen as c_int)
@@ -1725,7 +1729,9 @@ impl Shim {
             (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY) => {
                 let key = match (&s.opts.fastopen_key, &s.kind) {
                     (Some((k, _)), _) => *k,
-                    (None, SockKind::Listener(ids)) => iface.tcp().fast_open_key(ids.first().copied()),
+                    (None, SockKind::Listener(ids)) => {
+                        iface.tcp().fast_open_key(ids.first().copied())
+                    }
                     (None, _) => iface.tcp().fast_open_key(None),
                 };
                 OptValue::Bytes(key.as_bytes().to_vec())
@@ -1902,7 +1908,10 @@ fn c_closed(iface: &Interface, id: ConnId) -> bool {
 #[derive(Debug, Clone)]
 pub enum OptIn {
     Int(c_int),
-    Linger { onoff: c_int, secs: c_int },
+    Linger {
+        onoff: c_int,
+        secs: c_int,
+    },
     /// The option's bytes as passed (TCP_FASTOPEN_KEY).
     Bytes(Vec<u8>),
 }

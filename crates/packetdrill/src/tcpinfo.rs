@@ -160,8 +160,7 @@ impl TcpInfo {
             tcpi_ato: 40_000,
             tcpi_snd_mss: mss as u32,
             tcpi_rcv_mss: mss as u32,
-            tcpi_unacked: (c.snd_nxt().0.wrapping_sub(c.snd_una().0) as usize).div_ceil(mss)
-                as u32,
+            tcpi_unacked: (c.snd_nxt().0.wrapping_sub(c.snd_una().0) as usize).div_ceil(mss) as u32,
             tcpi_last_data_recv: st
                 .last_data_recv
                 .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u32),

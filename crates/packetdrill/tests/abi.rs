@@ -1228,27 +1228,53 @@ fn descriptors_are_real_and_tcp_info_reachable_without_the_table() {
     let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0");
     let fd = pd.socket().unwrap() as c_int;
     // SAFETY: F_GETFD on any number is harmless.
-    assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0, "fd {fd} is open");
+    assert!(
+        unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+        "fd {fd} is open"
+    );
     type GetSockOpt =
         unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut libc::socklen_t) -> c_int;
     // SAFETY: the symbol has this type (crates/packetdrill/src/ffi.rs).
-    let get = unsafe { pd._lib.get::<GetSockOpt>(b"synack_packetdrill_getsockopt\0") }
-        .expect("synack_packetdrill_getsockopt exported");
+    let get = unsafe {
+        pd._lib
+            .get::<GetSockOpt>(b"synack_packetdrill_getsockopt\0")
+    }
+    .expect("synack_packetdrill_getsockopt exported");
     let mut info = [0xffu8; 300];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: a buffer of `len` bytes.
     let r = unsafe {
-        get(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+        get(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
     };
-    assert_eq!((r, len), (0, 300), "a longer struct tcp_info is filled with zeros");
+    assert_eq!(
+        (r, len),
+        (0, 300),
+        "a longer struct tcp_info is filled with zeros"
+    );
     assert_eq!(info[0], 7, "tcpi_state: TCP_CLOSE");
     assert!(info[248..].iter().all(|&b| b == 0));
     // SAFETY: as above.
     let r = unsafe {
-        get(9999, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+        get(
+            9999,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
     };
     assert_eq!((r, errno()), (-1, libc::EBADF));
     assert_eq!(pd.close(fd as i64), Ok(0));
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1, "closed with the socket");
+    assert_eq!(
+        unsafe { libc::fcntl(fd, libc::F_GETFD) },
+        -1,
+        "closed with the socket"
+    );
 }

@@ -898,7 +898,6 @@ impl Connection {
         self.rto_count
     }
 
-
     /// Made by a Fast Open SYN (RFC 7413 §4.2.2): accepted at once, readable and writable
     /// while still in SYN-RECEIVED.
     pub fn is_fast_open_child(&self) -> bool {
@@ -2574,10 +2573,8 @@ impl Connection {
                     };
                     let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
                     if !synack && self.syn_count == 0 {
-                        self.syn_fastopen = self
-                            .fo_plan
-                            .and_then(|p| p.option)
-                            .map(|o| o.experimental);
+                        self.syn_fastopen =
+                            self.fo_plan.and_then(|p| p.option).map(|o| o.experimental);
                         self.syn_data = data;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));

@@ -406,7 +406,11 @@ impl Endpoint {
     /// are answered as plain ones. Data in SYNs is taken only while the endpoint's server side
     /// is on (`Config::fast_open.server`). Linux's `TCP_FASTOPEN` socket option.
     pub fn set_fast_open(&mut self, id: ListenerId, qlen: usize) {
-        if let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::as_mut) {
+        if let Some(l) = self
+            .listeners
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+        {
             l.fo_qlen = qlen;
         }
     }
@@ -424,7 +428,11 @@ impl Endpoint {
         key: FastOpenKey,
         backup: Option<FastOpenKey>,
     ) {
-        if let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::as_mut) {
+        if let Some(l) = self
+            .listeners
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+        {
             l.fo_key = Some((key, backup));
         }
     }
@@ -917,10 +925,9 @@ impl Endpoint {
         let Some(option) = option else {
             return (false, None);
         };
-        let (key, backup) = listener.fo_key.unwrap_or((
-            fo.key.unwrap_or(self.fo_default_key),
-            fo.backup_key,
-        ));
+        let (key, backup) = listener
+            .fo_key
+            .unwrap_or((fo.key.unwrap_or(self.fo_default_key), fo.backup_key));
         let (client, server) = (tuple.remote.ip(), tuple.local.ip());
         let fresh = FastOpen {
             cookie: key.cookie(client, server),

@@ -56,9 +56,8 @@ impl FastOpenKey {
 
     /// The key in the sysctl's format (the inverse of [`parse_linux`](Self::parse_linux)).
     pub fn to_linux_string(&self) -> String {
-        let w = |i: usize| {
-            u32::from_le_bytes([self.0[i], self.0[i + 1], self.0[i + 2], self.0[i + 3]])
-        };
+        let w =
+            |i: usize| u32::from_le_bytes([self.0[i], self.0[i + 1], self.0[i + 2], self.0[i + 3]]);
         format!("{:08x}-{:08x}-{:08x}-{:08x}", w(0), w(4), w(8), w(12))
     }
 
@@ -332,7 +331,10 @@ mod tests {
         assert!(!c.client_no_cookie && !c.server_no_cookie);
         assert_eq!(c.linux_sysctl(), 0x403);
         assert_eq!(FastOpenConfig::default().linux_sysctl(), 1);
-        assert_eq!(FastOpenConfig::from_linux_sysctl(0x205).linux_sysctl(), 0x205);
+        assert_eq!(
+            FastOpenConfig::from_linux_sysctl(0x205).linux_sysctl(),
+            0x205
+        );
     }
 
     /// The cache follows Linux: a cookie replaces the last one, a request answered without

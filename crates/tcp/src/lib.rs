@@ -26,8 +26,8 @@ pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
 pub use config::{Config, Keepalive};
-pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause};
+pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
 pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};

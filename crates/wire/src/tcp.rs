@@ -146,7 +146,7 @@ impl FastOpenCookie {
     /// to 16.
     pub fn new(bytes: &[u8]) -> Option<FastOpenCookie> {
         let n = bytes.len();
-        let valid = n == 0 || ((Self::MIN_LEN..=Self::MAX_LEN).contains(&n) && n % 2 == 0);
+        let valid = n == 0 || ((Self::MIN_LEN..=Self::MAX_LEN).contains(&n) && n.is_multiple_of(2));
         if !valid {
             return None;
         }
@@ -432,7 +432,12 @@ impl TcpOptions {
             // Option lengths are at most 4 + 16: they fit in a byte.
             let olen = fo.option_len() as u8;
             if fo.experimental {
-                put(&[OPT_EXPERIMENTAL, olen, FAST_OPEN_MAGIC[0], FAST_OPEN_MAGIC[1]]);
+                put(&[
+                    OPT_EXPERIMENTAL,
+                    olen,
+                    FAST_OPEN_MAGIC[0],
+                    FAST_OPEN_MAGIC[1],
+                ]);
             } else {
                 put(&[OPT_FAST_OPEN, olen]);
             }
@@ -1071,7 +1076,10 @@ mod tests {
         // Kind 254 with another magic is another experiment; a short one is skipped too.
         let o = TcpOptions::parse(&[254, 6, 0x12, 0x34, 1, 2, 2, 4, 5, 0xb4]).unwrap();
         assert_eq!((o.fast_open, o.mss), (None, Some(1460)));
-        assert_eq!(TcpOptions::parse(&[254, 3, 0xf9, 1]).unwrap().fast_open, None);
+        assert_eq!(
+            TcpOptions::parse(&[254, 3, 0xf9, 1]).unwrap().fast_open,
+            None
+        );
         assert_eq!(TcpOptions::parse(&[254, 2]).unwrap().fast_open, None);
         // A later option replaces an earlier one.
         let o = TcpOptions::parse(&[34, 2, 34, 6, 1, 2, 3, 4]).unwrap();

@@ -99,25 +99,27 @@ fn tcp_options() -> impl Strategy<Value = TcpOptions> {
         proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=4),
         proptest::option::of(fast_open()),
     )
-        .prop_map(|(mss, window_scale, sack_permitted, ts, blocks, fast_open)| {
-            let mut o = TcpOptions {
-                mss,
-                window_scale,
-                sack_permitted,
-                timestamp: ts.map(|(tsval, tsecr)| Timestamp { tsval, tsecr }),
-                fast_open,
-                ..TcpOptions::default()
-            };
-            for (left, right) in blocks {
-                assert!(o.push_sack(SackBlock { left, right }));
-            }
-            let keep = o.emitted_sack_blocks();
-            let mut sack = [SackBlock::default(); 4];
-            sack[..keep].copy_from_slice(&o.sack[..keep]);
-            o.sack = sack;
-            o.sack_len = keep as u8;
-            o
-        })
+        .prop_map(
+            |(mss, window_scale, sack_permitted, ts, blocks, fast_open)| {
+                let mut o = TcpOptions {
+                    mss,
+                    window_scale,
+                    sack_permitted,
+                    timestamp: ts.map(|(tsval, tsecr)| Timestamp { tsval, tsecr }),
+                    fast_open,
+                    ..TcpOptions::default()
+                };
+                for (left, right) in blocks {
+                    assert!(o.push_sack(SackBlock { left, right }));
+                }
+                let keep = o.emitted_sack_blocks();
+                let mut sack = [SackBlock::default(); 4];
+                sack[..keep].copy_from_slice(&o.sack[..keep]);
+                o.sack = sack;
+                o.sack_len = keep as u8;
+                o
+            },
+        )
 }
 
 prop_compose! {
@@ -403,7 +405,7 @@ proptest! {
         bytes.extend_from_slice(&body);
         let parsed = TcpOptions::parse(&bytes).unwrap();
         let n = body.len();
-        let valid = n == 0 || ((4..=16).contains(&n) && n % 2 == 0);
+        let valid = n == 0 || ((4..=16).contains(&n) && n.is_multiple_of(2));
         prop_assert_eq!(parsed.fast_open.is_some(), valid);
         if let Some(fo) = parsed.fast_open {
             prop_assert_eq!(fo.cookie.as_bytes(), &body[..]);
