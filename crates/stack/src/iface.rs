@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use synack_tcp::{Config, Endpoint, IcmpError, Instant};
+use synack_tcp::{Config, Endpoint, FastOpenConfig, IcmpError, Instant};
 use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
 use synack_wire::{Error as WireError, IpProtocol, IpRepr, TcpRepr};
 
@@ -85,6 +85,16 @@ impl Interface {
 
     pub fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// The TCP Fast Open settings (RFC 7413): client and server switches and the server's key.
+    pub fn fast_open(&self) -> FastOpenConfig {
+        self.tcp.config().fast_open
+    }
+
+    /// Change the TCP Fast Open settings; connections and listeners made from now on use them.
+    pub fn set_fast_open(&mut self, fo: FastOpenConfig) {
+        self.tcp.config_mut().fast_open = fo;
     }
 
     pub fn stats(&self) -> IfaceStats {
