@@ -115,7 +115,7 @@ impl Sysctls {
             c.syn_retries = v;
         }
         if let Some(v) = self.tcp_synack_retries {
-            c.synack_retries = v;
+            c.synack_retries = Some(v);
         }
         if let Some(v) = self.tcp_syncookies {
             c.syn_cookies = v != 0;

@@ -59,9 +59,8 @@ pub struct Config {
     /// SYN retransmissions before an active open fails (Linux `tcp_syn_retries`: 6).
     pub syn_retries: u32,
     /// SYN-ACK retransmissions before a passive open is given up (Linux's
-    /// `tcp_synack_retries` is 5; the default here stays with `syn_retries`' 6, so that a
-    /// server outlasts a client that keeps trying).
-    pub synack_retries: u32,
+    /// `tcp_synack_retries`, 5 by default); `None`: as many as `syn_retries`.
+    pub synack_retries: Option<u32>,
     /// An overall limit on an active open, if any.
     pub connect_timeout: Option<Duration>,
     /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (RFC 9293 §3.4.2; Linux: 60 s in all).
@@ -134,7 +133,7 @@ impl Default for Config {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
             syn_retries: 6,
-            synack_retries: 6,
+            synack_retries: None,
             connect_timeout: None,
             msl: Duration::from_secs(30),
             delayed_ack: Some(Duration::from_millis(40)),

@@ -590,7 +590,7 @@ impl Connection {
             user_timeout: config.user_timeout,
             max_retransmissions: config.max_retransmissions,
             syn_retries: config.syn_retries,
-            synack_retries: config.synack_retries,
+            synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
             msl: config.msl,
             keepalive: config.keepalive,
             fin_wait2_timeout: config.fin_wait2_timeout,
