@@ -2715,8 +2715,16 @@ impl Connection {
     /// window still advertised has fallen to half of the largest we can offer, and the window
     /// now possible is at least twice it (receiver-side SWS avoidance, RFC 9293 §3.8.6.2.2, in
     /// the form Linux uses, so no update goes out while the window is mostly open).
+    ///
+    /// Not in SYN-RECEIVED, where only the SYN-ACK has advertised a window (a Fast Open child
+    /// reading the SYN's data): Linux opens its window from there gradually and sends no update
+    /// for such a read; the next segment out carries the new window anyway.
     fn window_update_due(&self) -> bool {
-        if !self.read_since_ack || !self.state.may_receive() || self.fin_received {
+        if !self.read_since_ack
+            || !self.state.may_receive()
+            || self.fin_received
+            || self.state == State::SynReceived
+        {
             return false;
         }
         let advertised = self.rcv_advertised();
