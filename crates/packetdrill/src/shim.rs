@@ -48,6 +48,11 @@ const SETTLE_GUARD: std::time::Duration = std::time::Duration::from_secs(2);
 const RETURN_GUARD: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long (wall clock) `netdev_receive` lets other threads act before reporting "nothing".
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// How far the clock moves each time `netdev_receive` finds nothing will ever be sent.
+const IDLE_STEP: Duration = Duration::from_millis(100);
+/// Virtual time `netdev_receive` waits for a packet that nothing will send before it fails
+/// the script (packetdrill's own sniffer, waiting for a real device, would time out).
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// Bound on timer steps in one advance of the clock.
 const MAX_STEPS: usize = 1_000_000;
 /// Timer steps that may leave the clock where it is before the timer is deemed stuck.
@@ -230,6 +235,8 @@ pub(crate) struct Inner {
     reserved: HashMap<c_int, (u64, u64)>,
     /// Real descriptors set aside because their number was still in use in our table.
     stale: Vec<c_int>,
+    /// Since when `netdev_receive` has found nothing left to send.
+    idle_since: Option<Instant>,
 }
 
 impl Drop for Inner {
@@ -560,6 +567,7 @@ impl Shim {
                 real_fds: cfg.real_fds,
                 reserved: HashMap::new(),
                 stale: Vec::new(),
+                idle_since: None,
             }),
             cond: Condvar::new(),
             tick: Duration::from_micros(cfg.tick_usecs),
@@ -804,9 +812,30 @@ impl Shim {
             g = ng;
             g.collect();
         }
+        if g.out.is_empty() && !g.closed && g.next_event().is_none() {
+            // Nothing will ever be sent, yet a packet is awaited: as a kernel's sniffer would
+            // wait in real time, time passes; and since packetdrill's shared-object netdev
+            // waits without a timeout, after IDLE_LIMIT of it we hand it a packet it cannot
+            // parse, so that the script fails there rather than hang.
+            let now = g.now;
+            let since = *g.idle_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= IDLE_LIMIT {
+                g.idle_since = None;
+                eprintln!(
+                    "synack-packetdrill: a packet is awaited but the stack has nothing left to \
+                     send ({} s of virtual time idle): failing the script instead of hanging",
+                    IDLE_LIMIT.as_secs()
+                );
+                buf[0] = 0;
+                return Ok(Some((1, EPOCH_USECS + now.as_micros())));
+            }
+            g = self.advance_to(g, now + IDLE_STEP);
+            g.collect();
+        }
         let Some((p, t)) = g.out.pop_front() else {
             return Ok(None);
         };
+        g.idle_since = None;
         if p.len() > buf.len() {
             return Err(Errno(libc::EMSGSIZE));
         }

@@ -2966,6 +2966,15 @@ impl Connection {
             let w = self.rcv_window().min(65535);
             (w as u16, self.rcv_nxt + w)
         } else if rst {
+            // A reset we send on our own connection (an abort) carries our timestamp, as
+            // Linux's does (RFC 7323 §3.2: on every segment once negotiated); a reply to a
+            // stray segment (no ACK of ours) carries none.
+            if self.ts_enabled && with_ack {
+                options.timestamp = Some(Timestamp {
+                    tsval: self.tsval(now),
+                    tsecr: self.ts_recent,
+                });
+            }
             (0, self.rcv_adv)
         } else {
             if self.ts_enabled {
