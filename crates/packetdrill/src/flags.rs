@@ -16,6 +16,7 @@
 //! | `sysctl` | a `/proc/sys`-like directory to read the namespace's TCP settings from, at every socket call (see [`crate::sysctl`]) | none: the built-in settings |
 //! | `fastopen` | Linux's `net.ipv4.tcp_fastopen` bits (`0x1` client, `0x2` server, `0x4` data without cookie, `0x200` server without cookie, `0x400` every listener) | `0x1` |
 //! | `fastopen_key` | the Fast Open server key, as the `tcp_fastopen_key` sysctl writes it | derived from `seed` |
+//! | `ecn` | ECN (RFC 3168) as Linux's `net.ipv4.tcp_ecn`: 0 off, 1 ask and accept, 2 accept | `2` |
 //! | `quick_ack` | Linux's quick-ACK mode at connection start (`on`/`off`) | `on` |
 //! | `real_fds` | descriptor numbers are real descriptors of the process (memfds held while open), so that packetdrill's own `close()` at teardown succeeds and a script's `open()` never collides (`on`/`off`) | `on` |
 //!
@@ -181,6 +182,7 @@ impl ShimConfig {
                     _ => return Err(format!("{key}={v}: on or off")),
                 }
             }
+            "ecn" => t.ecn = synack_tcp::Ecn::from_linux_sysctl(parse_num(key, v)?),
             "quick_ack" => {
                 t.quick_ack = match v {
                     "on" | "1" => true,

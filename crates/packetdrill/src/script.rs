@@ -173,6 +173,8 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
 #[derive(Debug, Clone)]
 struct ScriptPacket {
     inbound: bool,
+    /// The IP ECN field written (`[ect0]` ...), checked outbound and set inbound.
+    ip_ecn: Option<u8>,
     flags: u8,
     seq: u32,
     len: u32,
@@ -516,7 +518,20 @@ fn parse_packet(inbound: bool, s: &str) -> Result<ScriptPacket, String> {
         }
         None => (s, None),
     };
-    let mut toks = head.split_whitespace();
+    let mut toks = head.split_whitespace().peekable();
+    // packetdrill's IP ECN marks: `[noecn]`, `[ect0]`, `[ect1]`, `[ce]`.
+    let ip_ecn = match toks.peek().copied() {
+        Some(m @ ("[noecn]" | "[ect0]" | "[ect1]" | "[ce]")) => {
+            toks.next();
+            Some(match m {
+                "[noecn]" => 0u8,
+                "[ect1]" => 1,
+                "[ect0]" => 2,
+                _ => 3,
+            })
+        }
+        _ => None,
+    };
     let flag_tok = toks.next().ok_or("expected flags")?;
     let mut flags = 0u8;
     for c in flag_tok.chars() {
@@ -546,6 +561,7 @@ fn parse_packet(inbound: bool, s: &str) -> Result<ScriptPacket, String> {
     }
     let mut p = ScriptPacket {
         inbound,
+        ip_ecn,
         flags,
         seq,
         len,
@@ -901,6 +917,7 @@ impl Sut {
 }
 
 struct LivePacket {
+    ip_ecn: u8,
     src: SocketAddr,
     dst: SocketAddr,
     flags: u8,
@@ -948,6 +965,7 @@ fn parse_live(p: &[u8]) -> Result<LivePacket, String> {
         }
     }
     Ok(LivePacket {
+        ip_ecn: ip.ecn(),
         src: SocketAddr::new(ip.src(), be16(0)),
         dst: SocketAddr::new(ip.dst(), be16(2)),
         flags: payload[13],
@@ -1064,6 +1082,7 @@ fn option_bytes(opts: &[Opt], sut: &Sut, ack: bool) -> Result<Vec<u8>, String> {
 
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
+    ip_ecn: u8,
     src: SocketAddr,
     dst: SocketAddr,
     flags: u8,
@@ -1075,8 +1094,9 @@ fn build_packet(
 ) -> Result<Vec<u8>, String> {
     let hdr = 20 + opts.len();
     let tcp_len = hdr + payload_len;
-    let ip = IpRepr::new(src.ip(), dst.ip(), IpProtocol::Tcp, tcp_len, 64)
+    let mut ip = IpRepr::new(src.ip(), dst.ip(), IpProtocol::Tcp, tcp_len, 64)
         .ok_or("mixed address families")?;
+    ip.set_ecn(ip_ecn);
     let ipl = ip.header_len();
     let mut pkt = vec![0u8; ipl + tcp_len];
     ip.emit(&mut pkt[..ipl]);
@@ -1742,6 +1762,7 @@ impl Runner {
         let opts = option_bytes(p.opts.as_deref().unwrap_or(&[]), sut, has_ack)
             .map_err(|e| format!("line {line}: {e}"))?;
         let pkt = build_packet(
+            p.ip_ecn.unwrap_or(0),
             sut.remote,
             local,
             p.flags,
@@ -1800,6 +1821,14 @@ impl Runner {
         let actual = t - self.start;
         let describe = describe_live(&live, sut);
         let fail = |what: String| format!("line {line}: {what}\n  actual: {describe}");
+        if let Some(want) = p.ip_ecn {
+            if live.ip_ecn != want {
+                return Err(fail(format!(
+                    "IP ECN field {} expected {want}",
+                    live.ip_ecn
+                )));
+            }
+        }
         if live.flags != p.flags {
             return Err(fail(format!(
                 "flags {} expected {}",

@@ -32,6 +32,7 @@ pub struct Sysctls {
     pub tcp_keepalive_time: Option<u64>,
     pub tcp_keepalive_intvl: Option<u64>,
     pub tcp_keepalive_probes: Option<u32>,
+    pub tcp_ecn: Option<u32>,
 }
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -78,6 +79,7 @@ impl Sysctls {
             tcp_keepalive_time: num(root, "net/ipv4/tcp_keepalive_time"),
             tcp_keepalive_intvl: num(root, "net/ipv4/tcp_keepalive_intvl"),
             tcp_keepalive_probes: num(root, "net/ipv4/tcp_keepalive_probes"),
+            tcp_ecn: num(root, "net/ipv4/tcp_ecn"),
         }
     }
 
@@ -116,6 +118,9 @@ impl Sysctls {
         }
         if let Some(v) = self.tcp_synack_retries {
             c.synack_retries = Some(v);
+        }
+        if let Some(v) = self.tcp_ecn {
+            c.ecn = synack_tcp::Ecn::from_linux_sysctl(v);
         }
         if let Some(v) = self.tcp_syncookies {
             c.syn_cookies = v != 0;

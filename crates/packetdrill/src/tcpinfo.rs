@@ -10,6 +10,7 @@ use synack_tcp::{Connection, Instant, State};
 pub const TCPI_OPT_TIMESTAMPS: u8 = 1;
 pub const TCPI_OPT_SACK: u8 = 2;
 pub const TCPI_OPT_WSCALE: u8 = 4;
+pub const TCPI_OPT_ECN: u8 = 8;
 pub const TCPI_OPT_SYN_DATA: u8 = 32;
 pub const TCPI_OPT_TFO_CHILD: u8 = 128;
 
@@ -140,6 +141,9 @@ impl TcpInfo {
         let (ours, theirs) = c.window_scales();
         if ours != 0 || theirs != 0 {
             o |= TCPI_OPT_WSCALE;
+        }
+        if c.ecn_enabled() {
+            o |= TCPI_OPT_ECN;
         }
         if c.syn_data_acked() {
             o |= TCPI_OPT_SYN_DATA;

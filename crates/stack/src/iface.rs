@@ -125,7 +125,9 @@ impl Interface {
         }
         match ip.protocol() {
             IpProtocol::Tcp => match TcpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
-                Ok(seg) => self.tcp.handle_segment(now, ip.src(), ip.dst(), &seg),
+                Ok(seg) => self
+                    .tcp
+                    .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg),
                 Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
                 Err(_) => self.stats.rx_malformed_transport += 1,
             },
@@ -249,7 +251,9 @@ impl Interface {
             tcp, scratch, ttl, ..
         } = self;
         let t = tcp.poll_transmit(now, &mut scratch[HEADROOM..])?;
-        let ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
+        let mut ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
+        // ECT(0) on the new data of a connection that agreed to ECN (RFC 3168 §6.1.2).
+        ip.set_ecn(t.ecn);
         let start = HEADROOM - ip.header_len();
         ip.emit(&mut scratch[start..HEADROOM]);
         Some((start, HEADROOM + t.len))

@@ -27,6 +27,31 @@ impl Default for Keepalive {
     }
 }
 
+/// Explicit Congestion Notification (RFC 3168), in the three modes of Linux's
+/// `net.ipv4.tcp_ecn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ecn {
+    /// Never: SYNs asking for ECN are answered without it (`tcp_ecn = 0`).
+    Off,
+    /// When the peer asks (its SYN has ECE and CWR), not on our own opens (`tcp_ecn = 2`,
+    /// Linux's default).
+    #[default]
+    Passive,
+    /// Ask on our opens too (`tcp_ecn = 1`).
+    On,
+}
+
+impl Ecn {
+    /// The mode of a `net.ipv4.tcp_ecn` value (3 and above, Accurate ECN, as `On`).
+    pub fn from_linux_sysctl(v: u32) -> Ecn {
+        match v {
+            0 => Ecn::Off,
+            2 => Ecn::Passive,
+            _ => Ecn::On,
+        }
+    }
+}
+
 /// Endpoint-wide settings; each connection copies them when it is made and some can be changed
 /// per connection afterwards (`nodelay`, keepalive, user timeout).
 #[derive(Debug, Clone)]
@@ -115,6 +140,8 @@ pub struct Config {
     pub challenge_ack_limit: u32,
     /// TCP Fast Open (RFC 7413): client and server switches, keys.
     pub fast_open: FastOpenConfig,
+    /// Explicit Congestion Notification (RFC 3168).
+    pub ecn: Ecn,
 }
 
 impl Default for Config {
@@ -151,6 +178,7 @@ impl Default for Config {
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,
             fast_open: FastOpenConfig::default(),
+            ecn: Ecn::default(),
         }
     }
 }

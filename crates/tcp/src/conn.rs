@@ -21,7 +21,7 @@ use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp}
 use crate::assembler::Assembler;
 use crate::buffer::RingBuffer;
 use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
-use crate::config::{Config, Keepalive};
+use crate::config::{Config, Ecn, Keepalive};
 use crate::fastopen::{ClientOutcome, ClientPlan};
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
@@ -428,6 +428,23 @@ pub struct Connection {
     /// A duplicate to report in the next ACK's first SACK block (RFC 2883).
     dsack: Option<(SeqNum, SeqNum)>,
 
+    // Explicit Congestion Notification (RFC 3168).
+    ecn_mode: Ecn,
+    /// Our SYN asked for ECN (ECE and CWR set, RFC 3168 §6.1.1).
+    ecn_setup_sent: bool,
+    /// ECN was agreed: new data goes out ECN-capable, ECE and CWR mean congestion.
+    ecn: bool,
+    /// A CE mark arrived: our ACKs carry ECE until the peer's CWR (RFC 3168 §6.1.3).
+    ecn_echo: bool,
+    /// The window was reduced for an ECE: the next new data segment carries CWR.
+    ecn_cwr_due: bool,
+    /// ECE is answered once per window: not again before this is acknowledged.
+    ecn_high: Option<SeqNum>,
+    /// The segment being handled came with CE (set by the endpoint around the call).
+    rx_ce: bool,
+    /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
+    tx_ect: bool,
+
     // Counters, as Linux's `tcp_info` reports them.
     stats: ConnStats,
 }
@@ -611,6 +628,14 @@ impl Connection {
             syn_tsval: None,
             fo_resend_end: None,
             dsack: None,
+            ecn_mode: config.ecn,
+            ecn_setup_sent: false,
+            ecn: false,
+            ecn_echo: false,
+            ecn_cwr_due: false,
+            ecn_high: None,
+            rx_ce: false,
+            tx_ect: false,
             stats: ConnStats::default(),
         }
     }
@@ -672,6 +697,9 @@ impl Connection {
         self.rcv_nxt = self.irs + 1;
         self.rcv_adv = self.rcv_nxt;
         self.negotiate(&syn.options);
+        // RFC 3168 §6.1.1: an "ECN-setup SYN" has ECE and CWR; we agree (ECE in the SYN-ACK)
+        // unless ECN is off here.
+        self.ecn = self.ecn_mode != Ecn::Off && syn.flags.contains(TcpFlags::ECE | TcpFlags::CWR);
         self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = self.irs;
@@ -891,6 +919,24 @@ impl Connection {
         } else {
             0
         }
+    }
+
+    /// ECN was agreed in the handshake (RFC 3168 §6.1.1).
+    pub fn ecn_enabled(&self) -> bool {
+        self.ecn
+    }
+
+    /// Whether the segment [`poll_transmit`](Self::poll_transmit) wrote last goes out
+    /// ECN-capable, ECT(0) in its IP header: new data of a connection that agreed to ECN (RFC
+    /// 3168 §6.1.2; not SYNs, pure ACKs or retransmissions, §6.1.4–6.1.5).
+    pub fn last_segment_ect(&self) -> bool {
+        self.tx_ect
+    }
+
+    /// The IP header of the next segment handed to [`handle_segment`](Self::handle_segment)
+    /// said Congestion Experienced (RFC 3168 §5).
+    pub fn set_rx_ce(&mut self, ce: bool) {
+        self.rx_ce = ce;
     }
 
     /// Consecutive retransmission timeouts (`tcpi_retransmits`, `tcpi_backoff`).
@@ -1331,6 +1377,18 @@ impl Connection {
     /// other states; LISTEN and CLOSED are the endpoint's.
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         self.stats.segs_in = self.stats.segs_in.wrapping_add(1);
+        if self.ecn && self.state.is_synchronized() {
+            // RFC 3168 §6.1.3: the peer's CWR ends our echo; a CE mark (again) starts it, and
+            // is acknowledged at once (as Linux).
+            if seg.flags.contains(TcpFlags::CWR) {
+                self.ecn_echo = false;
+            }
+            if std::mem::take(&mut self.rx_ce) && !seg.flags.contains(TcpFlags::RST) {
+                self.ecn_echo = true;
+                self.ack_due = AckDue::Now;
+            }
+        }
+        self.rx_ce = false;
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.on_segment_syn_sent(now, seg),
@@ -1390,6 +1448,12 @@ impl Connection {
         }
         self.irs = SeqNum(seg.seq);
         self.rcv_nxt = self.irs + 1;
+        // RFC 3168 §6.1.1: ECN is agreed by an ECN-setup SYN-ACK (ECE, not CWR) to our
+        // ECN-setup SYN.
+        self.ecn = self.ecn_setup_sent
+            && has_ack
+            && f.contains(TcpFlags::ECE)
+            && !f.contains(TcpFlags::CWR);
         // Nothing advertised yet beyond RCV.NXT (our SYN carried no ACK): the first window
         // is measured from here, whatever half of the sequence space the peer's ISN is in.
         self.rcv_adv = self.rcv_nxt;
@@ -1721,6 +1785,21 @@ impl Connection {
             return false;
         }
         let wnd = (seg.window as usize) << self.snd_wscale;
+        if self.ecn
+            && seg.flags.contains(TcpFlags::ECE)
+            && !seg.flags.contains(TcpFlags::SYN)
+            && self.recover.is_none()
+            && self.ecn_high.is_none_or(|h| ack.ge(h))
+            && self.snd_max.gt(self.snd_una)
+        {
+            // RFC 3168 §6.1.2: congestion was experienced: halve the window as for a loss,
+            // at most once per window of data, resend nothing, and say so with CWR.
+            let flight = self.snd_max.since(self.snd_una);
+            self.cc.on_congestion_event(now, flight);
+            self.ecn_high = Some(self.snd_max);
+            self.ecn_cwr_due = true;
+            self.push_congestion_event();
+        }
         if ack.gt(self.snd_una) {
             self.on_new_ack(now, seg, ack);
         } else if ack == self.snd_una {
@@ -2529,6 +2608,7 @@ impl Connection {
     /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
     /// the segment (the caller passes the room the MTU leaves after the IP header).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.tx_ect = false;
         if let Some(seq) = self.rst_reply.take() {
             return Some(self.emit(now, buf, TcpFlags::RST, seq, false, 0, 0));
         }
@@ -2558,11 +2638,20 @@ impl Connection {
                         return None;
                     }
                     let synack = self.state == State::SynReceived;
-                    let flags = if synack {
+                    let mut flags = if synack {
                         TcpFlags::SYN | TcpFlags::ACK
                     } else {
                         TcpFlags::SYN
                     };
+                    // RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR, an ECN-setup SYN-ACK
+                    // ECE alone. A SYN sent again asks no more (as Linux: ECN may be what the
+                    // path drops).
+                    if !synack && self.syn_count == 0 && self.ecn_mode == Ecn::On {
+                        flags |= TcpFlags::ECE | TcpFlags::CWR;
+                        self.ecn_setup_sent = true;
+                    } else if synack && self.ecn {
+                        flags |= TcpFlags::ECE;
+                    }
                     // RFC 7413 §4.2.1: the first SYN of a Fast Open carries what fits of the
                     // data queued (and a cookie, or the endpoint's cookie-less mode).
                     let data = if synack {
@@ -2618,9 +2707,17 @@ impl Connection {
             if p.len > 0 && (p.seq + p.len == data_end || p.push) {
                 flags |= TcpFlags::PSH;
             }
+            // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
+            // window reduction for ECE carries CWR; retransmissions neither (§6.1.5).
+            let new_data = p.len > 0 && p.retransmit.is_none();
+            if self.ecn && new_data && self.ecn_cwr_due {
+                flags |= TcpFlags::CWR;
+                self.ecn_cwr_due = false;
+            }
             let offset = p.seq.since(self.send_buf_seq);
             let full = self.payload_room(buf.len());
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
+            self.tx_ect = self.ecn && new_data;
             // Minshall's mark follows new data only: a short retransmission (or the data a SYN
             // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`.
             if p.len < full && p.retransmit.is_none() {
@@ -2959,6 +3056,11 @@ impl Connection {
     ) -> usize {
         let syn = flags.contains(TcpFlags::SYN);
         let rst = flags.contains(TcpFlags::RST);
+        let mut flags = flags;
+        if self.ecn && self.ecn_echo && with_ack && !syn && !rst {
+            // RFC 3168 §6.1.3: ECE on every ACK until the peer's CWR.
+            flags |= TcpFlags::ECE;
+        }
         let mut options = TcpOptions::default();
         let (window, edge) = if syn {
             options = self.syn_options(now);

@@ -221,6 +221,9 @@ pub struct Transmit {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub len: usize,
+    /// The IP header's ECN field (RFC 3168 §5): ECT(0) (2) for new data of a connection that
+    /// agreed to ECN, else 0.
+    pub ecn: u8,
 }
 
 /// The TCP of one host.
@@ -740,6 +743,19 @@ impl Endpoint {
 
     /// A TCP segment from `src` to `dst` (already checksummed and parsed by the stack).
     pub fn handle_segment(&mut self, now: Instant, src: IpAddr, dst: IpAddr, seg: &TcpRepr<'_>) {
+        self.handle_segment_ecn(now, src, dst, 0, seg)
+    }
+
+    /// [`handle_segment`](Self::handle_segment) with the ECN field of its IP header (RFC 3168
+    /// §5): 3, Congestion Experienced, makes a connection that agreed to ECN echo it.
+    pub fn handle_segment_ecn(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        ecn: u8,
+        seg: &TcpRepr<'_>,
+    ) {
         self.stats.segments_received += 1;
         let tuple = FourTuple {
             local: SocketAddr::new(dst, seg.dst_port),
@@ -765,6 +781,7 @@ impl Endpoint {
                 .is_none_or(|c| c.state() == State::Closed);
             if !closed && !self.reopen_time_wait(id, seg) {
                 if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+                    c.set_rx_ce(ecn == 3);
                     c.handle_segment(now, seg);
                 }
                 self.after(now, id);
@@ -1223,6 +1240,7 @@ impl Endpoint {
             }
             match conn.poll_transmit(now, buf) {
                 Some(len) => {
+                    let ecn = if conn.last_segment_ect() { 2 } else { 0 };
                     let t = conn.tuple_ref();
                     let (src, dst) = (t.local.ip(), t.remote.ip());
                     let tuple = if self.trace.is_some() { Some(*t) } else { None };
@@ -1236,7 +1254,7 @@ impl Endpoint {
                     if let Some(tuple) = tuple {
                         self.record_sent(now, tuple, &buf[..len]);
                     }
-                    return Some(Transmit { src, dst, len });
+                    return Some(Transmit { src, dst, len, ecn });
                 }
                 None => {
                     self.after_quiet(now, id);
@@ -1308,6 +1326,7 @@ impl Endpoint {
             src: src.ip(),
             dst: dst.ip(),
             len,
+            ecn: 0,
         }
     }
 
