@@ -403,6 +403,24 @@ unsafe fn dest(addr: *const sockaddr, len: socklen_t) -> SysResult<Option<Dest>>
     Ok(Some(Dest::Addr(unsafe { sa::read(addr, len) }?)))
 }
 
+/// After a send: a MSG_ZEROCOPY one gets its completion notification (with SO_ZEROCOPY).
+fn zerocopy(s: &Shim, fd: c_int, flags: c_int, sent: usize) {
+    if flags & libc::MSG_ZEROCOPY != 0 {
+        s.zerocopy_sent(fd, sent);
+    }
+}
+
+/// `struct sock_extended_err` for a zero-copy completion of ids `first..=last`: errno 0,
+/// origin SO_EE_ORIGIN_ZEROCOPY (5), code SO_EE_CODE_ZEROCOPY_COPIED (1: the data was copied).
+fn zerocopy_ee(first: u32, last: u32) -> [u8; 16] {
+    let mut ee = [0u8; 16];
+    ee[4] = 5; // ee_origin
+    ee[6] = 1; // ee_code
+    ee[8..12].copy_from_slice(&first.to_ne_bytes());
+    ee[12..16].copy_from_slice(&last.to_ne_bytes());
+    ee
+}
+
 fn gather(bufs: &[&mut [u8]]) -> Vec<u8> {
     bufs.iter().flat_map(|b| b.iter().copied()).collect()
 }
@@ -553,9 +571,49 @@ unsafe extern "C" fn pd_recvmsg(
         if msg.is_null() {
             return Err(Errno(libc::EFAULT));
         }
-        let (peek, dontwait) = recv_flags(flags)?;
         // SAFETY: `msg` points to a msghdr.
         let m = unsafe { &mut *msg };
+        if flags & libc::MSG_ERRQUEUE != 0 {
+            // The error queue: a zero-copy completion as an IP_RECVERR (IPV6_RECVERR) control
+            // message, no data, MSG_ERRQUEUE in msg_flags (Linux's ip_recv_error).
+            let ((first, last), v6) = s.recv_errqueue(fd)?;
+            let (level, ty) = if v6 {
+                (libc::SOL_IPV6, libc::IPV6_RECVERR)
+            } else {
+                (libc::SOL_IP, libc::IP_RECVERR)
+            };
+            // The extended error, then its offender's address (none here: zeros of the
+            // family's sockaddr size), as Linux lays out `struct errhdr`.
+            let mut data = zerocopy_ee(first, last).to_vec();
+            data.resize(
+                16 + if v6 {
+                    std::mem::size_of::<libc::sockaddr_in6>()
+                } else {
+                    std::mem::size_of::<libc::sockaddr_in>()
+                },
+                0,
+            );
+            let n = data.len() as u32;
+            // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+            let (space, clen) = unsafe { (libc::CMSG_SPACE(n) as usize, libc::CMSG_LEN(n)) };
+            m.msg_flags = libc::MSG_ERRQUEUE;
+            if m.msg_control.is_null() || (m.msg_controllen as usize) < space {
+                m.msg_flags |= libc::MSG_CTRUNC;
+                m.msg_controllen = 0;
+                return Ok(0);
+            }
+            // SAFETY: the control buffer has room for one cmsg of this size (checked).
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(m);
+                (*c).cmsg_len = clen as _;
+                (*c).cmsg_level = level;
+                (*c).cmsg_type = ty;
+                std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+            }
+            m.msg_controllen = space as _;
+            return Ok(0);
+        }
+        let (peek, dontwait) = recv_flags(flags)?;
         // SAFETY: its iovecs are valid.
         let mut bufs = unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }?;
         let mut tmp = vec![0u8; bufs.iter().map(|b| b.len()).sum()];
@@ -605,7 +663,9 @@ unsafe extern "C" fn pd_send(
         let dontwait = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        s.send(fd, b, dontwait).map(count)
+        let sent = s.send(fd, b, dontwait)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
     })
 }
 
@@ -626,8 +686,9 @@ unsafe extern "C" fn pd_sendto(
         let b = unsafe { slice(buf, n) }?;
         // SAFETY: `addr` is null or has `len` bytes.
         let d = unsafe { dest(addr, len) }?;
-        s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)
-            .map(count)
+        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
     })
 }
 
@@ -647,8 +708,9 @@ unsafe extern "C" fn pd_sendmsg(
         // SAFETY: its name is null or `msg_namelen` bytes.
         let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
         let fastopen = flags & libc::MSG_FASTOPEN != 0;
-        s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)
-            .map(count)
+        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
     })
 }
 

@@ -28,6 +28,8 @@ use crate::flags::ShimConfig;
 use crate::sysctl::SysctlSource;
 use crate::tcpinfo::TcpInfo;
 
+/// `SO_ZEROCOPY` (the libc crate has no Linux value for it).
+const SO_ZEROCOPY: c_int = 60;
 /// `SO_MEMINFO` and the number of `u32`s it returns (`SK_MEMINFO_VARS`).
 const SO_MEMINFO: c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
@@ -116,6 +118,10 @@ pub struct SockOpts {
     pub fastopen_no_cookie: bool,
     /// TCP_SYNCNT: SYN retransmissions before the open fails.
     pub syncnt: Option<u32>,
+    /// SO_ZEROCOPY: MSG_ZEROCOPY sends report their completion on the error queue.
+    pub zerocopy: bool,
+    /// SO_MARK (remembered; there is no routing to mark for).
+    pub mark: u32,
 }
 
 impl SockOpts {
@@ -162,6 +168,12 @@ struct Socket {
     error_reported: bool,
     read_shut: bool,
     write_shut: bool,
+    /// MSG_ZEROCOPY sends not yet reported: (notification id, the sequence number their
+    /// data ends at), in order (Linux's `sk_zckey` counts the ids).
+    zc_pending: VecDeque<(u32, synack_tcp::SeqNum)>,
+    zc_next: u32,
+    /// Zero-copy completions so far (for edge-triggered epoll).
+    zc_done: u64,
 }
 
 impl Socket {
@@ -175,7 +187,23 @@ impl Socket {
             error_reported: false,
             read_shut: false,
             write_shut: false,
+            zc_pending: VecDeque::new(),
+            zc_next: 0,
+            zc_done: 0,
         }
+    }
+
+    /// The zero-copy notifications whose data is all acknowledged (or whose connection is
+    /// gone): the range of ids `[first, last]` ready on the error queue.
+    fn zc_ready(&self, tcp: &synack_tcp::Endpoint) -> Option<(u32, u32)> {
+        let conn = self.conn_id().and_then(|id| tcp.conn(id));
+        let done = |end: synack_tcp::SeqNum| {
+            conn.is_none_or(|c| c.state() == State::Closed || c.snd_una().ge(end))
+        };
+        let mut it = self.zc_pending.iter().take_while(|&&(_, end)| done(end));
+        let first = it.next()?.0;
+        let last = it.last().map_or(first, |&(id, _)| id);
+        Some((first, last))
     }
 
     fn conn_id(&self) -> Option<ConnId> {
@@ -190,7 +218,11 @@ impl Socket {
 struct Epoll {
     /// fd → (event mask, user data).
     interest: BTreeMap<c_int, (u32, u64)>,
+    /// EPOLLET entries: the socket's events as last reported (see `Inner::events_of`).
+    edge: BTreeMap<c_int, [u64; 5]>,
 }
+
+const EPOLLET: u32 = 1 << 31;
 
 #[derive(Debug, Clone)]
 enum Fd {
@@ -453,6 +485,33 @@ impl Inner {
         });
     }
 
+    /// What has happened to a socket, as counters that only grow (bytes received, bytes
+    /// acknowledged, zero-copy completions, the error, the state): an edge-triggered epoll
+    /// entry reports again only when one moved (a read moves none).
+    fn events_of(&self, fd: c_int) -> [u64; 5] {
+        let Some(Fd::Socket(s)) = self.fds.get(&fd) else {
+            return [0; 5];
+        };
+        let tcp = self.iface.tcp();
+        match &s.kind {
+            SockKind::Conn { id, .. } => tcp.conn(*id).map_or([0, 0, s.zc_done, 1, 0], |c| {
+                let st = c.stats();
+                [
+                    st.bytes_received,
+                    st.bytes_acked,
+                    s.zc_done + s.zc_ready(tcp).map_or(0, |(a, b)| u64::from(b - a) + 1),
+                    c.error().is_some() as u64,
+                    crate::tcpinfo::linux_state(c.state()) as u64
+                        + 16 * c.is_read_finished() as u64,
+                ]
+            }),
+            SockKind::Listener(ids) => {
+                [ids.iter().map(|&l| tcp.pending(l) as u64).sum(), 0, 0, 0, 0]
+            }
+            SockKind::Fresh => [0; 5],
+        }
+    }
+
     /// poll(2) readiness of a descriptor; `None` for an unknown one.
     fn readiness(&self, fd: c_int) -> Option<u32> {
         let s = match self.fds.get(&fd)? {
@@ -483,7 +542,7 @@ impl Inner {
                 };
                 let st = c.state();
                 let mut m = 0;
-                if c.error().is_some() && !s.error_reported {
+                if (c.error().is_some() && !s.error_reported) || s.zc_ready(tcp).is_some() {
                     m |= POLLERR;
                 }
                 let fin_in = c.is_read_finished()
@@ -1527,6 +1586,8 @@ impl Shim {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
+            (libc::SOL_SOCKET, SO_ZEROCOPY) => s.opts.zerocopy = int()? != 0,
+            (libc::SOL_SOCKET, libc::SO_MARK) => s.opts.mark = int()? as u32,
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
                 s.opts.keepalive = int()? != 0;
                 keepalive = true;
@@ -1696,6 +1757,8 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => b(matches!(s.kind, SockKind::Listener(_))),
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => b(s.opts.reuseaddr),
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => b(s.opts.reuseport),
+            (libc::SOL_SOCKET, SO_ZEROCOPY) => b(s.opts.zerocopy),
+            (libc::SOL_SOCKET, libc::SO_MARK) => OptValue::Int(s.opts.mark as c_int),
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => b(s.opts.keepalive),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => OptValue::Int(
                 s.opts
@@ -1839,9 +1902,12 @@ impl Shim {
                 let ev = ev.ok_or(Errno(libc::EFAULT))?;
                 let slot = ep.interest.get_mut(&fd).ok_or(Errno(libc::ENOENT))?;
                 *slot = ev;
+                // A modification re-arms an edge-triggered entry (as Linux re-polls it).
+                ep.edge.remove(&fd);
             }
             libc::EPOLL_CTL_DEL => {
                 ep.interest.remove(&fd).ok_or(Errno(libc::ENOENT))?;
+                ep.edge.remove(&fd);
             }
             _ => return Err(Errno(libc::EINVAL)),
         }
@@ -1877,24 +1943,77 @@ impl Shim {
                     break;
                 }
                 let r = inner.readiness(fd).unwrap_or(0) & (mask | POLLERR | POLLHUP);
-                if r != 0 && mask & !EPOLLONESHOT != 0 {
+                // EPOLLET: only when something happened since the last report.
+                let fresh = mask & EPOLLET == 0
+                    || ep
+                        .edge
+                        .get(&fd)
+                        .is_none_or(|&last| last != inner.events_of(fd));
+                if r != 0 && fresh && mask & !(EPOLLONESHOT | EPOLLET) != 0 {
                     ready.push((fd, r, data));
                 }
             }
             if ready.is_empty() && !timed_out {
                 return None;
             }
+            let events: Vec<(c_int, [u64; 5])> = ready
+                .iter()
+                .map(|&(fd, _, _)| (fd, inner.events_of(fd)))
+                .collect();
             if let Some(Fd::Epoll(ep)) = inner.fds.get_mut(&epfd) {
-                for (fd, _, _) in &ready {
-                    if let Some(e) = ep.interest.get_mut(fd) {
+                for (fd, ev) in events {
+                    if let Some(e) = ep.interest.get_mut(&fd) {
                         if e.0 & EPOLLONESHOT != 0 {
                             e.0 = EPOLLONESHOT;
+                        }
+                        if e.0 & EPOLLET != 0 {
+                            ep.edge.insert(fd, ev);
                         }
                     }
                 }
             }
             Some(Ok(ready.into_iter().map(|(_, r, d)| (r, d)).collect()))
         })
+    }
+
+    /// After a MSG_ZEROCOPY send of `n` bytes on `fd`: with SO_ZEROCOPY, the send gets the
+    /// next notification id, reported on the error queue once its data is acknowledged
+    /// (Linux's MSG_ZEROCOPY; the data was copied, so the report says so).
+    pub fn zerocopy_sent(&self, fd: c_int, n: usize) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Ok(s) = sock(&inner.fds, fd) else { return };
+        let end = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .map(|c| c.write_seq());
+        let Ok(s) = sock_mut(&mut inner.fds, fd) else {
+            return;
+        };
+        if let (true, true, Some(end)) = (s.opts.zerocopy, n > 0, end) {
+            let id = s.zc_next;
+            s.zc_next = s.zc_next.wrapping_add(1);
+            s.zc_pending.push_back((id, end));
+        }
+    }
+
+    /// recvmsg(MSG_ERRQUEUE): the next zero-copy notification, the range of ids completed
+    /// (`ee_info`, `ee_data` of Linux's `sock_extended_err`), and whether the socket is
+    /// `AF_INET6`; EAGAIN when there is none (the error queue never blocks).
+    pub fn recv_errqueue(&self, fd: c_int) -> SysResult<((u32, u32), bool)> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let s = sock(&inner.fds, fd)?;
+        let Some((first, last)) = s.zc_ready(inner.iface.tcp()) else {
+            return Err(Errno(libc::EAGAIN));
+        };
+        let s = sock_mut(&mut inner.fds, fd)?;
+        let n = last.wrapping_sub(first) as usize + 1;
+        s.zc_pending.drain(..n.min(s.zc_pending.len()));
+        s.zc_done += n as u64;
+        let v6 = s.v6;
+        self.done(g);
+        Ok(((first, last), v6))
     }
 
     /// The local address of a socket and whether it is `AF_INET6` (for tests and drivers).

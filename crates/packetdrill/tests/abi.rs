@@ -1278,3 +1278,106 @@ fn descriptors_are_real_and_tcp_info_reachable_without_the_table() {
         "closed with the socket"
     );
 }
+
+/// MSG_ZEROCOPY with SO_ZEROCOPY (Linux's zero-copy sends): each send gets a notification id,
+/// reported on the error queue once its data is acknowledged, consecutive ones in one range
+/// (`ee_info`..=`ee_data`), as an IP_RECVERR control message with MSG_ERRQUEUE; EAGAIN when
+/// none is ready; POLLERR while one is. And an EPOLLET entry reports only what is new.
+#[test]
+fn zerocopy_completions_and_edge_triggered_epoll() {
+    let pd = Pd::exact();
+    let remote = SocketAddr::new(REMOTE, 40003);
+    let local = SocketAddr::new(LOCAL, 8080);
+    let (_l, fd, isn) = passive_open(&pd, remote);
+    pd.nonblock(fd);
+    assert_eq!(pd.setsockopt_int(fd, libc::SOL_SOCKET, 60, 1), Ok(0)); // SO_ZEROCOPY
+    let i = &pd.ifc;
+    let ud = pd.ud();
+    // SAFETY (all calls below): the table's functions with valid arguments.
+    let ep = unsafe { i.epoll_create.unwrap()(ud, 1) };
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: 7,
+    };
+    assert_eq!(
+        unsafe { i.epoll_ctl.unwrap()(ud, ep, libc::EPOLL_CTL_ADD, fd as c_int, &mut ev) },
+        0
+    );
+    let wait = || {
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let n = unsafe { i.epoll_wait.unwrap()(ud, ep, out.as_mut_ptr(), 2, 0) };
+        (n, out[0].events)
+    };
+    assert_eq!(wait(), (1, libc::EPOLLOUT as u32));
+    assert_eq!(wait().0, 0, "edge-triggered: nothing new");
+    let errqueue = || {
+        let mut control = [0u8; 64];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+        let r = unsafe { i.recvmsg.unwrap()(ud, fd as c_int, &mut msg, libc::MSG_ERRQUEUE) };
+        if r < 0 {
+            return Err(errno());
+        }
+        assert_eq!(msg.msg_flags, libc::MSG_ERRQUEUE);
+        let c = unsafe { &*libc::CMSG_FIRSTHDR(&msg) };
+        assert_eq!(
+            (c.cmsg_level, c.cmsg_type),
+            (libc::SOL_IP, libc::IP_RECVERR)
+        );
+        let d = unsafe { std::slice::from_raw_parts(libc::CMSG_DATA(c), 16) };
+        let word = |o: usize| u32::from_ne_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]);
+        assert_eq!(
+            (word(0), d[4], d[6]),
+            (0, 5, 1),
+            "errno 0, origin ZEROCOPY, COPIED"
+        );
+        Ok((word(8), word(12)))
+    };
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    let send = |n: usize| unsafe {
+        let b = vec![0u8; n];
+        i.send.unwrap()(ud, fd as c_int, b.as_ptr().cast(), n, libc::MSG_ZEROCOPY)
+    };
+    let mut acked = 1u32;
+    for _ in 0..2 {
+        assert_eq!(send(1000), 1000);
+        let d = pd.expect();
+        assert_eq!(d.payload.len(), 1000);
+        acked += 1000;
+        pd.inject(&packet(
+            remote,
+            local,
+            TcpFlags::ACK,
+            1001,
+            isn.wrapping_add(acked),
+            1000,
+            TcpOptions::default(),
+            &[],
+        ));
+    }
+    assert_eq!(pd.poll1(fd, libc::POLLERR, 0), Ok(libc::POLLERR));
+    assert_eq!(
+        wait(),
+        (1, (libc::EPOLLOUT | libc::EPOLLERR) as u32),
+        "new: completions"
+    );
+    assert_eq!(wait().0, 0);
+    assert_eq!(errqueue(), Ok((0, 1)), "both sends, one range");
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    // A send not yet acknowledged is not reported.
+    assert_eq!(send(10), 10);
+    let _ = pd.expect();
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::ACK,
+        1001,
+        isn.wrapping_add(acked + 10),
+        1000,
+        TcpOptions::default(),
+        &[],
+    ));
+    assert_eq!(errqueue(), Ok((2, 2)));
+}

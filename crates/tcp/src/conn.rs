@@ -794,6 +794,12 @@ impl Connection {
         self.irs
     }
 
+    /// The sequence number just past the last byte queued (Linux's `write_seq`): once
+    /// `snd_una` reaches it, everything written so far is acknowledged.
+    pub fn write_seq(&self) -> SeqNum {
+        self.fin_seq()
+    }
+
     pub fn snd_una(&self) -> SeqNum {
         self.snd_una
     }
@@ -1490,6 +1496,8 @@ impl Connection {
             self.timers.stop(Timer::Connect);
             self.ack_due = AckDue::Now;
             self.lrcvtime = now;
+            // Linux counts `tcpi_last_data_recv` from the handshake until data arrives.
+            self.stats.last_data_recv = Some(now);
             let unsent = self.fin_seq().gt(self.snd_max);
             if self.quick_ack && unsent && self.fo_resend_end.is_none() {
                 // Data waits to go with the handshake's ACK (Linux: a writer is pending, it
@@ -1773,6 +1781,7 @@ impl Connection {
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
                 self.stats.delivered += 1;
+                self.stats.last_data_recv.get_or_insert(now);
                 self.enter_established(now);
             } else {
                 self.rst_reply = Some(ack);
