@@ -597,7 +597,7 @@ unsafe extern "C" fn pd_recvmsg(
             // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
             let (space, clen) = unsafe { (libc::CMSG_SPACE(n) as usize, libc::CMSG_LEN(n)) };
             m.msg_flags = libc::MSG_ERRQUEUE;
-            if m.msg_control.is_null() || (m.msg_controllen as usize) < space {
+            if m.msg_control.is_null() || m.msg_controllen < space {
                 m.msg_flags |= libc::MSG_CTRUNC;
                 m.msg_controllen = 0;
                 return Ok(0);

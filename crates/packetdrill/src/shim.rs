@@ -226,7 +226,7 @@ const EPOLLET: u32 = 1 << 31;
 
 #[derive(Debug, Clone)]
 enum Fd {
-    Socket(Socket),
+    Socket(Box<Socket>),
     Epoll(Epoll),
 }
 
@@ -919,7 +919,7 @@ impl Shim {
         g.refresh_sysctls();
         let fd = g.alloc_fd()?;
         let s = Socket::new(domain == libc::AF_INET6, ty & libc::SOCK_NONBLOCK != 0);
-        g.fds.insert(fd, Fd::Socket(s));
+        g.fds.insert(fd, Fd::Socket(Box::new(s)));
         Ok(fd)
     }
 
@@ -1055,7 +1055,7 @@ impl Shim {
                     connecting: false,
                 };
                 ns.opts = opts.clone();
-                inner.fds.insert(newfd, Fd::Socket(ns));
+                inner.fds.insert(newfd, Fd::Socket(Box::new(ns)));
                 inner.apply_conn_opts(id, &opts, opts.keepalive);
                 inner.touch();
                 return Some(Ok((newfd, tuple.remote, v6)));
