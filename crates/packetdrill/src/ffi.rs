@@ -620,8 +620,29 @@ unsafe extern "C" fn pd_recvmsg(
         let n = s.recv(fd, &mut tmp, peek, dontwait)?;
         scatter(&tmp[..n], &mut bufs);
         m.msg_namelen = 0;
-        m.msg_controllen = 0;
         m.msg_flags = 0;
+        // TCP_INQ: a TCP_CM_INQ control message with the bytes left to read.
+        let inq = s.inq_hint(fd);
+        // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+        let (space, clen) = unsafe { (libc::CMSG_SPACE(4) as usize, libc::CMSG_LEN(4)) };
+        match inq {
+            Some(v) if !m.msg_control.is_null() && m.msg_controllen >= space => {
+                // SAFETY: the control buffer has room for one int message (checked).
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(m);
+                    (*c).cmsg_len = clen as _;
+                    (*c).cmsg_level = libc::SOL_TCP;
+                    (*c).cmsg_type = crate::shim::TCP_INQ;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), v);
+                }
+                m.msg_controllen = space as _;
+            }
+            Some(_) => {
+                m.msg_flags |= libc::MSG_CTRUNC;
+                m.msg_controllen = 0;
+            }
+            None => m.msg_controllen = 0,
+        }
         Ok(count(n))
     })
 }

@@ -28,6 +28,8 @@ use crate::flags::ShimConfig;
 use crate::sysctl::SysctlSource;
 use crate::tcpinfo::TcpInfo;
 
+/// `TCP_INQ`, and its control message's type `TCP_CM_INQ` (the same number).
+pub const TCP_INQ: c_int = 36;
 /// `SO_ZEROCOPY` (the libc crate has no Linux value for it).
 const SO_ZEROCOPY: c_int = 60;
 /// `SO_MEMINFO` and the number of `u32`s it returns (`SK_MEMINFO_VARS`).
@@ -122,6 +124,8 @@ pub struct SockOpts {
     pub zerocopy: bool,
     /// SO_MARK (remembered; there is no routing to mark for).
     pub mark: u32,
+    /// TCP_INQ: each recvmsg reports the bytes left to read (a TCP_CM_INQ message).
+    pub inq: bool,
 }
 
 impl SockOpts {
@@ -1587,6 +1591,7 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
             (libc::SOL_SOCKET, SO_ZEROCOPY) => s.opts.zerocopy = int()? != 0,
+            (libc::IPPROTO_TCP, TCP_INQ) => s.opts.inq = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_MARK) => s.opts.mark = int()? as u32,
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
                 s.opts.keepalive = int()? != 0;
@@ -1758,6 +1763,7 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => b(s.opts.reuseaddr),
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => b(s.opts.reuseport),
             (libc::SOL_SOCKET, SO_ZEROCOPY) => b(s.opts.zerocopy),
+            (libc::IPPROTO_TCP, TCP_INQ) => b(s.opts.inq),
             (libc::SOL_SOCKET, libc::SO_MARK) => OptValue::Int(s.opts.mark as c_int),
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => b(s.opts.keepalive),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => OptValue::Int(
@@ -1974,6 +1980,26 @@ impl Shim {
             }
             Some(Ok(ready.into_iter().map(|(_, r, d)| (r, d)).collect()))
         })
+    }
+
+    /// With TCP_INQ on `fd`, the bytes left to read after a read, as Linux's
+    /// `tcp_inq_hint`: one "fake" byte once everything is read and the peer has closed, so
+    /// that the reader knows to read again for the end of the stream. `None` without TCP_INQ.
+    pub fn inq_hint(&self, fd: c_int) -> Option<c_int> {
+        let g = self.lock();
+        let s = sock(&g.fds, fd).ok()?;
+        if !s.opts.inq {
+            return None;
+        }
+        let c = s.conn_id().and_then(|id| g.iface.tcp().conn(id));
+        Some(c.map_or(0, |c| {
+            let n = c.recv_available();
+            if n == 0 && c.is_read_finished() {
+                1
+            } else {
+                n.min(c_int::MAX as usize) as c_int
+            }
+        }))
     }
 
     /// After a MSG_ZEROCOPY send of `n` bytes on `fd`: with SO_ZEROCOPY, the send gets the

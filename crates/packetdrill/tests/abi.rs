@@ -1381,3 +1381,65 @@ fn zerocopy_completions_and_edge_triggered_epoll() {
     ));
     assert_eq!(errqueue(), Ok((2, 2)));
 }
+
+/// TCP_INQ: every recvmsg carries a TCP_CM_INQ control message with the bytes left to read
+/// (Linux's `tcp_inq_hint`), and 1 once all is read and the peer has closed.
+#[test]
+fn tcp_inq_reports_the_bytes_left() {
+    let pd = Pd::exact();
+    let remote = SocketAddr::new(REMOTE, 40004);
+    let local = SocketAddr::new(LOCAL, 8080);
+    let (_l, fd, isn) = passive_open(&pd, remote);
+    assert_eq!(pd.setsockopt_int(fd, libc::IPPROTO_TCP, 36, 1), Ok(0));
+    assert_eq!(pd.getsockopt_int(fd, libc::IPPROTO_TCP, 36), Ok(1));
+    let ack = isn.wrapping_add(1);
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::ACK,
+        1001,
+        ack,
+        1000,
+        TcpOptions::default(),
+        &[7; 3000],
+    ));
+    let i = &pd.ifc;
+    let recvmsg = |n: usize| {
+        let mut data = vec![0u8; n];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        let mut control = [0u8; 64];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+        // SAFETY: a msghdr with valid buffers.
+        let r = unsafe { i.recvmsg.unwrap()(pd.ud(), fd as c_int, &mut msg, 0) };
+        // SAFETY: the shim wrote one message.
+        let c = unsafe { &*libc::CMSG_FIRSTHDR(&msg) };
+        assert_eq!((c.cmsg_level, c.cmsg_type), (libc::SOL_TCP, 36));
+        // SAFETY: an int follows the header.
+        let v = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>()) };
+        (r, v)
+    };
+    assert_eq!(recvmsg(1000), (1000, 2000));
+    assert_eq!(recvmsg(2000), (2000, 0));
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::FIN | TcpFlags::ACK,
+        4001,
+        ack,
+        1000,
+        TcpOptions::default(),
+        &[],
+    ));
+    assert_eq!(
+        recvmsg(10),
+        (0, 1),
+        "the end of the stream is one more read"
+    );
+}
