@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run google/packetdrill's own TCP suite (gtests/net/tcp) against the Linux kernel and against
 # synack's packetdrill shared object, each script in a network namespace of its own, and print
-# a per-directory table: scripts / kernel passes / synack passes.
+# a per-directory table: scripts / kernel passes / synack passes / synack among kernel passes,
+# then every script the kernel passes and synack fails, with its first error.
 #
 #   scripts/packetdrill-upstream.sh PACKETDRILL_TREE [synack|kernel|both] [GLOB]
 #
@@ -10,7 +11,13 @@
 # Needs root (namespaces, TUN). Each script runs with the flags of the suite's run_all.py
 # (IPv4, or the IPv6 set with --mtu=1520 for *v6.pkt), 20 s at most. Per-script logs go to
 # $OUT (default /tmp/packetdrill-upstream). GLOB (default '*') picks scripts by path, e.g.
-# 'fastopen/*'.
+# 'fastopen/*'. Without a kernel run (mode synack), KERNEL_PASSES=FILE names the list of
+# scripts the kernel passes (one path a line, `#` comments), for the last column and the list.
+#
+# Against synack: the object reads the namespace's TCP sysctls (`sysctl=/proc/sys` in its
+# flags), as the scripts set them; and an LD_PRELOAD helper (crates/packetdrill/csrc/preload.c,
+# built here) lets the C library's getsockopt() that packetdrill's `%{ }%` code events call
+# reach the object for its own descriptors (TCP_INFO), where the kernel knows none.
 set -u
 tree=${1:?usage: $0 PACKETDRILL_TREE [synack|kernel|both] [GLOB]}
 mode=${2:-both}
@@ -21,35 +28,48 @@ suite=$tree/gtests/net/tcp
 here=$(cd "$(dirname "$0")/.." && pwd)
 so=$here/target/release/libsynack_packetdrill.so
 out=${OUT:-/tmp/packetdrill-upstream}
+preload=$out/synack-preload.so
 mkdir -p "$out"
+rm -f "$out/results.txt"
 [ -x "$pd" ] || { echo "no packetdrill binary at $pd: build it first" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 2; }
 if [ "$mode" != kernel ]; then
     (cd "$here" && cargo build --release -q -p synack-packetdrill) || exit 2
+    cc -shared -fPIC -O2 -Wall -Werror -o "$preload" "$here/crates/packetdrill/csrc/preload.c" -ldl \
+        || exit 2
+fi
+
+declare -A kernel_list
+if [ -n "${KERNEL_PASSES:-}" ]; then
+    while read -r line; do
+        case $line in ''|'#'*) continue;; esac
+        kernel_list[$line]=1
+    done <"$KERNEL_PASSES"
 fi
 
 v4='--ip_version=ipv4 --local_ip=192.168.0.1 --gateway_ip=192.168.0.1 --netmask_ip=255.255.0.0 --remote_ip=192.0.2.1 -D TFO_COOKIE=3021b9d889017eeb -D CODE=host_unreachable -D CMSG_LEVEL_IP=SOL_IP -D CMSG_TYPE_RECVERR=IP_RECVERR'
 v6='--ip_version=ipv6 --mtu=1520 --local_ip=fd3d:0a0b:17d6::1 --gateway_ip=fd3d:0a0b:17d6:8888::1 --remote_ip=fd3d:fa7b:d17d::1 -D TFO_COOKIE=c1d1e9742a47a9bc -D CMSG_LEVEL_IP=SOL_IPV6 -D CMSG_TYPE_RECVERR=IPV6_RECVERR'
 
-# run_one WHO SCRIPT: 0 if it passed.
+# run_one WHO SCRIPT: 0 if it passed (124 if it timed out).
 run_one() {
-    local who=$1 rel=$2 flags sof=()
-    local lip
-    case $rel in *v6.pkt) flags=$v6; lip=fd3d:0a0b:17d6::1; sof=(--so_flags="local_ip=$lip mtu=1520");;
-                 *) flags=$v4; lip=192.168.0.1; sof=(--so_flags="local_ip=$lip");; esac
+    local who=$1 rel=$2 flags sof
+    case $rel in *v6.pkt) flags=$v6; sof="local_ip=fd3d:0a0b:17d6::1 mtu=1520";;
+                 *) flags=$v4; sof="local_ip=192.168.0.1";; esac
     # A script may set its own addresses (`--local_ip=...` lines): the object must use the same.
     local own
     own=$(sed -n 's/^--local_ip=\([^ ]*\).*/\1/p' "$suite/$rel" | head -1)
-    [ -n "$own" ] && sof=(--so_flags="${sof[0]#--so_flags=} local_ip=$own")
+    [ -n "$own" ] && sof="$sof local_ip=$own"
+    sof="$sof sysctl=/proc/sys"
     local log=$out/$who/${rel//\//_}.log
     mkdir -p "$out/$who"
     if [ "$who" = synack ]; then
         # packetdrill makes no tun0 when it loads a shared object, but defaults.sh configures
         # one: give it one to configure.
-        (cd "$suite/$(dirname "$rel")" && timeout -k 2 20 unshare -n bash -c \
+        (cd "$suite/$(dirname "$rel")" && LD_PRELOAD=$preload SYNACK_PACKETDRILL_SO=$so \
+            timeout -k 2 20 unshare -n bash -c \
             'ip link set lo up; ip tuntap add dev tun0 mode tun; ip link set tun0 up; exec "$@"' _ \
-            "$pd" $flags --send_omit_free --so_filename="$so" "${sof[@]}" "$(basename "$rel")") \
-            >"$log" 2>&1
+            "$pd" $flags --send_omit_free --so_filename="$so" --so_flags="$sof" \
+            "$(basename "$rel")") >"$log" 2>&1
     else
         (cd "$suite/$(dirname "$rel")" && timeout -k 2 20 unshare -n bash -c \
             'ip link set lo up; exec "$@"' _ "$pd" $flags --send_omit_free "$(basename "$rel")") \
@@ -57,30 +77,60 @@ run_one() {
     fi
 }
 
-declare -A total kpass spass
-fails=()
+# first_error LOG RC: the first line packetdrill reported an error on (or the timeout).
+first_error() {
+    local log=$1 rc=$2
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "TIMEOUT (20 s): hangs"
+        return
+    fi
+    local e
+    e=$(grep -m1 -E '\.pkt:[0-9]+: |error|assert|Assertion' "$log")
+    [ -n "$e" ] || e=$(grep -v '^\s*$' "$log" | tail -1)
+    echo "${e:0:160}"
+}
+
+declare -A total kpass spass both
+kfails=()
 cd "$suite"
 for rel in $(find . -name '*.pkt' | sed 's|^\./||' | sort); do
     # shellcheck disable=SC2053
     [[ $rel == $glob ]] || continue
     dir=$(dirname "$rel")
     total[$dir]=$(( ${total[$dir]:-0} + 1 ))
-    k=-; s=-
+    k=-; s=-; err=
     if [ "$mode" != synack ]; then
-        if run_one kernel "$rel"; then k=pass; kpass[$dir]=$(( ${kpass[$dir]:-0} + 1 )); else k=FAIL; fi
+        if run_one kernel "$rel"; then k=pass; else k=FAIL; fi
+    elif [ -n "${KERNEL_PASSES:-}" ]; then
+        if [ -n "${kernel_list[$rel]:-}" ]; then k=pass; else k=FAIL; fi
     fi
+    [ "$k" = pass ] && kpass[$dir]=$(( ${kpass[$dir]:-0} + 1 ))
     if [ "$mode" != kernel ]; then
-        if run_one synack "$rel"; then s=pass; spass[$dir]=$(( ${spass[$dir]:-0} + 1 )); else s=FAIL; fi
+        run_one synack "$rel"; rc=$?
+        if [ "$rc" = 0 ]; then
+            s=pass; spass[$dir]=$(( ${spass[$dir]:-0} + 1 ))
+            [ "$k" = pass ] && both[$dir]=$(( ${both[$dir]:-0} + 1 ))
+        else
+            s=FAIL; err=$(first_error "$out/synack/${rel//\//_}.log" "$rc")
+            [ "$k" = pass ] && kfails+=("$rel: $err")
+        fi
     fi
-    printf '%-60s kernel %-4s synack %s\n' "$rel" "$k" "$s" >>"$out/results.txt"
-    [ "$s" = FAIL ] && fails+=("$rel")
+    printf '%-60s kernel %-4s synack %-4s %s\n' "$rel" "$k" "$s" "$err" >>"$out/results.txt"
 done
 
-printf '\n%-32s %8s %8s %8s\n' directory scripts kernel synack
-T=0 K=0 S=0
+printf '\n%-32s %8s %8s %8s %8s\n' directory scripts kernel synack both
+T=0 K=0 S=0 B=0
 for dir in $(printf '%s\n' "${!total[@]}" | sort); do
-    printf '%-32s %8d %8s %8s\n' "$dir" "${total[$dir]}" "${kpass[$dir]:-0}" "${spass[$dir]:-0}"
-    T=$((T + total[$dir])); K=$((K + ${kpass[$dir]:-0})); S=$((S + ${spass[$dir]:-0}))
+    printf '%-32s %8d %8s %8s %8s\n' "$dir" "${total[$dir]}" "${kpass[$dir]:-0}" \
+        "${spass[$dir]:-0}" "${both[$dir]:-0}"
+    T=$((T + total[$dir])); K=$((K + ${kpass[$dir]:-0}))
+    S=$((S + ${spass[$dir]:-0})); B=$((B + ${both[$dir]:-0}))
 done
-printf '%-32s %8d %8d %8d\n' total "$T" "$K" "$S"
+printf '%-32s %8d %8d %8d %8d\n' total "$T" "$K" "$S" "$B"
+echo "(both: synack passes among the scripts the kernel passes)"
+if [ ${#kfails[@]} -gt 0 ]; then
+    echo
+    echo "kernel passes, synack fails (${#kfails[@]}), first error:"
+    printf '  %s\n' "${kfails[@]}"
+fi
 echo "per-script results: $out/results.txt; logs: $out/{kernel,synack}/"

@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use libc::{
     c_int, c_long, c_longlong, c_uint, c_ulong, epoll_event, iovec, loff_t, msghdr, nfds_t, pollfd,
@@ -15,7 +15,7 @@ use libc::{
 };
 
 use crate::flags::ShimConfig;
-use crate::shim::{Errno, OptIn, OptValue, Shim, SysResult};
+use crate::shim::{Dest, Errno, OptIn, OptValue, Shim, SysResult};
 use crate::sockaddr as sa;
 
 /// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
@@ -177,10 +177,54 @@ pub unsafe extern "C" fn packetdrill_interface_init(
         for e in errors {
             eprintln!("synack-packetdrill: ignoring so_flags word: {e}");
         }
-        let table = table(Arc::new(Shim::new(&cfg)));
+        let shim = Arc::new(Shim::new(&cfg));
+        *CURRENT.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&shim);
+        let table = table(shim);
         // SAFETY: `ifc` points to a writable table (checked non-null).
         unsafe { ifc.write(table) };
     }));
+}
+
+/// The shim the last `packetdrill_interface_init` made, for
+/// [`synack_packetdrill_getsockopt`].
+static CURRENT: Mutex<Weak<Shim>> = Mutex::new(Weak::new());
+
+/// `getsockopt` on a descriptor of the shim `packetdrill_interface_init` made last, for a
+/// caller that has no table: packetdrill's `%{ }%` code events call the C library's
+/// getsockopt on our descriptors, and `csrc/preload.c` (an `LD_PRELOAD` helper the upstream
+/// script uses) routes the calls the kernel cannot answer here. Returns 0, or -1 with errno
+/// (`EBADF` for a descriptor that is not ours).
+///
+/// # Safety
+/// As `getsockopt(2)`: `val` must have `*len` writable bytes, `len` must be valid.
+#[no_mangle]
+pub unsafe extern "C" fn synack_packetdrill_getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let shim = CURRENT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+            .ok_or(Errno(libc::EBADF))?;
+        // SAFETY: the caller's guarantees.
+        unsafe { getsockopt_into(&shim, fd, level, name, val, len) }
+    }));
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
 }
 
 /// A filled table whose `userdata` holds `shim`.
@@ -341,6 +385,42 @@ fn send_flags(flags: c_int) -> SysResult<bool> {
     Ok(flags & libc::MSG_DONTWAIT != 0)
 }
 
+/// The destination a `sendto`/`sendmsg` names, if any: `AF_UNSPEC` kept apart (Fast Open
+/// refuses it).
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn dest(addr: *const sockaddr, len: socklen_t) -> SysResult<Option<Dest>> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return Ok(None);
+    }
+    // SAFETY: at least the family is readable.
+    let family = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    if c_int::from(family) == libc::AF_UNSPEC {
+        return Ok(Some(Dest::Unspec));
+    }
+    // SAFETY: the caller's guarantee.
+    Ok(Some(Dest::Addr(unsafe { sa::read(addr, len) }?)))
+}
+
+/// After a send: a MSG_ZEROCOPY one gets its completion notification (with SO_ZEROCOPY).
+fn zerocopy(s: &Shim, fd: c_int, flags: c_int, sent: usize) {
+    if flags & libc::MSG_ZEROCOPY != 0 {
+        s.zerocopy_sent(fd, sent);
+    }
+}
+
+/// `struct sock_extended_err` for a zero-copy completion of ids `first..=last`: errno 0,
+/// origin SO_EE_ORIGIN_ZEROCOPY (5), code SO_EE_CODE_ZEROCOPY_COPIED (1: the data was copied).
+fn zerocopy_ee(first: u32, last: u32) -> [u8; 16] {
+    let mut ee = [0u8; 16];
+    ee[4] = 5; // ee_origin
+    ee[6] = 1; // ee_code
+    ee[8..12].copy_from_slice(&first.to_ne_bytes());
+    ee[12..16].copy_from_slice(&last.to_ne_bytes());
+    ee
+}
+
 fn gather(bufs: &[&mut [u8]]) -> Vec<u8> {
     bufs.iter().flat_map(|b| b.iter().copied()).collect()
 }
@@ -491,17 +571,78 @@ unsafe extern "C" fn pd_recvmsg(
         if msg.is_null() {
             return Err(Errno(libc::EFAULT));
         }
-        let (peek, dontwait) = recv_flags(flags)?;
         // SAFETY: `msg` points to a msghdr.
         let m = unsafe { &mut *msg };
+        if flags & libc::MSG_ERRQUEUE != 0 {
+            // The error queue: a zero-copy completion as an IP_RECVERR (IPV6_RECVERR) control
+            // message, no data, MSG_ERRQUEUE in msg_flags (Linux's ip_recv_error).
+            let ((first, last), v6) = s.recv_errqueue(fd)?;
+            let (level, ty) = if v6 {
+                (libc::SOL_IPV6, libc::IPV6_RECVERR)
+            } else {
+                (libc::SOL_IP, libc::IP_RECVERR)
+            };
+            // The extended error, then its offender's address (none here: zeros of the
+            // family's sockaddr size), as Linux lays out `struct errhdr`.
+            let mut data = zerocopy_ee(first, last).to_vec();
+            data.resize(
+                16 + if v6 {
+                    std::mem::size_of::<libc::sockaddr_in6>()
+                } else {
+                    std::mem::size_of::<libc::sockaddr_in>()
+                },
+                0,
+            );
+            let n = data.len() as u32;
+            // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+            let (space, clen) = unsafe { (libc::CMSG_SPACE(n) as usize, libc::CMSG_LEN(n)) };
+            m.msg_flags = libc::MSG_ERRQUEUE;
+            if m.msg_control.is_null() || m.msg_controllen < space {
+                m.msg_flags |= libc::MSG_CTRUNC;
+                m.msg_controllen = 0;
+                return Ok(0);
+            }
+            // SAFETY: the control buffer has room for one cmsg of this size (checked).
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(m);
+                (*c).cmsg_len = clen as _;
+                (*c).cmsg_level = level;
+                (*c).cmsg_type = ty;
+                std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+            }
+            m.msg_controllen = space as _;
+            return Ok(0);
+        }
+        let (peek, dontwait) = recv_flags(flags)?;
         // SAFETY: its iovecs are valid.
         let mut bufs = unsafe { iovecs(m.msg_iov, m.msg_iovlen as c_int) }?;
         let mut tmp = vec![0u8; bufs.iter().map(|b| b.len()).sum()];
         let n = s.recv(fd, &mut tmp, peek, dontwait)?;
         scatter(&tmp[..n], &mut bufs);
         m.msg_namelen = 0;
-        m.msg_controllen = 0;
         m.msg_flags = 0;
+        // TCP_INQ: a TCP_CM_INQ control message with the bytes left to read.
+        let inq = s.inq_hint(fd);
+        // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+        let (space, clen) = unsafe { (libc::CMSG_SPACE(4) as usize, libc::CMSG_LEN(4)) };
+        match inq {
+            Some(v) if !m.msg_control.is_null() && m.msg_controllen >= space => {
+                // SAFETY: the control buffer has room for one int message (checked).
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(m);
+                    (*c).cmsg_len = clen as _;
+                    (*c).cmsg_level = libc::SOL_TCP;
+                    (*c).cmsg_type = crate::shim::TCP_INQ;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), v);
+                }
+                m.msg_controllen = space as _;
+            }
+            Some(_) => {
+                m.msg_flags |= libc::MSG_CTRUNC;
+                m.msg_controllen = 0;
+            }
+            None => m.msg_controllen = 0,
+        }
         Ok(count(n))
     })
 }
@@ -543,7 +684,9 @@ unsafe extern "C" fn pd_send(
         let dontwait = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        s.send(fd, b, dontwait).map(count)
+        let sent = s.send(fd, b, dontwait)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
     })
 }
 
@@ -553,12 +696,21 @@ unsafe extern "C" fn pd_sendto(
     buf: *const c_void,
     n: size_t,
     flags: c_int,
-    _addr: *const sockaddr,
-    _len: socklen_t,
+    addr: *const sockaddr,
+    len: socklen_t,
 ) -> ssize_t {
-    // A connected TCP socket ignores the destination (no TCP Fast Open here).
-    // SAFETY: the caller's guarantees for `send` are the same.
-    unsafe { pd_send(ud, fd, buf, n, flags) }
+    // A connected TCP socket ignores the destination; an unconnected one uses it with
+    // MSG_FASTOPEN (RFC 7413).
+    call(ud, -1, |s| {
+        let dontwait = send_flags(flags)?;
+        // SAFETY: `buf` has `n` readable bytes.
+        let b = unsafe { slice(buf, n) }?;
+        // SAFETY: `addr` is null or has `len` bytes.
+        let d = unsafe { dest(addr, len) }?;
+        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
+    })
 }
 
 unsafe extern "C" fn pd_sendmsg(
@@ -574,7 +726,12 @@ unsafe extern "C" fn pd_sendmsg(
         let dontwait = send_flags(flags)?;
         // SAFETY: `msg` points to a msghdr whose iovecs are valid.
         let bufs = unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen as c_int) }?;
-        s.send(fd, &gather(&bufs), dontwait).map(count)
+        // SAFETY: its name is null or `msg_namelen` bytes.
+        let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
+        let fastopen = flags & libc::MSG_FASTOPEN != 0;
+        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)?;
+        zerocopy(s, fd, flags, sent);
+        Ok(count(sent))
     })
 }
 
@@ -668,7 +825,25 @@ unsafe extern "C" fn pd_getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    call(ud, -1, |s| {
+    // SAFETY: the caller's guarantees.
+    call(ud, -1, |s| unsafe {
+        getsockopt_into(s, fd, level, name, val, len)
+    })
+}
+
+/// getsockopt on `s`, the value copied out as the system call does.
+///
+/// # Safety
+/// `val` must have `*len` writable bytes; `len` must be null or valid.
+unsafe fn getsockopt_into(
+    s: &Shim,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> SysResult<c_int> {
+    {
         if val.is_null() || len.is_null() {
             return Err(Errno(libc::EFAULT));
         }
@@ -681,14 +856,14 @@ unsafe extern "C" fn pd_getsockopt(
                 b.extend_from_slice(&secs.to_ne_bytes());
                 b
             }
-            #[cfg(target_os = "linux")]
-            OptValue::TcpInfo(ti) => {
-                let p = (&*ti as *const libc::tcp_info).cast::<u8>();
-                // SAFETY: tcp_info is plain data of its size.
-                unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<libc::tcp_info>()) }
-                    .to_vec()
-            }
+            OptValue::Bytes(b) => b,
         };
+        let mut bytes = bytes;
+        if level == libc::IPPROTO_TCP && name == libc::TCP_INFO {
+            // A newer `struct tcp_info` than ours: its further fields read as zero, as an
+            // older kernel leaves them (packetdrill insists on its own size).
+            bytes.resize(bytes.len().max(room.min(4096)), 0);
+        }
         let n = room.min(bytes.len());
         // SAFETY: `val` has `*len` writable bytes.
         unsafe {
@@ -696,7 +871,7 @@ unsafe extern "C" fn pd_getsockopt(
             *len = n as socklen_t;
         }
         Ok(0)
-    })
+    }
 }
 
 unsafe extern "C" fn pd_setsockopt(
@@ -724,6 +899,9 @@ unsafe extern "C" fn pd_setsockopt(
                 onoff: int(0),
                 secs: int(4),
             }
+        } else if level == libc::IPPROTO_TCP && name == libc::TCP_FASTOPEN_KEY {
+            // SAFETY: `val` has `len` readable bytes.
+            OptIn::Bytes(unsafe { slice(val, len) }?.to_vec())
         } else {
             if len < std::mem::size_of::<c_int>() {
                 return Err(Errno(libc::EINVAL));

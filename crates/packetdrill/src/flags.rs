@@ -13,6 +13,12 @@
 //! | `recv_buffer`, `send_buffer` | per-connection buffers in bytes | `1048576` |
 //! | `seed` | keys ISNs and ephemeral ports (RFC 6528): the same seed gives the same numbers | `0` |
 //! | `tick_usecs` | how far each `gettimeofday` moves the virtual clock (see below) | `1` |
+//! | `sysctl` | a `/proc/sys`-like directory to read the namespace's TCP settings from, at every socket call (see [`crate::sysctl`]) | none: the built-in settings |
+//! | `fastopen` | Linux's `net.ipv4.tcp_fastopen` bits (`0x1` client, `0x2` server, `0x4` data without cookie, `0x200` server without cookie, `0x400` every listener) | `0x1` |
+//! | `fastopen_key` | the Fast Open server key, as the `tcp_fastopen_key` sysctl writes it | derived from `seed` |
+//! | `ecn` | ECN (RFC 3168) as Linux's `net.ipv4.tcp_ecn`: 0 off, 1 ask and accept, 2 accept | `2` |
+//! | `quick_ack` | Linux's quick-ACK mode at connection start (`on`/`off`) | `on` |
+//! | `real_fds` | descriptor numbers are real descriptors of the process (memfds held while open), so that packetdrill's own `close()` at teardown succeeds and a script's `open()` never collides (`on`/`off`) | `on` |
 //!
 //! Durations take a unit (`us`, `ms`, `s`, `min`); a bare number is in **microseconds**, as
 //! packetdrill's own time flags (`--tolerance_usecs`) are.
@@ -23,7 +29,9 @@
 //! clock that only `usleep` and `netdev_receive` move (for drivers that never spin).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
+use synack_tcp::fastopen::parse_linux_keys;
 use synack_tcp::{Config, Duration};
 
 /// packetdrill's default `--local_ip` for IPv4 scripts.
@@ -39,6 +47,10 @@ pub struct ShimConfig {
     pub seed: u64,
     /// Virtual microseconds each `gettimeofday` call adds.
     pub tick_usecs: u64,
+    /// Where to read the namespace's TCP settings (`/proc/sys`), if anywhere.
+    pub sysctl_root: Option<PathBuf>,
+    /// Hand out real descriptor numbers (see `real_fds` above).
+    pub real_fds: bool,
 }
 
 impl Default for ShimConfig {
@@ -48,10 +60,13 @@ impl Default for ShimConfig {
             // Linux's defaults: recovery on the third duplicate until reordering is seen.
             tcp: Config {
                 reorder_window: false,
+                quick_ack: true,
                 ..Config::default()
             },
             seed: 0,
             tick_usecs: 1,
+            sysctl_root: None,
+            real_fds: true,
         }
     }
 }
@@ -146,6 +161,35 @@ impl ShimConfig {
             "send_buffer" => t.send_buffer = parse_num::<usize>(key, v)?.max(1),
             "seed" => self.seed = parse_num(key, v)?,
             "tick_usecs" => self.tick_usecs = parse_num(key, v)?,
+            "sysctl" => self.sysctl_root = Some(PathBuf::from(v)),
+            "fastopen" => {
+                let bits = match v.strip_prefix("0x") {
+                    Some(h) => u32::from_str_radix(h, 16).map_err(|e| format!("{key}={v}: {e}"))?,
+                    None => parse_num(key, v)?,
+                };
+                t.fast_open.set_linux_sysctl(bits);
+            }
+            "fastopen_key" => {
+                let (k, backup) =
+                    parse_linux_keys(v).ok_or_else(|| format!("{key}={v}: not a key"))?;
+                t.fast_open.key = Some(k);
+                t.fast_open.backup_key = backup;
+            }
+            "real_fds" => {
+                self.real_fds = match v {
+                    "on" | "1" => true,
+                    "off" | "0" => false,
+                    _ => return Err(format!("{key}={v}: on or off")),
+                }
+            }
+            "ecn" => t.ecn = synack_tcp::Ecn::from_linux_sysctl(parse_num(key, v)?),
+            "quick_ack" => {
+                t.quick_ack = match v {
+                    "on" | "1" => true,
+                    "off" | "0" => false,
+                    _ => return Err(format!("{key}={v}: on or off")),
+                }
+            }
             _ => return Err(format!("{key}: unknown flag")),
         }
         if t.min_rto > t.max_rto {

@@ -19,6 +19,8 @@ pub mod flags;
 pub mod script;
 pub mod shim;
 pub mod sockaddr;
+pub mod sysctl;
+pub mod tcpinfo;
 
 pub use ffi::{packetdrill_interface_init, PacketdrillInterface};
 pub use flags::ShimConfig;

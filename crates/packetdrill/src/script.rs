@@ -122,11 +122,59 @@ enum Opt {
     SackOk,
     Ts(u32, u32),
     Sack(Vec<(u32, u32)>),
+    /// TCP Fast Open: `FO`/`FOEXP` (a request) or `FO hex`/`FOEXP hex` (a cookie).
+    FastOpen {
+        exp: bool,
+        cookie: Vec<u8>,
+    },
+}
+
+/// Hexadecimal bytes (`abcd1234`).
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!("odd hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("hex {s:?}: {e}")))
+        .collect()
+}
+
+/// A string argument's bytes, with C escapes `\xNN`, `\n`, `\\`, `\"`.
+fn unescape(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            match b[i + 1] {
+                b'x' if i + 4 <= b.len() => {
+                    let h = std::str::from_utf8(&b[i + 2..i + 4]).map_err(|e| e.to_string())?;
+                    out.push(u8::from_str_radix(h, 16).map_err(|e| format!("\\x{h}: {e}"))?);
+                    i += 4;
+                }
+                b'n' => {
+                    out.push(b'\n');
+                    i += 2;
+                }
+                c => {
+                    out.push(c);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone)]
 struct ScriptPacket {
     inbound: bool,
+    /// The IP ECN field written (`[ect0]` ...), checked outbound and set inbound.
+    ip_ecn: Option<u8>,
     flags: u8,
     seq: u32,
     len: u32,
@@ -436,6 +484,14 @@ fn parse_options(s: &str) -> Result<Option<Vec<Opt>>, String> {
             ["mss", n] => Opt::Mss(n.parse().map_err(|e| format!("mss {n:?}: {e}"))?),
             ["wscale", n] => Opt::Wscale(n.parse().map_err(|e| format!("wscale {n:?}: {e}"))?),
             ["TS", "val", v, "ecr", e] => Opt::Ts(parse_u32(v)?, parse_u32(e)?),
+            ["FO"] | ["FOEXP"] => Opt::FastOpen {
+                exp: words[0] == "FOEXP",
+                cookie: Vec::new(),
+            },
+            ["FO", h] | ["FOEXP", h] => Opt::FastOpen {
+                exp: words[0] == "FOEXP",
+                cookie: parse_hex(h)?,
+            },
             ["sack", blocks @ ..] if !blocks.is_empty() => {
                 let mut bs = Vec::new();
                 for b in blocks {
@@ -462,7 +518,20 @@ fn parse_packet(inbound: bool, s: &str) -> Result<ScriptPacket, String> {
         }
         None => (s, None),
     };
-    let mut toks = head.split_whitespace();
+    let mut toks = head.split_whitespace().peekable();
+    // packetdrill's IP ECN marks: `[noecn]`, `[ect0]`, `[ect1]`, `[ce]`.
+    let ip_ecn = match toks.peek().copied() {
+        Some(m @ ("[noecn]" | "[ect0]" | "[ect1]" | "[ce]")) => {
+            toks.next();
+            Some(match m {
+                "[noecn]" => 0u8,
+                "[ect1]" => 1,
+                "[ect0]" => 2,
+                _ => 3,
+            })
+        }
+        _ => None,
+    };
     let flag_tok = toks.next().ok_or("expected flags")?;
     let mut flags = 0u8;
     for c in flag_tok.chars() {
@@ -492,6 +561,7 @@ fn parse_packet(inbound: bool, s: &str) -> Result<ScriptPacket, String> {
     }
     let mut p = ScriptPacket {
         inbound,
+        ip_ecn,
         flags,
         seq,
         len,
@@ -628,6 +698,13 @@ fn symbol(name: &str) -> Option<i64> {
         "TCP_KEEPIDLE" => TCP_KEEPIDLE,
         "TCP_KEEPINTVL" => TCP_KEEPINTVL,
         "TCP_KEEPCNT" => TCP_KEEPCNT,
+        "SOL_TCP" => SOL_TCP,
+        "TCP_SYNCNT" => TCP_SYNCNT,
+        "TCP_FASTOPEN" => TCP_FASTOPEN,
+        "TCP_FASTOPEN_CONNECT" => TCP_FASTOPEN_CONNECT,
+        "TCP_FASTOPEN_KEY" => TCP_FASTOPEN_KEY,
+        "MSG_FASTOPEN" => MSG_FASTOPEN,
+        "MSG_NOSIGNAL" => MSG_NOSIGNAL,
         "F_GETFL" => F_GETFL,
         "F_SETFL" => F_SETFL,
         "O_RDWR" => O_RDWR,
@@ -840,6 +917,7 @@ impl Sut {
 }
 
 struct LivePacket {
+    ip_ecn: u8,
     src: SocketAddr,
     dst: SocketAddr,
     flags: u8,
@@ -887,6 +965,7 @@ fn parse_live(p: &[u8]) -> Result<LivePacket, String> {
         }
     }
     Ok(LivePacket {
+        ip_ecn: ip.ecn(),
         src: SocketAddr::new(ip.src(), be16(0)),
         dst: SocketAddr::new(ip.dst(), be16(2)),
         flags: payload[13],
@@ -974,6 +1053,14 @@ fn option_bytes(opts: &[Opt], sut: &Sut, ack: bool) -> Result<Vec<u8>, String> {
                 b.extend_from_slice(&val.to_be_bytes());
                 b.extend_from_slice(&live_ecr.to_be_bytes());
             }
+            Opt::FastOpen { exp, cookie } => {
+                if *exp {
+                    b.extend_from_slice(&[254, (4 + cookie.len()) as u8, 0xf9, 0x89]);
+                } else {
+                    b.extend_from_slice(&[34, (2 + cookie.len()) as u8]);
+                }
+                b.extend_from_slice(cookie);
+            }
             Opt::Sack(blocks) => {
                 b.extend_from_slice(&[5, (2 + 8 * blocks.len()) as u8]);
                 let off = sut.offset();
@@ -995,6 +1082,7 @@ fn option_bytes(opts: &[Opt], sut: &Sut, ack: bool) -> Result<Vec<u8>, String> {
 
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
+    ip_ecn: u8,
     src: SocketAddr,
     dst: SocketAddr,
     flags: u8,
@@ -1006,8 +1094,9 @@ fn build_packet(
 ) -> Result<Vec<u8>, String> {
     let hdr = 20 + opts.len();
     let tcp_len = hdr + payload_len;
-    let ip = IpRepr::new(src.ip(), dst.ip(), IpProtocol::Tcp, tcp_len, 64)
+    let mut ip = IpRepr::new(src.ip(), dst.ip(), IpProtocol::Tcp, tcp_len, 64)
         .ok_or("mixed address families")?;
+    ip.set_ecn(ip_ecn);
     let ipl = ip.header_len();
     let mut pkt = vec![0u8; ipl + tcp_len];
     ip.emit(&mut pkt[..ipl]);
@@ -1035,6 +1124,9 @@ struct Runner {
     opts: Options,
     start: i64,
     fds: HashMap<i64, c_int>,
+    /// Live descriptors that started an active open (their next connect or sendto is the
+    /// same connection; a fresh socket's is a new one, whatever its number).
+    opened: std::collections::HashSet<c_int>,
     sut: Option<Sut>,
     listening: bool,
     next_remote_port: u16,
@@ -1081,6 +1173,7 @@ impl Runner {
             opts,
             start,
             fds: HashMap::new(),
+            opened: Default::default(),
             sut: None,
             listening: false,
             jobs: Some(jtx),
@@ -1165,6 +1258,7 @@ impl Runner {
                 ));
             }
             self.fds.insert(e.ret, out.ret as c_int);
+            self.opened.remove(&(out.ret as c_int));
         } else if out.ret != e.ret || (e.ret == -1 && e.errno != Some(out.errno)) {
             let want = match e.errno {
                 Some(n) => format!("-1 {}", errno_name(n)),
@@ -1337,7 +1431,11 @@ impl Runner {
                 let remote = SocketAddr::new(self.opts.remote_ip, self.opts.connect_port);
                 let addr = sockaddr::to_bytes(remote);
                 // A connect again (EALREADY, EISCONN, ...) keeps the connection under test.
-                if self.listening || self.sut.as_ref().is_none_or(|s| s.remote != remote) {
+                if self.listening
+                    || !self.opened.contains(&fd)
+                    || self.sut.as_ref().is_none_or(|s| s.remote != remote)
+                {
+                    self.opened.insert(fd);
                     self.sut = Some(Sut {
                         local: None,
                         remote,
@@ -1392,6 +1490,44 @@ impl Runner {
                     }
                 }
             }
+            "sendto" => {
+                // sendto(fd, ..., len, flags, ..., ...): the remote address and the connect
+                // port, as packetdrill fills them (an unconnected socket with MSG_FASTOPEN
+                // opens a connection: it becomes the one under test).
+                let fd = self.live_fd(arg(0)?)?;
+                let n = int(2)?.max(0) as usize;
+                let flags = int(3)? as c_int;
+                let remote = SocketAddr::new(self.opts.remote_ip, self.opts.connect_port);
+                let addr = sockaddr::to_bytes(remote);
+                let other = !self.opened.contains(&fd)
+                    || self.sut.as_ref().is_none_or(|s| s.remote != remote);
+                if flags & libc::MSG_FASTOPEN != 0 && (self.listening || other) {
+                    self.opened.insert(fd);
+                    self.sut = Some(Sut {
+                        local: None,
+                        remote,
+                        isn: None,
+                        ts: HashMap::new(),
+                        first_ts: None,
+                    });
+                    self.listening = false;
+                }
+                let f = self.table.0.sendto.ok_or("no sendto")?;
+                plain(Box::new(move |t| {
+                    let b = vec![0u8; n];
+                    (unsafe {
+                        f(
+                            t.ud(),
+                            fd,
+                            b.as_ptr().cast(),
+                            n,
+                            flags,
+                            addr.as_ptr().cast(),
+                            addr.len() as socklen_t,
+                        )
+                    }) as i64
+                }))
+            }
             "close" => {
                 let fd = self.live_fd(arg(0)?)?;
                 let f = self.table.0.close.ok_or("no close")?;
@@ -1419,6 +1555,13 @@ impl Runner {
                         let secs = get(&["l_linger", "linger"])? as c_int;
                         let mut b = on.to_ne_bytes().to_vec();
                         b.extend_from_slice(&secs.to_ne_bytes());
+                        b
+                    }
+                    Expr::Str(text) => {
+                        let mut b = unescape(text)?;
+                        if c.args.len() > 4 {
+                            b.resize(int(4)?.max(0) as usize, 0);
+                        }
                         b
                     }
                     e => (int_of(e)? as c_int).to_ne_bytes().to_vec(),
@@ -1540,9 +1683,11 @@ impl Runner {
             }
             other => return Err(format!("line {line}: unsupported system call {other}")),
         };
+        // When the call is due, from the time before waiting for it (a relative time counts
+        // from the previous event, not from the end of the wait).
+        let expected = self.expected(ev, self.now());
         self.wait_for(ev)?;
         let start = self.now();
-        let expected = self.expected(ev, start);
         self.check_time(line, "system call start", &ev.time, expected, start)?;
         if let Some(end) = ev.time.end {
             expect.end = Some(match ev.time.kind {
@@ -1617,6 +1762,7 @@ impl Runner {
         let opts = option_bytes(p.opts.as_deref().unwrap_or(&[]), sut, has_ack)
             .map_err(|e| format!("line {line}: {e}"))?;
         let pkt = build_packet(
+            p.ip_ecn.unwrap_or(0),
             sut.remote,
             local,
             p.flags,
@@ -1675,6 +1821,14 @@ impl Runner {
         let actual = t - self.start;
         let describe = describe_live(&live, sut);
         let fail = |what: String| format!("line {line}: {what}\n  actual: {describe}");
+        if let Some(want) = p.ip_ecn {
+            if live.ip_ecn != want {
+                return Err(fail(format!(
+                    "IP ECN field {} expected {want}",
+                    live.ip_ecn
+                )));
+            }
+        }
         if live.flags != p.flags {
             return Err(fail(format!(
                 "flags {} expected {}",
@@ -1733,6 +1887,13 @@ impl Runner {
                             le == *ecr
                         }
                     }
+                    Opt::FastOpen { exp: true, cookie } => {
+                        *kind == 254
+                            && data.len() >= 2
+                            && data[..2] == [0xf9, 0x89]
+                            && data[2..] == cookie[..]
+                    }
+                    Opt::FastOpen { exp: false, cookie } => *kind == 34 && *data == cookie[..],
                     Opt::Sack(blocks) => {
                         let off = sut.offset();
                         *kind == 5

@@ -20,11 +20,21 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use libc::c_int;
 use synack_stack::Interface;
 use synack_tcp::{
-    Config, ConnId, ConnectError, ConnectionError, Duration, Instant, Keepalive, ListenError,
-    ListenerId, RecvError, SendError, State,
+    Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey, Instant,
+    Keepalive, ListenError, ListenerId, RecvError, SendError, State,
 };
 
 use crate::flags::ShimConfig;
+use crate::sysctl::SysctlSource;
+use crate::tcpinfo::TcpInfo;
+
+/// `TCP_INQ`, and its control message's type `TCP_CM_INQ` (the same number).
+pub const TCP_INQ: c_int = 36;
+/// `SO_ZEROCOPY` (the libc crate has no Linux value for it).
+const SO_ZEROCOPY: c_int = 60;
+/// `SO_MEMINFO` and the number of `u32`s it returns (`SK_MEMINFO_VARS`).
+const SO_MEMINFO: c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
 
 /// `gettimeofday` reads `EPOCH_USECS + now`: the virtual clock starts at 2023-11-14 22:13:20 UTC.
 pub const EPOCH_USECS: u64 = 1_700_000_000 * 1_000_000;
@@ -42,6 +52,11 @@ const SETTLE_GUARD: std::time::Duration = std::time::Duration::from_secs(2);
 const RETURN_GUARD: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long (wall clock) `netdev_receive` lets other threads act before reporting "nothing".
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// How far the clock moves each time `netdev_receive` finds nothing will ever be sent.
+const IDLE_STEP: Duration = Duration::from_millis(100);
+/// Virtual time `netdev_receive` waits for a packet that nothing will send before it fails
+/// the script (packetdrill's own sniffer, waiting for a real device, would time out).
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// Bound on timer steps in one advance of the clock.
 const MAX_STEPS: usize = 1_000_000;
 /// Timer steps that may leave the clock where it is before the timer is deemed stuck.
@@ -94,6 +109,23 @@ pub struct SockOpts {
     /// SO_LINGER: `Some(seconds)` when `l_onoff` is set.
     pub linger: Option<i32>,
     pub v6only: bool,
+    /// TCP_FASTOPEN: the listener's Fast Open queue length.
+    pub fastopen_qlen: Option<usize>,
+    /// TCP_FASTOPEN_CONNECT: `connect` returns at once and the first write sends the SYN
+    /// with its data.
+    pub fastopen_connect: bool,
+    /// TCP_FASTOPEN_KEY: the listener's own key, and a backup.
+    pub fastopen_key: Option<(FastOpenKey, Option<FastOpenKey>)>,
+    /// TCP_FASTOPEN_NO_COOKIE (remembered; the namespace's setting applies).
+    pub fastopen_no_cookie: bool,
+    /// TCP_SYNCNT: SYN retransmissions before the open fails.
+    pub syncnt: Option<u32>,
+    /// SO_ZEROCOPY: MSG_ZEROCOPY sends report their completion on the error queue.
+    pub zerocopy: bool,
+    /// SO_MARK (remembered; there is no routing to mark for).
+    pub mark: u32,
+    /// TCP_INQ: each recvmsg reports the bytes left to read (a TCP_CM_INQ message).
+    pub inq: bool,
 }
 
 impl SockOpts {
@@ -140,6 +172,12 @@ struct Socket {
     error_reported: bool,
     read_shut: bool,
     write_shut: bool,
+    /// MSG_ZEROCOPY sends not yet reported: (notification id, the sequence number their
+    /// data ends at), in order (Linux's `sk_zckey` counts the ids).
+    zc_pending: VecDeque<(u32, synack_tcp::SeqNum)>,
+    zc_next: u32,
+    /// Zero-copy completions so far (for edge-triggered epoll).
+    zc_done: u64,
 }
 
 impl Socket {
@@ -153,7 +191,23 @@ impl Socket {
             error_reported: false,
             read_shut: false,
             write_shut: false,
+            zc_pending: VecDeque::new(),
+            zc_next: 0,
+            zc_done: 0,
         }
+    }
+
+    /// The zero-copy notifications whose data is all acknowledged (or whose connection is
+    /// gone): the range of ids `[first, last]` ready on the error queue.
+    fn zc_ready(&self, tcp: &synack_tcp::Endpoint) -> Option<(u32, u32)> {
+        let conn = self.conn_id().and_then(|id| tcp.conn(id));
+        let done = |end: synack_tcp::SeqNum| {
+            conn.is_none_or(|c| c.state() == State::Closed || c.snd_una().ge(end))
+        };
+        let mut it = self.zc_pending.iter().take_while(|&&(_, end)| done(end));
+        let first = it.next()?.0;
+        let last = it.last().map_or(first, |&(id, _)| id);
+        Some((first, last))
     }
 
     fn conn_id(&self) -> Option<ConnId> {
@@ -168,11 +222,15 @@ impl Socket {
 struct Epoll {
     /// fd → (event mask, user data).
     interest: BTreeMap<c_int, (u32, u64)>,
+    /// EPOLLET entries: the socket's events as last reported (see `Inner::events_of`).
+    edge: BTreeMap<c_int, [u64; 5]>,
 }
+
+const EPOLLET: u32 = 1 << 31;
 
 #[derive(Debug, Clone)]
 enum Fd {
-    Socket(Socket),
+    Socket(Box<Socket>),
     Epoll(Epoll),
 }
 
@@ -205,6 +263,48 @@ pub(crate) struct Inner {
     returning: HashSet<libc::pid_t>,
     next_port: u16,
     closed: bool,
+    /// Where the namespace's TCP settings are read from.
+    sysctl: SysctlSource,
+    /// Descriptor numbers are real descriptors of the process (see `alloc_fd`).
+    real_fds: bool,
+    /// The real descriptors held, and their inodes.
+    reserved: HashMap<c_int, (u64, u64)>,
+    /// Real descriptors set aside because their number was still in use in our table.
+    stale: Vec<c_int>,
+    /// Since when `netdev_receive` has found nothing left to send.
+    idle_since: Option<Instant>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Close what is still ours (the same inode: not a number someone reused since).
+        for (fd, ino) in std::mem::take(&mut self.reserved) {
+            if inode_of(fd) == Some(ino) {
+                // SAFETY: the memfd we opened.
+                unsafe { libc::close(fd) };
+            }
+        }
+        for fd in std::mem::take(&mut self.stale) {
+            // SAFETY: opened here and never handed out.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The device and inode of a descriptor, if it is open.
+fn inode_of(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes a `stat` and reads nothing else; a bad descriptor is an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid `stat` to write to.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Where a `sendto`/`sendmsg` names its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Addr(SocketAddr),
+    /// `AF_UNSPEC`: Linux refuses Fast Open to it (EOPNOTSUPP).
+    Unspec,
 }
 
 /// Return early from a blocking condition with an error.
@@ -241,23 +341,6 @@ fn unspecified(v6: bool) -> IpAddr {
     }
 }
 
-/// Linux's numbering of TCP states (`tcpi_state`).
-fn linux_state(s: State) -> u8 {
-    match s {
-        State::Established => 1,
-        State::SynSent => 2,
-        State::SynReceived => 3,
-        State::FinWait1 => 4,
-        State::FinWait2 => 5,
-        State::TimeWait => 6,
-        State::Closed => 7,
-        State::CloseWait => 8,
-        State::LastAck => 9,
-        State::Listen => 10,
-        State::Closing => 11,
-    }
-}
-
 impl Inner {
     /// Take every packet the stack has due now.
     fn collect(&mut self) {
@@ -283,11 +366,50 @@ impl Inner {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
-    fn alloc_fd(&self) -> SysResult<c_int> {
-        (FIRST_FD..)
-            .take(MAX_FDS)
-            .find(|fd| !self.fds.contains_key(fd))
-            .ok_or(Errno(libc::EMFILE))
+    /// A descriptor number for a new socket or epoll instance. With `real_fds`, a real
+    /// descriptor of the process (a memfd, held until the descriptor is closed): the C
+    /// library's `close` on it (packetdrill's teardown does that) then succeeds, and the
+    /// kernel hands the number to nobody else (a script's own `open`). Otherwise the lowest
+    /// number from 3 that is free in our table.
+    fn alloc_fd(&mut self) -> SysResult<c_int> {
+        if !self.real_fds {
+            return (FIRST_FD..)
+                .take(MAX_FDS)
+                .find(|fd| !self.fds.contains_key(fd))
+                .ok_or(Errno(libc::EMFILE));
+        }
+        if self.reserved.len() >= MAX_FDS {
+            return Err(Errno(libc::EMFILE));
+        }
+        // SAFETY: a NUL-terminated name and valid flags.
+        let fd =
+            unsafe { libc::memfd_create(c"synack-packetdrill-fd".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Errno(libc::EMFILE));
+        }
+        let Some(ino) = inode_of(fd) else {
+            // SAFETY: `fd` was just opened here.
+            unsafe { libc::close(fd) };
+            return Err(Errno(libc::EMFILE));
+        };
+        if self.fds.contains_key(&fd) {
+            // Our table still names it: someone closed our descriptor behind our back and
+            // the number came back. Keep the new one out of the way and try again.
+            self.stale.push(fd);
+            return self.alloc_fd();
+        }
+        self.reserved.insert(fd, ino);
+        Ok(fd)
+    }
+
+    /// Give back the real descriptor behind `fd`, if it is still ours.
+    fn release_fd(&mut self, fd: c_int) {
+        if let Some(ino) = self.reserved.remove(&fd) {
+            if inode_of(fd) == Some(ino) {
+                // SAFETY: the descriptor is the memfd we opened (same inode).
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 
     /// The next moment something happens by itself: a TCP timer or a blocked call's timeout.
@@ -312,11 +434,24 @@ impl Inner {
         self.waiters_settled() && (self.closed || self.returning.is_empty())
     }
 
+    /// Read the namespace's TCP settings again (if a directory was named) and apply them to
+    /// new sockets and to the endpoint, as the kernel reads its sysctls when it needs them.
+    fn refresh_sysctls(&mut self) {
+        if let Some(s) = self.sysctl.read() {
+            s.apply(&mut self.base);
+            s.apply(self.iface.tcp_mut().config_mut());
+        }
+    }
+
     /// An endpoint configuration with a socket's buffer and MSS settings.
     fn config_for(&self, o: &SockOpts, v6: bool) -> Config {
         let mut c = self.base.clone();
         if let Some(b) = o.rcvbuf {
             c.recv_buffer = b;
+            c.window_scale = None;
+        }
+        if let Some(n) = o.syncnt {
+            c.syn_retries = n;
         }
         if let Some(b) = o.sndbuf {
             c.send_buffer = b;
@@ -341,13 +476,44 @@ impl Inner {
         let ka = o.keepalive_params();
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
+        let syncnt = o.syncnt;
         self.iface.tcp_mut().with_conn(now, id, |c| {
             c.set_nodelay(nodelay);
             c.set_user_timeout(ut);
+            if let Some(n) = syncnt {
+                c.set_syn_retries(n);
+            }
             if keepalive {
                 c.set_keepalive(now, ka);
             }
         });
+    }
+
+    /// What has happened to a socket, as counters that only grow (bytes received, bytes
+    /// acknowledged, zero-copy completions, the error, the state): an edge-triggered epoll
+    /// entry reports again only when one moved (a read moves none).
+    fn events_of(&self, fd: c_int) -> [u64; 5] {
+        let Some(Fd::Socket(s)) = self.fds.get(&fd) else {
+            return [0; 5];
+        };
+        let tcp = self.iface.tcp();
+        match &s.kind {
+            SockKind::Conn { id, .. } => tcp.conn(*id).map_or([0, 0, s.zc_done, 1, 0], |c| {
+                let st = c.stats();
+                [
+                    st.bytes_received,
+                    st.bytes_acked,
+                    s.zc_done + s.zc_ready(tcp).map_or(0, |(a, b)| u64::from(b - a) + 1),
+                    c.error().is_some() as u64,
+                    crate::tcpinfo::linux_state(c.state()) as u64
+                        + 16 * c.is_read_finished() as u64,
+                ]
+            }),
+            SockKind::Listener(ids) => {
+                [ids.iter().map(|&l| tcp.pending(l) as u64).sum(), 0, 0, 0, 0]
+            }
+            SockKind::Fresh => [0; 5],
+        }
     }
 
     /// poll(2) readiness of a descriptor; `None` for an unknown one.
@@ -380,7 +546,7 @@ impl Inner {
                 };
                 let st = c.state();
                 let mut m = 0;
-                if c.error().is_some() && !s.error_reported {
+                if (c.error().is_some() && !s.error_reported) || s.zc_ready(tcp).is_some() {
                     m |= POLLERR;
                 }
                 let fin_in = c.is_read_finished()
@@ -408,9 +574,12 @@ impl Inner {
                 if st == State::Closed || (rcv_shut && snd_shut) {
                     m |= POLLHUP;
                 }
-                if !matches!(st, State::SynSent | State::SynReceived)
-                    && (snd_shut || c.send_capacity() > 0)
-                {
+                // Writable once open; a Fast Open child while in SYN-RECEIVED, and a socket
+                // whose SYN waits for its first write, already (as Linux's tcp_poll).
+                let open = !matches!(st, State::SynSent | State::SynReceived)
+                    || c.is_fast_open_child()
+                    || c.is_syn_deferred();
+                if open && (snd_shut || c.send_capacity() > 0) {
                     m |= POLLOUT | POLLWRNORM;
                 }
                 m
@@ -426,8 +595,9 @@ pub enum OptValue {
         onoff: c_int,
         secs: c_int,
     },
-    #[cfg(target_os = "linux")]
-    TcpInfo(Box<libc::tcp_info>),
+    /// Raw bytes (Linux's whole `struct tcp_info`, a key, `SO_MEMINFO`); the caller gets as
+    /// many as it has room for.
+    Bytes(Vec<u8>),
 }
 
 /// The host, its clock and its descriptors.
@@ -454,6 +624,13 @@ impl Shim {
                 returning: HashSet::new(),
                 next_port: 20000,
                 closed: false,
+                sysctl: SysctlSource {
+                    root: cfg.sysctl_root.clone(),
+                },
+                real_fds: cfg.real_fds,
+                reserved: HashMap::new(),
+                stale: Vec::new(),
+                idle_since: None,
             }),
             cond: Condvar::new(),
             tick: Duration::from_micros(cfg.tick_usecs),
@@ -579,6 +756,11 @@ impl Shim {
         mut g: MutexGuard<'a, Inner>,
         target: Instant,
     ) -> MutexGuard<'a, Inner> {
+        // Calls woken by the last change (a packet injected) act at the time it happened,
+        // before the clock moves on: a blocking call returns when it would have.
+        if target > g.now {
+            g = self.settle(g);
+        }
         let mut still = 0;
         for _ in 0..MAX_STEPS {
             match g.next_event() {
@@ -658,6 +840,7 @@ impl Shim {
             return Err(Errno(libc::EINVAL));
         }
         let mut g = self.lock();
+        g.refresh_sysctls();
         let now = g.now;
         g.iface.receive(now, packet);
         self.done(g);
@@ -692,9 +875,30 @@ impl Shim {
             g = ng;
             g.collect();
         }
+        if g.out.is_empty() && !g.closed && g.next_event().is_none() {
+            // Nothing will ever be sent, yet a packet is awaited: as a kernel's sniffer would
+            // wait in real time, time passes; and since packetdrill's shared-object netdev
+            // waits without a timeout, after IDLE_LIMIT of it we hand it a packet it cannot
+            // parse, so that the script fails there rather than hang.
+            let now = g.now;
+            let since = *g.idle_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= IDLE_LIMIT {
+                g.idle_since = None;
+                eprintln!(
+                    "synack-packetdrill: a packet is awaited but the stack has nothing left to \
+                     send ({} s of virtual time idle): failing the script instead of hanging",
+                    IDLE_LIMIT.as_secs()
+                );
+                buf[0] = 0;
+                return Ok(Some((1, EPOCH_USECS + now.as_micros())));
+            }
+            g = self.advance_to(g, now + IDLE_STEP);
+            g.collect();
+        }
         let Some((p, t)) = g.out.pop_front() else {
             return Ok(None);
         };
+        g.idle_since = None;
         if p.len() > buf.len() {
             return Err(Errno(libc::EMSGSIZE));
         }
@@ -716,9 +920,10 @@ impl Shim {
             return Err(Errno(libc::EPROTONOSUPPORT));
         }
         let mut g = self.lock();
+        g.refresh_sysctls();
         let fd = g.alloc_fd()?;
         let s = Socket::new(domain == libc::AF_INET6, ty & libc::SOCK_NONBLOCK != 0);
-        g.fds.insert(fd, Fd::Socket(s));
+        g.fds.insert(fd, Fd::Socket(Box::new(s)));
         Ok(fd)
     }
 
@@ -763,6 +968,7 @@ impl Shim {
 
     pub fn listen(&self, fd: c_int, backlog: c_int) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock(&inner.fds, fd)?.clone();
         match s.kind {
@@ -775,7 +981,19 @@ impl Shim {
             None => SocketAddr::new(unspecified(s.v6), inner.ephemeral_port()),
         };
         // Linux lets backlog+1 connections wait (capped by somaxconn, 4096).
-        let backlog = (backlog.clamp(0, 4095) as usize) + 1;
+        let arg = backlog.clamp(0, 4096) as usize;
+        let backlog = arg.min(4095) + 1;
+        // Fast Open on this listener: the socket option's queue length, else (with the
+        // namespace's `TFO_SERVER_WO_SOCKOPT1`) the listen backlog, as Linux's inet_listen.
+        let fo = inner.base.fast_open;
+        let fo_qlen = s
+            .opts
+            .fastopen_qlen
+            .unwrap_or(if fo.server && fo.server_all_listeners {
+                arg
+            } else {
+                0
+            });
         let mut addrs = vec![local];
         if s.v6 && local.ip().is_unspecified() && !s.opts.v6only {
             addrs.push(SocketAddr::new(unspecified(false), local.port()));
@@ -787,7 +1005,14 @@ impl Shim {
         let mut ids = Vec::new();
         for a in addrs {
             match inner.iface.tcp_mut().listen(a, backlog) {
-                Ok(l) => ids.push(l),
+                Ok(l) => {
+                    let tcp = inner.iface.tcp_mut();
+                    tcp.set_fast_open(l, fo_qlen);
+                    if let Some((k, backup)) = s.opts.fastopen_key {
+                        tcp.set_fast_open_key(l, k, backup);
+                    }
+                    ids.push(l)
+                }
                 Err(e) => {
                     for l in ids {
                         inner.iface.tcp_mut().unlisten(l);
@@ -820,9 +1045,11 @@ impl Shim {
                 }
                 let newfd = tri!(inner.alloc_fd());
                 let Some(id) = inner.iface.tcp_mut().accept(l) else {
+                    inner.release_fd(newfd);
                     continue;
                 };
                 let Some(tuple) = inner.iface.tcp().conn(id).map(|c| c.tuple()) else {
+                    inner.release_fd(newfd);
                     continue;
                 };
                 let mut ns = Socket::new(v6, false);
@@ -832,7 +1059,7 @@ impl Shim {
                     connecting: false,
                 };
                 ns.opts = opts.clone();
-                inner.fds.insert(newfd, Fd::Socket(ns));
+                inner.fds.insert(newfd, Fd::Socket(Box::new(ns)));
                 inner.apply_conn_opts(id, &opts, opts.keepalive);
                 inner.touch();
                 return Some(Ok((newfd, tuple.remote, v6)));
@@ -847,6 +1074,7 @@ impl Shim {
 
     pub fn connect(&self, fd: c_int, remote: SocketAddr) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock(&inner.fds, fd)?.clone();
         match s.kind {
@@ -855,8 +1083,18 @@ impl Shim {
                 connecting: false, ..
             } => return Err(Errno(libc::EISCONN)),
             SockKind::Conn {
-                connecting: true, ..
+                id,
+                connecting: true,
             } => {
+                // A SYN held for the first write (TCP_FASTOPEN_CONNECT): Linux says EISCONN.
+                if inner
+                    .iface
+                    .tcp()
+                    .conn(id)
+                    .is_some_and(|c| c.is_syn_deferred())
+                {
+                    return Err(Errno(libc::EISCONN));
+                }
                 if s.nonblock {
                     // Linux's __inet_stream_connect in SS_CONNECTING: EALREADY while the
                     // handshake runs, 0 once it is done, the error once it failed.
@@ -869,6 +1107,39 @@ impl Shim {
             }
             SockKind::Fresh => {}
         }
+        // TCP_FASTOPEN_CONNECT: with a cookie cached (or none needed) the SYN waits for the
+        // first write and connect returns at once; without, the SYN asks for a cookie now.
+        let options = ConnectOptions {
+            fast_open: s.opts.fastopen_connect,
+            defer_syn: true,
+        };
+        let id = Self::open(inner, fd, &s, remote, options)?;
+        if inner
+            .iface
+            .tcp()
+            .conn(id)
+            .is_some_and(|c| c.is_syn_deferred())
+        {
+            return Ok(());
+        }
+        if s.nonblock {
+            self.done(g);
+            return Err(Errno(libc::EINPROGRESS));
+        }
+        g.touch();
+        self.cond.notify_all();
+        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))
+    }
+
+    /// Start an active open for socket `fd` (a snapshot of it is `s`) to `remote`; the socket
+    /// is then connecting.
+    fn open(
+        inner: &mut Inner,
+        fd: c_int,
+        s: &Socket,
+        remote: SocketAddr,
+        options: ConnectOptions,
+    ) -> SysResult<ConnId> {
         if !s.v6 && remote.is_ipv6() {
             return Err(Errno(libc::EAFNOSUPPORT));
         }
@@ -892,7 +1163,7 @@ impl Shim {
         let now = inner.now;
         let tcp = inner.iface.tcp_mut();
         *tcp.config_mut() = config;
-        let r = tcp.connect(now, local_ip, local_port, remote);
+        let r = tcp.connect_with(now, local_ip, local_port, remote, options);
         *tcp.config_mut() = inner.base.clone();
         let id = r.map_err(|e| {
             Errno(match e {
@@ -911,13 +1182,94 @@ impl Shim {
             id,
             connecting: true,
         };
-        if s.nonblock {
-            self.done(g);
-            return Err(Errno(libc::EINPROGRESS));
+        Ok(id)
+    }
+
+    /// sendto(2)/sendmsg(2): `fastopen` is MSG_FASTOPEN, `dest` the address passed. With
+    /// MSG_FASTOPEN on an unconnected socket, or any write on one whose SYN waits for data
+    /// (TCP_FASTOPEN_CONNECT), this is Linux's `tcp_sendmsg_fastopen`: the SYN leaves with as
+    /// much of the data as it may carry (RFC 7413 §4.2.1). A non-blocking call returns that
+    /// count (or EINPROGRESS when the SYN carries none: it asks for a cookie); a blocking one
+    /// waits for the handshake and writes the rest. Otherwise it is `send`.
+    pub fn send_msg(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        fastopen: bool,
+        dest: Option<Dest>,
+    ) -> SysResult<usize> {
+        let mut g = self.lock();
+        g.refresh_sysctls();
+        let inner = &mut *g;
+        let s = sock(&inner.fds, fd)?.clone();
+        let deferred = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .is_some_and(|c| c.is_syn_deferred());
+        if !fastopen && !deferred {
+            drop(g);
+            return self.send_plain(fd, data, dontwait);
         }
+        if !inner.base.fast_open.client || dest == Some(Dest::Unspec) {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let nonblock = s.nonblock || dontwait;
+        let id = match s.kind {
+            SockKind::Listener(_) => return Err(Errno(libc::EPIPE)),
+            SockKind::Conn { id, connecting } if !deferred => {
+                let opening = inner
+                    .iface
+                    .tcp()
+                    .conn(id)
+                    .is_some_and(|c| matches!(c.state(), State::SynSent | State::SynReceived));
+                if connecting && opening && nonblock {
+                    return Err(Errno(libc::EALREADY));
+                }
+                drop(g);
+                return self.send_plain(fd, data, dontwait);
+            }
+            SockKind::Conn { id, .. } => id,
+            SockKind::Fresh => {
+                let Some(Dest::Addr(remote)) = dest else {
+                    return Err(Errno(libc::EDESTADDRREQ));
+                };
+                let options = ConnectOptions {
+                    fast_open: true,
+                    defer_syn: false,
+                };
+                Self::open(inner, fd, &s, remote, options)?
+            }
+        };
+        let now = inner.now;
+        let tcp = inner.iface.tcp_mut();
+        let room = tcp.conn(id).and_then(|c| c.fast_open_syn_room());
+        if nonblock {
+            let n = room.map_or(0, |r| r.min(data.len()));
+            // Queueing (even nothing) releases a held SYN; it leaves at `done`.
+            tcp.with_conn(now, id, |c| c.send(&data[..n]));
+            self.done(g);
+            return if n > 0 {
+                Ok(n)
+            } else {
+                Err(Errno(libc::EINPROGRESS))
+            };
+        }
+        let queued = match tcp.with_conn(now, id, |c| c.send(data)) {
+            Some(Ok(n)) => n,
+            _ => 0,
+        };
         g.touch();
         self.cond.notify_all();
-        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))
+        self.block(g, None, |inner, _| self.connect_outcome(inner, fd))?;
+        if queued == data.len() {
+            return Ok(queued);
+        }
+        match self.send_plain(fd, &data[queued..], dontwait) {
+            Ok(n) => Ok(queued + n),
+            Err(_) if queued > 0 => Ok(queued),
+            Err(e) => Err(e),
+        }
     }
 
     /// The outcome of a connect under way, or `None` while the handshake runs.
@@ -1026,6 +1378,11 @@ impl Shim {
     /// queues what fits, or fails with EAGAIN. Before the handshake ends, a blocking send waits
     /// for it (Linux's sk_stream_wait_connect).
     pub fn send(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
+        self.send_msg(fd, data, dontwait, false, None)
+    }
+
+    /// `send` on a socket that is no Fast Open case.
+    fn send_plain(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
         let g = self.lock();
         let mut written = 0usize;
         self.block(g, None, |inner, _| {
@@ -1053,7 +1410,8 @@ impl Shim {
                 s.error_reported = true;
                 return Some(Err(conn_errno(e)));
             }
-            if matches!(c.state(), State::SynSent | State::SynReceived) {
+            // A Fast Open child may send before the handshake's ACK (RFC 7413 §4.2.2).
+            if matches!(c.state(), State::SynSent | State::SynReceived) && !c.is_fast_open_child() {
                 return if nonblock {
                     Some(Err(Errno(libc::EAGAIN)))
                 } else {
@@ -1094,6 +1452,7 @@ impl Shim {
         let mut g = self.lock();
         let inner = &mut *g;
         let f = inner.fds.remove(&fd).ok_or(Errno(libc::EBADF))?;
+        inner.release_fd(fd);
         for other in inner.fds.values_mut() {
             if let Fd::Epoll(ep) = other {
                 ep.interest.remove(&fd);
@@ -1215,11 +1574,15 @@ impl Shim {
 
     pub fn setsockopt(&self, fd: c_int, level: c_int, name: c_int, val: OptIn) -> SysResult<()> {
         let mut g = self.lock();
+        g.refresh_sysctls();
         let inner = &mut *g;
         let s = sock_mut(&mut inner.fds, fd)?;
         let int = || match val {
             OptIn::Int(v) => Ok(v),
-            OptIn::Linger { .. } => Err(Errno(libc::EINVAL)),
+            OptIn::Bytes(ref b) if b.len() >= 4 => {
+                Ok(c_int::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            OptIn::Linger { .. } | OptIn::Bytes(_) => Err(Errno(libc::EINVAL)),
         };
         // (keepalive changed, per-connection options changed)
         let mut keepalive = false;
@@ -1227,6 +1590,9 @@ impl Shim {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
+            (libc::SOL_SOCKET, SO_ZEROCOPY) => s.opts.zerocopy = int()? != 0,
+            (libc::IPPROTO_TCP, TCP_INQ) => s.opts.inq = int()? != 0,
+            (libc::SOL_SOCKET, libc::SO_MARK) => s.opts.mark = int()? as u32,
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
                 s.opts.keepalive = int()? != 0;
                 keepalive = true;
@@ -1241,8 +1607,70 @@ impl Shim {
                 OptIn::Linger { onoff, secs } => {
                     s.opts.linger = (onoff != 0).then_some(secs.max(0));
                 }
-                OptIn::Int(_) => return Err(Errno(libc::EINVAL)),
+                OptIn::Int(_) | OptIn::Bytes(_) => return Err(Errno(libc::EINVAL)),
             },
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) => {
+                // Linux: any value >= 0 on a socket not yet (or already) listening; the
+                // queue is capped by somaxconn.
+                let v = int()?;
+                if v < 0 || matches!(s.kind, SockKind::Conn { .. }) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                let qlen = (v as usize).min(4096);
+                s.opts.fastopen_qlen = Some(qlen);
+                if let SockKind::Listener(ids) = &s.kind {
+                    for &l in ids {
+                        inner.iface.tcp_mut().set_fast_open(l, qlen);
+                    }
+                }
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT) => {
+                let v = int()?;
+                if !(0..=1).contains(&v) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                if !inner.base.fast_open.client {
+                    return Err(Errno(libc::EOPNOTSUPP));
+                }
+                if !matches!(s.kind, SockKind::Fresh) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                s.opts.fastopen_connect = v == 1;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY) => {
+                // 16 bytes, or 32: a key and a backup (Linux's layout, as the sysctl's words
+                // stored little-endian).
+                let OptIn::Bytes(b) = &val else {
+                    return Err(Errno(libc::EINVAL));
+                };
+                let key = |i: usize| {
+                    let mut k = [0u8; 16];
+                    k.copy_from_slice(&b[i..i + 16]);
+                    FastOpenKey::from_bytes(k)
+                };
+                let keys = match b.len() {
+                    16 => (key(0), None),
+                    32 => (key(0), Some(key(16))),
+                    _ => return Err(Errno(libc::EINVAL)),
+                };
+                s.opts.fastopen_key = Some(keys);
+                if let SockKind::Listener(ids) = &s.kind {
+                    for &l in ids {
+                        inner.iface.tcp_mut().set_fast_open_key(l, keys.0, keys.1);
+                    }
+                }
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE) => {
+                s.opts.fastopen_no_cookie = int()? != 0;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
+                let v = int()?;
+                if !(1..=127).contains(&v) {
+                    return Err(Errno(libc::EINVAL));
+                }
+                s.opts.syncnt = Some(v as u32);
+                conn_opts = true;
+            }
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 s.opts.nodelay = int()? != 0;
                 conn_opts = true;
@@ -1308,6 +1736,7 @@ impl Shim {
     pub fn getsockopt(&self, fd: c_int, level: c_int, name: c_int) -> SysResult<OptValue> {
         let mut g = self.lock();
         let inner = &mut *g;
+        let now = inner.now;
         let Inner {
             fds, iface, base, ..
         } = inner;
@@ -1333,6 +1762,9 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => b(matches!(s.kind, SockKind::Listener(_))),
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => b(s.opts.reuseaddr),
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => b(s.opts.reuseport),
+            (libc::SOL_SOCKET, SO_ZEROCOPY) => b(s.opts.zerocopy),
+            (libc::IPPROTO_TCP, TCP_INQ) => b(s.opts.inq),
+            (libc::SOL_SOCKET, libc::SO_MARK) => OptValue::Int(s.opts.mark as c_int),
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => b(s.opts.keepalive),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => OptValue::Int(
                 s.opts
@@ -1369,43 +1801,41 @@ impl Shim {
                 OptValue::Int(s.opts.keepcnt.unwrap_or(9) as c_int)
             }
             (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if s.v6 => b(s.opts.v6only),
-            #[cfg(target_os = "linux")]
             (libc::IPPROTO_TCP, libc::TCP_INFO) => {
-                // SAFETY: tcp_info is plain integers; all-zero is a valid value.
-                let mut ti: Box<libc::tcp_info> = Box::new(unsafe { std::mem::zeroed() });
-                ti.tcpi_state = match (&s.kind, conn) {
-                    (SockKind::Listener(_), _) => linux_state(State::Listen),
-                    (_, Some(c)) => linux_state(c.state()),
-                    _ => linux_state(State::Closed),
+                let ti = match (&s.kind, conn) {
+                    (SockKind::Listener(_), _) => TcpInfo::of_state(State::Listen),
+                    (_, Some(c)) => TcpInfo::of(c, now, iface.mtu()),
+                    _ => TcpInfo::of_state(State::Closed),
                 };
-                if let Some(c) = conn {
-                    let mut o = 0u8;
-                    if c.timestamps_enabled() {
-                        o |= 1; // TCPI_OPT_TIMESTAMPS
+                OptValue::Bytes(ti.to_bytes())
+            }
+            // No congestion-control details to report: an empty answer, as Linux gives for
+            // an algorithm without them.
+            (libc::IPPROTO_TCP, libc::TCP_CC_INFO) => OptValue::Bytes(Vec::new()),
+            (libc::SOL_SOCKET, SO_MEMINFO) => OptValue::Bytes(vec![0; 4 * SK_MEMINFO_VARS]),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) => {
+                let qlen = match &s.kind {
+                    SockKind::Listener(ids) => {
+                        ids.first().map_or(0, |&l| iface.tcp().fast_open_qlen(l))
                     }
-                    if c.sack_enabled() {
-                        o |= 2; // TCPI_OPT_SACK
+                    _ => s.opts.fastopen_qlen.unwrap_or(0),
+                };
+                OptValue::Int(qlen as c_int)
+            }
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT) => b(s.opts.fastopen_connect),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE) => b(s.opts.fastopen_no_cookie),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY) => {
+                let key = match (&s.opts.fastopen_key, &s.kind) {
+                    (Some((k, _)), _) => *k,
+                    (None, SockKind::Listener(ids)) => {
+                        iface.tcp().fast_open_key(ids.first().copied())
                     }
-                    let (ours, theirs) = c.window_scales();
-                    if ours != 0 || theirs != 0 {
-                        o |= 4; // TCPI_OPT_WSCALE
-                    }
-                    ti.tcpi_options = o;
-                    // `tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4`, first in the low bits.
-                    ti.tcpi_snd_rcv_wscale = (theirs & 0xf) | ((ours & 0xf) << 4);
-                    ti.tcpi_rto = c.rto().as_micros().min(u32::MAX as u128) as u32;
-                    ti.tcpi_snd_mss = c.mss() as u32;
-                    ti.tcpi_rcv_mss = c.mss() as u32;
-                    ti.tcpi_unacked = (c.snd_nxt().0.wrapping_sub(c.snd_una().0) as usize)
-                        .div_ceil(c.mss().max(1)) as u32;
-                    ti.tcpi_rtt = c
-                        .srtt()
-                        .map_or(0, |d| d.as_micros().min(u32::MAX as u128) as u32);
-                    ti.tcpi_snd_cwnd = (c.cwnd() / c.mss().max(1)) as u32;
-                    ti.tcpi_snd_ssthresh =
-                        (c.ssthresh() / c.mss().max(1)).min(u32::MAX as usize) as u32;
-                }
-                OptValue::TcpInfo(ti)
+                    (None, _) => iface.tcp().fast_open_key(None),
+                };
+                OptValue::Bytes(key.as_bytes().to_vec())
+            }
+            (libc::IPPROTO_TCP, libc::TCP_SYNCNT) => {
+                OptValue::Int(s.opts.syncnt.unwrap_or(base.syn_retries) as c_int)
             }
             _ => return Err(Errno(libc::ENOPROTOOPT)),
         };
@@ -1478,9 +1908,12 @@ impl Shim {
                 let ev = ev.ok_or(Errno(libc::EFAULT))?;
                 let slot = ep.interest.get_mut(&fd).ok_or(Errno(libc::ENOENT))?;
                 *slot = ev;
+                // A modification re-arms an edge-triggered entry (as Linux re-polls it).
+                ep.edge.remove(&fd);
             }
             libc::EPOLL_CTL_DEL => {
                 ep.interest.remove(&fd).ok_or(Errno(libc::ENOENT))?;
+                ep.edge.remove(&fd);
             }
             _ => return Err(Errno(libc::EINVAL)),
         }
@@ -1516,24 +1949,97 @@ impl Shim {
                     break;
                 }
                 let r = inner.readiness(fd).unwrap_or(0) & (mask | POLLERR | POLLHUP);
-                if r != 0 && mask & !EPOLLONESHOT != 0 {
+                // EPOLLET: only when something happened since the last report.
+                let fresh = mask & EPOLLET == 0
+                    || ep
+                        .edge
+                        .get(&fd)
+                        .is_none_or(|&last| last != inner.events_of(fd));
+                if r != 0 && fresh && mask & !(EPOLLONESHOT | EPOLLET) != 0 {
                     ready.push((fd, r, data));
                 }
             }
             if ready.is_empty() && !timed_out {
                 return None;
             }
+            let events: Vec<(c_int, [u64; 5])> = ready
+                .iter()
+                .map(|&(fd, _, _)| (fd, inner.events_of(fd)))
+                .collect();
             if let Some(Fd::Epoll(ep)) = inner.fds.get_mut(&epfd) {
-                for (fd, _, _) in &ready {
-                    if let Some(e) = ep.interest.get_mut(fd) {
+                for (fd, ev) in events {
+                    if let Some(e) = ep.interest.get_mut(&fd) {
                         if e.0 & EPOLLONESHOT != 0 {
                             e.0 = EPOLLONESHOT;
+                        }
+                        if e.0 & EPOLLET != 0 {
+                            ep.edge.insert(fd, ev);
                         }
                     }
                 }
             }
             Some(Ok(ready.into_iter().map(|(_, r, d)| (r, d)).collect()))
         })
+    }
+
+    /// With TCP_INQ on `fd`, the bytes left to read after a read, as Linux's
+    /// `tcp_inq_hint`: one "fake" byte once everything is read and the peer has closed, so
+    /// that the reader knows to read again for the end of the stream. `None` without TCP_INQ.
+    pub fn inq_hint(&self, fd: c_int) -> Option<c_int> {
+        let g = self.lock();
+        let s = sock(&g.fds, fd).ok()?;
+        if !s.opts.inq {
+            return None;
+        }
+        let c = s.conn_id().and_then(|id| g.iface.tcp().conn(id));
+        Some(c.map_or(0, |c| {
+            let n = c.recv_available();
+            if n == 0 && c.is_read_finished() {
+                1
+            } else {
+                n.min(c_int::MAX as usize) as c_int
+            }
+        }))
+    }
+
+    /// After a MSG_ZEROCOPY send of `n` bytes on `fd`: with SO_ZEROCOPY, the send gets the
+    /// next notification id, reported on the error queue once its data is acknowledged
+    /// (Linux's MSG_ZEROCOPY; the data was copied, so the report says so).
+    pub fn zerocopy_sent(&self, fd: c_int, n: usize) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Ok(s) = sock(&inner.fds, fd) else { return };
+        let end = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .map(|c| c.write_seq());
+        let Ok(s) = sock_mut(&mut inner.fds, fd) else {
+            return;
+        };
+        if let (true, true, Some(end)) = (s.opts.zerocopy, n > 0, end) {
+            let id = s.zc_next;
+            s.zc_next = s.zc_next.wrapping_add(1);
+            s.zc_pending.push_back((id, end));
+        }
+    }
+
+    /// recvmsg(MSG_ERRQUEUE): the next zero-copy notification, the range of ids completed
+    /// (`ee_info`, `ee_data` of Linux's `sock_extended_err`), and whether the socket is
+    /// `AF_INET6`; EAGAIN when there is none (the error queue never blocks).
+    pub fn recv_errqueue(&self, fd: c_int) -> SysResult<((u32, u32), bool)> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let s = sock(&inner.fds, fd)?;
+        let Some((first, last)) = s.zc_ready(inner.iface.tcp()) else {
+            return Err(Errno(libc::EAGAIN));
+        };
+        let s = sock_mut(&mut inner.fds, fd)?;
+        let n = last.wrapping_sub(first) as usize + 1;
+        s.zc_pending.drain(..n.min(s.zc_pending.len()));
+        s.zc_done += n as u64;
+        let v6 = s.v6;
+        self.done(g);
+        Ok(((first, last), v6))
     }
 
     /// The local address of a socket and whether it is `AF_INET6` (for tests and drivers).
@@ -1573,8 +2079,13 @@ fn c_closed(iface: &Interface, id: ConnId) -> bool {
 }
 
 /// A `setsockopt` value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum OptIn {
     Int(c_int),
-    Linger { onoff: c_int, secs: c_int },
+    Linger {
+        onoff: c_int,
+        secs: c_int,
+    },
+    /// The option's bytes as passed (TCP_FASTOPEN_KEY).
+    Bytes(Vec<u8>),
 }

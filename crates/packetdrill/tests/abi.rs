@@ -87,8 +87,9 @@ impl Pd {
         }
     }
 
+    /// An exact clock, and descriptors numbered from 3 in our own table (not real ones).
     fn exact() -> Pd {
-        Pd::new("local_ip=192.168.0.1 tick_usecs=0")
+        Pd::new("local_ip=192.168.0.1 tick_usecs=0 real_fds=off")
     }
 
     fn ud(&self) -> *mut c_void {
@@ -530,9 +531,10 @@ fn active_open_data_both_ways_and_active_close() {
     assert_eq!(pd.poll1(fd, libc::POLLIN, 0), Ok(libc::POLLIN));
     assert_eq!(pd.read(fd, 1000), Ok(reply.clone()));
     assert_eq!(pd.read(fd, 1000), Err(libc::EAGAIN));
-    // One segment: acknowledged by the delayed-ACK timer, 40 ms later.
+    // The connection's first data: acknowledged at once (Linux's quick-ACK mode), not
+    // 40 ms later by the delayed-ACK timer.
     let a = pd.expect();
-    assert_eq!((a.flags, a.ack, a.at), (TcpFlags::ACK, 5501, 140_000));
+    assert_eq!((a.flags, a.ack, a.at), (TcpFlags::ACK, 5501, 100_000));
 
     // Active close: FIN, the peer's ACK and FIN, our last ACK.
     assert_eq!(pd.close(fd), Ok(0));
@@ -708,7 +710,7 @@ fn syn_retransmitted_after_the_rto() {
 #[test]
 fn min_rto_from_the_flags() {
     // A 100 ms RTT sample would give an RTO of 300 ms; with min_rto=500ms it is 500 ms.
-    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0 min_rto=500ms");
+    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0 min_rto=500ms real_fds=off");
     let remote = SocketAddr::new(REMOTE, 8080);
     let fd = pd.socket().unwrap();
     pd.nonblock(fd);
@@ -1215,4 +1217,229 @@ fn variadic_fcntl_and_ioctl_read_their_argument() {
         assert_eq!(ioctl(ud, fd, 0x5401 as libc::c_ulong), -1);
         assert_eq!(errno(), libc::ENOTTY);
     }
+}
+
+/// By default the descriptors handed out are real descriptors of the process (so that
+/// packetdrill's own `close()` at teardown works): open while the socket is, closed with it.
+/// And `synack_packetdrill_getsockopt`, which the LD_PRELOAD helper calls for the C library's
+/// getsockopt, answers TCP_INFO for them (Linux's layout) and EBADF for others.
+#[test]
+fn descriptors_are_real_and_tcp_info_reachable_without_the_table() {
+    let pd = Pd::new("local_ip=192.168.0.1 tick_usecs=0");
+    let fd = pd.socket().unwrap() as c_int;
+    // SAFETY: F_GETFD on any number is harmless.
+    assert!(
+        unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+        "fd {fd} is open"
+    );
+    type GetSockOpt =
+        unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut libc::socklen_t) -> c_int;
+    // SAFETY: the symbol has this type (crates/packetdrill/src/ffi.rs).
+    let get = unsafe {
+        pd._lib
+            .get::<GetSockOpt>(b"synack_packetdrill_getsockopt\0")
+    }
+    .expect("synack_packetdrill_getsockopt exported");
+    let mut info = [0xffu8; 300];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: a buffer of `len` bytes.
+    let r = unsafe {
+        get(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        (r, len),
+        (0, 300),
+        "a longer struct tcp_info is filled with zeros"
+    );
+    assert_eq!(info[0], 7, "tcpi_state: TCP_CLOSE");
+    assert!(info[248..].iter().all(|&b| b == 0));
+    // SAFETY: as above.
+    let r = unsafe {
+        get(
+            9999,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!((r, errno()), (-1, libc::EBADF));
+    assert_eq!(pd.close(fd as i64), Ok(0));
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::fcntl(fd, libc::F_GETFD) },
+        -1,
+        "closed with the socket"
+    );
+}
+
+/// MSG_ZEROCOPY with SO_ZEROCOPY (Linux's zero-copy sends): each send gets a notification id,
+/// reported on the error queue once its data is acknowledged, consecutive ones in one range
+/// (`ee_info`..=`ee_data`), as an IP_RECVERR control message with MSG_ERRQUEUE; EAGAIN when
+/// none is ready; POLLERR while one is. And an EPOLLET entry reports only what is new.
+#[test]
+fn zerocopy_completions_and_edge_triggered_epoll() {
+    let pd = Pd::exact();
+    let remote = SocketAddr::new(REMOTE, 40003);
+    let local = SocketAddr::new(LOCAL, 8080);
+    let (_l, fd, isn) = passive_open(&pd, remote);
+    pd.nonblock(fd);
+    assert_eq!(pd.setsockopt_int(fd, libc::SOL_SOCKET, 60, 1), Ok(0)); // SO_ZEROCOPY
+    let i = &pd.ifc;
+    let ud = pd.ud();
+    // SAFETY (all calls below): the table's functions with valid arguments.
+    let ep = unsafe { i.epoll_create.unwrap()(ud, 1) };
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: 7,
+    };
+    assert_eq!(
+        unsafe { i.epoll_ctl.unwrap()(ud, ep, libc::EPOLL_CTL_ADD, fd as c_int, &mut ev) },
+        0
+    );
+    let wait = || {
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let n = unsafe { i.epoll_wait.unwrap()(ud, ep, out.as_mut_ptr(), 2, 0) };
+        (n, out[0].events)
+    };
+    assert_eq!(wait(), (1, libc::EPOLLOUT as u32));
+    assert_eq!(wait().0, 0, "edge-triggered: nothing new");
+    let errqueue = || {
+        let mut control = [0u8; 64];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+        let r = unsafe { i.recvmsg.unwrap()(ud, fd as c_int, &mut msg, libc::MSG_ERRQUEUE) };
+        if r < 0 {
+            return Err(errno());
+        }
+        assert_eq!(msg.msg_flags, libc::MSG_ERRQUEUE);
+        let c = unsafe { &*libc::CMSG_FIRSTHDR(&msg) };
+        assert_eq!(
+            (c.cmsg_level, c.cmsg_type),
+            (libc::SOL_IP, libc::IP_RECVERR)
+        );
+        let d = unsafe { std::slice::from_raw_parts(libc::CMSG_DATA(c), 16) };
+        let word = |o: usize| u32::from_ne_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]);
+        assert_eq!(
+            (word(0), d[4], d[6]),
+            (0, 5, 1),
+            "errno 0, origin ZEROCOPY, COPIED"
+        );
+        Ok((word(8), word(12)))
+    };
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    let send = |n: usize| unsafe {
+        let b = vec![0u8; n];
+        i.send.unwrap()(ud, fd as c_int, b.as_ptr().cast(), n, libc::MSG_ZEROCOPY)
+    };
+    let mut acked = 1u32;
+    for _ in 0..2 {
+        assert_eq!(send(1000), 1000);
+        let d = pd.expect();
+        assert_eq!(d.payload.len(), 1000);
+        acked += 1000;
+        pd.inject(&packet(
+            remote,
+            local,
+            TcpFlags::ACK,
+            1001,
+            isn.wrapping_add(acked),
+            1000,
+            TcpOptions::default(),
+            &[],
+        ));
+    }
+    assert_eq!(pd.poll1(fd, libc::POLLERR, 0), Ok(libc::POLLERR));
+    assert_eq!(
+        wait(),
+        (1, (libc::EPOLLOUT | libc::EPOLLERR) as u32),
+        "new: completions"
+    );
+    assert_eq!(wait().0, 0);
+    assert_eq!(errqueue(), Ok((0, 1)), "both sends, one range");
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    // A send not yet acknowledged is not reported.
+    assert_eq!(send(10), 10);
+    let _ = pd.expect();
+    assert_eq!(errqueue(), Err(libc::EAGAIN));
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::ACK,
+        1001,
+        isn.wrapping_add(acked + 10),
+        1000,
+        TcpOptions::default(),
+        &[],
+    ));
+    assert_eq!(errqueue(), Ok((2, 2)));
+}
+
+/// TCP_INQ: every recvmsg carries a TCP_CM_INQ control message with the bytes left to read
+/// (Linux's `tcp_inq_hint`), and 1 once all is read and the peer has closed.
+#[test]
+fn tcp_inq_reports_the_bytes_left() {
+    let pd = Pd::exact();
+    let remote = SocketAddr::new(REMOTE, 40004);
+    let local = SocketAddr::new(LOCAL, 8080);
+    let (_l, fd, isn) = passive_open(&pd, remote);
+    assert_eq!(pd.setsockopt_int(fd, libc::IPPROTO_TCP, 36, 1), Ok(0));
+    assert_eq!(pd.getsockopt_int(fd, libc::IPPROTO_TCP, 36), Ok(1));
+    let ack = isn.wrapping_add(1);
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::ACK,
+        1001,
+        ack,
+        1000,
+        TcpOptions::default(),
+        &[7; 3000],
+    ));
+    let i = &pd.ifc;
+    let recvmsg = |n: usize| {
+        let mut data = vec![0u8; n];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        let mut control = [0u8; 64];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+        // SAFETY: a msghdr with valid buffers.
+        let r = unsafe { i.recvmsg.unwrap()(pd.ud(), fd as c_int, &mut msg, 0) };
+        // SAFETY: the shim wrote one message.
+        let c = unsafe { &*libc::CMSG_FIRSTHDR(&msg) };
+        assert_eq!((c.cmsg_level, c.cmsg_type), (libc::SOL_TCP, 36));
+        // SAFETY: an int follows the header.
+        let v = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>()) };
+        (r, v)
+    };
+    assert_eq!(recvmsg(1000), (1000, 2000));
+    assert_eq!(recvmsg(2000), (2000, 0));
+    pd.inject(&packet(
+        remote,
+        local,
+        TcpFlags::FIN | TcpFlags::ACK,
+        4001,
+        ack,
+        1000,
+        TcpOptions::default(),
+        &[],
+    ));
+    assert_eq!(
+        recvmsg(10),
+        (0, 1),
+        "the end of the stream is one more read"
+    );
 }

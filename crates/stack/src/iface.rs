@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use synack_tcp::{Config, Endpoint, IcmpError, Instant};
+use synack_tcp::{Config, Endpoint, FastOpenConfig, IcmpError, Instant};
 use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
 use synack_wire::{Error as WireError, IpProtocol, IpRepr, TcpRepr};
 
@@ -87,6 +87,16 @@ impl Interface {
         self.mtu
     }
 
+    /// The TCP Fast Open settings (RFC 7413): client and server switches and the server's key.
+    pub fn fast_open(&self) -> FastOpenConfig {
+        self.tcp.config().fast_open
+    }
+
+    /// Change the TCP Fast Open settings; connections and listeners made from now on use them.
+    pub fn set_fast_open(&mut self, fo: FastOpenConfig) {
+        self.tcp.config_mut().fast_open = fo;
+    }
+
     pub fn stats(&self) -> IfaceStats {
         self.stats
     }
@@ -115,7 +125,9 @@ impl Interface {
         }
         match ip.protocol() {
             IpProtocol::Tcp => match TcpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
-                Ok(seg) => self.tcp.handle_segment(now, ip.src(), ip.dst(), &seg),
+                Ok(seg) => self
+                    .tcp
+                    .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg),
                 Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
                 Err(_) => self.stats.rx_malformed_transport += 1,
             },
@@ -239,7 +251,9 @@ impl Interface {
             tcp, scratch, ttl, ..
         } = self;
         let t = tcp.poll_transmit(now, &mut scratch[HEADROOM..])?;
-        let ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
+        let mut ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
+        // ECT(0) on the new data of a connection that agreed to ECN (RFC 3168 §6.1.2).
+        ip.set_ecn(t.ecn);
         let start = HEADROOM - ip.header_len();
         ip.emit(&mut scratch[start..HEADROOM]);
         Some((start, HEADROOM + t.len))

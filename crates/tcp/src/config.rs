@@ -2,6 +2,7 @@
 //! allow it, so that scripts and peers written against Linux see what they expect.
 
 use crate::cc::Algorithm;
+use crate::fastopen::FastOpenConfig;
 use crate::time::Duration;
 
 /// Keepalive settings, RFC 9293 §3.8.4 (names as Linux's `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
@@ -26,6 +27,31 @@ impl Default for Keepalive {
     }
 }
 
+/// Explicit Congestion Notification (RFC 3168), in the three modes of Linux's
+/// `net.ipv4.tcp_ecn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ecn {
+    /// Never: SYNs asking for ECN are answered without it (`tcp_ecn = 0`).
+    Off,
+    /// When the peer asks (its SYN has ECE and CWR), not on our own opens (`tcp_ecn = 2`,
+    /// Linux's default).
+    #[default]
+    Passive,
+    /// Ask on our opens too (`tcp_ecn = 1`).
+    On,
+}
+
+impl Ecn {
+    /// The mode of a `net.ipv4.tcp_ecn` value (3 and above, Accurate ECN, as `On`).
+    pub fn from_linux_sysctl(v: u32) -> Ecn {
+        match v {
+            0 => Ecn::Off,
+            2 => Ecn::Passive,
+            _ => Ecn::On,
+        }
+    }
+}
+
 /// Endpoint-wide settings; each connection copies them when it is made and some can be changed
 /// per connection afterwards (`nodelay`, keepalive, user timeout).
 #[derive(Debug, Clone)]
@@ -38,6 +64,10 @@ pub struct Config {
     pub send_buffer: usize,
     /// Offer window scaling (RFC 7323 §2).
     pub window_scaling: bool,
+    /// The window-scale shift to offer; `None`: the smallest that lets the whole receive
+    /// buffer be advertised. (Linux offers `ilog2(tcp_rmem[2]) - 15`, from the largest buffer
+    /// the connection could grow to.)
+    pub window_scale: Option<u8>,
     /// Offer timestamps (RFC 7323 §3).
     pub timestamps: bool,
     /// Offer SACK (RFC 2018).
@@ -51,14 +81,23 @@ pub struct Config {
     pub min_rto: Duration,
     /// Ceiling of the RTO (RFC 6298 §2.5: at least 60 s; Linux uses 120 s).
     pub max_rto: Duration,
-    /// SYN (and SYN-ACK) retransmissions before the open fails (Linux `tcp_syn_retries`: 6).
+    /// SYN retransmissions before an active open fails (Linux `tcp_syn_retries`: 6).
     pub syn_retries: u32,
+    /// SYN-ACK retransmissions before a passive open is given up (Linux's
+    /// `tcp_synack_retries`, 5 by default); `None`: as many as `syn_retries`.
+    pub synack_retries: Option<u32>,
     /// An overall limit on an active open, if any.
     pub connect_timeout: Option<Duration>,
     /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (RFC 9293 §3.4.2; Linux: 60 s in all).
     pub msl: Duration,
     /// Delayed-ACK timeout (RFC 9293 §3.8.6.3: under 0.5 s; Linux: 40 ms); `None` acks at once.
     pub delayed_ack: Option<Duration>,
+    /// Linux's quick-ACK mode: the first data of a connection (and data after a silence longer
+    /// than the RTO) is acknowledged at once, segment by segment, up to 16 times, unless the
+    /// connection is interactive (we answered within the delayed-ACK time: "ping-pong"), so
+    /// that a sender in slow start is not held back by delayed ACKs (RFC 9293 §3.8.6.3 allows
+    /// acknowledging sooner). `false`: every ACK may wait the delayed-ACK time.
+    pub quick_ack: bool,
     /// Nagle's algorithm (RFC 9293 §3.7.4); `false` is `TCP_NODELAY`.
     pub nagle: bool,
     /// RFC 5482 user timeout: how long sent data may stay unacknowledged before the connection
@@ -99,6 +138,10 @@ pub struct Config {
     /// At most this many challenge ACKs per second from the whole endpoint (RFC 5961 §7;
     /// Linux `tcp_challenge_ack_limit`: 1000).
     pub challenge_ack_limit: u32,
+    /// TCP Fast Open (RFC 7413): client and server switches, keys.
+    pub fast_open: FastOpenConfig,
+    /// Explicit Congestion Notification (RFC 3168).
+    pub ecn: Ecn,
 }
 
 impl Default for Config {
@@ -108,6 +151,7 @@ impl Default for Config {
             recv_buffer: 1 << 20,
             send_buffer: 1 << 20,
             window_scaling: true,
+            window_scale: None,
             timestamps: true,
             sack: true,
             initial_window: 10,
@@ -116,9 +160,11 @@ impl Default for Config {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
             syn_retries: 6,
+            synack_retries: None,
             connect_timeout: None,
             msl: Duration::from_secs(30),
             delayed_ack: Some(Duration::from_millis(40)),
+            quick_ack: false,
             nagle: true,
             user_timeout: None,
             max_retransmissions: 15,
@@ -131,6 +177,8 @@ impl Default for Config {
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,
+            fast_open: FastOpenConfig::default(),
+            ecn: Ecn::default(),
         }
     }
 }

@@ -16,12 +16,13 @@
 use std::collections::VecDeque;
 
 use synack_wire::tcp::fill_checksum;
-use synack_wire::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
+use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 
 use crate::assembler::Assembler;
 use crate::buffer::RingBuffer;
 use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
-use crate::config::{Config, Keepalive};
+use crate::config::{Config, Ecn, Keepalive};
+use crate::fastopen::{ClientOutcome, ClientPlan};
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, RecvError, SendError, State};
@@ -383,11 +384,88 @@ pub struct Connection {
     user_timeout: Option<Duration>,
     max_retransmissions: u32,
     syn_retries: u32,
+    synack_retries: u32,
     msl: Duration,
     keepalive: Option<Keepalive>,
     fin_wait2_timeout: Duration,
     /// The application no longer holds this connection.
     orphaned: bool,
+
+    // Linux's quick-ACK mode (`Config::quick_ack`).
+    quick_ack: bool,
+    /// ACKs still to send at once (Linux's `icsk_ack.quick`).
+    quick: u32,
+    /// The ACK timeout estimate (Linux's `icsk_ack.ato`); zero until the first data arrives.
+    ato: Duration,
+    /// When data last arrived.
+    lrcvtime: Instant,
+    /// Interactive: we sent data within `ato` of receiving some, so ACKs wait to ride it.
+    pingpong: bool,
+
+    // TCP Fast Open (RFC 7413).
+    /// Client: what the first SYN carries; taken when it goes out.
+    fo_plan: Option<ClientPlan>,
+    /// Client: the SYN waits for the first `send` (Linux's `TCP_FASTOPEN_CONNECT`).
+    defer_syn: bool,
+    /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
+    syn_fastopen: Option<bool>,
+    /// Client: bytes of data the first SYN carried.
+    syn_data: usize,
+    /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all of ours
+    /// (client), or the SYN's data was accepted (server). Linux's `TCPI_OPT_SYN_DATA`.
+    syn_data_acked: bool,
+    /// Server: made by a Fast Open SYN: in the accept queue, readable and writable while still
+    /// in SYN-RECEIVED (RFC 7413 §4.2.2).
+    fast_open_child: bool,
+    /// Server: the option of the first SYN-ACK (a cookie for the client).
+    synack_fast_open: Option<FastOpen>,
+    /// Client: what the SYN-ACK said, for the endpoint's cookie cache.
+    fo_outcome: Option<ClientOutcome>,
+    /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
+    syn_tsval: Option<u32>,
+    /// Client: the end of the SYN's data the SYN-ACK did not take, while it is sent again.
+    fo_resend_end: Option<SeqNum>,
+    /// A duplicate to report in the next ACK's first SACK block (RFC 2883).
+    dsack: Option<(SeqNum, SeqNum)>,
+
+    // Explicit Congestion Notification (RFC 3168).
+    ecn_mode: Ecn,
+    /// Our SYN asked for ECN (ECE and CWR set, RFC 3168 §6.1.1).
+    ecn_setup_sent: bool,
+    /// ECN was agreed: new data goes out ECN-capable, ECE and CWR mean congestion.
+    ecn: bool,
+    /// A CE mark arrived: our ACKs carry ECE until the peer's CWR (RFC 3168 §6.1.3).
+    ecn_echo: bool,
+    /// The window was reduced for an ECE: the next new data segment carries CWR.
+    ecn_cwr_due: bool,
+    /// ECE is answered once per window: not again before this is acknowledged.
+    ecn_high: Option<SeqNum>,
+    /// The segment being handled came with CE (set by the endpoint around the call).
+    rx_ce: bool,
+    /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
+    tx_ect: bool,
+
+    // Counters, as Linux's `tcp_info` reports them.
+    stats: ConnStats,
+}
+
+/// What a connection counted, for reporting (Linux's `TCP_INFO` has the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Segments the peer acknowledged (the SYN or SYN-ACK counts as one; data in a SYN rides
+    /// it), estimated in MSS-sized segments (Linux's `tcpi_delivered`).
+    pub delivered: u32,
+    /// Segments sent again, SYNs included (`tcpi_total_retrans`).
+    pub total_retrans: u32,
+    /// Payload bytes acknowledged by the peer (`tcpi_bytes_acked`).
+    pub bytes_acked: u64,
+    /// Payload bytes received in order (`tcpi_bytes_received`).
+    pub bytes_received: u64,
+    /// Segments received and sent (`tcpi_segs_in`, `tcpi_segs_out`).
+    pub segs_in: u32,
+    pub segs_out: u32,
+    /// When in-order data last arrived (`tcpi_last_data_recv` counts from it).
+    pub last_data_recv: Option<Instant>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -432,10 +510,11 @@ impl Connection {
         let cc = config
             .congestion
             .controller(snd_mss, initial_window(snd_mss, config.initial_window));
-        let _ = now;
-        let wscale_offer = config
-            .window_scaling
-            .then(|| wscale_for(config.recv_buffer));
+        let wscale_offer = config.window_scaling.then(|| {
+            config
+                .window_scale
+                .map_or_else(|| wscale_for(config.recv_buffer), |s| s.min(14))
+        });
         let rcv_slack = wscale_offer.map_or(0, |s| {
             let unit = 1usize << s;
             (config.recv_buffer / 16)
@@ -528,10 +607,36 @@ impl Connection {
             user_timeout: config.user_timeout,
             max_retransmissions: config.max_retransmissions,
             syn_retries: config.syn_retries,
+            synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
             msl: config.msl,
             keepalive: config.keepalive,
             fin_wait2_timeout: config.fin_wait2_timeout,
             orphaned: false,
+            quick_ack: config.quick_ack,
+            quick: 0,
+            ato: Duration::ZERO,
+            lrcvtime: now,
+            pingpong: false,
+            fo_plan: None,
+            defer_syn: false,
+            syn_fastopen: None,
+            syn_data: 0,
+            syn_data_acked: false,
+            fast_open_child: false,
+            synack_fast_open: None,
+            fo_outcome: None,
+            syn_tsval: None,
+            fo_resend_end: None,
+            dsack: None,
+            ecn_mode: config.ecn,
+            ecn_setup_sent: false,
+            ecn: false,
+            ecn_echo: false,
+            ecn_cwr_due: false,
+            ecn_high: None,
+            rx_ce: false,
+            tx_ect: false,
+            stats: ConnStats::default(),
         }
     }
 
@@ -592,6 +697,9 @@ impl Connection {
         self.rcv_nxt = self.irs + 1;
         self.rcv_adv = self.rcv_nxt;
         self.negotiate(&syn.options);
+        // RFC 3168 §6.1.1: an "ECN-setup SYN" has ECE and CWR; we agree (ECE in the SYN-ACK)
+        // unless ECN is off here.
+        self.ecn = self.ecn_mode != Ecn::Off && syn.flags.contains(TcpFlags::ECE | TcpFlags::CWR);
         self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = self.irs;
@@ -684,6 +792,12 @@ impl Connection {
 
     pub fn irs(&self) -> SeqNum {
         self.irs
+    }
+
+    /// The sequence number just past the last byte queued (Linux's `write_seq`): once
+    /// `snd_una` reaches it, everything written so far is acknowledged.
+    pub fn write_seq(&self) -> SeqNum {
+        self.fin_seq()
     }
 
     pub fn snd_una(&self) -> SeqNum {
@@ -787,6 +901,117 @@ impl Connection {
         !self.nagle
     }
 
+    /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all the data our SYN
+    /// carried (an active open), or the SYN's data was accepted (a passive one). Linux reports
+    /// this as `TCPI_OPT_SYN_DATA`.
+    pub fn syn_data_acked(&self) -> bool {
+        self.syn_data_acked
+    }
+
+    /// What the connection counted.
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    /// Linux's congestion-avoidance state (`tcpi_ca_state`): 0 open, 1 disorder (duplicate
+    /// ACKs or SACKs seen), 3 recovery (fast recovery), 4 loss (after a timeout).
+    pub fn ca_state(&self) -> u8 {
+        if self.rto_count > 0 && self.snd_una.lt(self.recover_mark) {
+            4
+        } else if self.recover.is_some() {
+            3
+        } else if self.dupacks > 0 || !self.scoreboard.blocks.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// ECN was agreed in the handshake (RFC 3168 §6.1.1).
+    pub fn ecn_enabled(&self) -> bool {
+        self.ecn
+    }
+
+    /// Whether the segment [`poll_transmit`](Self::poll_transmit) wrote last goes out
+    /// ECN-capable, ECT(0) in its IP header: new data of a connection that agreed to ECN (RFC
+    /// 3168 §6.1.2; not SYNs, pure ACKs or retransmissions, §6.1.4–6.1.5).
+    pub fn last_segment_ect(&self) -> bool {
+        self.tx_ect
+    }
+
+    /// The IP header of the next segment handed to [`handle_segment`](Self::handle_segment)
+    /// said Congestion Experienced (RFC 3168 §5).
+    pub fn set_rx_ce(&mut self, ce: bool) {
+        self.rx_ce = ce;
+    }
+
+    /// Consecutive retransmission timeouts (`tcpi_retransmits`, `tcpi_backoff`).
+    pub fn rto_count(&self) -> u32 {
+        self.rto_count
+    }
+
+    /// Made by a Fast Open SYN (RFC 7413 §4.2.2): accepted at once, readable and writable
+    /// while still in SYN-RECEIVED.
+    pub fn is_fast_open_child(&self) -> bool {
+        self.fast_open_child
+    }
+
+    /// An active open whose SYN waits for the first [`send`](Self::send), to carry its data
+    /// (Linux's `TCP_FASTOPEN_CONNECT`).
+    pub fn is_syn_deferred(&self) -> bool {
+        self.defer_syn
+    }
+
+    /// How many bytes of data the SYN of this active open can carry, if it is still to be
+    /// sent and Fast Open lets data ride it (a cookie is cached, or none is needed): the
+    /// server's cached MSS (or ours) less 40 bytes for options, as Linux's
+    /// `tcp_send_syn_data` leaves room for any a middlebox adds. `None` otherwise.
+    pub fn fast_open_syn_room(&self) -> Option<usize> {
+        let plan = self.fo_plan.filter(|p| p.data)?;
+        (self.state == State::SynSent && self.syn_count == 0).then(|| {
+            let clamp = plan.mss.map_or(self.adv_mss, usize::from);
+            self.adv_mss.min(clamp).saturating_sub(40)
+        })
+    }
+
+    /// An active open with Fast Open: what its first SYN carries, and whether it waits for
+    /// data. Only a SYN that may carry data waits (Linux sends a cookie request at once).
+    pub(crate) fn set_fast_open_plan(&mut self, plan: ClientPlan, defer: bool) {
+        self.fo_plan = Some(plan);
+        self.defer_syn = defer && plan.data;
+    }
+
+    /// What the SYN-ACK taught about the server, once.
+    pub(crate) fn take_fast_open_outcome(&mut self) -> Option<ClientOutcome> {
+        self.fo_outcome.take()
+    }
+
+    /// The option of the first SYN-ACK of a passive open: a cookie the client asked for (or
+    /// a fresh one for a wrong cookie), RFC 7413 §4.1.2.
+    pub(crate) fn set_synack_fast_open(&mut self, fo: Option<FastOpen>) {
+        self.synack_fast_open = fo;
+    }
+
+    /// A passive open from a Fast Open SYN (RFC 7413 §4.2.2): the SYN's data is taken now,
+    /// so the SYN-ACK acknowledges it and the application may read it before the handshake
+    /// completes.
+    pub(crate) fn start_accept_fast_open(&mut self, now: Instant, syn: &TcpRepr<'_>) {
+        self.fast_open_child = true;
+        let data = syn.payload;
+        if data.is_empty() {
+            return;
+        }
+        let n = self.recv_buf.write_at(0, data);
+        self.recv_buf.commit(n);
+        self.rcv_nxt += n;
+        self.stats.bytes_received += n as u64;
+        self.stats.last_data_recv = Some(now);
+        self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
+        self.syn_data_acked = n > 0;
+        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+        self.note_data_received(now);
+    }
+
     // ---------------------------------------------------------------------------------------
     // Application commands.
 
@@ -800,6 +1025,9 @@ impl Connection {
         if !self.state.may_send() || self.fin_queued {
             return Err(SendError::InvalidState);
         }
+        // A SYN held for data (TCP_FASTOPEN_CONNECT) goes with the first write, even an empty
+        // one, as Linux's `tcp_sendmsg_fastopen`.
+        self.defer_syn = false;
         Ok(self.send_buf.push(data))
     }
 
@@ -866,7 +1094,9 @@ impl Connection {
             self.set_state(State::Closed);
             return;
         }
-        if !self.recv_buf.is_empty() && self.state.is_synchronized() {
+        if !self.recv_buf.is_empty()
+            && (self.state.is_synchronized() || self.state == State::SynReceived)
+        {
             self.abort();
             return;
         }
@@ -912,6 +1142,11 @@ impl Connection {
         self.user_timeout = t;
     }
 
+    /// SYN retransmissions before an active open fails, from now on (Linux's `TCP_SYNCNT`).
+    pub fn set_syn_retries(&mut self, n: u32) {
+        self.syn_retries = n;
+    }
+
     pub fn set_delayed_ack(&mut self, d: Option<Duration>) {
         self.delayed_ack = d;
     }
@@ -939,8 +1174,10 @@ impl Connection {
         }
         match self.state {
             State::Closed | State::Listen => false,
-            State::SynSent | State::SynReceived => {
-                self.snd_nxt == self.iss || self.ack_due == AckDue::Now
+            State::SynSent | State::SynReceived
+                if !(self.fast_open_child && self.snd_nxt != self.iss) =>
+            {
+                (self.snd_nxt == self.iss && !self.defer_syn) || self.ack_due == AckDue::Now
             }
             _ => {
                 self.ack_due == AckDue::Now
@@ -1075,6 +1312,10 @@ impl Connection {
             if self.window_scaling_agreed {
                 o.window_scale = Some(self.rcv_wscale);
             }
+            // The cookie goes on the first SYN-ACK only; Linux's retransmissions carry none.
+            if self.syn_count == 0 {
+                o.fast_open = self.synack_fast_open;
+            }
         } else {
             if self.ts_offer {
                 o.timestamp = Some(Timestamp {
@@ -1084,6 +1325,12 @@ impl Connection {
             }
             o.sack_permitted = self.sack_offer;
             o.window_scale = self.wscale_offer;
+            // RFC 7413 §4.1.3: the cookie (or a request for one) on the first SYN; a
+            // retransmitted SYN is a plain one, as Linux's (the option or the data may be what
+            // a middlebox drops).
+            if self.syn_count == 0 {
+                o.fast_open = self.fo_plan.and_then(|p| p.option);
+            }
         }
         o
     }
@@ -1135,6 +1382,19 @@ impl Connection {
     /// A segment for this connection arrived. RFC 9293 §3.10.7.3 in SYN-SENT, §3.10.7.4 in the
     /// other states; LISTEN and CLOSED are the endpoint's.
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.stats.segs_in = self.stats.segs_in.wrapping_add(1);
+        if self.ecn && self.state.is_synchronized() {
+            // RFC 3168 §6.1.3: the peer's CWR ends our echo; a CE mark (again) starts it, and
+            // is acknowledged at once (as Linux).
+            if seg.flags.contains(TcpFlags::CWR) {
+                self.ecn_echo = false;
+            }
+            if std::mem::take(&mut self.rx_ce) && !seg.flags.contains(TcpFlags::RST) {
+                self.ecn_echo = true;
+                self.ack_due = AckDue::Now;
+            }
+        }
+        self.rx_ce = false;
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.on_segment_syn_sent(now, seg),
@@ -1179,8 +1439,27 @@ impl Connection {
         if !f.contains(TcpFlags::SYN) {
             return;
         }
+        // A SYN-ACK must echo a timestamp of ours from the first SYN on (RFC 7323 §3.2 says
+        // what TSecr holds; Linux resets the open when it echoes anything else, as a
+        // protection against an old or forged SYN-ACK): answer it like an unacceptable ACK.
+        if has_ack && self.ts_offer {
+            if let (Some(first), Some(ts)) = (self.syn_tsval, seg.options.timestamp) {
+                let since_first = ts.tsecr.wrapping_sub(first);
+                let until_now = self.tsval(now).wrapping_sub(first);
+                if ts.tsecr != 0 && since_first > until_now {
+                    self.rst_reply = Some(ack);
+                    return;
+                }
+            }
+        }
         self.irs = SeqNum(seg.seq);
         self.rcv_nxt = self.irs + 1;
+        // RFC 3168 §6.1.1: ECN is agreed by an ECN-setup SYN-ACK (ECE, not CWR) to our
+        // ECN-setup SYN.
+        self.ecn = self.ecn_setup_sent
+            && has_ack
+            && f.contains(TcpFlags::ECE)
+            && !f.contains(TcpFlags::CWR);
         // Nothing advertised yet beyond RCV.NXT (our SYN carried no ACK): the first window
         // is measured from here, whatever half of the sequence space the peer's ISN is in.
         self.rcv_adv = self.rcv_nxt;
@@ -1192,7 +1471,17 @@ impl Connection {
         self.snd_wl2 = ack;
         if has_ack {
             // Our SYN is acknowledged: ESTABLISHED, and the handshake's third segment is owed.
+            // Data our SYN carried (RFC 7413) may be acknowledged with it, in whole or in part.
+            let data_acked = ack.since(self.send_buf_seq).min(self.send_buf.len());
+            self.send_buf.discard(data_acked);
+            self.send_buf_seq += data_acked;
             self.snd_una = ack;
+            self.stats.delivered += 1;
+            self.stats.bytes_acked += data_acked as u64;
+            self.on_fast_open_synack(seg, ack);
+            if self.snd_nxt.lt(ack) {
+                self.snd_nxt = ack;
+            }
             if let Some((end, at)) = self.rtt_timed.take() {
                 if ack.ge(end) && self.syn_count == 1 {
                     self.rtt.sample(now - at);
@@ -1206,11 +1495,81 @@ impl Connection {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::Connect);
             self.ack_due = AckDue::Now;
+            self.lrcvtime = now;
+            // Linux counts `tcpi_last_data_recv` from the handshake until data arrives.
+            self.stats.last_data_recv = Some(now);
+            let unsent = self.fin_seq().gt(self.snd_max);
+            if self.quick_ack && unsent && self.fo_resend_end.is_none() {
+                // Data waits to go with the handshake's ACK (Linux: a writer is pending, it
+                // "saves one ACK" and enters quick-ACK mode); sent at once, it makes the
+                // exchange interactive (see `emit`), so replies to it are ACKed with a delay.
+                self.ato = Duration::from_millis(40);
+                self.pingpong = false;
+                self.incr_quickack();
+            }
             self.enter_established(now);
+            if self.snd_max.gt(ack) {
+                // Sent data (in the SYN) is outstanding: the retransmission timer guards it.
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            }
+            // RFC 9293 §3.10.7.3: "If there are other controls or text in the segment, then
+            // continue processing at the sixth step" — data in a SYN-ACK (a Fast Open server
+            // may send some, RFC 7413 §4.2.2) is taken, and so is a FIN.
+            if !seg.payload.is_empty() {
+                self.process_text(now, 0, seg.payload);
+            }
+            if f.contains(TcpFlags::FIN) && self.state != State::Closed {
+                self.process_fin(now);
+            }
         } else {
             // Simultaneous open (RFC 9293 §3.5, figure 8): answer with SYN-ACK from the ISS.
             self.snd_nxt = self.iss;
             self.set_state(State::SynReceived);
+        }
+    }
+
+    /// RFC 7413 §4.2.2, the client's side of a SYN-ACK: data of the SYN the server did not
+    /// take is sent again at once, not after a timeout ("the client MUST retransmit"), and
+    /// what the SYN-ACK says of the server (its MSS, a cookie) is kept for the cache, as Linux's
+    /// `tcp_rcv_fastopen_synack`.
+    fn on_fast_open_synack(&mut self, seg: &TcpRepr<'_>, ack: SeqNum) {
+        if self.syn_fastopen.is_none() && self.syn_data == 0 {
+            return;
+        }
+        let all_data = self.iss + 1 + self.syn_data;
+        let cookie = match (self.syn_fastopen, seg.options.fast_open) {
+            // A cookie we did not ask for is not cached (RFC 7413 §4.1.3).
+            (Some(_), Some(fo)) if !fo.cookie.is_request() => Some(fo),
+            _ => None,
+        };
+        let retransmitted = self.syn_count > 1;
+        let unacked = ack.lt(all_data);
+        // The SYN timed out and the SYN-ACK has neither a cookie nor our data: the SYN with
+        // data (or its answer) was probably lost on the way.
+        let syn_lost = self.syn_fastopen.is_some() && retransmitted && cookie.is_none() && unacked;
+        // A request answered without a cookie: ask in the other kind next time (once).
+        let try_exp = match self.syn_fastopen {
+            Some(exp) if !retransmitted && cookie.is_none() && self.syn_data == 0 => {
+                if exp {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+        self.fo_outcome = Some(ClientOutcome {
+            mss: seg.options.mss.unwrap_or(self.adv_mss.min(65535) as u16),
+            cookie,
+            syn_lost,
+            try_exp,
+        });
+        if self.syn_data > 0 && unacked {
+            // Send what the server did not take from SND.UNA, now.
+            self.snd_nxt = ack;
+            self.fo_resend_end = Some(all_data);
+        } else {
+            self.syn_data_acked = self.syn_data > 0;
         }
     }
 
@@ -1234,15 +1593,22 @@ impl Connection {
         let fin = f.contains(TcpFlags::FIN);
         let mut seq = SeqNum(seg.seq);
         // Simultaneous open (RFC 9293 §3.5, figure 8, line 6): the peer's SYN-ACK repeats a
-        // SYN we already hold. Its SYN is old and trimmed; the rest is an ACK of ours.
+        // SYN we already hold. Its SYN is old and trimmed; the rest is an ACK of ours (of
+        // our SYN, and of data it carried, RFC 7413). The duplicate SYN is acknowledged at
+        // once, reported as a duplicate (RFC 2883 D-SACK), as Linux does.
         if self.state == State::SynReceived
             && syn
             && !rst
             && f.contains(TcpFlags::ACK)
             && seq + 1 == self.rcv_nxt
-            && SeqNum(seg.ack) == self.snd_nxt
+            && SeqNum(seg.ack).gt(self.snd_una)
+            && SeqNum(seg.ack).le(self.snd_max)
         {
             syn = false;
+            if self.sack_enabled {
+                self.dsack = Some((seq, seq + 1));
+            }
+            self.ack_due = AckDue::Now;
             seq += 1;
         }
         let seg_len = seg.payload.len() + syn as usize + fin as usize;
@@ -1380,7 +1746,7 @@ impl Connection {
         let skip = self.rcv_nxt.since(seq);
         if seg.payload.len() > skip {
             let offset = seq.since(self.rcv_nxt);
-            self.process_text(offset, &seg.payload[skip..]);
+            self.process_text(now, offset, &seg.payload[skip..]);
             if self.state == State::Closed {
                 return;
             }
@@ -1414,6 +1780,8 @@ impl Connection {
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
+                self.stats.delivered += 1;
+                self.stats.last_data_recv.get_or_insert(now);
                 self.enter_established(now);
             } else {
                 self.rst_reply = Some(ack);
@@ -1426,6 +1794,21 @@ impl Connection {
             return false;
         }
         let wnd = (seg.window as usize) << self.snd_wscale;
+        if self.ecn
+            && seg.flags.contains(TcpFlags::ECE)
+            && !seg.flags.contains(TcpFlags::SYN)
+            && self.recover.is_none()
+            && self.ecn_high.is_none_or(|h| ack.ge(h))
+            && self.snd_max.gt(self.snd_una)
+        {
+            // RFC 3168 §6.1.2: congestion was experienced: halve the window as for a loss,
+            // at most once per window of data, resend nothing, and say so with CWR.
+            let flight = self.snd_max.since(self.snd_una);
+            self.cc.on_congestion_event(now, flight);
+            self.ecn_high = Some(self.snd_max);
+            self.ecn_cwr_due = true;
+            self.push_congestion_event();
+        }
         if ack.gt(self.snd_una) {
             self.on_new_ack(now, seg, ack);
         } else if ack == self.snd_una {
@@ -1528,6 +1911,11 @@ impl Connection {
         }
         let data_end = self.fin_seq();
         let data_acked = ack.min(data_end).since(self.send_buf_seq);
+        self.stats.bytes_acked += data_acked as u64;
+        self.stats.delivered = self
+            .stats
+            .delivered
+            .wrapping_add(data_acked.div_ceil(self.snd_mss.max(1)) as u32);
         self.send_buf.discard(data_acked);
         self.send_buf_seq += data_acked;
         self.snd_una = ack;
@@ -1805,7 +2193,7 @@ impl Connection {
     }
 
     /// The seventh step: in-order bytes go to the reader, out-of-order bytes wait in the ring.
-    fn process_text(&mut self, offset: usize, data: &[u8]) {
+    fn process_text(&mut self, now: Instant, offset: usize, data: &[u8]) {
         if !matches!(
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
@@ -1843,11 +2231,15 @@ impl Connection {
         if !had_holes {
             self.recv_buf.commit(n);
             self.rcv_nxt += n;
+            self.stats.bytes_received += n as u64;
+            self.stats.last_data_recv = Some(now);
             self.bytes_unacked += n;
             self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            let quick = self.note_data_received(now);
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
-            // sized as the peer sends them; and at once if not everything fit.
-            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() {
+            // sized as the peer sends them; and at once if not everything fit, or in
+            // quick-ACK mode.
+            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() || quick {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -1857,8 +2249,45 @@ impl Connection {
             let k = self.assembler.fill_front(n);
             self.recv_buf.commit(k);
             self.rcv_nxt += k;
+            self.stats.bytes_received += k as u64;
+            self.stats.last_data_recv = Some(now);
             self.ack_due = AckDue::Now;
         }
+    }
+
+    /// In-order data arrived: Linux's `tcp_event_data_recv`, which decides quick-ACK mode.
+    /// The first data of a connection, and data after a silence longer than the RTO, enter it
+    /// (for up to 16 ACKs, fewer if the window is small); the ACK-timeout estimate follows the
+    /// gaps between arrivals. Returns whether this data is to be acknowledged at once.
+    fn note_data_received(&mut self, now: Instant) -> bool {
+        if !self.quick_ack {
+            return false;
+        }
+        const ATO_MIN: Duration = Duration::from_millis(40);
+        if self.ato.is_zero() {
+            self.incr_quickack();
+            self.ato = ATO_MIN;
+        } else {
+            let m = now.saturating_duration_since(self.lrcvtime);
+            let rto = self.rtt.rto();
+            if m <= ATO_MIN / 2 {
+                self.ato = self.ato / 2 + ATO_MIN / 2;
+            } else if m < self.ato {
+                self.ato = (self.ato / 2 + m).min(rto);
+            } else if m > rto {
+                self.incr_quickack();
+            }
+        }
+        self.lrcvtime = now;
+        self.quick > 0 && !self.pingpong
+    }
+
+    /// Linux's `tcp_incr_quickack`: as many quick ACKs as half the window holds segments of
+    /// the peer's size, at least 2, at most 16.
+    fn incr_quickack(&mut self) {
+        let mss = self.rcv_mss_seen.clamp(1, 536);
+        let n = (self.rcv_window() / (2 * mss)).clamp(2, 16) as u32;
+        self.quick = self.quick.max(n);
     }
 
     /// The eighth step: the FIN.
@@ -1918,10 +2347,33 @@ impl Connection {
     /// message is ignored (it may be forged). A hard error aborts only an opening connection;
     /// in synchronized states errors are soft (RFC 5461) and only change the error a later
     /// timeout reports. Packet Too Big lowers the MSS and resends (RFC 1191 §6.3).
+    ///
+    /// A passive open still in SYN-RECEIVED is Linux's request socket: a network or host
+    /// unreachable (and time exceeded) quoting its SYN-ACK drops it silently, and other errors
+    /// leave it be. A Fast Open child, already handed to the application, fails with the error
+    /// instead, as Linux's does (it stays to be accepted, its data readable).
     pub fn handle_icmp_error(&mut self, _now: Instant, err: IcmpError, seq: u32) {
         let seq = SeqNum(seq);
         if !(seq.ge(self.snd_una) && seq.lt(self.snd_max.max(self.snd_una + 1))) {
             return;
+        }
+        if self.state == State::SynReceived && self.passive {
+            match err {
+                IcmpError::PacketTooBig { .. } => {}
+                IcmpError::PortUnreachable if self.fast_open_child => {
+                    return self.fail(ConnectionError::Refused)
+                }
+                IcmpError::Hard | IcmpError::Soft if self.fast_open_child => {
+                    return self.fail(ConnectionError::Unreachable)
+                }
+                IcmpError::Soft => {
+                    self.timers.stop_all();
+                    self.error = Some(ConnectionError::Unreachable);
+                    self.set_state(State::Closed);
+                    return;
+                }
+                _ => return,
+            }
         }
         let opening = matches!(self.state, State::SynSent | State::SynReceived);
         match err {
@@ -1935,6 +2387,18 @@ impl Connection {
                 let floor = if ipv6 { 1280 } else { 576 };
                 let ts = if self.ts_enabled { 12 } else { 0 };
                 let budget = mss_for_mtu((mtu as usize).max(floor), ipv6);
+                if self.state == State::SynSent {
+                    // The SYN (or SYN with data) was too big: send the SYN again at once,
+                    // plain, announcing the MSS the path allows (as Linux, whose advertised
+                    // MSS follows the route's MTU). The data goes after the handshake.
+                    if budget < self.adv_mss {
+                        self.adv_mss = budget;
+                        self.rcv_mss = budget;
+                        self.snd_nxt = self.snd_una;
+                        self.rtt_timed = None;
+                    }
+                    return;
+                }
                 if budget < self.seg_budget {
                     self.seg_budget = budget;
                     self.snd_mss = budget.saturating_sub(ts).max(1);
@@ -1973,6 +2437,8 @@ impl Connection {
             Timer::DelayedAck => {
                 if self.ack_due == AckDue::Delayed {
                     self.ack_due = AckDue::Now;
+                    // The ACK waited in vain for data to ride: not interactive after all.
+                    self.pingpong = false;
                 }
             }
             Timer::Keepalive => {
@@ -2050,7 +2516,12 @@ impl Connection {
     fn on_rto(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
-                if self.syn_count > self.syn_retries {
+                let retries = if self.passive {
+                    self.synack_retries
+                } else {
+                    self.syn_retries
+                };
+                if self.syn_count > retries {
                     if self.passive {
                         self.timers.stop_all();
                         self.error = Some(ConnectionError::TimedOut);
@@ -2137,6 +2608,8 @@ struct Planned {
     retransmit: Option<RetransmitCause>,
     /// A tail loss probe.
     probe: bool,
+    /// Set PSH though more data follows (the end of what a SYN carried, as Linux marks it).
+    push: bool,
 }
 
 impl Connection {
@@ -2144,6 +2617,7 @@ impl Connection {
     /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
     /// the segment (the caller passes the room the MTU leaves after the IP header).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.tx_ect = false;
         if let Some(seq) = self.rst_reply.take() {
             return Some(self.emit(now, buf, TcpFlags::RST, seq, false, 0, 0));
         }
@@ -2169,21 +2643,59 @@ impl Connection {
             State::Closed | State::Listen => None,
             State::SynSent | State::SynReceived => {
                 if self.snd_nxt == self.iss {
+                    if self.defer_syn {
+                        return None;
+                    }
                     let synack = self.state == State::SynReceived;
-                    let flags = if synack {
+                    let mut flags = if synack {
                         TcpFlags::SYN | TcpFlags::ACK
                     } else {
                         TcpFlags::SYN
                     };
-                    let n = self.emit(now, buf, flags, self.iss, synack, 0, 0);
-                    self.snd_nxt = self.iss + 1;
+                    // RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR, an ECN-setup SYN-ACK
+                    // ECE alone. A SYN sent again asks no more (as Linux: ECN may be what the
+                    // path drops).
+                    if !synack && self.syn_count == 0 && self.ecn_mode == Ecn::On {
+                        flags |= TcpFlags::ECE | TcpFlags::CWR;
+                        self.ecn_setup_sent = true;
+                    } else if synack && self.ecn {
+                        flags |= TcpFlags::ECE;
+                    }
+                    // RFC 7413 §4.2.1: the first SYN of a Fast Open carries what fits of the
+                    // data queued (and a cookie, or the endpoint's cookie-less mode).
+                    let data = if synack {
+                        0
+                    } else {
+                        self.fast_open_syn_room()
+                            .map_or(0, |room| room.min(self.send_buf.len()))
+                    };
+                    let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
+                    if !synack && self.syn_count == 0 {
+                        self.syn_fastopen =
+                            self.fo_plan.and_then(|p| p.option).map(|o| o.experimental);
+                        self.syn_data = data;
+                        if self.ts_offer {
+                            self.syn_tsval = Some(self.tsval(now));
+                        }
+                    }
+                    if self.syn_count > 0 {
+                        self.stats.total_retrans += 1;
+                    }
+                    let n = self.emit(now, buf, flags, self.iss, synack, 0, data);
+                    self.snd_nxt = self.iss + 1 + data;
                     self.snd_max = self.snd_max.max(self.snd_nxt);
                     self.syn_count += 1;
                     if self.syn_count == 1 {
-                        self.rtt_timed = Some((self.snd_nxt, now));
+                        // The SYN itself is timed, so a SYN-ACK that takes only part of the
+                        // data still measures the round trip.
+                        self.rtt_timed = Some((self.iss + 1, now));
                     }
                     self.timers.set(Timer::Retransmit, now + self.rtt.rto());
                     Some(n)
+                } else if self.fast_open_child && self.state == State::SynReceived {
+                    // RFC 7413 §4.2.2: a Fast Open server may send data before the
+                    // handshake's ACK.
+                    self.poll_transmit_synchronized(now, buf)
                 } else if self.state == State::SynReceived && self.ack_due == AckDue::Now {
                     Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0))
                 } else {
@@ -2201,19 +2713,30 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let data_end = self.fin_seq();
-            if p.len > 0 && p.seq + p.len == data_end {
+            if p.len > 0 && (p.seq + p.len == data_end || p.push) {
                 flags |= TcpFlags::PSH;
+            }
+            // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
+            // window reduction for ECE carries CWR; retransmissions neither (§6.1.5).
+            let new_data = p.len > 0 && p.retransmit.is_none();
+            if self.ecn && new_data && self.ecn_cwr_due {
+                flags |= TcpFlags::CWR;
+                self.ecn_cwr_due = false;
             }
             let offset = p.seq.since(self.send_buf_seq);
             let full = self.payload_room(buf.len());
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
-            if p.len < full {
+            self.tx_ect = self.ecn && new_data;
+            // Minshall's mark follows new data only: a short retransmission (or the data a SYN
+            // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`.
+            if p.len < full && p.retransmit.is_none() {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
             match p.retransmit {
                 Some(cause) => {
                     self.rtt_timed = None;
+                    self.stats.total_retrans += 1;
                     if cause != RetransmitCause::Timeout {
                         // HighRxt follows recovery's retransmissions (RFC 6675), not a probe's.
                         if cause != RetransmitCause::TailLossProbe {
@@ -2298,8 +2821,16 @@ impl Connection {
     /// window still advertised has fallen to half of the largest we can offer, and the window
     /// now possible is at least twice it (receiver-side SWS avoidance, RFC 9293 §3.8.6.2.2, in
     /// the form Linux uses, so no update goes out while the window is mostly open).
+    ///
+    /// Not in SYN-RECEIVED, where only the SYN-ACK has advertised a window (a Fast Open child
+    /// reading the SYN's data): Linux opens its window from there gradually and sends no update
+    /// for such a read; the next segment out carries the new window anyway.
     fn window_update_due(&self) -> bool {
-        if !self.read_since_ack || !self.state.may_receive() || self.fin_received {
+        if !self.read_since_ack
+            || !self.state.may_receive()
+            || self.fin_received
+            || self.state == State::SynReceived
+        {
             return false;
         }
         let advertised = self.rcv_advertised();
@@ -2340,6 +2871,7 @@ impl Connection {
                     fin: fin_allowed && self.snd_max + len == data_end,
                     retransmit: None,
                     probe: true,
+                    push: false,
                 });
             }
             let fin_sent = fin_allowed && self.snd_max.gt(data_end);
@@ -2353,6 +2885,7 @@ impl Connection {
                     fin: fin_sent,
                     retransmit: Some(RetransmitCause::TailLossProbe),
                     probe: true,
+                    push: false,
                 });
             }
         }
@@ -2372,6 +2905,7 @@ impl Connection {
                         fin,
                         retransmit: Some(cause),
                         probe: false,
+                        push: false,
                     });
                 }
             }
@@ -2389,6 +2923,7 @@ impl Connection {
                         fin,
                         retransmit: Some(RetransmitCause::Sack),
                         probe: false,
+                        push: false,
                     });
                 }
             }
@@ -2411,6 +2946,17 @@ impl Connection {
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
         let mut avail = data_end.since(seq);
+        // The data a SYN carried and the SYN-ACK did not take goes again as the SYN carried
+        // it, one piece (as Linux resends its SYN-data buffer), then new data follows.
+        let mut fo_piece = false;
+        match self.fo_resend_end {
+            Some(end) if seq.lt(end) => {
+                fo_piece = end.since(seq) <= avail.min(mss);
+                avail = avail.min(end.since(seq));
+            }
+            Some(_) => self.fo_resend_end = None,
+            None => {}
+        }
         // A hole before SACKed bytes is sent whole, however short: it is no sliver.
         let mut fills_hole = false;
         if seq.lt(self.snd_max) {
@@ -2441,7 +2987,8 @@ impl Connection {
             let small_in_flight = self.snd_sml.gt(self.snd_una);
             let tail = all && (!self.nagle || !small_in_flight || fin_allowed || resend);
             let hole = fills_hole && len == avail;
-            if !(full || half_window || whole_rwnd || tail || hole) {
+            let piece = fo_piece && len == avail;
+            if !(full || half_window || whole_rwnd || tail || hole || piece) {
                 return None;
             }
         }
@@ -2451,6 +2998,7 @@ impl Connection {
             fin,
             retransmit: resend.then_some(RetransmitCause::Timeout),
             probe: false,
+            push: fo_piece && len == avail,
         })
     }
 
@@ -2517,6 +3065,11 @@ impl Connection {
     ) -> usize {
         let syn = flags.contains(TcpFlags::SYN);
         let rst = flags.contains(TcpFlags::RST);
+        let mut flags = flags;
+        if self.ecn && self.ecn_echo && with_ack && !syn && !rst {
+            // RFC 3168 §6.1.3: ECE on every ACK until the peer's CWR.
+            flags |= TcpFlags::ECE;
+        }
         let mut options = TcpOptions::default();
         let (window, edge) = if syn {
             options = self.syn_options(now);
@@ -2524,12 +3077,28 @@ impl Connection {
             let w = self.rcv_window().min(65535);
             (w as u16, self.rcv_nxt + w)
         } else if rst {
+            // A reset we send on our own connection (an abort) carries our timestamp, as
+            // Linux's does (RFC 7323 §3.2: on every segment once negotiated); a reply to a
+            // stray segment (no ACK of ours) carries none.
+            if self.ts_enabled && with_ack {
+                options.timestamp = Some(Timestamp {
+                    tsval: self.tsval(now),
+                    tsecr: self.ts_recent,
+                });
+            }
             (0, self.rcv_adv)
         } else {
             if self.ts_enabled {
                 options.timestamp = Some(Timestamp {
                     tsval: self.tsval(now),
                     tsecr: self.ts_recent,
+                });
+            }
+            if let Some((l, r)) = self.dsack.take().filter(|_| with_ack) {
+                // RFC 2883 §4: a D-SACK block first.
+                options.push_sack(SackBlock {
+                    left: l.0,
+                    right: r.0,
                 });
             }
             if self.sack_enabled && with_ack && !self.assembler.is_empty() {
@@ -2557,6 +3126,7 @@ impl Connection {
         };
         let hlen = repr.header_len();
         let total = hlen + len;
+        self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
         repr.emit_header(&mut buf[..hlen]);
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
@@ -2566,7 +3136,15 @@ impl Connection {
             self.tuple.local.ip(),
             self.tuple.remote.ip(),
         );
+        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
+            // Data sent within the ACK timeout of data received: an interactive exchange,
+            // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").
+            self.pingpong = true;
+        }
         if with_ack && !rst {
+            if self.quick > 0 && self.ack_due != AckDue::None {
+                self.quick -= 1;
+            }
             self.last_ack_sent = self.rcv_nxt;
             self.ack_due = AckDue::None;
             self.bytes_unacked = 0;

@@ -8,10 +8,11 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use synack_wire::tcp::fill_checksum;
-use synack_wire::{TcpFlags, TcpOptions, TcpRepr};
+use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
 
 use crate::config::Config;
 use crate::conn::{Connection, Event};
+use crate::fastopen::{ClientCache, FastOpenKey};
 use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
 use crate::seq::SeqNum;
@@ -29,6 +30,18 @@ pub struct ConnId {
 /// A listening socket of this endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u32);
+
+/// How an active open starts (see [`Endpoint::connect_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Use TCP Fast Open (RFC 7413) if the endpoint's client side is on: the SYN carries the
+    /// cached cookie and as much of the data queued before it leaves as fits (see
+    /// [`Connection::fast_open_syn_room`]), or asks for a cookie when none is cached.
+    pub fast_open: bool,
+    /// With `fast_open` and a cookie to use: hold the SYN until the first `send`, so that it
+    /// carries that data (Linux's `TCP_FASTOPEN_CONNECT`).
+    pub defer_syn: bool,
+}
 
 /// Why `listen` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +116,13 @@ pub struct Stats {
     pub challenge_acks_limited: u64,
     /// SYN-ACKs sent with a SYN cookie (the SYN queue was full), keeping no state.
     pub syn_cookies_sent: u64,
+    /// Fast Open SYNs whose data was taken (RFC 7413 §4.2.2): children accepted at once.
+    pub fast_open_accepted: u64,
+    /// Fast Open cookies sent to clients that asked (or whose cookie was wrong).
+    pub fast_open_cookies_sent: u64,
+    /// Fast Open SYNs refused because the listener's Fast Open queue was full (RFC 7413
+    /// §5.1): answered as plain SYNs.
+    pub fast_open_queue_full: u64,
     /// Connections opened from a valid cookie in the handshake's ACK.
     pub syn_cookies_accepted: u64,
     /// ACKs to a listener whose cookie did not check (answered with a RST).
@@ -143,6 +163,13 @@ struct Listener {
     /// When its SYN queue last overflowed into SYN cookies: ACKs are checked as cookies only
     /// for a while after (two cookie periods), as Linux does.
     cookies_since: Option<Instant>,
+    /// Fast Open children still in SYN-RECEIVED this listener may hold (Linux's
+    /// `TCP_FASTOPEN` queue length, RFC 7413 §5.1); 0: Fast Open off on this listener.
+    fo_qlen: usize,
+    /// Fast Open children of this listener still in SYN-RECEIVED.
+    fo_pending: usize,
+    /// This listener's own key and backup (Linux's `TCP_FASTOPEN_KEY` on the socket).
+    fo_key: Option<(FastOpenKey, Option<FastOpenKey>)>,
 }
 
 /// A SYN-ACK carrying a SYN cookie, sent without a connection.
@@ -168,6 +195,8 @@ struct Slot {
     listener: Option<ListenerId>,
     /// Established and in its listener's accept queue (else still SYN-RECEIVED).
     in_accept_queue: bool,
+    /// A Fast Open child still counted in its listener's `fo_pending`.
+    fo_pending: bool,
     /// An application holds a handle (returned by `connect` or `accept`).
     held: bool,
     /// The earliest deadline this connection has in the timer heap.
@@ -192,6 +221,9 @@ pub struct Transmit {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub len: usize,
+    /// The IP header's ECN field (RFC 3168 §5): ECT(0) (2) for new data of a connection that
+    /// agreed to ECN, else 0.
+    pub ecn: u8,
 }
 
 /// The TCP of one host.
@@ -224,6 +256,10 @@ pub struct Endpoint {
     /// reused).
     #[allow(clippy::vec_box)]
     spare_conns: Vec<Box<Connection>>,
+    /// The Fast Open client's cookies and MSS per server (RFC 7413 §4.1.3).
+    fo_cache: ClientCache,
+    /// The Fast Open server key when the configuration names none (from the secret).
+    fo_default_key: FastOpenKey,
 }
 
 /// Most spare ring storages kept, and the largest kept (big ones go back to the allocator).
@@ -253,6 +289,8 @@ impl Endpoint {
             buffer_bytes: 0,
             spare: Vec::new(),
             spare_conns: Vec::new(),
+            fo_cache: ClientCache::default(),
+            fo_default_key: FastOpenKey::from_bytes(IsnGenerator::new(secret).derive_key(3)),
         }
     }
 
@@ -304,12 +342,22 @@ impl Endpoint {
             return Err(ListenError::AddrInUse);
         }
         let id = ListenerId(self.listeners.len() as u32);
+        // Linux's `TFO_SERVER_WO_SOCKOPT1`: Fast Open on every listener, as deep as its backlog.
+        let fo = self.config.fast_open;
+        let fo_qlen = if fo.server && fo.server_all_listeners {
+            backlog
+        } else {
+            0
+        };
         self.listeners.push(Some(Listener {
             addr,
             backlog: backlog.max(1),
             accept_queue: VecDeque::new(),
             half_open: 0,
             cookies_since: None,
+            fo_qlen,
+            fo_pending: 0,
+            fo_key: None,
         }));
         self.by_port.insert(key, id);
         Ok(id)
@@ -356,6 +404,71 @@ impl Endpoint {
         self.listeners.get(id.0 as usize).and_then(Option::as_ref)
     }
 
+    /// Enable TCP Fast Open on a listener (RFC 7413), or disable it (`qlen` 0): at most `qlen`
+    /// of its Fast Open children may still be in SYN-RECEIVED (RFC 7413 §5.1); beyond, SYNs
+    /// are answered as plain ones. Data in SYNs is taken only while the endpoint's server side
+    /// is on (`Config::fast_open.server`). Linux's `TCP_FASTOPEN` socket option.
+    pub fn set_fast_open(&mut self, id: ListenerId, qlen: usize) {
+        if let Some(l) = self
+            .listeners
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+        {
+            l.fo_qlen = qlen;
+        }
+    }
+
+    /// A listener's Fast Open queue length (0: off).
+    pub fn fast_open_qlen(&self, id: ListenerId) -> usize {
+        self.listener(id).map_or(0, |l| l.fo_qlen)
+    }
+
+    /// Give a listener its own Fast Open key (and a backup still accepted), instead of the
+    /// endpoint's. Linux's `TCP_FASTOPEN_KEY` socket option.
+    pub fn set_fast_open_key(
+        &mut self,
+        id: ListenerId,
+        key: FastOpenKey,
+        backup: Option<FastOpenKey>,
+    ) {
+        if let Some(l) = self
+            .listeners
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+        {
+            l.fo_key = Some((key, backup));
+        }
+    }
+
+    /// The Fast Open key a listener uses (its own, else the endpoint's).
+    pub fn fast_open_key(&self, id: Option<ListenerId>) -> FastOpenKey {
+        id.and_then(|id| self.listener(id))
+            .and_then(|l| l.fo_key)
+            .map(|(k, _)| k)
+            .or(self.config.fast_open.key)
+            .unwrap_or(self.fo_default_key)
+    }
+
+    /// The Fast Open cookie and server MSS cached for `server` (RFC 7413 §4.1.3), if any.
+    pub fn fast_open_cached(&self, server: IpAddr) -> Option<(Option<FastOpen>, Option<u16>)> {
+        self.fo_cache.get(server)
+    }
+
+    /// Put a cookie (and the server's MSS) in the Fast Open cache, or take it out (`None`).
+    pub fn set_fast_open_cached(
+        &mut self,
+        server: IpAddr,
+        cookie: Option<FastOpen>,
+        mss: Option<u16>,
+    ) {
+        self.fo_cache.set(server, cookie, mss);
+    }
+
+    /// Forget every cached Fast Open cookie (Linux's `ip tcp_metrics flush`).
+    pub fn clear_fast_open_cache(&mut self) {
+        self.fo_cache.clear();
+    }
+
     /// Connections waiting in a listener's accept queue.
     pub fn pending(&self, id: ListenerId) -> usize {
         self.listener(id).map_or(0, |l| l.accept_queue.len())
@@ -378,6 +491,22 @@ impl Endpoint {
         local_ip: IpAddr,
         local_port: Option<u16>,
         remote: SocketAddr,
+    ) -> Result<ConnId, ConnectError> {
+        self.connect_with(now, local_ip, local_port, remote, ConnectOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with options: TCP Fast Open (RFC 7413). Data queued with
+    /// `send` before the SYN leaves (before the next `poll_transmit`, or at any time with
+    /// `defer_syn`) rides the SYN as far as it fits, when a cookie for `remote` is cached;
+    /// without one the SYN asks for a cookie and the data follows the handshake. The SYN-ACK's
+    /// cookie and MSS go to the cache.
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        local_ip: IpAddr,
+        local_port: Option<u16>,
+        remote: SocketAddr,
+        options: ConnectOptions,
     ) -> Result<ConnId, ConnectError> {
         if local_ip.is_ipv4() != remote.is_ipv4()
             || remote.ip().is_unspecified()
@@ -409,8 +538,15 @@ impl Endpoint {
             remote,
         };
         self.stats.connects += 1;
+        let plan = (options.fast_open && self.config.fast_open.client).then(|| {
+            self.fo_cache
+                .plan(remote.ip(), self.config.fast_open.client_no_cookie)
+        });
         let id = self.insert(now, tuple, None, true, |c, config| {
-            c.start_connect(config, now)
+            c.start_connect(config, now);
+            if let Some(plan) = plan {
+                c.set_fast_open_plan(plan, options.defer_syn);
+            }
         });
         self.after(now, id);
         Ok(id)
@@ -496,6 +632,7 @@ impl Endpoint {
                     conn: None,
                     listener: None,
                     in_accept_queue: false,
+                    fo_pending: false,
                     held: false,
                     in_heap: None,
                     buffer_bytes: 0,
@@ -509,6 +646,7 @@ impl Endpoint {
         slot.conn = Some(conn);
         slot.listener = listener;
         slot.in_accept_queue = false;
+        slot.fo_pending = false;
         slot.held = held;
         slot.in_heap = None;
         slot.queued = false;
@@ -605,6 +743,19 @@ impl Endpoint {
 
     /// A TCP segment from `src` to `dst` (already checksummed and parsed by the stack).
     pub fn handle_segment(&mut self, now: Instant, src: IpAddr, dst: IpAddr, seg: &TcpRepr<'_>) {
+        self.handle_segment_ecn(now, src, dst, 0, seg)
+    }
+
+    /// [`handle_segment`](Self::handle_segment) with the ECN field of its IP header (RFC 3168
+    /// §5): 3, Congestion Experienced, makes a connection that agreed to ECN echo it.
+    pub fn handle_segment_ecn(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        ecn: u8,
+        seg: &TcpRepr<'_>,
+    ) {
         self.stats.segments_received += 1;
         let tuple = FourTuple {
             local: SocketAddr::new(dst, seg.dst_port),
@@ -621,8 +772,16 @@ impl Endpoint {
             );
         }
         if let Some(&id) = self.by_tuple.get(&tuple) {
-            if !self.reopen_time_wait(id, seg) {
+            // A CLOSED connection an application still holds (or a listener still queues)
+            // is no connection to the network: what arrives for it is answered as CLOSED or
+            // LISTEN (RFC 9293 §3.10.7.1), as Linux unhashes a socket when it closes.
+            let closed = self.slots[id.index as usize]
+                .conn
+                .as_ref()
+                .is_none_or(|c| c.state() == State::Closed);
+            if !closed && !self.reopen_time_wait(id, seg) {
                 if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+                    c.set_rx_ce(ecn == 3);
                     c.handle_segment(now, seg);
                 }
                 self.after(now, id);
@@ -715,11 +874,92 @@ impl Endpoint {
             self.send_cookie(now, l, tuple, seg);
             return;
         }
+        let (child, synack_option) = self.fast_open_syn(l, tuple, seg);
+        if synack_option.is_some() {
+            self.stats.fast_open_cookies_sent += 1;
+        }
+        if child {
+            // RFC 7413 §4.2.2: the SYN's data is taken and the connection handed to the
+            // application now, before the handshake completes.
+            self.stats.fast_open_accepted += 1;
+            let id = self.insert(now, tuple, Some(l), false, |c, _| {
+                c.start_accept(seg);
+                c.start_accept_fast_open(now, seg);
+                c.set_synack_fast_open(synack_option);
+            });
+            let slot = &mut self.slots[id.index as usize];
+            slot.in_accept_queue = true;
+            slot.fo_pending = true;
+            if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+                listener.fo_pending += 1;
+                listener.accept_queue.push_back(id);
+            }
+            self.after(now, id);
+            return;
+        }
         if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
             listener.half_open += 1;
         }
-        let id = self.insert(now, tuple, Some(l), false, |c, _| c.start_accept(seg));
+        let id = self.insert(now, tuple, Some(l), false, |c, _| {
+            c.start_accept(seg);
+            c.set_synack_fast_open(synack_option);
+        });
         self.after(now, id);
+    }
+
+    /// RFC 7413 §4.1.2 and §4.2.2, as Linux's `tcp_try_fastopen`: whether a SYN to listener
+    /// `l` makes a Fast Open child (its data taken), and the Fast Open option of the SYN-ACK.
+    ///
+    /// Fast Open applies when the server side is on, the listener enabled it and its queue of
+    /// Fast Open children in SYN-RECEIVED has room (§5.1), and the SYN carries data or the
+    /// option. Then: without cookies required (0x200), a child; a cookie request gets a
+    /// cookie (in the option kind asked in) and a plain handshake; a valid cookie makes a
+    /// child (one valid under the backup key also gets the current cookie back); a wrong
+    /// cookie gets a plain handshake and a fresh cookie; data without the option, a plain
+    /// handshake (the data is ignored, to be sent again).
+    fn fast_open_syn(
+        &mut self,
+        l: ListenerId,
+        tuple: FourTuple,
+        seg: &TcpRepr<'_>,
+    ) -> (bool, Option<FastOpen>) {
+        let fo = self.config.fast_open;
+        let Some(listener) = self.listener(l) else {
+            return (false, None);
+        };
+        let syn_data = !seg.payload.is_empty() || seg.flags.contains(TcpFlags::FIN);
+        let option = seg.options.fast_open;
+        if !fo.server || listener.fo_qlen == 0 || !(syn_data || option.is_some()) {
+            return (false, None);
+        }
+        if listener.fo_pending >= listener.fo_qlen {
+            self.stats.fast_open_queue_full += 1;
+            return (false, None);
+        }
+        if fo.server_no_cookie {
+            return (true, None);
+        }
+        let Some(option) = option else {
+            return (false, None);
+        };
+        let (key, backup) = listener
+            .fo_key
+            .unwrap_or((fo.key.unwrap_or(self.fo_default_key), fo.backup_key));
+        let (client, server) = (tuple.remote.ip(), tuple.local.ip());
+        let fresh = FastOpen {
+            cookie: key.cookie(client, server),
+            experimental: option.experimental,
+        };
+        if option.cookie.is_request() {
+            return (false, Some(fresh));
+        }
+        if option.cookie == fresh.cookie {
+            return (true, None);
+        }
+        if backup.is_some_and(|b| b.cookie(client, server) == option.cookie) {
+            return (true, Some(fresh));
+        }
+        (false, Some(fresh))
     }
 
     /// Whether `max_connections` are held (and count a refusal if so).
@@ -1000,6 +1240,7 @@ impl Endpoint {
             }
             match conn.poll_transmit(now, buf) {
                 Some(len) => {
+                    let ecn = if conn.last_segment_ect() { 2 } else { 0 };
                     let t = conn.tuple_ref();
                     let (src, dst) = (t.local.ip(), t.remote.ip());
                     let tuple = if self.trace.is_some() { Some(*t) } else { None };
@@ -1013,7 +1254,7 @@ impl Endpoint {
                     if let Some(tuple) = tuple {
                         self.record_sent(now, tuple, &buf[..len]);
                     }
-                    return Some(Transmit { src, dst, len });
+                    return Some(Transmit { src, dst, len, ecn });
                 }
                 None => {
                     self.after_quiet(now, id);
@@ -1085,6 +1326,7 @@ impl Endpoint {
             src: src.ip(),
             dst: dst.ip(),
             len,
+            ecn: 0,
         }
     }
 
@@ -1163,35 +1405,50 @@ impl Endpoint {
                 self.timers.push(Reverse((at, id)));
             }
         }
+        if let Some(outcome) = conn.take_fast_open_outcome() {
+            self.fo_cache.update(conn.tuple_ref().remote.ip(), outcome);
+        }
         if let Some(l) = slot.listener {
             // A passive connection: queued for accept once synchronized (it may have moved
-            // past ESTABLISHED within one segment), dropped from its listener when CLOSED.
+            // past ESTABLISHED within one segment), dropped from its listener when CLOSED —
+            // unless it is queued with data to read or is a Fast Open child, which Linux
+            // still hands to accept() (its data readable, then its error).
             let state = conn.state();
             let closed = state == State::Closed;
             let queued = slot.in_accept_queue;
-            if closed || (state.is_synchronized() && !queued) {
+            let listener = self
+                .listeners
+                .get_mut(l.0 as usize)
+                .and_then(Option::as_mut);
+            if slot.fo_pending && (closed || state.is_synchronized()) {
+                slot.fo_pending = false;
+                if let Some(listener) = listener {
+                    listener.fo_pending = listener.fo_pending.saturating_sub(1);
+                }
+            }
+            let listener = self
+                .listeners
+                .get_mut(l.0 as usize)
+                .and_then(Option::as_mut);
+            let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
+            if !queued && (closed || state.is_synchronized()) {
                 if closed {
                     slot.listener = None;
-                    slot.in_accept_queue = false;
                 } else {
                     slot.in_accept_queue = true;
                 }
-                if let Some(listener) = self
-                    .listeners
-                    .get_mut(l.0 as usize)
-                    .and_then(Option::as_mut)
-                {
-                    if !queued {
-                        listener.half_open = listener.half_open.saturating_sub(1);
-                    }
-                    if closed {
-                        if queued {
-                            listener.accept_queue.retain(|&c| c != id);
-                        }
-                    } else {
+                if let Some(listener) = listener {
+                    listener.half_open = listener.half_open.saturating_sub(1);
+                    if !closed {
                         listener.accept_queue.push_back(id);
                         self.stats.accepted += 1;
                     }
+                }
+            } else if queued && closed && !keep {
+                slot.listener = None;
+                slot.in_accept_queue = false;
+                if let Some(listener) = listener {
+                    listener.accept_queue.retain(|&c| c != id);
                 }
             }
         }
@@ -1223,7 +1480,11 @@ impl Endpoint {
             return;
         };
         if let Some(mut c) = slot.conn.take() {
-            self.by_tuple.remove(c.tuple_ref());
+            // The tuple may belong to a newer connection by now (this one closed, and a new
+            // SYN for the same tuple came): only our own entry goes.
+            if self.by_tuple.get(c.tuple_ref()) == Some(&id) {
+                self.by_tuple.remove(c.tuple_ref());
+            }
             for storage in c.take_storage() {
                 if self.spare.len() < SPARE_MAX
                     && !storage.is_empty()

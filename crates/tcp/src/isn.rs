@@ -87,6 +87,17 @@ impl IsnGenerator {
         siphash24(&self.key, &msg) as u32
     }
 
+    /// A 16-byte key for another purpose (`domain` says which), derived from this one: two
+    /// SipHash outputs under it, so that neither key reveals the other.
+    pub fn derive_key(&self, domain: u8) -> [u8; 16] {
+        let a = siphash24(&self.key, &[domain, 0]);
+        let b = siphash24(&self.key, &[domain, 1]);
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&a.to_le_bytes());
+        k[8..].copy_from_slice(&b.to_le_bytes());
+        k
+    }
+
     /// A per-destination starting offset for ephemeral port search, RFC 6056 §3.3.3.
     pub fn port_offset(&self, local_ip: IpAddr, remote: SocketAddr) -> u32 {
         self.hash(2, SocketAddr::new(local_ip, 0), Some(remote)) as u32
@@ -94,7 +105,7 @@ impl IsnGenerator {
 }
 
 /// SipHash-2-4 (Aumasson and Bernstein, 2012) of `msg` under the 128-bit `key`.
-fn siphash24(key: &[u8; 16], msg: &[u8]) -> u64 {
+pub(crate) fn siphash24(key: &[u8; 16], msg: &[u8]) -> u64 {
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
         w[..b.len()].copy_from_slice(b);

@@ -16,6 +16,7 @@ pub mod cc;
 pub mod config;
 pub mod conn;
 pub mod cubic;
+pub mod fastopen;
 pub mod isn;
 pub mod rtt;
 pub mod seq;
@@ -24,8 +25,9 @@ pub mod syncookie;
 pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
-pub use config::{Config, Keepalive};
-pub use conn::{Connection, Event, IcmpError, RetransmitCause};
+pub use config::{Config, Ecn, Keepalive};
+pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause};
+pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
 pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};
@@ -34,5 +36,7 @@ pub mod endpoint;
 pub mod hash;
 pub mod trace;
 
-pub use endpoint::{ConnId, ConnectError, Endpoint, ListenError, ListenerId, Transmit};
+pub use endpoint::{
+    ConnId, ConnectError, ConnectOptions, Endpoint, ListenError, ListenerId, Transmit,
+};
 pub use trace::{Direction, SegmentInfo, TraceEvent, TraceRecord};

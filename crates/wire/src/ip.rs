@@ -255,6 +255,15 @@ impl Ipv6Repr {
     }
 }
 
+/// ECN codepoints of the IP header (RFC 3168 §5): not ECN-capable.
+pub const ECN_NOT_ECT: u8 = 0;
+/// ECN-capable transport, ECT(1).
+pub const ECN_ECT1: u8 = 1;
+/// ECN-capable transport, ECT(0): what TCP sends (RFC 3168 §6.1.2).
+pub const ECN_ECT0: u8 = 2;
+/// Congestion experienced: a router marked the packet instead of dropping it.
+pub const ECN_CE: u8 = 3;
+
 /// An IPv4 or IPv6 header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpRepr {
@@ -311,6 +320,23 @@ impl IpRepr {
             4 => Ipv4Repr::parse(packet).map(|(r, p)| (IpRepr::V4(r), p)),
             6 => Ipv6Repr::parse(packet).map(|(r, p)| (IpRepr::V6(r), p)),
             _ => Err(Error::BadVersion),
+        }
+    }
+
+    /// The ECN field (RFC 3168 §5): the low two bits of the IPv4 TOS byte or the IPv6 traffic
+    /// class, one of [`ECN_NOT_ECT`], [`ECN_ECT1`], [`ECN_ECT0`], [`ECN_CE`].
+    pub fn ecn(&self) -> u8 {
+        match self {
+            IpRepr::V4(r) => r.tos & 3,
+            IpRepr::V6(r) => r.traffic_class & 3,
+        }
+    }
+
+    /// Set the ECN field (RFC 3168 §5), keeping the DSCP bits.
+    pub fn set_ecn(&mut self, ecn: u8) {
+        match self {
+            IpRepr::V4(r) => r.tos = (r.tos & !3) | (ecn & 3),
+            IpRepr::V6(r) => r.traffic_class = (r.traffic_class & !3) | (ecn & 3),
         }
     }
 
@@ -422,6 +448,28 @@ mod tests {
         pkt[10..12].copy_from_slice(&[0, 0]);
         let c = checksum::checksum(&pkt[..ihl], 0);
         pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    #[test]
+    fn ecn_field_is_the_low_two_bits() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for (a, b) in [(v4, v4), (v6, v6)] {
+            let mut r = IpRepr::new(a, b, IpProtocol::Tcp, 0, 64).unwrap();
+            assert_eq!(r.ecn(), ECN_NOT_ECT);
+            r.set_ecn(ECN_ECT0);
+            assert_eq!(r.ecn(), ECN_ECT0);
+            let mut buf = vec![0u8; r.header_len()];
+            r.emit(&mut buf);
+            // IPv4: TOS 0x02; IPv6: traffic class 0x02 (bits 20..27 of the first word).
+            match r {
+                IpRepr::V4(_) => assert_eq!(buf[1], 0x02),
+                IpRepr::V6(_) => assert_eq!((buf[0] & 0x0f, buf[1] >> 4), (0, 0x2)),
+            }
+            assert_eq!(IpRepr::parse(&buf).unwrap().0.ecn(), ECN_ECT0);
+            r.set_ecn(ECN_CE);
+            assert_eq!(r.ecn(), ECN_CE);
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub mod ip;
 pub mod tcp;
 pub mod udp;
 
-pub use ip::{IpProtocol, IpRepr, Ipv4Repr, Ipv6Repr};
-pub use tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
+pub use ip::{IpProtocol, IpRepr, Ipv4Repr, Ipv6Repr, ECN_CE, ECN_ECT0, ECN_ECT1, ECN_NOT_ECT};
+pub use tcp::{FastOpen, FastOpenCookie, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 pub use udp::UdpRepr;
 
 /// Why bytes could not be parsed. A malformed packet is a value, never a panic.

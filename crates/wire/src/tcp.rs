@@ -1,4 +1,6 @@
-//! TCP header and options (RFC 9293 §3.1; options: RFC 9293 §3.2, RFC 7323, RFC 2018).
+//! TCP header and options (RFC 9293 §3.1; options: RFC 9293 §3.2, RFC 7323, RFC 2018, and the
+//! Fast Open cookie of RFC 7413 §4.1.1 in both its kinds, 34 and the experimental 254 of
+//! RFC 6994).
 
 use core::net::IpAddr;
 
@@ -118,6 +120,104 @@ pub struct Timestamp {
     pub tsecr: u32,
 }
 
+/// A TCP Fast Open cookie (RFC 7413 §4.1.1): empty (a cookie request) or 4 to 16 bytes.
+///
+/// RFC 7413 allows any length from 4 to 16; Linux (`tcp_parse_fastopen_option`) takes only
+/// even lengths, and so do we, so that a cookie we accept is one Linux would send.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FastOpenCookie {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl FastOpenCookie {
+    /// The shortest cookie (RFC 7413 §4.1.1).
+    pub const MIN_LEN: usize = 4;
+    /// The longest cookie (RFC 7413 §4.1.1).
+    pub const MAX_LEN: usize = 16;
+
+    /// The empty cookie: a request for one (RFC 7413 §4.1.1).
+    pub const REQUEST: FastOpenCookie = FastOpenCookie {
+        bytes: [0; 16],
+        len: 0,
+    };
+
+    /// A cookie of `bytes`, if their length is valid: 0 (a request) or an even number from 4
+    /// to 16.
+    pub fn new(bytes: &[u8]) -> Option<FastOpenCookie> {
+        let n = bytes.len();
+        let valid = n == 0 || ((Self::MIN_LEN..=Self::MAX_LEN).contains(&n) && n.is_multiple_of(2));
+        if !valid {
+            return None;
+        }
+        let mut c = FastOpenCookie {
+            bytes: [0; 16],
+            len: n as u8,
+        };
+        c.bytes[..n].copy_from_slice(bytes);
+        Some(c)
+    }
+
+    /// The cookie's bytes (empty for a request).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len).min(16)]
+    }
+
+    /// Whether this is a request (no cookie bytes).
+    pub fn is_request(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len).min(16)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::fmt::Debug for FastOpenCookie {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FastOpenCookie(")?;
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The Fast Open option (RFC 7413 §4.1.1): a cookie or a cookie request, in the kind a peer
+/// used, 34, or the experimental kind 254 with the magic 0xF989 (RFC 6994 §3) that Linux still
+/// speaks to servers that predate kind 34.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FastOpen {
+    pub cookie: FastOpenCookie,
+    /// Sent (or to be sent) as kind 254 with magic 0xF989 rather than kind 34.
+    pub experimental: bool,
+}
+
+impl FastOpen {
+    /// A cookie request in kind 34 (`experimental: false`) or 254.
+    pub fn request(experimental: bool) -> FastOpen {
+        FastOpen {
+            cookie: FastOpenCookie::REQUEST,
+            experimental,
+        }
+    }
+
+    /// Bytes of the option itself: kind, length, (magic,) cookie.
+    fn option_len(&self) -> usize {
+        let base = if self.experimental { 4 } else { 2 };
+        base + self.cookie.len()
+    }
+
+    /// Bytes written, padding with NOPs to a multiple of 4 included (as Linux aligns it).
+    fn padded_len(&self) -> usize {
+        (self.option_len() + 3) & !3
+    }
+}
+
 /// The options synack understands; others are skipped by their length on parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TcpOptions {
@@ -132,6 +232,8 @@ pub struct TcpOptions {
     pub sack_len: u8,
     /// Timestamps (kind 8).
     pub timestamp: Option<Timestamp>,
+    /// TCP Fast Open (kind 34, or 254 with magic 0xF989), SYN and SYN-ACK only (RFC 7413).
+    pub fast_open: Option<FastOpen>,
 }
 
 /// A parsed TCP segment, borrowing its payload.
@@ -159,6 +261,11 @@ const OPT_WINDOW_SCALE: u8 = 3;
 const OPT_SACK_PERMITTED: u8 = 4;
 const OPT_SACK: u8 = 5;
 const OPT_TIMESTAMP: u8 = 8;
+/// TCP Fast Open, RFC 7413 §4.1.1.
+const OPT_FAST_OPEN: u8 = 34;
+/// The experimental kind shared by magic number (RFC 6994 §3), and Fast Open's magic.
+const OPT_EXPERIMENTAL: u8 = 254;
+const FAST_OPEN_MAGIC: [u8; 2] = [0xf9, 0x89];
 
 impl TcpOptions {
     /// The most option bytes a header can carry: data offset 15 × 4 − 20 (RFC 9293 §3.1).
@@ -200,7 +307,8 @@ impl TcpOptions {
         let only = self.mss.is_none()
             && self.window_scale.is_none()
             && !self.sack_permitted
-            && self.sack_len == 0;
+            && self.sack_len == 0
+            && self.fast_open.is_none();
         self.timestamp.filter(|_| only)
     }
 
@@ -220,6 +328,9 @@ impl TcpOptions {
         if self.window_scale.is_some() {
             n += 4; // NOP, WS
         }
+        if let Some(fo) = self.fast_open {
+            n += fo.padded_len(); // FO (or EXP, magic), cookie, NOPs
+        }
         n
     }
 
@@ -228,7 +339,7 @@ impl TcpOptions {
     /// prefix, in the 40 option bytes (RFC 2018 §3: at most 3 with timestamps, 4 without).
     #[inline]
     pub fn emitted_sack_blocks(&self) -> usize {
-        let room = Self::MAX_LEN - self.fixed_len(); // fixed_len() <= 20
+        let room = Self::MAX_LEN.saturating_sub(self.fixed_len()); // fixed_len() <= 40
         let held = self.sack_blocks().len();
         if held == 0 || room < 4 + 8 {
             0
@@ -263,6 +374,8 @@ impl TcpOptions {
     ///   RFC 2018 §2, and RFC 7323 Appendix A on alignment);
     /// * window scale as `01 03 03 <shift>` (RFC 7323 §2.2);
     /// * SACK blocks as `01 01 05 <len> <left> <right>...`, as many as fit (RFC 2018 §3);
+    /// * Fast Open as `22 <len> <cookie>` or `fe <len> f9 89 <cookie>`, then NOPs to a multiple
+    ///   of 4 (RFC 7413 §4.1.1, RFC 6994 §3; Linux's `tcp_options_write` puts it last);
     /// * zero (EOL) padding to a multiple of 4.
     ///
     /// Every option that is set is written: the TCP layer sets MSS, window scale and
@@ -315,6 +428,24 @@ impl TcpOptions {
                 put(&b.right.to_be_bytes());
             }
         }
+        if let Some(fo) = self.fast_open {
+            // Option lengths are at most 4 + 16: they fit in a byte.
+            let olen = fo.option_len() as u8;
+            if fo.experimental {
+                put(&[
+                    OPT_EXPERIMENTAL,
+                    olen,
+                    FAST_OPEN_MAGIC[0],
+                    FAST_OPEN_MAGIC[1],
+                ]);
+            } else {
+                put(&[OPT_FAST_OPEN, olen]);
+            }
+            put(fo.cookie.as_bytes());
+            for _ in fo.option_len()..fo.padded_len() {
+                put(&[OPT_NOP]);
+            }
+        }
         buf[w..].fill(OPT_EOL);
         len
     }
@@ -329,8 +460,12 @@ impl TcpOptions {
     ///   RFC 2018 §3) and timestamps (8, length 10) are recorded;
     /// * a known kind with any other length, and every unknown kind, is skipped by its length
     ///   (RFC 9293 §3.2: "be prepared to handle an illegal option length");
-    /// * SACK blocks beyond the fourth are ignored; a later occurrence of MSS, window scale or
-    ///   timestamps replaces an earlier one.
+    /// * Fast Open (34, and 254 with magic 0xF989: RFC 7413 §4.1.1, RFC 6994 §3) is recorded
+    ///   when its cookie is empty (a request) or of an even length from 4 to 16; a cookie of
+    ///   any other length is ignored, as Linux ignores it; kind 254 with another magic is
+    ///   someone else's experiment, skipped;
+    /// * SACK blocks beyond the fourth are ignored; a later occurrence of MSS, window scale,
+    ///   timestamps or Fast Open replaces an earlier one.
     #[inline]
     pub fn parse(options: &[u8]) -> Result<TcpOptions> {
         // RFC 7323 Appendix A's layout, which Linux and synack send on every segment after the
@@ -386,6 +521,22 @@ impl TcpOptions {
                         tsval: be32(tsval),
                         tsecr: be32(tsecr),
                     });
+                }
+                (OPT_FAST_OPEN, cookie) => {
+                    if let Some(cookie) = FastOpenCookie::new(cookie) {
+                        out.fast_open = Some(FastOpen {
+                            cookie,
+                            experimental: false,
+                        });
+                    }
+                }
+                (OPT_EXPERIMENTAL, [m0, m1, cookie @ ..]) if [*m0, *m1] == FAST_OPEN_MAGIC => {
+                    if let Some(cookie) = FastOpenCookie::new(cookie) {
+                        out.fast_open = Some(FastOpen {
+                            cookie,
+                            experimental: true,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -842,6 +993,104 @@ mod tests {
         let o = TcpOptions::parse(&five).unwrap();
         assert_eq!(o.sack_blocks(), &[sack(1), sack(2), sack(3), sack(4)]);
         assert_eq!(TcpOptions::parse(&[]).unwrap(), TcpOptions::default());
+    }
+
+    fn cookie(bytes: &[u8]) -> FastOpenCookie {
+        FastOpenCookie::new(bytes).unwrap()
+    }
+
+    #[test]
+    fn fast_open_layouts_match_linux() {
+        // `<mss 1460,nop,nop,sackOK,nop,wscale 8,FO,nop,nop>`: a request in kind 34.
+        let syn = TcpOptions {
+            mss: Some(1460),
+            window_scale: Some(8),
+            sack_permitted: true,
+            fast_open: Some(FastOpen::request(false)),
+            ..TcpOptions::default()
+        };
+        assert_eq!(
+            emit_opts(&syn),
+            [2, 4, 5, 0xb4, 1, 1, 4, 2, 1, 3, 3, 8, 34, 2, 1, 1]
+        );
+        // `...,FO abcd1234,nop,nop>`: a 4-byte cookie, two NOPs to align.
+        let with = TcpOptions {
+            fast_open: Some(FastOpen {
+                cookie: cookie(&[0xab, 0xcd, 0x12, 0x34]),
+                experimental: false,
+            }),
+            ..syn
+        };
+        assert_eq!(
+            &emit_opts(&with)[12..],
+            [34, 6, 0xab, 0xcd, 0x12, 0x34, 1, 1]
+        );
+        // `<mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 8,FOEXP 00abaaabe8e954c2>`: kind 254,
+        // magic 0xF989, 8 bytes, aligned already.
+        let exp = TcpOptions {
+            timestamp: Some(Timestamp { tsval: 1, tsecr: 0 }),
+            fast_open: Some(FastOpen {
+                cookie: cookie(&[0x00, 0xab, 0xaa, 0xab, 0xe8, 0xe9, 0x54, 0xc2]),
+                experimental: true,
+            }),
+            ..syn
+        };
+        let bytes = emit_opts(&exp);
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(
+            &bytes[20..],
+            [254, 12, 0xf9, 0x89, 0x00, 0xab, 0xaa, 0xab, 0xe8, 0xe9, 0x54, 0xc2]
+        );
+        assert_eq!(TcpOptions::parse(&bytes).unwrap(), exp);
+        // An experimental request: `fe 04 f9 89`.
+        let req = TcpOptions {
+            fast_open: Some(FastOpen::request(true)),
+            ..TcpOptions::default()
+        };
+        assert_eq!(emit_opts(&req), [254, 4, 0xf9, 0x89]);
+        assert_eq!(TcpOptions::parse(&[254, 4, 0xf9, 0x89]).unwrap(), req);
+        // The longest: 16 bytes in kind 34 with every SYN option fills the 40 bytes.
+        let full = TcpOptions {
+            timestamp: Some(Timestamp { tsval: 1, tsecr: 0 }),
+            fast_open: Some(FastOpen {
+                cookie: cookie(&[7; 16]),
+                experimental: false,
+            }),
+            ..syn
+        };
+        assert_eq!(full.len(), 40);
+        assert_eq!(TcpOptions::parse(&emit_opts(&full)).unwrap(), full);
+    }
+
+    #[test]
+    fn fast_open_malformed_is_ignored() {
+        // Odd, too short and too long cookies are ignored, as Linux ignores them.
+        for body in [&[1u8][..], &[1, 2], &[1, 2, 3], &[1, 2, 3, 4, 5], &[9; 18]] {
+            let mut b = vec![34, (body.len() + 2) as u8];
+            b.extend_from_slice(body);
+            assert_eq!(TcpOptions::parse(&b).unwrap().fast_open, None, "{body:?}");
+            let mut b = vec![254, (body.len() + 4) as u8, 0xf9, 0x89];
+            b.extend_from_slice(body);
+            assert_eq!(TcpOptions::parse(&b).unwrap().fast_open, None, "{body:?}");
+        }
+        // Kind 254 with another magic is another experiment; a short one is skipped too.
+        let o = TcpOptions::parse(&[254, 6, 0x12, 0x34, 1, 2, 2, 4, 5, 0xb4]).unwrap();
+        assert_eq!((o.fast_open, o.mss), (None, Some(1460)));
+        assert_eq!(
+            TcpOptions::parse(&[254, 3, 0xf9, 1]).unwrap().fast_open,
+            None
+        );
+        assert_eq!(TcpOptions::parse(&[254, 2]).unwrap().fast_open, None);
+        // A later option replaces an earlier one.
+        let o = TcpOptions::parse(&[34, 2, 34, 6, 1, 2, 3, 4]).unwrap();
+        assert_eq!(o.fast_open.unwrap().cookie.as_bytes(), [1, 2, 3, 4]);
+        // A length past the header is an error like any other option's.
+        assert_eq!(TcpOptions::parse(&[34, 10, 1, 2]), Err(Error::BadOption));
+        assert_eq!(FastOpenCookie::new(&[0; 17]), None);
+        assert_eq!(
+            format!("{:?}", cookie(&[0xab, 0xcd, 0x12, 0x34])),
+            "FastOpenCookie(abcd1234)"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
 use synack_wire::{
-    checksum, IpProtocol, IpRepr, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp, UdpRepr,
+    checksum, FastOpen, FastOpenCookie, IpProtocol, IpRepr, SackBlock, TcpFlags, TcpOptions,
+    TcpRepr, Timestamp, UdpRepr,
 };
 
 fn v4_pair() -> (IpAddr, IpAddr) {
@@ -74,6 +75,20 @@ fn parse_everything(bytes: &[u8]) {
     let _ = checksum::checksum(bytes, u64::MAX);
 }
 
+/// A valid Fast Open option: a request or a cookie of an even length from 4 to 16, in kind 34
+/// or 254.
+fn fast_open() -> impl Strategy<Value = FastOpen> {
+    (
+        prop_oneof![Just(0usize), (2usize..=8).prop_map(|n| 2 * n)],
+        proptest::collection::vec(any::<u8>(), 16),
+        any::<bool>(),
+    )
+        .prop_map(|(len, bytes, experimental)| FastOpen {
+            cookie: FastOpenCookie::new(&bytes[..len]).unwrap(),
+            experimental,
+        })
+}
+
 /// Valid TCP options, with only the SACK blocks that emission keeps (so they round-trip).
 fn tcp_options() -> impl Strategy<Value = TcpOptions> {
     (
@@ -82,25 +97,29 @@ fn tcp_options() -> impl Strategy<Value = TcpOptions> {
         any::<bool>(),
         proptest::option::of((any::<u32>(), any::<u32>())),
         proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=4),
+        proptest::option::of(fast_open()),
     )
-        .prop_map(|(mss, window_scale, sack_permitted, ts, blocks)| {
-            let mut o = TcpOptions {
-                mss,
-                window_scale,
-                sack_permitted,
-                timestamp: ts.map(|(tsval, tsecr)| Timestamp { tsval, tsecr }),
-                ..TcpOptions::default()
-            };
-            for (left, right) in blocks {
-                assert!(o.push_sack(SackBlock { left, right }));
-            }
-            let keep = o.emitted_sack_blocks();
-            let mut sack = [SackBlock::default(); 4];
-            sack[..keep].copy_from_slice(&o.sack[..keep]);
-            o.sack = sack;
-            o.sack_len = keep as u8;
-            o
-        })
+        .prop_map(
+            |(mss, window_scale, sack_permitted, ts, blocks, fast_open)| {
+                let mut o = TcpOptions {
+                    mss,
+                    window_scale,
+                    sack_permitted,
+                    timestamp: ts.map(|(tsval, tsecr)| Timestamp { tsval, tsecr }),
+                    fast_open,
+                    ..TcpOptions::default()
+                };
+                for (left, right) in blocks {
+                    assert!(o.push_sack(SackBlock { left, right }));
+                }
+                let keep = o.emitted_sack_blocks();
+                let mut sack = [SackBlock::default(); 4];
+                sack[..keep].copy_from_slice(&o.sack[..keep]);
+                o.sack = sack;
+                o.sack_len = keep as u8;
+                o
+            },
+        )
 }
 
 prop_compose! {
@@ -353,5 +372,44 @@ proptest! {
             checksum::fold(chained),
             checksum::fold(checksum::ones_complement_sum(&data, initial))
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Every valid Fast Open option round-trips through emit and parse, in either kind, beside
+    /// any SYN options; the bytes are a multiple of 4 and at most 40.
+    #[test]
+    fn fast_open_round_trip(fo in fast_open(), syn in any::<bool>()) {
+        let o = TcpOptions {
+            mss: syn.then_some(1460),
+            window_scale: syn.then_some(8),
+            sack_permitted: syn,
+            timestamp: syn.then_some(Timestamp { tsval: 7, tsecr: 0 }),
+            fast_open: Some(fo),
+            ..TcpOptions::default()
+        };
+        let mut buf = vec![0u8; o.len()];
+        prop_assert_eq!(o.emit(&mut buf), o.len());
+        prop_assert_eq!(o.len() % 4, 0);
+        prop_assert!(o.len() <= TcpOptions::MAX_LEN);
+        prop_assert_eq!(TcpOptions::parse(&buf).unwrap(), o);
+    }
+
+    /// A Fast Open option of any length and contents never panics, and is kept only when its
+    /// cookie is empty or of an even length from 4 to 16.
+    #[test]
+    fn fast_open_any_length(body in proptest::collection::vec(any::<u8>(), 0..38), exp in any::<bool>()) {
+        let mut bytes = if exp { vec![254, (body.len() + 4) as u8, 0xf9, 0x89] } else { vec![34, (body.len() + 2) as u8] };
+        bytes.extend_from_slice(&body);
+        let parsed = TcpOptions::parse(&bytes).unwrap();
+        let n = body.len();
+        let valid = n == 0 || ((4..=16).contains(&n) && n.is_multiple_of(2));
+        prop_assert_eq!(parsed.fast_open.is_some(), valid);
+        if let Some(fo) = parsed.fast_open {
+            prop_assert_eq!(fo.cookie.as_bytes(), &body[..]);
+            prop_assert_eq!(fo.experimental, exp);
+        }
     }
 }
