@@ -467,7 +467,7 @@ fn a_time_wait_past_the_time_limit_is_no_failure() {
     // TLS scenarios have none: their client closes after sending its close_notify without
     // reading the server's, so the server's close_notify meets a closed socket and is
     // answered with a RST, as Linux answers data for a socket closed for reading.
-    assert_eq!(out.matches("past --time-limit 30s").count(), 8, "{out}");
+    assert_eq!(out.matches("past --time-limit 30s").count(), 9, "{out}");
     assert_eq!(out.matches("TIME-WAIT:   none").count(), 2, "{out}");
 }
 
@@ -626,6 +626,10 @@ fn the_capture_covers_every_scenario() {
     for (tag, scenario) in [
         ("", "one connection"),
         ("-per-call", "calls: new connection each"),
+        (
+            "-per-call-fast-open",
+            "calls: new connection each, TCP Fast Open",
+        ),
         ("-keepalive", "calls: one keep-alive connection"),
         ("-pool", "calls: pool, concurrency 4"),
         ("-http2", "calls: HTTP/2, one connection"),

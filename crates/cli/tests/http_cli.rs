@@ -46,6 +46,13 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
         per_call[..6],
         ["20", "20.01", "20", "103.0/103.0", "2060.000", "41.20"]
     );
+    // TCP Fast Open (issue 11): the first connection brings a cookie; each later SYN carries
+    // its request, and the call takes one round trip, as on a kept-alive connection.
+    let tfo = row(&out, "calls: new connection each, TCP Fast Open");
+    assert_eq!(
+        tfo[..6],
+        ["20", "20.01", "20", "52.0/103.0", "1091.000", "21.82"]
+    );
     let keepalive = row(&out, "calls: one keep-alive connection");
     assert_eq!(
         keepalive[..6],

@@ -28,7 +28,7 @@ use synack_http::{
 use synack_stack::net::{SimNet, Stack, TcpListener, TcpStream};
 use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{Direction as TapDirection, Tap};
-use synack_tcp::{Config, FourTuple, Instant, State, TraceEvent, TraceRecord};
+use synack_tcp::{Config, FastOpenConfig, FourTuple, Instant, State, TraceEvent, TraceRecord};
 use synack_trace::ladder::{fmt_bytes, LadderBuilder, LineRenderer, Row};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -41,6 +41,9 @@ use super::{DemoError, Progress, Settings};
 pub enum Mode {
     /// A new connection per call (`Connection: close`).
     ConnPerCall,
+    /// A new connection per call with TCP Fast Open (RFC 7413): after the first connection
+    /// brings a cookie, each SYN carries its request.
+    ConnPerCallFastOpen,
     /// One keep-alive connection, calls one after another.
     KeepAlive,
     /// Through the pool, C calls at a time.
@@ -297,7 +300,10 @@ impl ApiCalls {
         log: Option<super::export::CallLog>,
     ) -> Result<(u64, Vec<Duration>), DemoError> {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
-        let close = matches!(self.mode, Mode::ConnPerCall | Mode::Https1PerCall);
+        let close = matches!(
+            self.mode,
+            Mode::ConnPerCall | Mode::ConnPerCallFastOpen | Mode::Https1PerCall
+        );
         let expect = self.reply_bytes;
         let one = move |client: Client,
                         url: String,
@@ -395,7 +401,12 @@ impl ApiCalls {
         let net = SimNet::new(settings.seed);
         let deadline = tokio::time::Instant::now() + settings.time_limit;
         let c = net.add_host("client", &[CLIENT_IP], Config::default());
-        let s = net.add_host("server", &[SERVER_IP], Config::default());
+        let mut server_config = Config::default();
+        if self.mode == Mode::ConnPerCallFastOpen {
+            // Fast Open for clients and servers alike (Linux's `tcp_fastopen = 3`).
+            server_config.fast_open = FastOpenConfig::from_linux_sysctl(3);
+        }
+        let s = net.add_host("server", &[SERVER_IP], server_config);
         let mut path = settings.path.clone();
         if let Some(loss) = self.loss {
             path.loss = loss;
@@ -421,6 +432,12 @@ impl ApiCalls {
         let listener = TcpListener::bind(&s, SocketAddr::new(SERVER_IP, port))
             .await
             .map_err(|e| DemoError::Run(format!("listen: {e}")))?;
+        if self.mode == Mode::ConnPerCallFastOpen {
+            // A Fast Open server (Linux's TCP_FASTOPEN with a queue of 128).
+            listener
+                .set_fast_open(128)
+                .map_err(|e| DemoError::Run(format!("listen: {e}")))?;
+        }
         let bytes = Arc::new(Bytes2::default());
         // TLS: a certificate made for the server's address, which the client trusts alone;
         // Ed25519, so that every run's handshakes have the same sizes.
@@ -462,7 +479,7 @@ impl ApiCalls {
             ..PoolConfig::default()
         };
         let client = Client::new(
-            SynackConnector::new(&c),
+            SynackConnector::new(&c).fast_open(self.mode == Mode::ConnPerCallFastOpen),
             ClientConfig {
                 pool,
                 request_timeout: settings.time_limit,
@@ -602,6 +619,7 @@ fn time_covered(mut spans: Vec<(Instant, Instant)>) -> Duration {
 fn capture_path(base: &std::path::Path, mode: Mode, mode_loss: Option<f64>) -> std::path::PathBuf {
     let tag = match mode {
         Mode::ConnPerCall => "per-call",
+        Mode::ConnPerCallFastOpen => "per-call-fast-open",
         Mode::KeepAlive => "keepalive",
         Mode::Pool => "pool",
         Mode::Http2 => "http2",
@@ -643,6 +661,7 @@ impl Scenario for ApiCalls {
     fn name(&self) -> String {
         let name = match self.mode {
             Mode::ConnPerCall => "calls: new connection each".into(),
+            Mode::ConnPerCallFastOpen => "calls: new connection each, TCP Fast Open".into(),
             Mode::KeepAlive => "calls: one keep-alive connection".into(),
             Mode::Pool => format!("calls: pool, concurrency {}", self.concurrency),
             Mode::Http2 => "calls: HTTP/2, one connection".into(),
@@ -662,6 +681,10 @@ impl Scenario for ApiCalls {
             Mode::ConnPerCall => format!(
                 "{n} calls of GET /bytes/{m} one after another, each with Connection: close: \
                  a handshake per call"
+            ),
+            Mode::ConnPerCallFastOpen => format!(
+                "{n} calls of GET /bytes/{m} one after another, each on a new connection whose \
+                 SYN carries the request once the first has brought a Fast Open cookie"
             ),
             Mode::KeepAlive => format!(
                 "{n} calls of GET /bytes/{m} one after another on one persistent connection: \

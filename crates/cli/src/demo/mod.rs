@@ -462,6 +462,7 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
     let scenarios: Vec<Box<dyn Scenario>> = vec![
         Box::new(OneConnection),
         Box::new(calls(keepalive::Mode::ConnPerCall)),
+        Box::new(calls(keepalive::Mode::ConnPerCallFastOpen)),
         Box::new(calls(keepalive::Mode::KeepAlive)),
         Box::new(calls(keepalive::Mode::Pool)),
         Box::new(calls(keepalive::Mode::Http2)),
