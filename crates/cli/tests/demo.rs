@@ -733,3 +733,39 @@ fn a_slow_reader_stalls_only_its_own_stream() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// The middle fold setting (issue 14 item 5): bulk data is folded, yet every retransmitted
+/// segment and every retransmission and congestion event has a row of its own.
+#[test]
+fn fold_events_folds_data_but_shows_each_resend() {
+    let out = demo(&["--loss", "2%", "--bytes", "1MiB", "--fold-events"]);
+    let first = out.split("\n== scenario: calls").next().unwrap();
+    let resent_rows = first
+        .lines()
+        .filter(|l| l.contains("server --> client") && l.ends_with("(retransmission)"))
+        .count();
+    let counted: usize = first
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("handshakes:  1; retransmitted segments: ")
+        })
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .expect(first);
+    assert!(counted > 0, "{first}");
+    assert_eq!(resent_rows, counted, "{first}");
+    // Each fast retransmit, SACK recovery, probe and timeout is announced by its event (the
+    // segments resent after a timeout follow the one event), and the bulk data is still
+    // folded.
+    let events = first
+        .lines()
+        .filter(|l| l.contains("server   retransmit seq="))
+        .count();
+    assert!(events > 0 && events <= counted, "{first}");
+    assert!(first.contains("(timeout)"), "{first}");
+    assert!(first.contains("congestion: cwnd="), "{first}");
+    assert!(first.contains(" data segments, seq="), "{first}");
+    // Folded runs no longer count resends: those are on their own rows.
+    assert!(!first.contains("retransmitted, "), "{first}");
+}

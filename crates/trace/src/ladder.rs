@@ -284,6 +284,8 @@ struct Options {
     relative: bool,
     fold: bool,
     fold_min: usize,
+    /// Folding leaves retransmissions, timer firings and congestion events out of the runs.
+    keep_events: bool,
 }
 
 impl Default for Options {
@@ -292,6 +294,7 @@ impl Default for Options {
             relative: true,
             fold: true,
             fold_min: 4,
+            keep_events: false,
         }
     }
 }
@@ -352,6 +355,15 @@ impl Ladder {
     /// The fewest data segments a run must have to be folded (default 4; at least 1).
     pub fn fold_min(mut self, segments: usize) -> Self {
         self.opts.fold_min = segments.max(1);
+        self
+    }
+
+    /// While folding, still draw every retransmitted segment, every retransmission event
+    /// (fast retransmit, RTO, TLP firings) and every congestion event (entering and leaving
+    /// recovery) as a row of its own: each ends the run it falls in, and the data after it
+    /// starts a new one. Default off: runs count them.
+    pub fn fold_keep_events(mut self, on: bool) -> Self {
+        self.opts.keep_events = on;
         self
     }
 
@@ -755,6 +767,15 @@ impl LadderBuilder {
         self
     }
 
+    /// While folding, still draw every retransmitted segment, every retransmission event
+    /// (fast retransmit, RTO, TLP firings) and every congestion event (entering and leaving
+    /// recovery) as a row of its own: each ends the run it falls in, and the data after it
+    /// starts a new one. Default off: runs count them.
+    pub fn fold_keep_events(mut self, on: bool) -> Self {
+        self.opts.keep_events = on;
+        self
+    }
+
     /// A sent segment whose arrival has not been merged `horizon` after it was sent is lost:
     /// no path delivers later (see [`PathConfig::max_transit`](synack_stack::sim::PathConfig::max_transit)).
     /// Without a horizon, fates are settled only by arrivals and by [`finish`](Self::finish),
@@ -1111,6 +1132,19 @@ impl LadderBuilder {
             }
         ) {
             return;
+        }
+        if self.opts.keep_events {
+            let event = match it.rec.event {
+                TraceEvent::Retransmit { .. } | TraceEvent::Congestion { .. } => true,
+                TraceEvent::Segment { .. } => it.sent.is_some_and(|s| s.retransmission),
+                TraceEvent::State { .. } => false,
+            };
+            if event {
+                self.close_run();
+                let row = self.plain_row(&it);
+                self.rows.push(row);
+                return;
+            }
         }
         if let Some(run) = self.run.as_mut() {
             let continues = match it.rec.event {

@@ -93,6 +93,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub no_fold: bool,
 
+    /// Fold bulk data, but draw each retransmitted segment, each retransmission event (fast
+    /// retransmit, timeout, tail loss probe) and each congestion event as its own row.
+    #[arg(long, conflicts_with = "no_fold")]
+    pub fold_events: bool,
+
     /// Draw the ladders of the API-call scenarios too (by default only the first scenario's
     /// ladder is drawn; the others print their phase tables and counts).
     #[arg(long)]
@@ -218,6 +223,8 @@ pub struct Settings {
     pub pcap: Option<PathBuf>,
     pub absolute: bool,
     pub fold: bool,
+    /// Fold, but keep retransmissions and congestion events as rows.
+    pub fold_events: bool,
     pub time_limit: Duration,
     /// Draw a progress bar even when standard error is not a terminal.
     pub progress: bool,
@@ -260,6 +267,7 @@ impl Settings {
             pcap: a.pcap.clone(),
             absolute: a.absolute,
             fold: !a.no_fold,
+            fold_events: a.fold_events,
             time_limit: a.time_limit,
             progress: a.progress,
             path,

@@ -117,6 +117,7 @@ pub(crate) fn ladder_builder(settings: &Settings) -> LadderBuilder {
     let builder = LadderBuilder::new(&HOSTS)
         .relative(!settings.absolute)
         .fold(settings.fold)
+        .fold_keep_events(settings.fold_events)
         .host_addr(0, CLIENT_IP)
         .host_addr(1, SERVER_IP);
     match settings.path.max_transit(Config::default().mtu) {
