@@ -492,3 +492,31 @@ fn get_json_gives_each_request_and_the_metrics() {
     assert_eq!(doc["metrics"]["connections_opened"], 1);
     assert_eq!(doc["metrics"]["requests"], 3);
 }
+
+/// `synack get -v` says why the previous connection went out of use when a request opens a
+/// new one (issue 14 item 5).
+#[test]
+fn get_verbose_says_why_a_new_connection_was_needed() {
+    let port = free_port();
+    let server = start_server(port, &["--keepalive-requests", "2"]);
+    let url = format!("http://127.0.0.1:{port}/bytes/1");
+    let o = synack(&["get", "--kernel", "-v", "--no-body", &url, &url, &url]);
+    let closing = synack(&["get", "--kernel", "-v", "--no-body", "--close", &url, &url]);
+    let _ = stop_server(server);
+    assert!(o.status.success() && closing.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].contains("new connection #1"), "{err}");
+    assert!(!lines[0].contains("was dropped"), "{err}");
+    assert!(lines[1].contains("connection closed after it"), "{err}");
+    assert!(
+        lines[2].contains("new connection #2")
+            && lines[2].contains("#1 was dropped: the server said Connection: close"),
+        "{err}"
+    );
+    let err = String::from_utf8(closing.stderr).unwrap();
+    assert!(
+        err.contains("#1 was dropped: the request said Connection: close"),
+        "{err}"
+    );
+}

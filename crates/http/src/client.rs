@@ -322,6 +322,9 @@ pub struct RequestInfo {
     pub tls_handshake: Option<Duration>,
     /// Why the request was sent again, once per resend (empty if it was sent once).
     pub retry_reasons: Vec<RetryReason>,
+    /// When this request opened a new HTTP/1.1 connection: the number of the origin's
+    /// previous connection and why it was no longer used (`synack get -v` says it).
+    pub previous_closed: Option<(u64, &'static str)>,
 }
 
 /// What is known of a connection once it is open.
@@ -337,6 +340,7 @@ pub(crate) struct ConnMeta {
 /// One HTTP/1.1 connection in the pool.
 pub(crate) struct HttpConn {
     id: u64,
+    origin: Origin,
     sender: SendRequest<Full<Bytes>>,
     io: Arc<IoState>,
     probe: Option<PeerClosedProbe>,
@@ -379,10 +383,24 @@ struct Inner {
     next_id: AtomicU64,
     /// What each `https://` origin picked by ALPN.
     learned: Mutex<HashMap<Origin, Protocol>>,
+    /// Per origin, the last HTTP/1.1 connection that went out of use, and why.
+    gone: Arc<Mutex<HashMap<Origin, (u64, &'static str)>>>,
     /// The rustls configurations, made on the first `https://` connection: offering `h2`
     /// and `http/1.1`, or `http/1.1` only.
     tls_h2: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
     tls_h1: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+/// Notes that `origin`'s connection `id` went out of use, and why.
+fn note_gone(
+    gone: &Mutex<HashMap<Origin, (u64, &'static str)>>,
+    origin: &Origin,
+    id: u64,
+    reason: &'static str,
+) {
+    gone.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(origin.clone(), (id, reason));
 }
 
 /// How far one attempt at a request got.
@@ -441,14 +459,29 @@ impl Client {
     pub fn new(connector: impl Connector, config: ClientConfig) -> Client {
         let counters = Arc::new(ClientCounters::default());
         let hook_counters = counters.clone();
-        let hook: crate::pool::EvictHook<HttpConn> =
-            Box::new(move |c: &HttpConn, why, now| match why {
+        let gone: Arc<Mutex<HashMap<Origin, (u64, &'static str)>>> = Arc::default();
+        let hook_gone = gone.clone();
+        let hook: crate::pool::EvictHook<HttpConn> = Box::new(move |c: &HttpConn, why, now| {
+            let reason = match why {
                 Eviction::NotReusable if c.retire_at.is_some_and(|t| t <= now) => {
-                    inc(&hook_counters.retired_keepalive)
+                    inc(&hook_counters.retired_keepalive);
+                    "retired ahead of the server's Keep-Alive timeout"
                 }
-                Eviction::NotReusable => inc(&hook_counters.peer_closed),
-                Eviction::Idle | Eviction::MadeRoom => inc(&hook_counters.evicted_idle),
-            });
+                Eviction::NotReusable => {
+                    inc(&hook_counters.peer_closed);
+                    "closed by the server while idle"
+                }
+                Eviction::Idle => {
+                    inc(&hook_counters.evicted_idle);
+                    "idle past the pool's idle timeout"
+                }
+                Eviction::MadeRoom => {
+                    inc(&hook_counters.evicted_idle);
+                    "closed to make room for another origin's"
+                }
+            };
+            note_gone(&hook_gone, &c.origin, c.id, reason);
+        });
         let pool = Pool::with_evict_hook(config.pool.clone(), Some(hook));
         let h2 = H2Pool::new(
             H2PoolConfig {
@@ -469,6 +502,7 @@ impl Client {
                 counters,
                 next_id: AtomicU64::new(1),
                 learned: Mutex::new(HashMap::new()),
+                gone,
                 tls_h2: OnceLock::new(),
                 tls_h1: OnceLock::new(),
             }),
@@ -702,6 +736,7 @@ impl Client {
                 });
                 Ok(Opened::H1(HttpConn {
                     id,
+                    origin: origin.clone(),
                     sender,
                     io: state,
                     probe: c.peer_closed,
@@ -909,6 +944,28 @@ impl Client {
         if server_close && !client_close {
             inc(&inner.counters.retired_by_server);
         }
+        let previous_closed = match handshake {
+            Some(_) => inner
+                .gone
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(origin)
+                .copied()
+                .filter(|(id, _)| *id != conn.id),
+            None => None,
+        };
+        if closed_after {
+            let reason = if client_close {
+                "the request said Connection: close"
+            } else if ka.is_some_and(|k| k.max == Some(0)) {
+                "the server's Keep-Alive: max=0 (its last request)"
+            } else if server_close {
+                "the server said Connection: close"
+            } else {
+                "closed by the server"
+            };
+            note_gone(&inner.gone, origin, conn.id, reason);
+        }
         let info = RequestInfo {
             connection: conn.id,
             reused,
@@ -925,6 +982,7 @@ impl Client {
             tls: conn.tls.clone(),
             tls_handshake,
             retry_reasons: at.reasons.clone(),
+            previous_closed,
         };
         rparts.extensions.insert(info);
         let lease = Lease::H1 {
@@ -1074,6 +1132,8 @@ impl Client {
                 None
             },
             retry_reasons: at.reasons.clone(),
+            // (HTTP/2's pool keeps one connection per origin; GOAWAYs are counted instead.)
+            previous_closed: None,
         };
         rparts.extensions.insert(info);
         Ok(Step::Done(Box::new((rparts, incoming, Lease::H2(lease)))))

@@ -200,12 +200,15 @@ fn describe(i: &RequestInfo) -> String {
             i.connection, i.request_on_connection
         ),
         (false, Some(h)) => format!(
-            "new connection #{} (handshake {}{tls}{})",
+            "new connection #{} (handshake {}{tls}{}){}",
             i.connection,
             ms(h),
             i.local_addr
                 .zip(i.peer_addr)
                 .map(|(l, p)| format!(", {l} -> {p}"))
+                .unwrap_or_default(),
+            i.previous_closed
+                .map(|(n, why)| format!("; #{n} was dropped: {why}"))
                 .unwrap_or_default()
         ),
         (false, None) => format!("connection #{}", i.connection),
