@@ -140,6 +140,16 @@ impl UdpSocket {
             .map(|(n, _)| n)
     }
 
+    /// Sends one datagram now, or fails with `WouldBlock` while the driver has no room.
+    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        let local = self.local;
+        let n = self
+            .stack
+            .with_host(|h, _| h.iface.udp_mut().send_to(local, target, buf))??;
+        self.stack.kick();
+        Ok(n)
+    }
+
     /// Sends one datagram, or registers the task to be woken when the driver has room.
     pub fn poll_send_to(
         &self,
