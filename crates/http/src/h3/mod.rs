@@ -27,7 +27,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use synack_stack::net::UdpSocket;
 
 pub use client::{H3Client, H3Response};
-pub use server::{serve_h3, H3ServerStats};
+/// The QUIC implementation, for its configuration and connection types.
+pub use quinn;
+pub use server::{serve_h3, AltSvc, H3ServerStats};
 pub use socket::{SocketCounters, SocketStats, SynackUdp};
 
 use crate::tls::client::TlsClientConfig;

@@ -189,3 +189,44 @@ fn simple(status: StatusCode, text: &'static str) -> Response<Boxed> {
     *r.status_mut() = status;
     r
 }
+
+/// A service that adds `Alt-Svc: h3=":PORT"; ma=SECS` (RFC 7838 §3, RFC 9114 §3.1.1) to
+/// every response of `inner`: an HTTP/1.1 or HTTP/2 client learns that the same origin
+/// speaks HTTP/3 on that UDP port. With no port it adds nothing.
+#[derive(Debug, Clone)]
+pub struct AltSvc<S> {
+    inner: S,
+    value: Option<http::HeaderValue>,
+}
+
+impl<S> AltSvc<S> {
+    /// Advertises HTTP/3 on UDP `port` for `max_age` seconds; `None` advertises nothing.
+    pub fn new(inner: S, port: Option<u16>, max_age: u64) -> AltSvc<S> {
+        let value = port
+            .and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma={max_age}")).ok());
+        AltSvc { inner, value }
+    }
+}
+
+impl<S, Req, B> Service<Req> for AltSvc<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn call(&self, req: Req) -> Self::Future {
+        let fut = self.inner.call(req);
+        let value = self.value.clone();
+        Box::pin(async move {
+            let mut r = fut.await?;
+            if let Some(v) = value {
+                r.headers_mut().insert(http::header::ALT_SVC, v);
+            }
+            Ok(r)
+        })
+    }
+}
