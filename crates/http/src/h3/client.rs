@@ -40,6 +40,11 @@ pub struct H3ClientStats {
     pub requests: AtomicU64,
     /// Requests retried after `425 Too Early` or a refused 0-RTT.
     pub retried: AtomicU64,
+    /// Time in QUIC handshakes, summed, in microseconds: from the first Initial to the
+    /// connection's establishment (to the end of the handshake when 0-RTT was sent).
+    pub handshake_us: AtomicU64,
+    /// Packets the client's QUIC declared lost (RFC 9002 §6), over the closed connections.
+    pub lost_packets: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -94,6 +99,9 @@ impl H3Client {
     pub async fn close(&self) {
         for (_, c) in self.conns.lock().await.drain() {
             c.quic.close(quinn::VarInt::from_u32(0x100), b"");
+            self.stats
+                .lost_packets
+                .fetch_add(c.quic.stats().path.lost_packets, Ordering::Relaxed);
         }
     }
 
@@ -111,6 +119,11 @@ impl H3Client {
             .connect_with(self.config.clone(), addr, host)
             .map_err(other)?;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let t0 = tokio::time::Instant::now();
+        let took = |stats: &H3ClientStats| {
+            let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.handshake_us.fetch_add(us, Ordering::Relaxed);
+        };
         let (tx, rx) = tokio::sync::watch::channel(None);
         let quic = if self.early_data {
             match connecting.into_0rtt() {
@@ -121,6 +134,8 @@ impl H3Client {
                     let stats = self.stats.clone();
                     tokio::spawn(async move {
                         let ok = accepted.await;
+                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        stats.handshake_us.fetch_add(us, Ordering::Relaxed);
                         if ok {
                             stats.zero_rtt_accepted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -130,12 +145,14 @@ impl H3Client {
                 }
                 Err(connecting) => {
                     let q = connecting.await.map_err(other)?;
+                    took(&self.stats);
                     let _ = tx.send(Some(true));
                     q
                 }
             }
         } else {
             let q = connecting.await.map_err(other)?;
+            took(&self.stats);
             let _ = tx.send(Some(true));
             q
         };

@@ -35,6 +35,8 @@ pub struct H3ServerStats {
     pub early_requests: AtomicU64,
     /// Requests refused with 425 Too Early.
     pub too_early: AtomicU64,
+    /// Packets the server's QUIC declared lost (RFC 9002 §6), over the ended connections.
+    pub lost_packets: AtomicU64,
 }
 
 /// Accepts connections on `endpoint` until it is closed, answering them with `routes`.
@@ -87,7 +89,10 @@ pub async fn serve_h3(
                 }
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
-            serve_connection(conn, routes, confirmed, stats).await;
+            serve_connection(conn.clone(), routes, confirmed, stats.clone()).await;
+            stats
+                .lost_packets
+                .fetch_add(conn.stats().path.lost_packets, Ordering::Relaxed);
         });
     }
 }
