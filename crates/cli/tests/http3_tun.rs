@@ -99,7 +99,7 @@ impl Server {
     }
 
     /// SIGINT, then what it printed to the end.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
         // SAFETY: signals our own child (`ip netns exec` execs the program: same pid).
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let mut out = Vec::new();
