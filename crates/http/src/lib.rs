@@ -10,6 +10,7 @@
 pub mod client;
 pub mod connector;
 mod guard;
+pub mod h3;
 pub mod headers;
 mod io;
 pub mod metrics;

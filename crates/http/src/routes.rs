@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::Service;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -269,7 +269,10 @@ async fn file_or_listing(path: PathBuf, shown: &str) -> Response<RouteBody> {
 }
 
 impl Routes {
-    async fn handle(self, req: Request<Incoming>) -> Response<RouteBody> {
+    async fn handle<B>(self, req: Request<B>) -> Response<RouteBody>
+    where
+        B: Body + Unpin,
+    {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         // Read any request body as it comes (counting it, not keeping it), so that the
@@ -278,7 +281,7 @@ impl Routes {
         let mut got = 0u64;
         while let Some(frame) = body.frame().await {
             match frame {
-                Ok(f) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                Ok(f) => got += f.data_ref().map_or(0, |d| bytes::Buf::remaining(d) as u64),
                 Err(_) => return text(StatusCode::BAD_REQUEST, "bad request body\n"),
             }
         }
@@ -328,12 +331,16 @@ impl Routes {
     }
 }
 
-impl Service<Request<Incoming>> for Routes {
+/// Any request body: hyper's `Incoming`, or one HTTP/3 collected ([`crate::h3::server`]).
+impl<B> Service<Request<B>> for Routes
+where
+    B: Body + Send + Unpin + 'static,
+{
     type Response = Response<RouteBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<B>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
             let clock = me.clock;

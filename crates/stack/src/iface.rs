@@ -40,6 +40,7 @@ pub struct Interface {
     addrs: Vec<IpAddr>,
     mtu: usize,
     tcp: Endpoint,
+    udp: crate::udp::UdpTable,
     /// Packets other than TCP waiting to go out (ICMP replies).
     queued: VecDeque<Vec<u8>>,
     scratch: Vec<u8>,
@@ -56,6 +57,7 @@ impl Interface {
             addrs: addrs.to_vec(),
             mtu,
             tcp: Endpoint::new(config, secret),
+            udp: crate::udp::UdpTable::new(addrs, mtu),
             queued: VecDeque::new(),
             scratch: vec![0; mtu + HEADROOM],
             stats: IfaceStats::default(),
@@ -69,6 +71,14 @@ impl Interface {
 
     pub fn tcp_mut(&mut self) -> &mut Endpoint {
         &mut self.tcp
+    }
+
+    pub fn udp(&self) -> &crate::udp::UdpTable {
+        &self.udp
+    }
+
+    pub fn udp_mut(&mut self) -> &mut crate::udp::UdpTable {
+        &mut self.udp
     }
 
     pub fn addrs(&self) -> &[IpAddr] {
@@ -131,6 +141,10 @@ impl Interface {
                 Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
                 Err(_) => self.stats.rx_malformed_transport += 1,
             },
+            IpProtocol::Udp => {
+                let end = payload.as_ptr() as usize - packet.as_ptr() as usize + payload.len();
+                self.udp.receive(now, &ip, payload, &packet[..end]);
+            }
             IpProtocol::Icmp => self.receive_icmpv4(now, &ip, payload),
             IpProtocol::Icmpv6 => self.receive_icmpv6(now, &ip, payload),
             _ => self.stats.rx_unsupported += 1,
@@ -177,6 +191,9 @@ impl Interface {
 
     /// Hand an ICMP error to the TCP connection whose segment it quotes.
     fn icmp_to_tcp(&mut self, now: Instant, err: IcmpError, invoking: &[u8]) {
+        if self.udp.handle_icmp_error(err, invoking) {
+            return;
+        }
         let Some((local, remote, seq)) = quoted_tcp(invoking) else {
             return;
         };
@@ -235,6 +252,10 @@ impl Interface {
     /// Hand every packet due now to `send`, one call per packet.
     pub fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
         while let Some(p) = self.queued.pop_front() {
+            self.stats.tx_packets += 1;
+            send(&p);
+        }
+        while let Some(p) = self.udp.poll_transmit() {
             self.stats.tx_packets += 1;
             send(&p);
         }

@@ -10,5 +10,6 @@ pub mod net;
 pub mod pcap;
 pub mod sim;
 pub mod tun;
+pub mod udp;
 
 pub use iface::{IfaceStats, Interface};

@@ -8,6 +8,7 @@
 mod app;
 mod export;
 mod keepalive;
+mod quic;
 mod report;
 mod scenario;
 mod world;
@@ -483,6 +484,24 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
         }),
         Box::new(lossy(keepalive::Mode::Pool)),
         Box::new(lossy(keepalive::Mode::Http2)),
+        Box::new(quic::H3Calls {
+            calls: args.calls as usize,
+            reply_bytes: args.call_bytes,
+            zero_rtt: false,
+            loss: None,
+        }),
+        Box::new(quic::H3Calls {
+            calls: args.calls as usize,
+            reply_bytes: args.call_bytes,
+            zero_rtt: true,
+            loss: None,
+        }),
+        Box::new(quic::H3Calls {
+            calls: args.calls as usize,
+            reply_bytes: args.call_bytes.max(HOL_REPLY),
+            zero_rtt: false,
+            loss: Some(HOL_LOSS),
+        }),
     ];
     writeln!(
         out,

@@ -26,7 +26,10 @@ Examples:
   synack get --kernel --http2 --parallel 10 --stats http://127.0.0.1:8080/a http://127.0.0.1:8080/b
                                                     h2c: the URLs as streams of one connection
   synack get --kernel -k -v https://127.0.0.1:8443/ HTTP/2 or HTTP/1.1 as ALPN picks, any cert
-  synack get --kernel --cacert ca.pem https://localhost:8443/   trust only ca.pem's certificates";
+  synack get --kernel --cacert ca.pem https://localhost:8443/   trust only ca.pem's certificates
+  synack get --kernel --http3 -k -v https://127.0.0.1:8443/a https://127.0.0.1:8443/b
+                                                    HTTP/3: the URLs as streams of one QUIC connection
+  synack get --kernel --http3 --early-data --close -k -v URL URL   the second resumes in 0-RTT";
 
 /// Flags of `synack get`.
 #[derive(Debug, Clone, Args)]
@@ -149,6 +152,16 @@ pub struct GetArgs {
         help_heading = "HTTP/2 and TLS"
     )]
     pub insecure: bool,
+
+    /// Speak HTTP/3 over QUIC (UDP) to https:// URLs: one QUIC connection carries every
+    /// request as a stream.
+    #[arg(long, conflicts_with_all = ["http2", "http1_1"], help_heading = "HTTP/3")]
+    pub http3: bool,
+
+    /// With --http3: send requests in 0-RTT on a connection that resumes an earlier session
+    /// (only GET and HEAD; see --close for one connection per URL).
+    #[arg(long, requires = "http3", help_heading = "HTTP/3")]
+    pub early_data: bool,
 }
 
 impl GetArgs {
@@ -512,6 +525,21 @@ pub fn run_get(args: &GetArgs) -> io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if args.http3 {
+            let stack = if args.transport.kernel {
+                None
+            } else {
+                Some(nc::open_stack(&args.transport.tun_opts(false))?)
+            };
+            let failed = super::h3::get_h3(args, stack.as_ref()).await?;
+            if failed > 0 {
+                return Err(io::Error::other(format!(
+                    "{failed} of {} requests failed",
+                    args.urls.len()
+                )));
+            }
+            return Ok(());
+        }
         let (client, stack) = if args.transport.kernel {
             (client_with(KernelConnector::new(), args)?, None)
         } else {

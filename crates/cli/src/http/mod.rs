@@ -2,6 +2,7 @@
 //! `synack-http`, over a TUN device (synack's stack) or the kernel's sockets.
 
 mod get;
+mod h3;
 mod serve;
 
 use std::net::IpAddr;

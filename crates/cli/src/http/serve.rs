@@ -19,7 +19,9 @@ use synack_http::{serve, Http2Config, ServerConfig, ServerHandle};
 use synack_stack::net::{nc, TcpListener};
 use synack_stack::sim::units::parse_size;
 
+use super::h3::{H3Server, ALT_SVC_MAX_AGE};
 use super::{duration, Transport};
+use synack_http::h3::AltSvc;
 
 /// Examples shown after the help of `synack serve`.
 pub const SERVE_EXAMPLES: &str = "\
@@ -33,7 +35,9 @@ Examples:
       nghttp -nv http://127.0.0.1:8080/      shows the SETTINGS synack sends
   synack serve --kernel --listen 127.0.0.1:8443 --tls    self-signed; fingerprint printed
       curl --http2 -k https://127.0.0.1:8443/ https://127.0.0.1:8443/bytes/100
-  synack serve --kernel --listen 127.0.0.1:8443 --cert cert.pem --key key.pem";
+  synack serve --kernel --listen 127.0.0.1:8443 --cert cert.pem --key key.pem
+  synack serve --kernel --listen 127.0.0.1:8443 --tls --http3 --early-data
+      synack get --kernel --http3 -k -v https://127.0.0.1:8443/   HTTP/3 on UDP 8443";
 
 /// Flags of `synack serve`.
 #[derive(Debug, Clone, Args)]
@@ -149,6 +153,18 @@ pub struct ServeArgs {
     /// The private key of --cert, in PEM (PKCS #8, PKCS #1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "cert", help_heading = "TLS")]
     pub key: Option<PathBuf>,
+
+    /// Serve HTTP/3 over QUIC on UDP at the same port number (TLS from --cert/--key, else a
+    /// self-signed certificate, the same as --tls's), and advertise it on HTTP/1.1 and
+    /// HTTP/2 responses with `Alt-Svc: h3=":PORT"`. Idle timeout and concurrent streams
+    /// follow --keepalive-timeout and --http2-max-concurrent-streams.
+    #[arg(long, help_heading = "HTTP/3")]
+    pub http3: bool,
+
+    /// With --http3: accept 0-RTT from resumed sessions (GET and HEAD in 0-RTT are answered;
+    /// any other method gets 425 Too Early, RFC 8470).
+    #[arg(long, requires = "http3", help_heading = "HTTP/3")]
+    pub early_data: bool,
 
     /// Over TUN: capture every packet the stack sends and receives to a pcap file (written
     /// as it goes, complete after Ctrl-C or SIGTERM).
@@ -302,7 +318,14 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             let l = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .map_err(|e| nc::naming(args.listen, e))?;
-            let (tls, about) = args.tls_config(args.listen.ip())?;
+            let local = l.local_addr()?;
+            let (tls, about, quic) = if args.http3 {
+                let (t, a, q) = super::h3::tls_and_quic(args, local.ip())?;
+                (t, a, Some(q))
+            } else {
+                let (t, a) = args.tls_config(args.listen.ip())?;
+                (t, a, None)
+            };
             config.tls = tls;
             let (scheme, protos) = speaks(&config);
             eprintln!(
@@ -310,7 +333,17 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
                 l.local_addr()?
             );
             about.iter().for_each(|l| eprintln!("{l}"));
-            until_signal(serve(l, config, routes)).await
+            let h3 = match quic {
+                Some(q) => Some(H3Server::kernel(local, q, routes.clone(), args.early_data)?),
+                None => None,
+            };
+            h3.iter().for_each(|h| eprintln!("{}", h.line()));
+            let alt = AltSvc::new(routes, h3.as_ref().map(|_| local.port()), ALT_SVC_MAX_AGE);
+            let stats = until_signal(serve(l, config, alt)).await;
+            if let Some(h) = h3 {
+                h.close(args.verbose).await;
+            }
+            stats
         } else {
             let mut opts = args.transport.tun_opts(args.verbose);
             opts.pcap = args.pcap.clone();
@@ -319,7 +352,13 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
             let l = TcpListener::bind(&stack, addr)
                 .await
                 .map_err(|e| nc::naming(addr, e))?;
-            let (tls, about) = args.tls_config(addr.ip())?;
+            let (tls, about, quic) = if args.http3 {
+                let (t, a, q) = super::h3::tls_and_quic(args, addr.ip())?;
+                (t, a, Some(q))
+            } else {
+                let (t, a) = args.tls_config(addr.ip())?;
+                (t, a, None)
+            };
             config.tls = tls;
             let (scheme, protos) = speaks(&config);
             eprintln!(
@@ -327,7 +366,18 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
                 opts.tun
             );
             about.iter().for_each(|l| eprintln!("{l}"));
-            let stats = until_signal(serve(l, config, routes)).await;
+            let h3 = match quic {
+                Some(q) => {
+                    Some(H3Server::synack(&stack, addr, q, routes.clone(), args.early_data).await?)
+                }
+                None => None,
+            };
+            h3.iter().for_each(|h| eprintln!("{}", h.line()));
+            let alt = AltSvc::new(routes, h3.as_ref().map(|_| addr.port()), ALT_SVC_MAX_AGE);
+            let stats = until_signal(serve(l, config, alt)).await;
+            if let Some(h) = h3 {
+                h.close(args.verbose).await;
+            }
             stack.wait_idle(Duration::from_secs(5)).await;
             stack.flush_pcap()?;
             stats

@@ -1,6 +1,5 @@
-//! One host as the async driver sees it: the sans-IO [`Interface`], the UDP sockets that live
-//! in this module until the interface has UDP of its own, and the wakers of the tasks waiting
-//! on its sockets.
+//! One host as the async driver sees it: the sans-IO [`Interface`] (with its TCP endpoint and
+//! UDP table) and the wakers of the tasks waiting on its sockets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +23,7 @@ pub(crate) struct ConnWaiters {
     pub(crate) connect: Option<Waker>,
 }
 
-/// A host: its IP layer, its UDP sockets and the wakers of its sockets.
+/// A host: its IP layer and the wakers of its sockets.
 pub(crate) struct Host {
     pub(crate) iface: Interface,
     pub(crate) udp: UdpLayer,
@@ -121,7 +120,7 @@ impl Host {
                 true
             }
         });
-        self.udp.wake_ready();
+        self.udp.wake_ready(self.iface.udp());
         if let Some(hook) = self.trace_hook.as_mut() {
             for r in self.iface.tcp_mut().drain_trace() {
                 hook(&r);
@@ -145,13 +144,10 @@ impl Host {
 
 impl Node for Host {
     fn receive(&mut self, now: Instant, packet: &[u8]) {
-        if !self.udp.intercept(now, packet, self.iface.addrs()) {
-            self.iface.receive(now, packet);
-        }
+        self.iface.receive(now, packet);
     }
 
     fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
-        self.udp.transmit(send);
         self.iface.transmit(now, send);
     }
 

@@ -478,7 +478,7 @@ impl Stack {
 
     /// The UDP layer's counters.
     pub fn udp_stats(&self) -> UdpStats {
-        self.with_host_even_if_dead(|h, _| h.udp.stats())
+        self.with_host_even_if_dead(|h, _| h.iface.udp().stats())
     }
 
     /// The device driver's counters (`None` on a simulated network).

@@ -1,0 +1,414 @@
+//! HTTP/3 rows of the demo: the API calls as streams of one QUIC connection (quinn and h3 on
+//! synack's UDP, on the same simulated path as the other rows).
+//!
+//! - first visit: QUIC's handshake carries transport and TLS 1.3 together (RFC 9001 §4.1),
+//!   one round trip before the requests go, where TCP and TLS take two;
+//! - return visit: the client resumes the session of an earlier visit (made before the
+//!   row's clock starts) and sends its GETs in 0-RTT, with its first flight (RFC 9001 §4.6.1);
+//! - at 2 % loss: each stream is recovered on its own, so a lost packet delays only the calls
+//!   whose data it carried (RFC 9000 §2.2), where HTTP/2's one TCP stream holds up all.
+//!
+//! The results table's columns read for QUIC as: handshakes = QUIC connections (each one
+//! handshake, transport and TLS); segments = UDP datagrams both ways; retransmitted = packets
+//! QUIC declared lost (it resends their frames in new packets, RFC 9002 §6).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use synack_http::h3::{self, H3Client, H3Config, H3ServerStats};
+use synack_http::routes::{pattern_byte, Routes};
+use synack_http::tls::cert::SelfSigned;
+use synack_http::{CertVerification, TlsClientConfig};
+use synack_stack::net::{SimNet, UdpSocket};
+use synack_stack::pcap::PcapTap;
+use synack_stack::sim::{Direction as TapDirection, Tap};
+use synack_tcp::{Config, Instant};
+use synack_trace::ladder::{Flow, Phases, Summary};
+
+use super::keepalive::CallStats;
+use super::scenario::{Outcome, Scenario};
+use super::world::{CLIENT_IP, SERVER_IP};
+use super::{DemoError, Settings};
+
+/// The demo server's clock (as the other rows': 2026-01-01), so each run sends the same bytes.
+const DEMO_EPOCH_SECS: u64 = 1_767_225_600;
+
+/// HTTPS's port, for QUIC too (RFC 9114 §3.1).
+const PORT: u16 = 443;
+
+/// The calls over HTTP/3.
+#[derive(Debug, Clone)]
+pub struct H3Calls {
+    pub calls: usize,
+    pub reply_bytes: u64,
+    /// A return visit: resume an earlier session and send the calls in 0-RTT.
+    pub zero_rtt: bool,
+    /// A loss rate for this row's path instead of the demo's (`--loss`).
+    pub loss: Option<f64>,
+}
+
+struct SharedTap(Arc<Mutex<PcapTap<std::io::BufWriter<std::fs::File>>>>);
+
+impl Tap for SharedTap {
+    fn packet(&mut self, now: Instant, dir: TapDirection, packet: &[u8]) {
+        if let Ok(mut t) = self.0.lock() {
+            t.packet(now, dir, packet);
+        }
+    }
+}
+
+fn run_err(what: &str, e: impl std::fmt::Display) -> DemoError {
+    DemoError::Run(format!("HTTP/3: {what}: {e}"))
+}
+
+impl H3Calls {
+    fn tag(&self) -> String {
+        let base = if self.zero_rtt { "http3-0rtt" } else { "http3" };
+        match self.loss {
+            Some(l) => format!("{base}-loss{}", super::trim_float(l * 100.0)),
+            None => base.into(),
+        }
+    }
+
+    async fn run_async(&self, settings: &Settings) -> Result<Outcome, DemoError> {
+        let limit = std::time::Duration::from_micros(
+            u64::try_from(settings.time_limit.as_micros()).unwrap_or(u64::MAX),
+        );
+        tokio::time::timeout(limit, self.run_inner(settings))
+            .await
+            .map_err(|_| {
+                DemoError::Run(format!(
+                    "HTTP/3 calls did not finish within --time-limit {}",
+                    super::fmt_duration(settings.time_limit)
+                ))
+            })?
+    }
+
+    async fn run_inner(&self, settings: &Settings) -> Result<Outcome, DemoError> {
+        let net = SimNet::new(settings.seed);
+        let c = net.add_host("client", &[CLIENT_IP], Config::default());
+        let s = net.add_host("server", &[SERVER_IP], Config::default());
+        let mut path = settings.path.clone();
+        if let Some(loss) = self.loss {
+            path.loss = loss;
+        }
+        net.link(&c, &s, path.clone(), path);
+        let mut capture = None;
+        if let Some(base) = &settings.pcap {
+            let stem = base
+                .file_stem()
+                .map_or("capture".into(), |s| s.to_string_lossy());
+            let name = match base.extension() {
+                Some(ext) => format!("{stem}-{}.{}", self.tag(), ext.to_string_lossy()),
+                None => format!("{stem}-{}", self.tag()),
+            };
+            let p = base.with_file_name(name);
+            let file = std::fs::File::create(&p)
+                .map_err(|e| DemoError::Io(format!("creating {}", p.display()), e))?;
+            let tap = PcapTap::new(std::io::BufWriter::new(file))
+                .map_err(|e| DemoError::Io(format!("writing {}", p.display()), e))?;
+            let shared = Arc::new(Mutex::new(tap));
+            net.tap(&c, SharedTap(shared.clone()));
+            capture = Some((p, shared));
+        }
+
+        // Ed25519: signatures of one size, so each run sends the same bytes.
+        let cert = SelfSigned::generate_ed25519(&[SERVER_IP.to_string()])
+            .map_err(|e| run_err("certificate", e))?;
+        let cfg = H3Config {
+            early_data: self.zero_rtt,
+            ..H3Config::default()
+        };
+        let scfg = h3::server_config(
+            vec![cert.cert.clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(cert.key.clone_key()),
+            &cfg,
+        )
+        .map_err(|e| run_err("server configuration", e))?;
+        let server_addr = SocketAddr::new(SERVER_IP, PORT);
+        let ssock = UdpSocket::bind(&s, server_addr)
+            .await
+            .map_err(|e| run_err("binding the server", e))?;
+        let (sep, server_sock) = h3::synack_endpoint_seeded(ssock, Some(scfg), Some(settings.seed))
+            .map_err(|e| run_err("server endpoint", e))?;
+        let server = Arc::new(H3ServerStats::default());
+        let routes = Routes::new().with_virtual_date(
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(DEMO_EPOCH_SECS),
+        );
+        tokio::spawn(h3::serve_h3(
+            sep.clone(),
+            routes,
+            self.zero_rtt,
+            server.clone(),
+        ));
+        let tls = TlsClientConfig {
+            verification: CertVerification::ca_pem(cert.cert_pem.as_bytes())
+                .map_err(|e| run_err("trusting the certificate", e))?,
+        };
+        let config = h3::client_config(&tls, self.zero_rtt)
+            .map_err(|e| run_err("client configuration", e))?;
+        let host = SERVER_IP.to_string();
+        let new_client = |seed: u64| {
+            let c = c.clone();
+            let config = config.clone();
+            async move {
+                let sock = UdpSocket::bind(&c, "0.0.0.0:0")
+                    .await
+                    .map_err(|e| run_err("binding the client", e))?;
+                let (ep, counters) = h3::synack_endpoint_seeded(sock, None, Some(seed))
+                    .map_err(|e| run_err("client endpoint", e))?;
+                Ok::<_, DemoError>((H3Client::new(ep, config, self.zero_rtt), counters))
+            }
+        };
+
+        if self.zero_rtt {
+            // The earlier visit, before the row's clock starts: one call, the session
+            // ticket kept in the client configuration, then the connection closed.
+            let (first, _) = new_client(settings.seed ^ 0x0f).await?;
+            first
+                .get(server_addr, &host, "/bytes/1")
+                .await
+                .map_err(|e| run_err("the first visit", e))?;
+            tokio::time::sleep(settings.rtt).await;
+            first.close().await;
+            first.endpoint().wait_idle().await;
+        }
+        let server_before = server_sock.snapshot();
+        let server_lost_before = server.lost_packets.load(Ordering::Relaxed);
+
+        let (client, counters) = new_client(settings.seed ^ 1).await?;
+        let client = Arc::new(client);
+        let t0 = net.now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..self.calls {
+            let client = client.clone();
+            let host = host.clone();
+            let net = net.clone();
+            let path = format!("/bytes/{}", self.reply_bytes);
+            let n = self.reply_bytes;
+            tasks.spawn(async move {
+                let start = net.now();
+                let r = client.get(server_addr, &host, &path).await?;
+                let end = net.now();
+                let ok = r.status == 200
+                    && r.body.len() as u64 == n
+                    && r.body
+                        .iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == pattern_byte(i as u64));
+                if !ok {
+                    return Err(std::io::Error::other(format!(
+                        "{} with {} bytes, not 200 with the {n} bytes of the pattern",
+                        r.status,
+                        r.body.len()
+                    )));
+                }
+                Ok::<_, std::io::Error>((start, end, r.body.len() as u64, r.early))
+            });
+        }
+        let mut times = Vec::new();
+        let mut first_byte: Option<Instant> = None;
+        let mut last = t0;
+        let mut body = 0;
+        while let Some(r) = tasks.join_next().await {
+            let (start, end, n, _early) = r
+                .map_err(|e| run_err("a call", e))?
+                .map_err(|e| run_err("a call", e))?;
+            times.push(end - start);
+            first_byte = Some(first_byte.map_or(end, |f| f.min(end)));
+            last = last.max(end);
+            body += n;
+        }
+        let stats = client.stats().clone();
+        let handshake = Duration::from_micros(stats.handshake_us.load(Ordering::Relaxed));
+        client.close().await;
+        client.endpoint().wait_idle().await;
+        sep.close(0u32.into(), b"");
+        sep.wait_idle().await;
+        let closed = net.now();
+        let cs = counters.snapshot();
+        let ss = server_sock.snapshot();
+        let server_sent = ss.tx_datagrams - server_before.tx_datagrams;
+        let server_bytes = ss.tx_bytes - server_before.tx_bytes;
+        let server_lost = server.lost_packets.load(Ordering::Relaxed) - server_lost_before;
+        let captured = match capture {
+            Some((path, tap)) => {
+                let mut tap = tap.lock().unwrap_or_else(|p| p.into_inner());
+                tap.flush()
+                    .map_err(|e| DemoError::Io(format!("writing {}", path.display()), e))?;
+                Some((tap.written(), path))
+            }
+            None => None,
+        };
+        times.sort();
+        let to_usize = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
+        let summary = Summary {
+            flows: vec![
+                Flow {
+                    from: "client".into(),
+                    to: "server".into(),
+                    segments: to_usize(cs.tx_datagrams),
+                    data_segments: to_usize(cs.tx_datagrams),
+                    bytes_sent: cs.tx_bytes,
+                    retransmitted: to_usize(stats.lost_packets.load(Ordering::Relaxed)),
+                    lost: 0,
+                },
+                Flow {
+                    from: "server".into(),
+                    to: "client".into(),
+                    segments: to_usize(server_sent),
+                    data_segments: to_usize(server_sent),
+                    bytes_sent: server_bytes,
+                    retransmitted: to_usize(server_lost),
+                    lost: 0,
+                },
+            ],
+            handshakes: to_usize(stats.connections.load(Ordering::Relaxed)),
+            retransmit_events: 0,
+            congestion_events: 0,
+        };
+        let phases = Phases {
+            client: Some("client".into()),
+            server: Some("server".into()),
+            connect_start: Some(t0),
+            handshake_done: Some(t0 + handshake),
+            first_response_byte: first_byte,
+            last_response_byte: Some(last),
+            closed: Some(closed),
+            ..Phases::default()
+        };
+        Ok(Outcome {
+            name: self.name(),
+            phases,
+            summary,
+            requests: self.calls,
+            request_bytes: 0,
+            head_bytes: 0,
+            body_bytes: body,
+            time_wait: Duration::ZERO,
+            end: closed,
+            cut_by_limit: false,
+            captured: captured.as_ref().map(|c| c.0),
+            capture_path: captured.map(|c| c.1),
+            handshake_time: Some(handshake),
+            held_peak: 0,
+            calls: Some(CallStats {
+                times,
+                connections: stats.connections.load(Ordering::Relaxed),
+                streams: stats.requests.load(Ordering::Relaxed),
+                tls_handshakes: 0,
+                tls_handshake_time: Duration::ZERO,
+                retries: stats.retried.load(Ordering::Relaxed),
+            }),
+        })
+    }
+}
+
+impl Scenario for H3Calls {
+    fn name(&self) -> String {
+        let name = if self.zero_rtt {
+            "calls: HTTP/3, return visit, 0-RTT"
+        } else {
+            "calls: HTTP/3 (QUIC), one connection"
+        };
+        match self.loss {
+            Some(l) => format!("{name}, {}% loss", super::trim_float(l * 100.0)),
+            None => name.into(),
+        }
+    }
+
+    fn description(&self, _settings: &Settings) -> String {
+        let (n, m) = (self.calls, self.reply_bytes);
+        if self.zero_rtt {
+            format!(
+                "{n} calls of GET /bytes/{m} all at once on a QUIC connection that resumes an \
+                 earlier visit's TLS session: the requests go in 0-RTT with the first flight"
+            )
+        } else {
+            format!(
+                "{n} calls of GET /bytes/{m} all at once, each a stream of one HTTP/3 \
+                 connection over QUIC (UDP): one handshake for transport and TLS 1.3 together"
+            )
+        }
+    }
+
+    fn run(
+        &self,
+        settings: &Settings,
+        _ladder: Option<&mut dyn Write>,
+    ) -> Result<Outcome, DemoError> {
+        let rt = synack_http::virtual_runtime()
+            .map_err(|e| DemoError::Io("starting the runtime".into(), e))?;
+        let r = rt.block_on(self.run_async(settings));
+        drop(rt);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::demo::DemoArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let argv = std::iter::once("demo").chain(args.iter().copied());
+        Settings::from_args(&Cli::parse_from(argv).demo).expect("valid flags")
+    }
+
+    fn to_last(o: &Outcome) -> Duration {
+        o.phases.last_response_byte.unwrap() - o.phases.connect_start.unwrap()
+    }
+
+    fn datagrams(o: &Outcome) -> Vec<(usize, u64)> {
+        o.summary
+            .flows
+            .iter()
+            .map(|f| (f.segments, f.bytes_sent))
+            .collect()
+    }
+
+    /// At 50 ms RTT, 5 small calls: the first visit has its replies two round trips after
+    /// the start (QUIC's one handshake, transport and TLS together, then the requests), the
+    /// return visit one (the requests in 0-RTT); one QUIC connection, 5 streams each; the
+    /// same seed sends the same datagrams.
+    #[test]
+    fn first_visit_two_rtts_return_visit_one() {
+        let s = settings(&["--calls", "5", "--call-bytes", "100"]);
+        let rtt = Duration::from_millis(50);
+        let row = |zero_rtt| H3Calls {
+            calls: 5,
+            reply_bytes: 100,
+            zero_rtt,
+            loss: None,
+        };
+        let first = row(false).run(&s, None).expect("first visit");
+        let t = to_last(&first);
+        assert!(
+            t >= rtt * 2 && t < rtt * 2 + Duration::from_millis(5),
+            "{t:?}"
+        );
+        let back = row(true).run(&s, None).expect("return visit");
+        let t = to_last(&back);
+        assert!(t >= rtt && t < rtt + Duration::from_millis(5), "{t:?}");
+        for o in [&first, &back] {
+            assert_eq!(o.summary.handshakes, 1);
+            let c = o.calls.as_ref().unwrap();
+            assert_eq!((c.connections, c.streams, c.retries), (1, 5, 0));
+            assert_eq!(o.body_bytes, 500);
+        }
+        let again = row(false).run(&s, None).expect("first visit again");
+        assert_eq!(datagrams(&first), datagrams(&again));
+        assert_eq!(to_last(&first), to_last(&again));
+    }
+}

@@ -1,0 +1,495 @@
+//! UDP (RFC 768) in the sans-IO core: the table of a host's UDP sockets, beside the TCP
+//! endpoint in the [`Interface`](crate::Interface).
+//!
+//! Sockets are keyed by their local address (a specific address or the unspecified address of
+//! a family, and a port) and may be *connected* to one peer, which makes them receive only
+//! from it and makes ICMP errors about their datagrams reach them (as Linux does without
+//! `IP_RECVERR`). Like the rest of the core it owns no clock and no device: the interface
+//! hands it the datagrams addressed to the host and takes what it queues to send.
+//!
+//! - a datagram to a bound port is queued to its socket (bounded, as `rmem`);
+//! - one to a port nobody bound is answered with ICMP port unreachable (RFC 1122 §4.1.3.1,
+//!   RFC 792, RFC 4443 §3.1), rate limited (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f));
+//! - an ICMP error quoting one of our datagrams is delivered to the connected socket that
+//!   sent it: port unreachable as `ECONNREFUSED` (RFC 1122 §4.1.3.3: "UDP MUST pass to the
+//!   application layer all ICMP error messages that it receives from the IP layer"), the
+//!   next send or receive on the socket reports it once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use synack_tcp::endpoint::EPHEMERAL_PORTS;
+use synack_tcp::{IcmpError, Instant};
+use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
+use synack_wire::{Error as WireError, IpProtocol, IpRepr, UdpRepr};
+
+/// Counters of the UDP layer of one host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Datagrams queued to a socket.
+    pub rx_datagrams: u64,
+    /// Datagrams dropped because the socket's receive queue was full.
+    pub rx_dropped_full: u64,
+    /// Datagrams whose checksum did not verify.
+    pub rx_bad_checksum: u64,
+    /// Datagrams with a bad length field.
+    pub rx_malformed: u64,
+    /// Datagrams to a port nobody bound.
+    pub rx_no_port: u64,
+    /// Datagrams to a connected socket from another address (dropped, as Linux does).
+    pub rx_wrong_peer: u64,
+    /// ICMP port unreachable messages sent.
+    pub icmp_unreachable_sent: u64,
+    /// ICMP errors not sent because of the rate limit (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f))
+    /// or because the source may not be answered (RFC 1122 §3.2.2).
+    pub icmp_suppressed: u64,
+    /// ICMP errors about our datagrams delivered to a connected socket.
+    pub icmp_errors_delivered: u64,
+    /// ICMP errors about our datagrams that no connected socket could take (ignored).
+    pub icmp_errors_ignored: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+}
+
+/// Bytes a socket may hold unread before datagrams are dropped (Linux's default `rmem`).
+pub const RX_LIMIT_BYTES: usize = 212_992;
+/// Packets waiting for the driver before a send is refused with `WouldBlock`.
+pub const OUT_LIMIT: usize = 1024;
+/// ICMP error rate limit: a token bucket of this many messages, one more per millisecond.
+const ICMP_BURST: u64 = 50;
+const ICMP_REFILL_US: u64 = 1000;
+const TTL: u8 = 64;
+
+/// One received datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Its source.
+    pub from: SocketAddr,
+    /// Its destination address (the socket may be bound to the unspecified address).
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+struct Sock {
+    rx: VecDeque<Datagram>,
+    rx_bytes: usize,
+    peer: Option<SocketAddr>,
+    /// An error from ICMP not yet reported to the application (`sk_err`).
+    error: Option<io::ErrorKind>,
+}
+
+/// The UDP sockets of one host and the datagrams waiting to be sent.
+pub struct UdpTable {
+    addrs: Vec<IpAddr>,
+    mtu: usize,
+    sockets: BTreeMap<SocketAddr, Sock>,
+    out: VecDeque<Vec<u8>>,
+    stats: UdpStats,
+    next_port: u32,
+    icmp_tokens: u64,
+    icmp_last: Option<Instant>,
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// RFC 1122 §3.2.2: no ICMP error about a datagram whose source is not a single host.
+fn answerable(src: IpAddr) -> bool {
+    match src {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
+}
+
+impl UdpTable {
+    /// The UDP table of a host with `addrs` and an interface MTU of `mtu`.
+    pub fn new(addrs: &[IpAddr], mtu: usize) -> UdpTable {
+        UdpTable {
+            addrs: addrs.to_vec(),
+            mtu,
+            sockets: BTreeMap::new(),
+            out: VecDeque::new(),
+            stats: UdpStats::default(),
+            next_port: 0,
+            icmp_tokens: 0,
+            icmp_last: None,
+        }
+    }
+
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// The bound sockets' local addresses.
+    pub fn sockets(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.sockets.keys().copied()
+    }
+
+    fn in_use(&self, addr: SocketAddr) -> bool {
+        self.sockets.keys().any(|k| {
+            k.port() == addr.port()
+                && k.is_ipv4() == addr.is_ipv4()
+                && (k.ip() == addr.ip() || k.ip().is_unspecified() || addr.ip().is_unspecified())
+        })
+    }
+
+    /// Binds a socket to `addr`: one of the host's addresses or an unspecified one, and a port
+    /// (0 picks a free one of the ephemeral range). Returns the address bound.
+    pub fn bind(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        if !addr.ip().is_unspecified() && !self.addrs.contains(&addr.ip()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{} is not an address of this host", addr.ip()),
+            ));
+        }
+        let addr = if addr.port() == 0 {
+            let first = u32::from(*EPHEMERAL_PORTS.start());
+            let count = u32::from(*EPHEMERAL_PORTS.end() - *EPHEMERAL_PORTS.start()) + 1;
+            let mut found = None;
+            for _ in 0..count {
+                let port = (first + self.next_port % count) as u16;
+                self.next_port = self.next_port.wrapping_add(1);
+                let a = SocketAddr::new(addr.ip(), port);
+                if !self.in_use(a) {
+                    found = Some(a);
+                    break;
+                }
+            }
+            found.ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free UDP port"))?
+        } else {
+            if self.in_use(addr) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("UDP {addr} is in use"),
+                ));
+            }
+            addr
+        };
+        self.sockets.insert(
+            addr,
+            Sock {
+                rx: VecDeque::new(),
+                rx_bytes: 0,
+                peer: None,
+                error: None,
+            },
+        );
+        Ok(addr)
+    }
+
+    /// Closes the socket bound to `local`; its unread datagrams are dropped.
+    pub fn unbind(&mut self, local: SocketAddr) {
+        self.sockets.remove(&local);
+    }
+
+    /// Connects the socket bound to `local` to `peer`: it receives only from `peer` (what it
+    /// had queued from others is dropped, as on Linux) and takes ICMP errors about what it
+    /// sends there.
+    pub fn connect(&mut self, local: SocketAddr, peer: SocketAddr) -> io::Result<()> {
+        if peer.is_ipv4() != local.is_ipv4() {
+            return Err(invalid("address family differs from the socket's"));
+        }
+        let s = self
+            .sockets
+            .get_mut(&local)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        s.peer = Some(peer);
+        s.error = None;
+        s.rx.retain(|d| d.from == peer);
+        s.rx_bytes = s.rx.iter().map(|d| d.data.len()).sum();
+        Ok(())
+    }
+
+    /// The peer the socket bound to `local` is connected to.
+    pub fn peer(&self, local: SocketAddr) -> Option<SocketAddr> {
+        self.sockets.get(&local).and_then(|s| s.peer)
+    }
+
+    /// Whether a receive on `local` would return now (a datagram or an error is waiting).
+    pub fn readable(&self, local: SocketAddr) -> bool {
+        self.sockets
+            .get(&local)
+            .is_none_or(|s| !s.rx.is_empty() || s.error.is_some())
+    }
+
+    /// Whether a send would be taken now.
+    pub fn writable(&self) -> bool {
+        self.out.len() < OUT_LIMIT
+    }
+
+    fn take_error(&mut self, local: SocketAddr) -> io::Result<()> {
+        let s = self
+            .sockets
+            .get_mut(&local)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        match s.error.take() {
+            Some(kind) => Err(io::Error::from(kind)),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `payload` as one datagram from the socket bound to `local` to `target`.
+    ///
+    /// Fails with a pending ICMP error (once), `InvalidInput` for a datagram that does not fit
+    /// the MTU (never fragmented) or a bad destination, `WouldBlock` while the queue to the
+    /// device is full.
+    pub fn send_to(
+        &mut self,
+        local: SocketAddr,
+        target: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        self.take_error(local)?;
+        if target.is_ipv4() != local.is_ipv4() {
+            return Err(invalid("address family differs from the socket's"));
+        }
+        if target.ip().is_unspecified() || target.port() == 0 {
+            return Err(invalid("invalid destination"));
+        }
+        let src = if local.ip().is_unspecified() {
+            self.addrs
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == target.is_ipv4())
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::AddrNotAvailable, "no source address")
+                })?
+        } else {
+            local.ip()
+        };
+        let repr = UdpRepr {
+            src_port: local.port(),
+            dst_port: target.port(),
+            payload,
+        };
+        let ip = IpRepr::new(src, target.ip(), IpProtocol::Udp, repr.buffer_len(), TTL)
+            .ok_or_else(|| invalid("datagram too long"))?;
+        if ip.buffer_len() > self.mtu {
+            return Err(invalid(&format!(
+                "datagram of {} bytes does not fit the MTU of {} (no fragmentation)",
+                payload.len(),
+                self.mtu
+            )));
+        }
+        if self.out.len() >= OUT_LIMIT {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        let mut p = vec![0u8; ip.buffer_len()];
+        ip.emit(&mut p);
+        repr.emit(&mut p[ip.header_len()..], src, target.ip());
+        self.out.push_back(p);
+        self.stats.tx_datagrams += 1;
+        Ok(payload.len())
+    }
+
+    /// The next datagram for the socket bound to `local`, or the pending ICMP error;
+    /// `WouldBlock` when there is neither.
+    pub fn recv(&mut self, local: SocketAddr) -> io::Result<Datagram> {
+        self.take_error(local)?;
+        let s = self
+            .sockets
+            .get_mut(&local)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let d =
+            s.rx.pop_front()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        s.rx_bytes -= d.data.len();
+        Ok(d)
+    }
+
+    /// A UDP datagram (`payload` of the IP packet `ip`) addressed to one of the host's
+    /// addresses; `packet` is the IP packet as received, up to its total length (quoted in an
+    /// ICMP error if nobody listens).
+    pub fn receive(&mut self, now: Instant, ip: &IpRepr, payload: &[u8], packet: &[u8]) {
+        let udp = match UdpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
+            Ok(u) => u,
+            Err(WireError::BadChecksum) => {
+                self.stats.rx_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.rx_malformed += 1;
+                return;
+            }
+        };
+        let from = SocketAddr::new(ip.src(), udp.src_port);
+        let to = SocketAddr::new(ip.dst(), udp.dst_port);
+        let key = if self.sockets.contains_key(&to) {
+            to
+        } else {
+            SocketAddr::new(unspecified(to.ip()), to.port())
+        };
+        match self.sockets.get_mut(&key) {
+            Some(sock) => {
+                if sock.peer.is_some_and(|p| p != from) {
+                    self.stats.rx_wrong_peer += 1;
+                } else if sock.rx_bytes + udp.payload.len() > RX_LIMIT_BYTES {
+                    self.stats.rx_dropped_full += 1;
+                } else {
+                    sock.rx_bytes += udp.payload.len();
+                    sock.rx.push_back(Datagram {
+                        from,
+                        to,
+                        data: udp.payload.to_vec(),
+                    });
+                    self.stats.rx_datagrams += 1;
+                }
+            }
+            None => {
+                self.stats.rx_no_port += 1;
+                self.port_unreachable(now, ip, packet);
+            }
+        }
+    }
+
+    /// An ICMP error quoting `invoking` (the IP header and the first bytes of what we sent).
+    /// Returns false if it does not quote a UDP datagram (the interface then gives it to TCP).
+    pub fn handle_icmp_error(&mut self, err: IcmpError, invoking: &[u8]) -> bool {
+        let Some((local, remote)) = quoted_udp(invoking) else {
+            return false;
+        };
+        let kind = match err {
+            IcmpError::PortUnreachable => Some(io::ErrorKind::ConnectionRefused),
+            IcmpError::Hard => Some(io::ErrorKind::HostUnreachable),
+            // Soft errors and "packet too big" leave the socket as it is (the application
+            // sizes its datagrams; QUIC probes the path itself, RFC 9000 §14.3).
+            _ => None,
+        };
+        let exact = self
+            .sockets
+            .get_mut(&local)
+            .filter(|s| s.peer == Some(remote));
+        let sock = match exact {
+            Some(s) => Some(s),
+            None => self
+                .sockets
+                .get_mut(&SocketAddr::new(unspecified(local.ip()), local.port()))
+                .filter(|s| s.peer == Some(remote)),
+        };
+        match (sock, kind) {
+            (Some(s), Some(kind)) => {
+                s.error = Some(kind);
+                self.stats.icmp_errors_delivered += 1;
+            }
+            _ => self.stats.icmp_errors_ignored += 1,
+        }
+        true
+    }
+
+    /// RFC 1122 §4.1.3.1: "If a datagram arrives addressed to a UDP port for which there is no
+    /// pending LISTEN call, UDP SHOULD send an ICMP Port Unreachable message." The message
+    /// carries as much of the datagram as fits in 576 bytes over IPv4 (RFC 1812 §4.3.2.3) and
+    /// in the minimum MTU of 1280 over IPv6 (RFC 4443 §2.4(c)); errors are rate limited.
+    fn port_unreachable(&mut self, now: Instant, ip: &IpRepr, invoking: &[u8]) {
+        if !answerable(ip.src()) || !self.icmp_token(now) || self.out.len() >= OUT_LIMIT {
+            self.stats.icmp_suppressed += 1;
+            return;
+        }
+        let packet = match (ip.dst(), ip.src()) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => {
+                let invoking = &invoking[..invoking.len().min(576 - 28)];
+                let icmp = Icmpv4Repr::DstUnreachable {
+                    code: Icmpv4Repr::PORT_UNREACHABLE,
+                    next_hop_mtu: 0,
+                    invoking,
+                };
+                let Some(hdr) =
+                    IpRepr::new(ip.dst(), ip.src(), IpProtocol::Icmp, icmp.buffer_len(), TTL)
+                else {
+                    return;
+                };
+                let mut out = vec![0u8; hdr.buffer_len()];
+                hdr.emit(&mut out);
+                icmp.emit(&mut out[hdr.header_len()..]);
+                out
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let invoking = &invoking[..invoking.len().min(1280 - 48)];
+                let icmp = Icmpv6Repr::DstUnreachable {
+                    code: Icmpv6Repr::PORT_UNREACHABLE,
+                    invoking,
+                };
+                let Some(hdr) = IpRepr::new(
+                    ip.dst(),
+                    ip.src(),
+                    IpProtocol::Icmpv6,
+                    icmp.buffer_len(),
+                    TTL,
+                ) else {
+                    return;
+                };
+                let mut out = vec![0u8; hdr.buffer_len()];
+                hdr.emit(&mut out);
+                icmp.emit(&mut out[hdr.header_len()..], src, dst);
+                out
+            }
+            _ => return,
+        };
+        self.out.push_back(packet);
+        self.stats.icmp_unreachable_sent += 1;
+    }
+
+    fn icmp_token(&mut self, now: Instant) -> bool {
+        let earned = match self.icmp_last {
+            None => ICMP_BURST,
+            Some(last) => now.saturating_duration_since(last).as_micros() as u64 / ICMP_REFILL_US,
+        };
+        if earned > 0 || self.icmp_last.is_none() {
+            self.icmp_tokens = (self.icmp_tokens + earned).min(ICMP_BURST);
+            self.icmp_last = Some(now);
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    /// The next packet queued to go out (a datagram or an ICMP error).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+}
+
+/// The local and remote addresses of the UDP datagram an ICMP error quotes (its IP header and
+/// at least the 8 bytes of the UDP header, RFC 792).
+fn quoted_udp(invoking: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let version = invoking.first()? >> 4;
+    let (src, dst, proto, udp): (IpAddr, IpAddr, u8, &[u8]) = match version {
+        4 => {
+            let ihl = usize::from(invoking[0] & 0x0f) * 4;
+            let h = invoking.get(..20)?;
+            let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+            let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            (src.into(), dst.into(), h[9], invoking.get(ihl.max(20)..)?)
+        }
+        6 => {
+            let h = invoking.get(..40)?;
+            let src: [u8; 16] = h[8..24].try_into().ok()?;
+            let dst: [u8; 16] = h[24..40].try_into().ok()?;
+            (
+                Ipv6Addr::from(src).into(),
+                Ipv6Addr::from(dst).into(),
+                h[6],
+                &invoking[40..],
+            )
+        }
+        _ => return None,
+    };
+    if proto != u8::from(IpProtocol::Udp) {
+        return None;
+    }
+    let u = udp.get(..4)?;
+    let sport = u16::from_be_bytes([u[0], u[1]]);
+    let dport = u16::from_be_bytes([u[2], u[3]]);
+    Some((SocketAddr::new(src, sport), SocketAddr::new(dst, dport)))
+}
