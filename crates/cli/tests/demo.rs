@@ -770,3 +770,33 @@ fn fold_events_folds_data_but_shows_each_resend() {
     // Folded runs no longer count resends: those are on their own rows.
     assert!(!first.contains("retransmitted, "), "{first}");
 }
+
+/// `synack trace` reads the demo's HTTP/3 captures: one QUIC connection per visit, the
+/// return visit's first flight an Initial with 0-RTT coalesced, though quinn greases the
+/// Fixed Bit once the server allowed it (RFC 9287).
+#[test]
+fn trace_reads_the_http3_visits() {
+    let base = temp("h3.pcap");
+    demo(&["--calls", "3", "--pcap", base.to_str().unwrap()]);
+    let path = base.with_file_name(format!(
+        "synack-demo-{}-h3-http3-0rtt.pcap",
+        std::process::id()
+    ));
+    let o = synack(&["trace", "--json", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let flows = j["quic"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{j}");
+    for f in flows {
+        assert_eq!(
+            f["client"].as_str().unwrap().split(':').next(),
+            Some("198.18.0.1")
+        );
+        assert_eq!(f["server"], "198.18.0.2:443");
+        assert_eq!(f["connections"], 1);
+        assert!(f["handshake"].as_u64().unwrap() > 0, "{f}");
+    }
+    assert_eq!(flows[0]["zero_rtt"], 0);
+    assert!(flows[1]["zero_rtt"].as_u64().unwrap() > 0, "{j}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -86,8 +86,10 @@ pub fn long_headers(mut d: &[u8]) -> Vec<LongHeader<'_>> {
 
 fn one(d: &[u8]) -> Option<(LongHeader<'_>, &[u8])> {
     let first = *d.first()?;
-    // Header Form 1 (long) and Fixed Bit 1 (RFC 9000 §17.2).
-    if first & 0xc0 != 0xc0 {
+    // Header Form 1: a long header (RFC 9000 §17.2). The Fixed Bit is not checked: a peer
+    // that announced `grease_quic_bit` lets the other side send it as 0 (RFC 9287 §3), as
+    // quinn does, even in a return visit's Initial; the version tells QUIC apart instead.
+    if first & 0x80 == 0 {
         return None;
     }
     let version = u32::from_be_bytes(d.get(1..5)?.try_into().ok()?);
@@ -159,6 +161,17 @@ mod tests {
         let kinds: Vec<LongType> = p.iter().map(|h| h.kind).collect();
         assert_eq!(kinds, [LongType::Initial, LongType::Handshake]);
         assert_eq!(p[1].scid, [7]);
+    }
+
+    /// RFC 9287: a greased Fixed Bit (0) still makes a long header; both packets of a
+    /// coalesced Initial and 0-RTT are seen.
+    #[test]
+    fn greased_fixed_bit() {
+        let mut d = vec![0x85, 0, 0, 0, 1, 2, 9, 9, 1, 7, 1, 0xaa, 0x40, 3, 1, 2, 3];
+        d.extend_from_slice(&[0x95, 0, 0, 0, 1, 2, 9, 9, 1, 7, 1, 0]);
+        let p = long_headers(&d);
+        let kinds: Vec<LongType> = p.iter().map(|h| h.kind).collect();
+        assert_eq!(kinds, [LongType::Initial, LongType::ZeroRtt]);
     }
 
     #[test]
