@@ -1,11 +1,14 @@
-//! HTTP/1.1 persistent connections over synack's stack or the kernel's: a keep-alive
-//! [`server`] and a pooled [`Client`], with [`Metrics`] of what each connection cost.
+//! HTTP over synack's stack or the kernel's: HTTP/1.1 persistent connections, HTTP/2
+//! multiplexing, both in cleartext or over TLS ([`tls`]), and HTTP/3 over QUIC ([`h3`]); a
+//! keep-alive [`server`] and a pooled [`Client`], with [`Metrics`] of what each connection
+//! cost.
 //!
 //! The pool ([`pool`]) knows nothing of HTTP; the client ([`client`]) runs hyper's HTTP/1.1
-//! client connections in it; a [`Connector`] opens them over synack ([`SynackConnector`]) or
-//! the kernel ([`KernelConnector`]). The server ([`server`]) runs hyper's HTTP/1.1 server
-//! connections with nginx's keep-alive settings around them, on any [`server::Listener`].
-//! [`routes`] is the service `synack serve` runs.
+//! client connections in it, and keeps one HTTP/2 connection per origin beside it; a
+//! [`Connector`] opens them over synack ([`SynackConnector`], with TCP Fast Open if asked) or
+//! the kernel ([`KernelConnector`]). The server ([`server`]) runs hyper's HTTP/1.1 and HTTP/2
+//! server connections with nginx's keep-alive settings around them, on any
+//! [`server::Listener`]. [`routes`] is the service `synack serve` runs.
 
 pub mod client;
 pub mod connector;
