@@ -470,6 +470,13 @@ fn a_time_wait_past_the_time_limit_is_no_failure() {
     assert_eq!(out.matches("past --time-limit 30s").count(), 9, "{out}");
     // The three HTTP/3 rows have none either: QUIC over UDP has no TIME-WAIT.
     assert_eq!(out.matches("TIME-WAIT:   none").count(), 5, "{out}");
+    // They say when the connections closed, not when the run stopped.
+    assert_eq!(
+        out.matches("TIME-WAIT:   none (every connection closed by 0.")
+            .count(),
+        5,
+        "{out}"
+    );
 }
 
 #[test]

@@ -347,11 +347,20 @@ fn print_counts(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result
             secs(b),
             fmt_duration(o.time_wait),
         )?,
-        _ => writeln!(
-            out,
-            "  TIME-WAIT:   none (the network went idle at {})",
-            secs(o.end)
-        )?,
+        // No side went through TIME-WAIT: the connections ended with RSTs (or, for QUIC, there
+        // is none); say when every connection was closed, not when the run stopped.
+        _ => match p.closed {
+            Some(closed) => writeln!(
+                out,
+                "  TIME-WAIT:   none (every connection closed by {})",
+                secs(closed)
+            )?,
+            None => writeln!(
+                out,
+                "  TIME-WAIT:   none (the network went idle at {})",
+                secs(o.end)
+            )?,
+        },
     }
     Ok(())
 }
