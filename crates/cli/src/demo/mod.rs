@@ -38,6 +38,15 @@ segment (the 3-way handshake, the exchange with bulk data folded into summary li
 4-way close) with each side's TCP states beside it, a table of how long each phase took in \
 milliseconds and round trips, and the counts of segments, handshakes and retransmissions.
 
+Then --calls API calls (GET /bytes/--call-bytes) are made each way there is, each on a fresh \
+network: a new connection per call (with and without TCP Fast Open), one keep-alive \
+connection, a pool of --concurrency connections, the streams of one HTTP/2 connection \
+(cleartext, and over TLS 1.3), HTTPS/1.1 with a connection per call, HTTP/2 with small flow \
+control windows and one slow reader, the pool and HTTP/2 at 2 % loss (head-of-line blocking), \
+and HTTP/3 over QUIC (first visit, 0-RTT return visit, 2 % loss). Each prints per-call figures \
+and the whole run's spans; a table compares them all: handshakes (TCP+TLS) and their round \
+trips, time per call, time to the last byte, segments and retransmissions.
+
 Everything runs in virtual time on a seeded simulator: no privileges, no real network, and \
 the same flags always print the same output. The impairment flags apply to both directions.";
 
@@ -70,7 +79,7 @@ pub struct DemoArgs {
     /// Write the client's packets (both directions, each once) to FILE as a pcap
     /// (LINKTYPE_RAW), for Wireshark or tshark: the first scenario to FILE, each calls
     /// scenario to a file beside it named for it (demo.pcap: demo-per-call.pcap,
-    /// demo-keepalive.pcap, demo-pool.pcap).
+    /// demo-keepalive.pcap, demo-pool.pcap, demo-http2.pcap, demo-http3.pcap, ...).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
