@@ -1595,8 +1595,9 @@ fn segment_text(s: &SegmentRow) -> String {
 
 fn folded_text(f: &FoldedRow) -> String {
     let mut t = format!(
-        "{} data segments, seq={}..{} ({})",
+        "{} data segment{}, seq={}..{} ({})",
         f.segments,
+        if f.segments == 1 { "" } else { "s" },
         f.seq_start,
         f.seq_end,
         fmt_bytes(f.span())
@@ -1610,7 +1611,12 @@ fn folded_text(f: &FoldedRow) -> String {
         let _ = write!(t, ", {} lost", f.lost);
     }
     if f.acks > 0 {
-        let _ = write!(t, "; {} ACKs back", f.acks);
+        let _ = write!(
+            t,
+            "; {} ACK{} back",
+            f.acks,
+            if f.acks == 1 { "" } else { "s" }
+        );
         if f.acks_lost > 0 {
             let _ = write!(t, " ({} lost)", f.acks_lost);
         }
