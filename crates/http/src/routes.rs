@@ -368,6 +368,33 @@ mod tests {
         out
     }
 
+    /// With a virtual date, responses are dated by the runtime's clock from the epoch given,
+    /// whatever the wall clock says: the same run sends the same bytes.
+    #[tokio::test(start_paused = true)]
+    async fn a_virtual_date_follows_the_runtime_clock() {
+        let epoch = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let routes = Routes::new().with_virtual_date(epoch);
+        let get = || {
+            Request::get("/bytes/1")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let r = routes.call(get()).await.unwrap();
+        assert_eq!(
+            r.headers()[http::header::DATE],
+            "Thu, 01 Jan 2026 00:00:00 GMT"
+        );
+        tokio::time::sleep(Duration::from_millis(61_500)).await;
+        let r = routes.call(get()).await.unwrap();
+        assert_eq!(
+            r.headers()[http::header::DATE],
+            "Thu, 01 Jan 2026 00:01:01 GMT"
+        );
+        // Without it, the date is hyper's to add, from the wall clock.
+        let r = Routes::new().call(get()).await.unwrap();
+        assert!(r.headers().get(http::header::DATE).is_none());
+    }
+
     #[tokio::test]
     async fn the_pattern_comes_in_chunks_and_is_exact() {
         for n in [
