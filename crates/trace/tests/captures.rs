@@ -7,6 +7,7 @@
 //! Needs root, ip, nginx, curl, tcpdump and tshark: skips with a message without them, fails
 //! with CI=true.
 
+#[path = "../../http/tests/netns/mod.rs"]
 mod netns;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,7 @@
 //! exchange and the close; folding of a bulk transfer; relative and absolute numbering; lost
 //! and retransmitted segments.
 
+#[path = "../../stack/tests/common/mod.rs"]
 mod common;
 
 use common::*;

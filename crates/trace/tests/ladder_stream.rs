@@ -2,6 +2,7 @@
 //! gives the rows, summary and phases a [`Ladder`] gives over the whole trace, under every
 //! impairment, and holds a bounded number of records however long the transfer.
 
+#[path = "../../stack/tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -65,7 +65,8 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        let name = format!("synack-http-{}-{tag}", std::process::id());
+        // Named for the crate whose tests share this file (http, trace).
+        let name = format!("{}-{}-{tag}", env!("CARGO_PKG_NAME"), std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
