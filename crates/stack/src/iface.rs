@@ -313,8 +313,17 @@ impl crate::sim::Node for Interface {
 /// header and at least 8 bytes of TCP (RFC 792), which is usually all there is, so this reads
 /// the fields directly rather than parsing a whole packet.
 fn quoted_tcp(invoking: &[u8]) -> Option<(SocketAddr, SocketAddr, u32)> {
+    let (src, dst, tcp) = quoted(invoking, 6)?;
+    let t = tcp.get(4..8)?;
+    Some((src, dst, u32::from_be_bytes([t[0], t[1], t[2], t[3]])))
+}
+
+/// The source and destination (address and port) of the `protocol` (TCP or UDP) packet an ICMP
+/// error quotes, and its transport header from the ports on: the quote holds the IP header and
+/// at least 8 bytes of what follows (RFC 792, RFC 4443 §2.4).
+pub(crate) fn quoted(invoking: &[u8], protocol: u8) -> Option<(SocketAddr, SocketAddr, &[u8])> {
     let version = invoking.first()? >> 4;
-    let (src, dst, proto, tcp): (IpAddr, IpAddr, u8, &[u8]) = match version {
+    let (src, dst, proto, transport): (IpAddr, IpAddr, u8, &[u8]) = match version {
         4 => {
             let ihl = usize::from(invoking[0] & 0x0f) * 4;
             let h = invoking.get(..20)?;
@@ -335,16 +344,15 @@ fn quoted_tcp(invoking: &[u8]) -> Option<(SocketAddr, SocketAddr, u32)> {
         }
         _ => return None,
     };
-    if proto != 6 {
+    if proto != protocol {
         return None;
     }
-    let t = tcp.get(..8)?;
-    let sport = u16::from_be_bytes([t[0], t[1]]);
-    let dport = u16::from_be_bytes([t[2], t[3]]);
-    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let p = transport.get(..4)?;
+    let sport = u16::from_be_bytes([p[0], p[1]]);
+    let dport = u16::from_be_bytes([p[2], p[3]]);
     Some((
         SocketAddr::new(src, sport),
         SocketAddr::new(dst, dport),
-        seq,
+        transport,
     ))
 }

@@ -463,33 +463,5 @@ impl UdpTable {
 /// The local and remote addresses of the UDP datagram an ICMP error quotes (its IP header and
 /// at least the 8 bytes of the UDP header, RFC 792).
 fn quoted_udp(invoking: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
-    let version = invoking.first()? >> 4;
-    let (src, dst, proto, udp): (IpAddr, IpAddr, u8, &[u8]) = match version {
-        4 => {
-            let ihl = usize::from(invoking[0] & 0x0f) * 4;
-            let h = invoking.get(..20)?;
-            let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
-            let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-            (src.into(), dst.into(), h[9], invoking.get(ihl.max(20)..)?)
-        }
-        6 => {
-            let h = invoking.get(..40)?;
-            let src: [u8; 16] = h[8..24].try_into().ok()?;
-            let dst: [u8; 16] = h[24..40].try_into().ok()?;
-            (
-                Ipv6Addr::from(src).into(),
-                Ipv6Addr::from(dst).into(),
-                h[6],
-                &invoking[40..],
-            )
-        }
-        _ => return None,
-    };
-    if proto != u8::from(IpProtocol::Udp) {
-        return None;
-    }
-    let u = udp.get(..4)?;
-    let sport = u16::from_be_bytes([u[0], u[1]]);
-    let dport = u16::from_be_bytes([u[2], u[3]]);
-    Some((SocketAddr::new(src, sport), SocketAddr::new(dst, dport)))
+    crate::iface::quoted(invoking, u8::from(IpProtocol::Udp)).map(|(src, dst, _)| (src, dst))
 }
