@@ -1,4 +1,5 @@
-//! Wire formats for synack: IPv4, IPv6, TCP, UDP and ICMP.
+//! Wire formats for synack: IPv4, IPv6, TCP, UDP and ICMP, and HTTP/2's frame layer as read
+//! off a byte stream ([`h2`]).
 //!
 //! Every parser takes untrusted bytes and returns a value or an [`Error`]; none panics, whatever
 //! the input. Parsing is zero-copy: a parsed `*Repr` borrows its payload from the packet.
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod h2;
 pub mod icmp;
 pub mod ip;
 pub mod tcp;

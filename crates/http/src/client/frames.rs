@@ -4,10 +4,9 @@
 //! The client's own PINGs (§6.7) are followed on the way out, and their ACKs on the way in,
 //! so that a connection that hyper closed for an unanswered PING is known as such.
 //!
-//! The parser follows the frame layout of RFC 9113 §4.1 (a 9-byte header: 24-bit length,
-//! type, flags, 31-bit stream id; then the payload) byte by byte as reads return, so a
-//! frame may be split anywhere across reads. It only observes: it never changes a byte,
-//! and whatever the bytes are it never panics (a malformed frame is h2's to reject).
+//! The frames are read by [`FrameReader`] (RFC 9113 §4.1) as reads return, so a frame may
+//! be split anywhere across reads. It only observes: it never changes a byte, and whatever
+//! the bytes are it never panics (a malformed frame is h2's to reject).
 
 use std::io;
 use std::pin::Pin;
@@ -16,21 +15,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use synack_wire::h2::{kind, Event, FrameReader};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{inc, ClientCounters};
 
-/// Frame types (RFC 9113 §6).
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-/// The ACK flag of SETTINGS and PING (§6.5, §6.7).
-const ACK: u8 = 0x1;
-/// The client connection preface (§3.4), before the client's first frame.
-const PREFACE_LEN: usize = 24;
 /// `SETTINGS_MAX_CONCURRENT_STREAMS` (§6.5.2).
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 /// The `REFUSED_STREAM` error code (§7).
@@ -234,114 +225,48 @@ impl PeerState {
     }
 }
 
-/// The incremental frame parser, of what the peer sent (`outbound` false) or of what the
-/// client sent (`outbound`: the preface is skipped, and only PINGs are looked at).
-#[derive(Debug, Default)]
-struct Parser {
+/// Follows one direction of the connection into a [`PeerState`]: what the server sent
+/// (`inbound`), or what the client sent (`outbound`, where only the client's PINGs count).
+#[derive(Debug)]
+struct Follower {
+    reader: FrameReader,
     outbound: bool,
-    /// Preface bytes skipped so far (outbound).
-    preface: usize,
-    head: [u8; 9],
-    head_len: usize,
-    /// Payload bytes of the current frame still to come.
-    left: u32,
-    kind: u8,
-    flags: u8,
-    /// The first bytes of the payload (GOAWAY, RST_STREAM) or of the current setting.
-    buf: [u8; 8],
-    buf_len: usize,
 }
 
-impl Parser {
-    fn outbound() -> Parser {
-        Parser {
+impl Follower {
+    /// The server's frames (its connection preface is a SETTINGS frame, §3.4).
+    fn inbound() -> Follower {
+        Follower {
+            reader: FrameReader::frames(),
+            outbound: false,
+        }
+    }
+
+    /// The client's preface and frames.
+    fn outbound() -> Follower {
+        Follower {
+            reader: FrameReader::client(),
             outbound: true,
-            ..Parser::default()
         }
     }
 
-    fn feed(&mut self, mut data: &[u8], peer: &PeerState) {
-        if self.outbound && self.preface < PREFACE_LEN {
-            let n = (PREFACE_LEN - self.preface).min(data.len());
-            self.preface += n;
-            data = &data[n..];
-        }
-        while !data.is_empty() {
-            if self.head_len < 9 {
-                let n = (9 - self.head_len).min(data.len());
-                self.head[self.head_len..self.head_len + n].copy_from_slice(&data[..n]);
-                self.head_len += n;
-                data = &data[n..];
-                if self.head_len == 9 {
-                    let h = self.head;
-                    self.left = u32::from_be_bytes([0, h[0], h[1], h[2]]);
-                    self.kind = h[3];
-                    self.flags = h[4];
-                    self.buf_len = 0;
-                    if self.left == 0 {
-                        self.frame_end(peer);
-                    }
-                }
-                continue;
+    fn feed(&mut self, data: &[u8], peer: &PeerState) {
+        let outbound = self.outbound;
+        self.reader.feed(data, |e| match e {
+            Event::Frame(f) if outbound && f.header.kind == kind::PING && !f.header.is_ack() => {
+                peer.on_ping_sent()
             }
-            let n = (self.left as usize).min(data.len());
-            let (payload, rest) = data.split_at(n);
-            data = rest;
-            self.left -= n as u32;
-            match self.kind {
-                _ if self.outbound => {}
-                SETTINGS if self.flags & ACK == 0 => {
-                    // Six-byte entries: identifier (16 bits), value (32 bits).
-                    for &b in payload {
-                        self.buf[self.buf_len] = b;
-                        self.buf_len += 1;
-                        if self.buf_len == 6 {
-                            let b = self.buf;
-                            peer.on_setting(
-                                u16::from_be_bytes([b[0], b[1]]),
-                                u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
-                            );
-                            self.buf_len = 0;
-                        }
-                    }
-                }
-                GOAWAY | RST_STREAM => {
-                    let want = if self.kind == GOAWAY { 8 } else { 4 };
-                    let take = (want - self.buf_len.min(want)).min(payload.len());
-                    self.buf[self.buf_len..self.buf_len + take].copy_from_slice(&payload[..take]);
-                    self.buf_len += take;
-                }
+            _ if outbound => {}
+            Event::Frame(f) => match (f.header.kind, f.value, f.code) {
+                (kind::PING, ..) if f.header.is_ack() => peer.on_ping_ack(),
+                (kind::GOAWAY, Some(last), Some(code)) => peer.on_goaway(last, code),
+                (kind::RST_STREAM, _, Some(code)) => peer.on_reset(code),
                 _ => {}
-            }
-            if self.left == 0 {
-                self.frame_end(peer);
-            }
-        }
-    }
-
-    fn frame_end(&mut self, peer: &PeerState) {
-        let b = self.buf;
-        if self.outbound {
-            if self.kind == PING && self.flags & ACK == 0 {
-                peer.on_ping_sent();
-            }
-            self.head_len = 0;
-            return;
-        }
-        match self.kind {
-            PING if self.flags & ACK != 0 => peer.on_ping_ack(),
-            SETTINGS if self.flags & ACK == 0 => peer.on_settings_end(),
-            GOAWAY if self.buf_len >= 8 => peer.on_goaway(
-                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff,
-                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-            ),
-            RST_STREAM if self.buf_len >= 4 => {
-                peer.on_reset(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            }
+            },
+            Event::Setting { id, value } => peer.on_setting(id, value),
+            Event::End(h) if h.kind == kind::SETTINGS && !h.is_ack() => peer.on_settings_end(),
             _ => {}
-        }
-        self.head_len = 0;
-        self.buf_len = 0;
+        });
     }
 }
 
@@ -351,8 +276,8 @@ impl Parser {
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     inner: S,
-    parser: Parser,
-    out: Parser,
+    parser: Follower,
+    out: Follower,
     peer: Arc<PeerState>,
 }
 
@@ -360,8 +285,8 @@ impl<S> Watched<S> {
     pub(crate) fn new(inner: S, peer: Arc<PeerState>) -> Watched<S> {
         Watched {
             inner,
-            parser: Parser::default(),
-            out: Parser::outbound(),
+            parser: Follower::inbound(),
+            out: Follower::outbound(),
             peer,
         }
     }
@@ -479,11 +404,11 @@ mod tests {
         let w = wire();
         let p = peer();
         assert_eq!(p.max_concurrent_streams(), None);
-        Parser::default().feed(&w, &p);
+        Follower::inbound().feed(&w, &p);
         check(&p);
         for chunk in 1..w.len() {
             let p = peer();
-            let mut parser = Parser::default();
+            let mut parser = Follower::inbound();
             for c in w.chunks(chunk) {
                 parser.feed(c, &p);
             }
@@ -494,7 +419,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pings_are_followed_out_and_acks_in() {
         let p = peer();
-        let mut out = Parser::outbound();
+        let mut out = Follower::outbound();
         let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         wire.extend(frame(4, 0, 0, &[]));
         wire.extend(frame(6, 0, 0, &[1; 8]));
@@ -507,14 +432,14 @@ mod tests {
         let sent = Instant::now();
         assert_eq!(p.ping_outstanding_since(), Some(sent));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut inp = Parser::default();
+        let mut inp = Follower::inbound();
         inp.feed(&frame(6, 1, 0, &[1; 8]), &p);
         inp.feed(&frame(6, 1, 0, &[1; 8]), &p);
         assert_eq!(p.pings(), (1, 1), "an unasked ACK is not counted");
         assert_eq!(p.ping_outstanding_since(), None);
         assert!(!p.set_closed(Some(Duration::from_secs(1))));
         let q = peer();
-        Parser::outbound().feed(&wire, &q);
+        Follower::outbound().feed(&wire, &q);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
             q.set_closed(Some(Duration::from_secs(1))),
@@ -527,7 +452,7 @@ mod tests {
     fn any_bytes_are_observed_without_panicking() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let p = peer();
-        let mut parser = Parser::default();
+        let mut parser = Follower::inbound();
         for _ in 0..2000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -537,8 +462,8 @@ mod tests {
         }
         // A truncated GOAWAY or RST_STREAM is not taken for one.
         let p = peer();
-        Parser::default().feed(&frame(7, 0, 0, &[0, 0, 0, 1]), &p);
-        Parser::default().feed(&frame(3, 0, 1, &[0, 0]), &p);
+        Follower::inbound().feed(&frame(7, 0, 0, &[0, 0, 0, 1]), &p);
+        Follower::inbound().feed(&frame(3, 0, 1, &[0, 0]), &p);
         assert_eq!((p.goaway(), p.resets()), (None, 0));
     }
 }
