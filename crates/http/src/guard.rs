@@ -122,7 +122,7 @@ impl Reject {
 #[derive(Debug, Default)]
 pub(crate) struct GuardState {
     reject: Mutex<Option<Reject>>,
-    notify: Notify,
+    notify: Arc<Notify>,
 }
 
 impl GuardState {
@@ -139,9 +139,12 @@ impl GuardState {
         self.reject().filter(|r| r.in_body && r.request == n)
     }
 
-    /// Woken when a request is refused.
-    pub(crate) fn notify(&self) -> &Notify {
-        &self.notify
+    /// A state that wakes `notify` when a request is refused.
+    pub(crate) fn notifying(notify: Arc<Notify>) -> GuardState {
+        GuardState {
+            reject: Mutex::default(),
+            notify,
+        }
     }
 
     fn set(&self, r: Reject) {
@@ -712,8 +715,13 @@ pub(crate) struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    pub(crate) fn new(inner: S, limits: Limits) -> (Guarded<S>, Arc<GuardState>) {
-        let state = Arc::new(GuardState::default());
+    /// Guards `inner`; `notify` is woken when a request is refused.
+    pub(crate) fn new(
+        inner: S,
+        limits: Limits,
+        notify: Arc<Notify>,
+    ) -> (Guarded<S>, Arc<GuardState>) {
+        let state = Arc::new(GuardState::notifying(notify));
         (
             Guarded {
                 inner,

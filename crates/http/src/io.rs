@@ -25,7 +25,7 @@ pub(crate) struct IoState {
     /// notifies `notify` (the server arms it when a connection becomes idle).
     armed: AtomicBool,
     first_byte: Mutex<Option<Instant>>,
-    notify: Notify,
+    notify: Arc<Notify>,
 }
 
 impl IoState {
@@ -65,8 +65,10 @@ impl IoState {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Woken when the first byte after [`arm`](Self::arm) arrives.
-    pub(crate) fn notify(&self) -> &Notify {
+    /// Woken when the first byte after [`arm`](Self::arm) arrives. The server's connection
+    /// driver waits on this one `Notify` for everything (the guard and the keep-alive
+    /// bookkeeping notify it too), so it polls one waiter, not three.
+    pub(crate) fn notify(&self) -> &Arc<Notify> {
         &self.notify
     }
 }

@@ -77,7 +77,9 @@ pub(crate) struct ConnCtl {
     /// The guard's refusal was counted.
     pub rejected: AtomicBool,
     pub state: Mutex<CtlState>,
-    pub notify: Notify,
+    /// The connection's one wake-up, shared with its [`IoState`] (and, for HTTP/1.1, its
+    /// guard): whatever may move the deadline or end the connection notifies it.
+    pub notify: Arc<Notify>,
     /// Response bodies that gave hyper data (or were made) and have not been asked for more
     /// since: they wait for the client to take bytes.
     waiting: AtomicUsize,
@@ -94,6 +96,7 @@ impl ConnCtl {
         proto: Proto,
     ) -> ConnCtl {
         let now = Instant::now();
+        let notify = io.notify().clone();
         ConnCtl {
             config,
             counters,
@@ -109,7 +112,7 @@ impl ConnCtl {
                 requests: 0,
                 last: None,
             }),
-            notify: Notify::new(),
+            notify,
             waiting: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
         }
@@ -536,9 +539,39 @@ pub(crate) fn aborted_by_peer(e: &hyper::Error) -> bool {
     false
 }
 
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// A connection driver's one timer. It is armed at the earliest deadline it was given and
+/// moved only when a deadline comes earlier than that, or after it fired (the driver then
+/// looks at its deadline again and re-arms). So a deadline that only moves later, as the
+/// idle timeout does with every request, costs no timer operation per request.
+pub(crate) struct Alarm {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    pub(crate) fn new() -> Alarm {
+        Alarm {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Makes sure the alarm goes off no later than `at`.
+    pub(crate) fn arm(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            if self.armed.is_none_or(|a| at < a) {
+                self.sleep.as_mut().reset(at);
+                self.armed = Some(at);
+            }
+        }
+    }
+
+    /// Completes when the armed instant has come (never, if unarmed); then it is unarmed.
+    pub(crate) async fn fired(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
     }
 }

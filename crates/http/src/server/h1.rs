@@ -16,7 +16,7 @@ use crate::guard::{Guarded, Limits};
 use crate::io::Tracked;
 use crate::metrics::{inc, ServerCounters};
 
-use super::conn::{aborted_by_peer, sleep_until, ConnCtl, KeepAliveService, Last, Proto, Timeout};
+use super::conn::{aborted_by_peer, Alarm, ConnCtl, KeepAliveService, Last, Proto, Timeout};
 use super::{BoxError, BoxIo, ServerConfig};
 
 pub(crate) async fn serve<S, B>(
@@ -39,6 +39,7 @@ pub(crate) async fn serve<S, B>(
             max_header_size: config.max_header_size.max(1),
             max_body: config.client_max_body_size,
         },
+        io_state.notify().clone(),
     );
     let ctl = Arc::new(ConnCtl::new(
         config.clone(),
@@ -71,6 +72,7 @@ pub(crate) async fn serve<S, B>(
     }
     let mut detached = false;
     let mut rejecting = false;
+    let mut alarm = Alarm::new();
     let outcome = loop {
         if !rejecting {
             // A refused request head: once the responses before it are out, close; the
@@ -102,12 +104,12 @@ pub(crate) async fn serve<S, B>(
                 break None;
             }
         }
+        alarm.arm(deadline.map(|d| d.0));
         tokio::select! {
             biased;
             r = conn.as_mut() => break Some(r),
+            // The first byte of a request, a refused request, a request begun or ended.
             _ = ctl.notify.notified() => {}
-            _ = io_state.notify().notified() => {}
-            _ = guard.notify().notified(), if !rejecting => {}
             r = shutdown.changed(), if !graceful && !detached => match r {
                 Ok(()) if *shutdown.borrow() => {
                     graceful = true;
@@ -118,7 +120,7 @@ pub(crate) async fn serve<S, B>(
                 Err(_) => detached = true,
             },
             // The deadline is looked at again: it may have moved meanwhile.
-            _ = sleep_until(deadline.map(|d| d.0)) => {}
+            _ = alarm.fired() => {}
         }
     };
     let last = ctl.lock().last;

@@ -34,7 +34,7 @@ use crate::guard::GuardState;
 use crate::io::IoState;
 use crate::metrics::{inc, ServerCounters};
 
-use super::conn::{aborted_by_peer, sleep_until, ConnCtl, KeepAliveService, Last, Proto, Timeout};
+use super::conn::{aborted_by_peer, Alarm, ConnCtl, KeepAliveService, Last, Proto, Timeout};
 use super::frames::FrameCounter;
 use super::{BoxError, BoxIo, ServerConfig, FRAME_SIZES, MAX_WINDOW};
 
@@ -94,6 +94,7 @@ pub(crate) async fn serve<S, B>(
     // When the first GOAWAY went out.
     let mut closing: Option<Instant> = None;
     let mut detached = false;
+    let mut alarm = Alarm::new();
     let outcome = loop {
         if closing.is_none() {
             let shutting = *shutdown.borrow();
@@ -129,6 +130,7 @@ pub(crate) async fn serve<S, B>(
                 }
             }
         }
+        alarm.arm(deadline.map(|d| d.0));
         tokio::select! {
             biased;
             r = conn.as_mut() => break Some(r),
@@ -138,7 +140,7 @@ pub(crate) async fn serve<S, B>(
                     detached = true;
                 }
             }
-            _ = sleep_until(deadline.map(|d| d.0)) => {}
+            _ = alarm.fired() => {}
         }
     };
     match outcome {
