@@ -134,6 +134,14 @@ impl GuardState {
             .clone()
     }
 
+    /// Whether a request was refused.
+    pub(crate) fn refused(&self) -> bool {
+        self.reject
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// The refusal of request `n`'s body, if that is what happened.
     pub(crate) fn body_reject(&self, n: u64) -> Option<Reject> {
         self.reject().filter(|r| r.in_body && r.request == n)

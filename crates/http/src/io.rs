@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// What a [`Tracked`] stream has seen, shared with its owner.
@@ -21,11 +20,10 @@ use tokio::time::Instant;
 pub(crate) struct IoState {
     read: AtomicU64,
     eof: AtomicBool,
-    /// When set, the next read of at least one byte records its time in `first_byte` and
-    /// notifies `notify` (the server arms it when a connection becomes idle).
+    /// When set, the next read of at least one byte records its time in `first_byte` (the
+    /// server arms it when a connection becomes idle).
     armed: AtomicBool,
     first_byte: Mutex<Option<Instant>>,
-    notify: Arc<Notify>,
 }
 
 impl IoState {
@@ -63,13 +61,6 @@ impl IoState {
             .first_byte
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Woken when the first byte after [`arm`](Self::arm) arrives. The server's connection
-    /// driver waits on this one `Notify` for everything (the guard and the keep-alive
-    /// bookkeeping notify it too), so it polls one waiter, not three.
-    pub(crate) fn notify(&self) -> &Arc<Notify> {
-        &self.notify
     }
 }
 
@@ -110,10 +101,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
                 }
             } else {
                 st.read.fetch_add(n, Ordering::AcqRel);
-                if st.armed.swap(false, Ordering::AcqRel) {
+                // The server's header timeout starts here; it comes no earlier than the
+                // deadline the server armed when the connection went idle, so nobody needs
+                // waking.
+                if st.armed.load(Ordering::Relaxed) && st.armed.swap(false, Ordering::AcqRel) {
                     *st.first_byte.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some(Instant::now());
-                    st.notify.notify_one();
                 }
             }
         }

@@ -77,9 +77,13 @@ pub(crate) struct ConnCtl {
     /// The guard's refusal was counted.
     pub rejected: AtomicBool,
     pub state: Mutex<CtlState>,
-    /// The connection's one wake-up, shared with its [`IoState`] (and, for HTTP/1.1, its
-    /// guard): whatever may move the deadline or end the connection notifies it.
+    /// The connection driver's one wake-up, shared with the HTTP/1.1 guard: whatever may
+    /// bring the deadline earlier or end the connection notifies it.
     pub notify: Arc<Notify>,
+    /// When the driver's [`Alarm`] goes off, in nanoseconds since `born` plus one (0: it is
+    /// not armed). A change that brings a deadline no earlier than this needs no wake-up:
+    /// the driver looks at its deadline again when the alarm goes off.
+    alarm_at: AtomicU64,
     /// Response bodies that gave hyper data (or were made) and have not been asked for more
     /// since: they wait for the client to take bytes.
     waiting: AtomicUsize,
@@ -93,10 +97,10 @@ impl ConnCtl {
         counters: Arc<ServerCounters>,
         io: Arc<IoState>,
         guard: Arc<GuardState>,
+        notify: Arc<Notify>,
         proto: Proto,
     ) -> ConnCtl {
         let now = Instant::now();
-        let notify = io.notify().clone();
         ConnCtl {
             config,
             counters,
@@ -113,6 +117,7 @@ impl ConnCtl {
                 last: None,
             }),
             notify,
+            alarm_at: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
         }
@@ -136,11 +141,29 @@ impl ConnCtl {
         self.counters
             .max_requests_per_connection
             .fetch_max(st.requests, Ordering::Relaxed);
-        let n = st.requests;
-        drop(st);
-        // The driver's deadline changes (no header timeout while a request is served).
-        self.notify.notify_one();
-        n
+        // The header and idle timeouts stop while a request is served: a deadline that goes
+        // away needs no wake-up (the alarm going off finds nothing due).
+        st.requests
+    }
+
+    /// The driver armed its alarm for `at` (`None`: unarmed).
+    pub(crate) fn alarm_set(&self, at: Option<Instant>) {
+        let v = at.map_or(0, |t| self.since_born(t));
+        self.alarm_at.store(v, Ordering::SeqCst);
+    }
+
+    fn since_born(&self, t: Instant) -> u64 {
+        let n = t.saturating_duration_since(self.born).as_nanos();
+        u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Wakes the driver if a deadline at `at` comes before its alarm.
+    fn wake_for(&self, at: Option<Instant>) {
+        let Some(at) = at else { return };
+        let armed = self.alarm_at.load(Ordering::SeqCst);
+        if armed == 0 || self.since_born(at) < armed {
+            self.notify.notify_one();
+        }
     }
 
     /// An HTTP/2 stream's request arrived. `None`: it comes after the connection's last
@@ -159,6 +182,7 @@ impl ConnCtl {
         self.counters
             .max_requests_per_connection
             .fetch_max(st.requests, Ordering::Relaxed);
+        let was_last = st.last.is_some();
         if st.last.is_none() && !self.shutting.load(Ordering::Acquire) {
             // nginx: the stream that reaches keepalive_requests (or comes after
             // keepalive_time) is served, and the connection sends GOAWAY.
@@ -173,8 +197,12 @@ impl ConnCtl {
             };
         }
         let n = st.requests;
+        let now_last = st.last.is_some();
         drop(st);
-        self.notify.notify_one();
+        if now_last != was_last {
+            // The driver sends the GOAWAY.
+            self.notify.notify_one();
+        }
         Some(n)
     }
 
@@ -189,14 +217,27 @@ impl ConnCtl {
     fn end(&self) {
         let mut st = self.lock();
         st.active = st.active.saturating_sub(1);
-        if st.active == 0 {
-            st.idle_since = Instant::now();
-            if self.proto == Proto::Http1 {
-                self.io.arm();
-            }
+        if st.active > 0 {
+            return;
         }
+        let now = Instant::now();
+        st.idle_since = now;
+        if self.proto == Proto::Http1 {
+            self.io.arm();
+        }
+        let closing = st.last.is_some() || self.shutting.load(Ordering::Acquire);
         drop(st);
-        self.notify.notify_one();
+        if closing || self.guard.refused() {
+            // The connection ends (HTTP/2: the grace period after GOAWAY starts; HTTP/1.1:
+            // a refused request waited for the responses before it).
+            self.notify.notify_one();
+        } else {
+            // The header or idle timeout starts, whichever comes first.
+            let cfg = &self.config;
+            self.wake_for(Some(
+                now + cfg.keepalive_timeout.min(cfg.header_read_timeout),
+            ));
+        }
     }
 
     /// Hyper asked a response body for data: the client took what came before.
@@ -207,7 +248,7 @@ impl ConnCtl {
 
     fn start_waiting(&self) {
         if self.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.notify.notify_one();
+            self.wake_for(self.send_deadline().map(|d| d.0));
         }
     }
 
@@ -573,5 +614,10 @@ impl Alarm {
         }
         self.sleep.as_mut().await;
         self.armed = None;
+    }
+
+    /// When it goes off, if armed.
+    pub(crate) fn armed(&self) -> Option<Instant> {
+        self.armed
     }
 }

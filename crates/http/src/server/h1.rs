@@ -9,7 +9,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::guard::{Guarded, Limits};
@@ -33,19 +33,21 @@ pub(crate) async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let (io, io_state) = Tracked::new(io);
+    let notify = Arc::new(Notify::new());
     let (io, guard) = Guarded::new(
         io,
         Limits {
             max_header_size: config.max_header_size.max(1),
             max_body: config.client_max_body_size,
         },
-        io_state.notify().clone(),
+        notify.clone(),
     );
     let ctl = Arc::new(ConnCtl::new(
         config.clone(),
         counters.clone(),
         io_state.clone(),
         guard.clone(),
+        notify,
         Proto::Http1,
     ));
     io_state.arm();
@@ -105,6 +107,7 @@ pub(crate) async fn serve<S, B>(
             }
         }
         alarm.arm(deadline.map(|d| d.0));
+        ctl.alarm_set(alarm.armed());
         tokio::select! {
             biased;
             r = conn.as_mut() => break Some(r),
@@ -120,7 +123,8 @@ pub(crate) async fn serve<S, B>(
                 Err(_) => detached = true,
             },
             // The deadline is looked at again: it may have moved meanwhile.
-            _ = alarm.fired() => {}
+            // Unarmed until the deadline is looked at again: meanwhile every change wakes.
+            _ = alarm.fired() => ctl.alarm_set(None),
         }
     };
     let last = ctl.lock().last;

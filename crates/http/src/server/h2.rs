@@ -27,7 +27,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::guard::GuardState;
@@ -62,6 +62,7 @@ pub(crate) async fn serve<S, B>(
         counters.clone(),
         Arc::new(IoState::default()),
         Arc::new(GuardState::default()),
+        Arc::new(Notify::new()),
         Proto::Http2,
     ));
     let h = &config.http2;
@@ -131,6 +132,7 @@ pub(crate) async fn serve<S, B>(
             }
         }
         alarm.arm(deadline.map(|d| d.0));
+        ctl.alarm_set(alarm.armed());
         tokio::select! {
             biased;
             r = conn.as_mut() => break Some(r),
@@ -140,7 +142,8 @@ pub(crate) async fn serve<S, B>(
                     detached = true;
                 }
             }
-            _ = alarm.fired() => {}
+            // Unarmed until the deadline is looked at again: meanwhile every change wakes.
+            _ = alarm.fired() => ctl.alarm_set(None),
         }
     };
     match outcome {
