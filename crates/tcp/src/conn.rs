@@ -57,6 +57,9 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+mod timewait;
+pub use timewait::TimeWait;
+
 /// How soon an ACK is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum AckDue {
@@ -445,6 +448,10 @@ pub struct Connection {
     /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
     tx_ect: bool,
 
+    /// Fill in the TCP checksum of what we send (off when the device computes it or needs
+    /// none: [`set_tx_checksum`](Self::set_tx_checksum)).
+    tx_checksum: bool,
+
     // Counters, as Linux's `tcp_info` reports them.
     stats: ConnStats,
 }
@@ -636,6 +643,7 @@ impl Connection {
             ecn_high: None,
             rx_ce: false,
             tx_ect: false,
+            tx_checksum: true,
             stats: ConnStats::default(),
         }
     }
@@ -1154,15 +1162,49 @@ impl Connection {
     // ---------------------------------------------------------------------------------------
     // Outputs.
 
-    /// Lend the send and receive rings storage from a pool (before any data moved).
-    pub(crate) fn adopt_storage(&mut self, send: Vec<u8>, recv: Vec<u8>) {
-        self.send_buf.adopt(send);
-        self.recv_buf.adopt(recv);
-    }
-
     /// Take the rings' storage back for a pool (the connection is being dropped).
     pub(crate) fn take_storage(&mut self) -> [Vec<u8>; 2] {
         [self.send_buf.take_storage(), self.recv_buf.take_storage()]
+    }
+
+    /// Lend storage from `spare` to the send ring (`send`) or the receive ring (`!send`) if it
+    /// has none, before data may arrive in it: drained rings go back to the pool (see
+    /// [`release_drained`](Self::release_drained)), and come back from it without an
+    /// allocation.
+    #[inline]
+    pub(crate) fn lend_storage(&mut self, spare: &mut Vec<Vec<u8>>, send: bool) {
+        let ring = if send {
+            &mut self.send_buf
+        } else {
+            &mut self.recv_buf
+        };
+        if ring.allocated() == 0 {
+            if let Some(s) = spare.pop() {
+                ring.adopt(s);
+            }
+        }
+    }
+
+    /// Hand the storage of each ring that holds nothing (everything sent was acknowledged;
+    /// everything received was read, nothing out of order) and is at most `max` bytes to
+    /// `give`: an idle connection keeps no buffer memory. Larger rings (a connection moving
+    /// bulk data) are kept.
+    #[inline]
+    pub(crate) fn release_drained(&mut self, max: usize, give: &mut impl FnMut(Vec<u8>)) {
+        let a = self.send_buf.allocated();
+        if a > 0 && a <= max && self.send_buf.is_empty() {
+            give(self.send_buf.take_storage());
+        }
+        let a = self.recv_buf.allocated();
+        if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
+            give(self.recv_buf.take_storage());
+        }
+    }
+
+    /// Whether segments we send carry their TCP checksum (on by default). Off when the
+    /// device computes it (checksum offload) or none is needed (an in-memory link).
+    pub fn set_tx_checksum(&mut self, on: bool) {
+        self.tx_checksum = on;
     }
 
     /// Whether [`poll_transmit`](Self::poll_transmit) may have a segment now. A cheap,
@@ -3131,11 +3173,13 @@ impl Connection {
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
-        fill_checksum(
-            &mut buf[..total],
-            self.tuple.local.ip(),
-            self.tuple.remote.ip(),
-        );
+        if self.tx_checksum {
+            fill_checksum(
+                &mut buf[..total],
+                self.tuple.local.ip(),
+                self.tuple.remote.ip(),
+            );
+        }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
             // Data sent within the ACK timeout of data received: an interactive exchange,
             // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").
