@@ -68,40 +68,30 @@ enum AckDue {
     Now,
 }
 
-/// Events waiting for the endpoint, which drains them after every call: a few inline (no
-/// allocation per connection), more spill to the heap in order, none lost. Nobody may want
-/// them (an endpoint that does not trace): `off` skips the queueing.
+/// Events waiting for the endpoint, which drains them after every call, in order, none lost.
+/// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
+/// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
 #[derive(Debug, Default)]
 struct EventQueue {
-    inline: [Option<Event>; 4],
-    head: usize,
-    len: usize,
-    spill: VecDeque<Event>,
+    queue: VecDeque<Event>,
     off: bool,
 }
 
 impl EventQueue {
+    #[inline]
     fn push(&mut self, e: Event) {
-        if self.off {
-            return;
-        }
-        if !self.spill.is_empty() || self.len == self.inline.len() {
-            self.spill.push_back(e);
-        } else {
-            let i = (self.head + self.len) % self.inline.len();
-            self.inline[i] = Some(e);
-            self.len += 1;
+        if !self.off {
+            self.queue.push_back(e);
         }
     }
 
+    #[inline]
     fn pop(&mut self) -> Option<Event> {
-        if self.len > 0 {
-            let e = self.inline[self.head].take();
-            self.head = (self.head + 1) % self.inline.len();
-            self.len -= 1;
-            return e;
-        }
-        self.spill.pop_front()
+        self.queue.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
 
@@ -341,8 +331,9 @@ pub struct Connection {
     /// depth of the deepest reordering seen (as Linux's `tp->reordering`), at most
     /// [`MAX_REORDERING`].
     reordering: usize,
-    /// What a fast recovery changed, kept to undo it if the retransmission proves spurious.
-    undo: Option<Undo>,
+    /// What a fast recovery changed, kept to undo it if the retransmission proves spurious
+    /// (boxed: only during a recovery).
+    undo: Option<Box<Undo>>,
     /// Fast recoveries undone because the original segment arrived after all.
     spurious_retransmits: u64,
     /// Wait a reordering window before recovering (`Config::reorder_window`).
@@ -389,7 +380,8 @@ pub struct Connection {
     syn_retries: u32,
     synack_retries: u32,
     msl: Duration,
-    keepalive: Option<Keepalive>,
+    /// Boxed: most connections run without.
+    keepalive: Option<Box<Keepalive>>,
     fin_wait2_timeout: Duration,
     /// The application no longer holds this connection.
     orphaned: bool,
@@ -407,7 +399,7 @@ pub struct Connection {
 
     // TCP Fast Open (RFC 7413).
     /// Client: what the first SYN carries; taken when it goes out.
-    fo_plan: Option<ClientPlan>,
+    fo_plan: Option<Box<ClientPlan>>,
     /// Client: the SYN waits for the first `send` (Linux's `TCP_FASTOPEN_CONNECT`).
     defer_syn: bool,
     /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
@@ -421,9 +413,9 @@ pub struct Connection {
     /// in SYN-RECEIVED (RFC 7413 §4.2.2).
     fast_open_child: bool,
     /// Server: the option of the first SYN-ACK (a cookie for the client).
-    synack_fast_open: Option<FastOpen>,
+    synack_fast_open: Option<Box<FastOpen>>,
     /// Client: what the SYN-ACK said, for the endpoint's cookie cache.
-    fo_outcome: Option<ClientOutcome>,
+    fo_outcome: Option<Box<ClientOutcome>>,
     /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
     syn_tsval: Option<u32>,
     /// Client: the end of the SYN's data the SYN-ACK did not take, while it is sent again.
@@ -616,7 +608,7 @@ impl Connection {
             syn_retries: config.syn_retries,
             synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
             msl: config.msl,
-            keepalive: config.keepalive,
+            keepalive: config.keepalive.map(Box::new),
             fin_wait2_timeout: config.fin_wait2_timeout,
             orphaned: false,
             quick_ack: config.quick_ack,
@@ -975,7 +967,7 @@ impl Connection {
     /// server's cached MSS (or ours) less 40 bytes for options, as Linux's
     /// `tcp_send_syn_data` leaves room for any a middlebox adds. `None` otherwise.
     pub fn fast_open_syn_room(&self) -> Option<usize> {
-        let plan = self.fo_plan.filter(|p| p.data)?;
+        let plan = self.fo_plan.as_deref().copied().filter(|p| p.data)?;
         (self.state == State::SynSent && self.syn_count == 0).then(|| {
             let clamp = plan.mss.map_or(self.adv_mss, usize::from);
             self.adv_mss.min(clamp).saturating_sub(40)
@@ -985,19 +977,19 @@ impl Connection {
     /// An active open with Fast Open: what its first SYN carries, and whether it waits for
     /// data. Only a SYN that may carry data waits (Linux sends a cookie request at once).
     pub(crate) fn set_fast_open_plan(&mut self, plan: ClientPlan, defer: bool) {
-        self.fo_plan = Some(plan);
+        self.fo_plan = Some(Box::new(plan));
         self.defer_syn = defer && plan.data;
     }
 
     /// What the SYN-ACK taught about the server, once.
     pub(crate) fn take_fast_open_outcome(&mut self) -> Option<ClientOutcome> {
-        self.fo_outcome.take()
+        self.fo_outcome.take().map(|o| *o)
     }
 
     /// The option of the first SYN-ACK of a passive open: a cookie the client asked for (or
     /// a fresh one for a wrong cookie), RFC 7413 §4.1.2.
     pub(crate) fn set_synack_fast_open(&mut self, fo: Option<FastOpen>) {
-        self.synack_fast_open = fo;
+        self.synack_fast_open = fo.map(Box::new);
     }
 
     /// A passive open from a Fast Open SYN (RFC 7413 §4.2.2): the SYN's data is taken now,
@@ -1141,7 +1133,7 @@ impl Connection {
     }
 
     pub fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
-        self.keepalive = keepalive;
+        self.keepalive = keepalive.map(Box::new);
         self.keepalive_probes = 0;
         self.arm_keepalive(now);
     }
@@ -1356,7 +1348,7 @@ impl Connection {
             }
             // The cookie goes on the first SYN-ACK only; Linux's retransmissions carry none.
             if self.syn_count == 0 {
-                o.fast_open = self.synack_fast_open;
+                o.fast_open = self.synack_fast_open.as_deref().copied();
             }
         } else {
             if self.ts_offer {
@@ -1371,7 +1363,7 @@ impl Connection {
             // retransmitted SYN is a plain one, as Linux's (the option or the data may be what
             // a middlebox drops).
             if self.syn_count == 0 {
-                o.fast_open = self.fo_plan.and_then(|p| p.option);
+                o.fast_open = self.fo_plan.as_deref().and_then(|p| p.option);
             }
         }
         o
@@ -1600,12 +1592,12 @@ impl Connection {
             }
             _ => 0,
         };
-        self.fo_outcome = Some(ClientOutcome {
+        self.fo_outcome = Some(Box::new(ClientOutcome {
             mss: seg.options.mss.unwrap_or(self.adv_mss.min(65535) as u16),
             cookie,
             syn_lost,
             try_exp,
-        });
+        }));
         if self.syn_data > 0 && unacked {
             // Send what the server did not take from SND.UNA, now.
             self.snd_nxt = ack;
@@ -2134,6 +2126,7 @@ impl Connection {
         let Some(u) = self.undo.take() else {
             return;
         };
+        let u = *u;
         match self.scoreboard.highest() {
             Some(fack) => self.note_reordering(fack.since(u.seq)),
             // Without SACK the depth is unknown: one more duplicate is tolerated next time.
@@ -2202,10 +2195,12 @@ impl Connection {
             self.high_rxt = self.snd_una;
         }
         let head_resent = self.high_rxt.gt(self.snd_una);
-        self.undo = (self.ts_enabled && !head_resent).then(|| Undo {
-            cc: self.cc.clone(),
-            seq: self.snd_una,
-            tsval: self.tsval(now),
+        self.undo = (self.ts_enabled && !head_resent).then(|| {
+            Box::new(Undo {
+                cc: self.cc.clone(),
+                seq: self.snd_una,
+                tsval: self.tsval(now),
+            })
         });
         self.recover_mark = self.snd_max;
         self.cc.on_congestion_event(now, flight);
@@ -2360,7 +2355,7 @@ impl Connection {
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
-        match self.keepalive {
+        match self.keepalive.as_deref() {
             Some(k) if self.state.is_synchronized() && self.state != State::TimeWait => {
                 self.timers.set(Timer::Keepalive, now + k.idle)
             }
@@ -2484,7 +2479,9 @@ impl Connection {
                 }
             }
             Timer::Keepalive => {
-                let Some(k) = self.keepalive else { return };
+                let Some(k) = self.keepalive.as_deref().copied() else {
+                    return;
+                };
                 if self.snd_max != self.snd_una || self.unsent() > 0 {
                     // Data in flight: the retransmission timer watches the peer instead.
                     self.timers.set(Timer::Keepalive, now + k.idle);
@@ -2713,8 +2710,11 @@ impl Connection {
                     };
                     let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
                     if !synack && self.syn_count == 0 {
-                        self.syn_fastopen =
-                            self.fo_plan.and_then(|p| p.option).map(|o| o.experimental);
+                        self.syn_fastopen = self
+                            .fo_plan
+                            .as_deref()
+                            .and_then(|p| p.option)
+                            .map(|o| o.experimental);
                         self.syn_data = data;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));

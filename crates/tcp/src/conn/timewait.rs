@@ -107,8 +107,7 @@ impl Connection {
             && self.retransmit_at.is_none()
             && self.dsack.is_none()
             && self.timers.only(Timer::Close)
-            && self.events.len == 0
-            && self.events.spill.is_empty();
+            && self.events.is_empty();
         let same_settings = self.msl == config.msl
             && self.challenge_ack_interval == config.challenge_ack_interval
             && self.ecn_mode == config.ecn;
