@@ -238,6 +238,11 @@ pub struct Endpoint {
     slots: Vec<Slot>,
     free: Vec<u32>,
     by_tuple: HashMap<FourTuple, ConnId, TupleHashBuilder>,
+    /// The last tuple `handle_segment` found there: segments come in runs of one connection
+    /// (a transfer, an exchange, a handshake), and a hit skips the hash and the table's
+    /// memory, which among many connections is a cache miss. Cleared whenever a tuple is
+    /// added or removed.
+    last_found: Option<(FourTuple, ConnId)>,
     listeners: Vec<Option<Listener>>,
     /// Listeners by local address and port, keyed as tuples with an unspecified remote: the
     /// lookup shares the connection table's hash and code.
@@ -287,6 +292,7 @@ impl Endpoint {
             slots: Vec::new(),
             free: Vec::new(),
             by_tuple: HashMap::with_hasher(TupleHashBuilder::new(secret)),
+            last_found: None,
             listeners: Vec::new(),
             by_port: HashMap::with_hasher(TupleHashBuilder::new(secret)),
             timers: BinaryHeap::new(),
@@ -695,6 +701,7 @@ impl Endpoint {
             generation: slot.generation,
         };
         self.by_tuple.insert(tuple, id);
+        self.last_found = None;
         id
     }
 
@@ -925,7 +932,17 @@ impl Endpoint {
                 },
             );
         }
-        if let Some(&id) = self.by_tuple.get(&tuple) {
+        let found = match self.last_found {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => {
+                let found = self.by_tuple.get(&tuple).copied();
+                if let Some(id) = found {
+                    self.last_found = Some((tuple, id));
+                }
+                found
+            }
+        };
+        if let Some(id) = found {
             if self.slots[id.index as usize].tw.is_some() {
                 self.rehydrate(now, id);
             }
@@ -1664,6 +1681,7 @@ impl Endpoint {
         if let Some(tw) = slot.tw.take() {
             self.compact_time_waits -= 1;
             let tuple = tw.tuple();
+            self.last_found = None;
             if self.by_tuple.get(&tuple) == Some(&id) {
                 self.by_tuple.remove(&tuple);
             }
@@ -1674,6 +1692,7 @@ impl Endpoint {
         if let Some(mut c) = slot.conn.take() {
             // The tuple may belong to a newer connection by now (this one closed, and a new
             // SYN for the same tuple came): only our own entry goes.
+            self.last_found = None;
             if self.by_tuple.get(c.tuple_ref()) == Some(&id) {
                 self.by_tuple.remove(c.tuple_ref());
             }
