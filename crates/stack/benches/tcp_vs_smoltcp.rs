@@ -44,21 +44,25 @@
 //! # The variants, named for what they are
 //!
 //! - `synack`: synack's default `Config`: CUBIC, RFC 7323 timestamps, SACK offered (never
-//!   used: nothing is lost here), Nagle on, and checksums always computed and verified (synack's
-//!   devices cannot declare checksum offload yet).
+//!   used: nothing is lost here), Nagle on, and checksums computed and verified
+//!   (`ChecksumCaps::FULL`, what a device without offload declares).
+//! - `synack_csum_off`: the same with `ChecksumCaps::OFFLOADED` on both interfaces (TCP
+//!   checksums neither computed nor verified, as an in-memory link or an offloading device
+//!   allows; the IPv4 header checksum still is).
 //! - `smoltcp_cubic_ts_csum`: like with like: CUBIC, a timestamp generator on both sockets,
 //!   `ChecksumCapabilities::default()` (compute and verify every checksum), the MTU under test.
+//! - `smoltcp_cubic_ts_csum_off`: the same with `ChecksumCapabilities::ignored()`: like with
+//!   like for `synack_csum_off`.
 //! - `smoltcp_defaults_csum_off` (reference, `pooled` only, not like with like): a fresh
 //!   smoltcp 0.14 `tcp::Socket` as it comes, which in this build (`socket-tcp-cubic`) means CUBIC
 //!   (`AnyController::new()` picks CUBIC when that feature is on) and no timestamps (no
 //!   `tsval_generator`), with `phy::Loopback`'s `ChecksumCapabilities::ignored()` (checksums
 //!   neither computed nor verified), at the MTU under test.
 //!
-//! So the like-for-like pair is "checksums on" (`synack` against `smoltcp_cubic_ts_csum`). A
-//! "checksums off" pair needs a core change that is not in this bench: a way for a synack device
-//! to declare checksum capabilities (an in-memory pair or a TUN with `IFF_VNET_HDR` offload),
-//! so that `Interface` skips computing them on transmit and verifying them on receive; until
-//! then `smoltcp_defaults_csum_off` has nothing on synack's side to match.
+//! So the like-for-like pairs are "checksums on" (`synack` against `smoltcp_cubic_ts_csum`)
+//! and "checksums off" (`synack_csum_off` against `smoltcp_cubic_ts_csum_off`). smoltcp's
+//! IPv4 header checksum follows its capabilities too (ignored: not computed); synack's is
+//! always computed, 20 bytes a packet.
 //!
 //! # Clock and timers
 //!
@@ -230,7 +234,7 @@ impl Wire {
 mod synack {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-    use synack_stack::Interface;
+    use synack_stack::{ChecksumCaps, Interface};
     use synack_tcp::{Config, ConnId, Duration, Instant, ListenerId, RecvError, State};
 
     use super::*;
@@ -250,10 +254,12 @@ mod synack {
     }
 
     impl Pair {
-        pub fn new(config: Config, mode: DevMode) -> Pair {
+        pub fn new(config: Config, mode: DevMode, csum: ChecksumCaps) -> Pair {
             let mtu = config.mtu;
-            let client = Interface::new(config.clone(), &[CLIENT_IP], [1; 16]);
+            let mut client = Interface::new(config.clone(), &[CLIENT_IP], [1; 16]);
             let mut server = Interface::new(config, &[SERVER_IP], [2; 16]);
+            client.set_checksum(csum);
+            server.set_checksum(csum);
             let listener = server
                 .tcp_mut()
                 .listen(SocketAddr::new(SERVER_IP, SERVER_PORT), 128)
@@ -351,11 +357,11 @@ mod synack {
     }
 
     impl Churn {
-        pub fn new(mode: DevMode) -> Churn {
+        pub fn new(mode: DevMode, csum: ChecksumCaps) -> Churn {
             let config = Config::default();
             let msl = config.msl;
             Churn {
-                pair: Pair::new(config, mode),
+                pair: Pair::new(config, mode, csum),
                 count: 0,
                 msl,
             }
@@ -470,14 +476,14 @@ mod synack {
     }
 
     impl Bulk {
-        pub fn new(mtu: usize, mode: DevMode) -> Bulk {
+        pub fn new(mtu: usize, mode: DevMode, csum: ChecksumCaps) -> Bulk {
             let config = Config {
                 mtu,
                 send_buffer: BULK_BUFFER,
                 recv_buffer: BULK_BUFFER,
                 ..Config::default()
             };
-            let mut pair = Pair::new(config, mode);
+            let mut pair = Pair::new(config, mode, csum);
             let (client, server) = pair.establish();
             Bulk {
                 pair,
@@ -566,8 +572,8 @@ mod synack {
     }
 
     impl PingPong {
-        pub fn new(mode: DevMode) -> PingPong {
-            let mut pair = Pair::new(Config::default(), mode);
+        pub fn new(mode: DevMode, csum: ChecksumCaps) -> PingPong {
+            let mut pair = Pair::new(Config::default(), mode, csum);
             let (client, server) = pair.establish();
             PingPong {
                 pair,
@@ -667,9 +673,18 @@ mod smol {
     pub enum Flavor {
         /// CUBIC, timestamps, checksums computed and verified: as synack's defaults.
         CubicTsCsum,
+        /// CUBIC, timestamps, checksums neither computed nor verified
+        /// (`ChecksumCapabilities::ignored()`): as `synack_csum_off`.
+        CubicTsCsumOff,
         /// A fresh `tcp::Socket` as it comes (CUBIC in this build, no timestamps) and
         /// `phy::Loopback`'s checksum capabilities (ignored).
         DefaultsCsumOff,
+    }
+
+    impl Flavor {
+        fn timestamps(self) -> bool {
+            matches!(self, Flavor::CubicTsCsum | Flavor::CubicTsCsumOff)
+        }
     }
 
     /// A `Device` over one [`Wire`], with the MTU under test and the flavor's checksums.
@@ -685,6 +700,7 @@ mod smol {
             caps.max_transmission_unit = mtu;
             caps.checksum = match flavor {
                 Flavor::CubicTsCsum => ChecksumCapabilities::default(),
+                Flavor::CubicTsCsumOff => ChecksumCapabilities::ignored(),
                 // What `phy::Loopback::capabilities` declares.
                 Flavor::DefaultsCsumOff => ChecksumCapabilities::ignored(),
             };
@@ -801,7 +817,7 @@ mod smol {
             // What a fresh socket does in this build: CUBIC, no timestamps.
             assert_eq!(s.congestion_control(), tcp::CongestionControl::Cubic);
             assert!(!s.timestamp_enabled());
-            if flavor == Flavor::CubicTsCsum {
+            if flavor.timestamps() {
                 s.set_tsval_generator(Some(tsval));
             }
             s
@@ -812,7 +828,7 @@ mod smol {
             // TIME-WAIT or RST path cleared the timestamp generator (smoltcp drops it when a
             // peer's SYN has no timestamp).
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if self.flavor == Flavor::CubicTsCsum {
+            if self.flavor.timestamps() {
                 s.set_tsval_generator(Some(tsval));
             }
         }
@@ -874,7 +890,7 @@ mod smol {
             }
             // smoltcp drops its timestamp generator when the peer's SYN has no timestamp: both
             // still having one means timestamps were negotiated, as synack's are.
-            let ts = self.flavor == Flavor::CubicTsCsum;
+            let ts = self.flavor.timestamps();
             assert_eq!(self.client().timestamp_enabled(), ts);
             assert_eq!(self.server().timestamp_enabled(), ts);
         }
@@ -1107,12 +1123,21 @@ const MODES: [DevMode; 2] = [DevMode::Pooled, DevMode::Fresh];
 /// The smoltcp variants run in `mode`: the like-for-like one always, the reference one on the
 /// pooled device only.
 fn smol_flavors(mode: DevMode) -> Vec<(&'static str, smol::Flavor)> {
-    let mut v = vec![("smoltcp_cubic_ts_csum", smol::Flavor::CubicTsCsum)];
+    let mut v = vec![
+        ("smoltcp_cubic_ts_csum", smol::Flavor::CubicTsCsum),
+        ("smoltcp_cubic_ts_csum_off", smol::Flavor::CubicTsCsumOff),
+    ];
     if mode == DevMode::Pooled {
         v.push(("smoltcp_defaults_csum_off", smol::Flavor::DefaultsCsumOff));
     }
     v
 }
+
+/// synack's variants: checksums computed and verified, and not (the device's capability).
+const SYNACK_VARIANTS: [(&str, synack_stack::ChecksumCaps); 2] = [
+    ("synack", synack_stack::ChecksumCaps::FULL),
+    ("synack_csum_off", synack_stack::ChecksumCaps::OFFLOADED),
+];
 
 fn churn(c: &mut Criterion) {
     let mut g = c.benchmark_group("churn");
@@ -1120,19 +1145,21 @@ fn churn(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for mode in MODES {
         let m = mode.name();
-        let mut syn = None;
-        g.bench_function(format!("{m}/synack"), |b| {
-            let s = syn.get_or_insert_with(|| {
-                let mut s = synack::Churn::new(mode);
-                s.verify(VERIFY_CONNECTIONS);
-                eprintln!(
-                    "churn/{m}/synack: {:.2} segments per connection",
-                    s.packets_per_connection()
-                );
-                s
+        for (name, csum) in SYNACK_VARIANTS {
+            let mut syn = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = syn.get_or_insert_with(|| {
+                    let mut s = synack::Churn::new(mode, csum);
+                    s.verify(VERIFY_CONNECTIONS);
+                    eprintln!(
+                        "churn/{m}/{name}: {:.2} segments per connection",
+                        s.packets_per_connection()
+                    );
+                    s
+                });
+                b.iter(|| s.connection())
             });
-            b.iter(|| s.connection())
-        });
+        }
         for (name, flavor) in smol_flavors(mode) {
             let mut smol = None;
             g.bench_function(format!("{m}/{name}"), |b| {
@@ -1162,20 +1189,22 @@ fn bulk_at(c: &mut Criterion, mtu: usize) {
     g.throughput(Throughput::Bytes(BULK_BYTES));
     for mode in MODES {
         let m = mode.name();
-        let mut syn = None;
-        g.bench_function(format!("{m}/synack"), |b| {
-            let s = syn.get_or_insert_with(|| {
-                let mut s = synack::Bulk::new(mtu, mode);
-                s.transfer(BULK_BYTES, true);
-                eprintln!(
-                    "{group}/{m}/synack: mss {}, {} segments per 64 MiB",
-                    s.mss(),
-                    s.packets()
-                );
-                s
+        for (name, csum) in SYNACK_VARIANTS {
+            let mut syn = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = syn.get_or_insert_with(|| {
+                    let mut s = synack::Bulk::new(mtu, mode, csum);
+                    s.transfer(BULK_BYTES, true);
+                    eprintln!(
+                        "{group}/{m}/{name}: mss {}, {} segments per 64 MiB",
+                        s.mss(),
+                        s.packets()
+                    );
+                    s
+                });
+                b.iter(|| s.transfer(BULK_BYTES, false))
             });
-            b.iter(|| s.transfer(BULK_BYTES, false))
-        });
+        }
         for (name, flavor) in smol_flavors(mode) {
             let mut smol = None;
             g.bench_function(format!("{m}/{name}"), |b| {
@@ -1203,21 +1232,23 @@ fn pingpong(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for mode in MODES {
         let m = mode.name();
-        let mut syn = None;
-        g.bench_function(format!("{m}/synack"), |b| {
-            let s = syn.get_or_insert_with(|| {
-                let mut s = synack::PingPong::new(mode);
-                for _ in 0..VERIFY_EXCHANGES {
-                    s.exchange();
-                }
-                eprintln!(
-                    "pingpong/{m}/synack: {:.2} segments per exchange",
-                    s.packets_per_exchange()
-                );
-                s
+        for (name, csum) in SYNACK_VARIANTS {
+            let mut syn = None;
+            g.bench_function(format!("{m}/{name}"), |b| {
+                let s = syn.get_or_insert_with(|| {
+                    let mut s = synack::PingPong::new(mode, csum);
+                    for _ in 0..VERIFY_EXCHANGES {
+                        s.exchange();
+                    }
+                    eprintln!(
+                        "pingpong/{m}/{name}: {:.2} segments per exchange",
+                        s.packets_per_exchange()
+                    );
+                    s
+                });
+                b.iter(|| s.exchange())
             });
-            b.iter(|| s.exchange())
-        });
+        }
         for (name, flavor) in smol_flavors(mode) {
             let mut smol = None;
             g.bench_function(format!("{m}/{name}"), |b| {

@@ -32,6 +32,37 @@ pub struct IfaceStats {
     pub icmp_errors: u64,
 }
 
+/// What a device does about transport checksums (TCP and UDP; the IPv4 header checksum is
+/// always computed and verified, and ICMP's too).
+///
+/// A device that computes them on the way out and verifies them on the way in (a NIC or a TUN
+/// with `IFF_VNET_HDR` checksum offload), or a link that cannot corrupt (an in-memory pair),
+/// lets the interface skip both: [`ChecksumCaps::OFFLOADED`]. The default is
+/// [`ChecksumCaps::FULL`]: every checksum computed and verified (RFC 9293 §3.1, RFC 768).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumCaps {
+    /// Compute TCP checksums on transmit. (UDP's, on a rare path, are always computed.)
+    pub tx: bool,
+    /// Verify TCP and UDP checksums on receive.
+    pub rx: bool,
+}
+
+impl ChecksumCaps {
+    /// Compute and verify every checksum.
+    pub const FULL: ChecksumCaps = ChecksumCaps { tx: true, rx: true };
+    /// Neither compute nor verify transport checksums: the device does, or none is needed.
+    pub const OFFLOADED: ChecksumCaps = ChecksumCaps {
+        tx: false,
+        rx: false,
+    };
+}
+
+impl Default for ChecksumCaps {
+    fn default() -> ChecksumCaps {
+        ChecksumCaps::FULL
+    }
+}
+
 /// Room before the TCP segment in the scratch buffer: enough for an IPv6 header.
 const HEADROOM: usize = 40;
 
@@ -46,6 +77,7 @@ pub struct Interface {
     scratch: Vec<u8>,
     stats: IfaceStats,
     ttl: u8,
+    checksum: ChecksumCaps,
 }
 
 impl Interface {
@@ -62,7 +94,21 @@ impl Interface {
             scratch: vec![0; mtu + HEADROOM],
             stats: IfaceStats::default(),
             ttl: 64,
+            checksum: ChecksumCaps::FULL,
         }
+    }
+
+    /// What the device does about checksums (see [`ChecksumCaps`]); a driver sets it from
+    /// `Device::checksum_caps`. TCP segments written from now on follow `caps.tx`
+    /// (connections already open included); packets received from now on, `caps.rx`.
+    pub fn set_checksum(&mut self, caps: ChecksumCaps) {
+        self.checksum = caps;
+        self.tcp.set_tx_checksum(caps.tx);
+        self.udp.set_verify_checksum(caps.rx);
+    }
+
+    pub fn checksum(&self) -> ChecksumCaps {
+        self.checksum
     }
 
     pub fn tcp(&self) -> &Endpoint {
@@ -134,13 +180,15 @@ impl Interface {
             return;
         }
         match ip.protocol() {
-            IpProtocol::Tcp => match TcpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
-                Ok(seg) => self
-                    .tcp
-                    .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg),
-                Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
-                Err(_) => self.stats.rx_malformed_transport += 1,
-            },
+            IpProtocol::Tcp => {
+                match TcpRepr::parse(payload, self.checksum.rx.then(|| (ip.src(), ip.dst()))) {
+                    Ok(seg) => self
+                        .tcp
+                        .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg),
+                    Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
+                    Err(_) => self.stats.rx_malformed_transport += 1,
+                }
+            }
             IpProtocol::Udp => {
                 let end = payload.as_ptr() as usize - packet.as_ptr() as usize + payload.len();
                 self.udp.receive(now, &ip, payload, &packet[..end]);

@@ -89,6 +89,8 @@ pub struct UdpTable {
     next_port: u32,
     icmp_tokens: u64,
     icmp_last: Option<Instant>,
+    /// Verify checksums of datagrams received (off when the device did: `ChecksumCaps`).
+    verify: bool,
 }
 
 fn unspecified(ip: IpAddr) -> IpAddr {
@@ -122,7 +124,13 @@ impl UdpTable {
             next_port: 0,
             icmp_tokens: 0,
             icmp_last: None,
+            verify: true,
         }
+    }
+
+    /// Whether checksums of datagrams received are verified (see `Interface::set_checksum`).
+    pub fn set_verify_checksum(&mut self, on: bool) {
+        self.verify = on;
     }
 
     pub fn stats(&self) -> UdpStats {
@@ -310,7 +318,7 @@ impl UdpTable {
     /// addresses; `packet` is the IP packet as received, up to its total length (quoted in an
     /// ICMP error if nobody listens).
     pub fn receive(&mut self, now: Instant, ip: &IpRepr, payload: &[u8], packet: &[u8]) {
-        let udp = match UdpRepr::parse(payload, Some((ip.src(), ip.dst()))) {
+        let udp = match UdpRepr::parse(payload, self.verify.then(|| (ip.src(), ip.dst()))) {
             Ok(u) => u,
             Err(WireError::BadChecksum) => {
                 self.stats.rx_bad_checksum += 1;

@@ -17,40 +17,57 @@ fn wrap(x: usize, cap: usize) -> usize {
     }
 }
 
-/// A ring buffer of at most `capacity` bytes.
+/// A ring buffer of at most `capacity` bytes (below 4 GiB: positions are kept in 32 bits, so
+/// that an idle connection's two rings take 40 bytes each).
 #[derive(Debug, Default)]
 pub struct RingBuffer {
     storage: Vec<u8>,
-    head: usize,
-    len: usize,
-    capacity: usize,
-    /// Under memory pressure, the storage may not grow past this (`None`: the capacity).
-    limit: Option<usize>,
+    head: u32,
+    len: u32,
+    capacity: u32,
+    /// Under memory pressure, the storage may not grow past this (`NO_LIMIT`: the capacity).
+    limit: u32,
 }
 
+const NO_LIMIT: u32 = u32::MAX;
+
 impl RingBuffer {
+    /// A ring of `capacity` bytes (at most `u32::MAX - 1`).
     pub fn new(capacity: usize) -> RingBuffer {
         RingBuffer {
             storage: Vec::new(),
             head: 0,
             len: 0,
-            capacity,
-            limit: None,
+            capacity: capacity.min(NO_LIMIT as usize - 1) as u32,
+            limit: NO_LIMIT,
         }
     }
 
     /// Cap the storage at `limit` bytes (never below what it has), or lift the cap.
     pub fn set_limit(&mut self, limit: Option<usize>) {
-        self.limit = limit;
+        self.limit = limit.map_or(NO_LIMIT, |l| l.min(NO_LIMIT as usize - 1) as u32);
+    }
+
+    #[inline(always)]
+    fn head(&self) -> usize {
+        self.head as usize
+    }
+
+    /// The most storage may grow to now.
+    #[inline]
+    fn ceiling(&self) -> usize {
+        let capacity = self.capacity as usize;
+        if self.limit == NO_LIMIT {
+            capacity
+        } else {
+            (self.limit as usize).max(self.storage.len()).min(capacity)
+        }
     }
 
     /// Room behind the in-order bytes that storage can hold now or may grow to.
     #[inline]
     pub fn growable_free(&self) -> usize {
-        let ceiling = self.limit.map_or(self.capacity, |l| {
-            l.max(self.storage.len()).min(self.capacity)
-        });
-        ceiling.saturating_sub(self.len)
+        self.ceiling().saturating_sub(self.len as usize)
     }
 
     /// Give the ring storage to use (from a pool), if it has none yet; the bytes in it are
@@ -72,7 +89,7 @@ impl RingBuffer {
     /// Bytes held in order from the front.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     #[inline]
@@ -82,7 +99,7 @@ impl RingBuffer {
 
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     /// Bytes of storage allocated so far (storage grows on demand up to the capacity).
@@ -94,14 +111,12 @@ impl RingBuffer {
     /// Room left behind the in-order bytes.
     #[inline]
     pub fn free(&self) -> usize {
-        self.capacity - self.len
+        (self.capacity - self.len) as usize
     }
 
     /// Make the storage hold at least `needed` bytes (never more than the capacity).
     fn reserve(&mut self, needed: usize) {
-        let ceiling = self.limit.map_or(self.capacity, |l| {
-            l.max(self.storage.len()).min(self.capacity)
-        });
+        let ceiling = self.ceiling();
         let needed = needed.min(ceiling);
         if needed <= self.storage.len() {
             return;
@@ -117,7 +132,7 @@ impl RingBuffer {
         // Linearize everything the ring may hold (including out-of-order bytes past `len`).
         let old = self.storage.len();
         if old > 0 {
-            let (a, b) = self.storage.split_at(self.head);
+            let (a, b) = self.storage.split_at(self.head());
             storage[..b.len()].copy_from_slice(b);
             storage[b.len()..old].copy_from_slice(a);
         }
@@ -135,14 +150,15 @@ impl RingBuffer {
         if n == 0 {
             return 0;
         }
-        self.reserve(self.len + offset + n);
+        let len = self.len();
+        self.reserve(len + offset + n);
         // Under a storage limit, only what fits.
-        let n = n.min(self.storage.len().saturating_sub(self.len + offset));
+        let n = n.min(self.storage.len().saturating_sub(len + offset));
         if n == 0 {
             return 0;
         }
         let cap = self.storage.len();
-        let start = wrap(self.head + self.len + offset, cap);
+        let start = wrap(self.head() + len + offset, cap);
         let first = n.min(cap - start);
         self.storage[start..start + first].copy_from_slice(&data[..first]);
         self.storage[..n - first].copy_from_slice(&data[first..n]);
@@ -152,7 +168,7 @@ impl RingBuffer {
     /// Make `n` bytes written with `write_at(0, ..)` (and following) readable.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.free());
-        self.len += n.min(self.free());
+        self.len += n.min(self.free()) as u32;
     }
 
     /// Append as much of `data` as fits; returns the count.
@@ -164,7 +180,7 @@ impl RingBuffer {
 
     /// Copy out and remove up to `buf.len()` bytes from the front.
     pub fn pop(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.len);
+        let n = buf.len().min(self.len());
         let (a, b) = self.slices(0, n);
         buf[..a.len()].copy_from_slice(a);
         buf[a.len()..n].copy_from_slice(b);
@@ -174,12 +190,12 @@ impl RingBuffer {
 
     /// Remove `n` bytes from the front.
     pub fn discard(&mut self, n: usize) {
-        let n = n.min(self.len);
-        self.len -= n;
+        let n = n.min(self.len());
+        self.len -= n as u32;
         if self.storage.is_empty() {
             return;
         }
-        self.head = wrap(self.head + n, self.storage.len());
+        self.head = wrap(self.head() + n, self.storage.len()) as u32;
         if self.len == 0 {
             // Keep out-of-order bytes where they are; only reset when nothing can be there.
             // (The receive path rewrites them at the same logical offsets either way.)
@@ -188,12 +204,12 @@ impl RingBuffer {
 
     /// The in-order bytes `[offset, offset + len)` as at most two slices.
     pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
-        let len = len.min(self.len.saturating_sub(offset));
+        let len = len.min(self.len().saturating_sub(offset));
         if len == 0 {
             return (&[], &[]);
         }
         let cap = self.storage.len();
-        let start = wrap(self.head + offset, cap);
+        let start = wrap(self.head() + offset, cap);
         let first = len.min(cap - start);
         (
             &self.storage[start..start + first],

@@ -57,6 +57,9 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+mod timewait;
+pub use timewait::TimeWait;
+
 /// How soon an ACK is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum AckDue {
@@ -65,40 +68,30 @@ enum AckDue {
     Now,
 }
 
-/// Events waiting for the endpoint, which drains them after every call: a few inline (no
-/// allocation per connection), more spill to the heap in order, none lost. Nobody may want
-/// them (an endpoint that does not trace): `off` skips the queueing.
+/// Events waiting for the endpoint, which drains them after every call, in order, none lost.
+/// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
+/// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
 #[derive(Debug, Default)]
 struct EventQueue {
-    inline: [Option<Event>; 4],
-    head: usize,
-    len: usize,
-    spill: VecDeque<Event>,
+    queue: VecDeque<Event>,
     off: bool,
 }
 
 impl EventQueue {
+    #[inline]
     fn push(&mut self, e: Event) {
-        if self.off {
-            return;
-        }
-        if !self.spill.is_empty() || self.len == self.inline.len() {
-            self.spill.push_back(e);
-        } else {
-            let i = (self.head + self.len) % self.inline.len();
-            self.inline[i] = Some(e);
-            self.len += 1;
+        if !self.off {
+            self.queue.push_back(e);
         }
     }
 
+    #[inline]
     fn pop(&mut self) -> Option<Event> {
-        if self.len > 0 {
-            let e = self.inline[self.head].take();
-            self.head = (self.head + 1) % self.inline.len();
-            self.len -= 1;
-            return e;
-        }
-        self.spill.pop_front()
+        self.queue.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
 
@@ -338,8 +331,9 @@ pub struct Connection {
     /// depth of the deepest reordering seen (as Linux's `tp->reordering`), at most
     /// [`MAX_REORDERING`].
     reordering: usize,
-    /// What a fast recovery changed, kept to undo it if the retransmission proves spurious.
-    undo: Option<Undo>,
+    /// What a fast recovery changed, kept to undo it if the retransmission proves spurious
+    /// (boxed: only during a recovery).
+    undo: Option<Box<Undo>>,
     /// Fast recoveries undone because the original segment arrived after all.
     spurious_retransmits: u64,
     /// Wait a reordering window before recovering (`Config::reorder_window`).
@@ -386,7 +380,8 @@ pub struct Connection {
     syn_retries: u32,
     synack_retries: u32,
     msl: Duration,
-    keepalive: Option<Keepalive>,
+    /// Boxed: most connections run without.
+    keepalive: Option<Box<Keepalive>>,
     fin_wait2_timeout: Duration,
     /// The application no longer holds this connection.
     orphaned: bool,
@@ -404,7 +399,7 @@ pub struct Connection {
 
     // TCP Fast Open (RFC 7413).
     /// Client: what the first SYN carries; taken when it goes out.
-    fo_plan: Option<ClientPlan>,
+    fo_plan: Option<Box<ClientPlan>>,
     /// Client: the SYN waits for the first `send` (Linux's `TCP_FASTOPEN_CONNECT`).
     defer_syn: bool,
     /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
@@ -418,9 +413,9 @@ pub struct Connection {
     /// in SYN-RECEIVED (RFC 7413 §4.2.2).
     fast_open_child: bool,
     /// Server: the option of the first SYN-ACK (a cookie for the client).
-    synack_fast_open: Option<FastOpen>,
+    synack_fast_open: Option<Box<FastOpen>>,
     /// Client: what the SYN-ACK said, for the endpoint's cookie cache.
-    fo_outcome: Option<ClientOutcome>,
+    fo_outcome: Option<Box<ClientOutcome>>,
     /// Our TSval on the first SYN: a SYN-ACK must echo one from then on (as Linux checks).
     syn_tsval: Option<u32>,
     /// Client: the end of the SYN's data the SYN-ACK did not take, while it is sent again.
@@ -444,6 +439,10 @@ pub struct Connection {
     rx_ce: bool,
     /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
     tx_ect: bool,
+
+    /// Fill in the TCP checksum of what we send (off when the device computes it or needs
+    /// none: [`set_tx_checksum`](Self::set_tx_checksum)).
+    tx_checksum: bool,
 
     // Counters, as Linux's `tcp_info` reports them.
     stats: ConnStats,
@@ -609,7 +608,7 @@ impl Connection {
             syn_retries: config.syn_retries,
             synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
             msl: config.msl,
-            keepalive: config.keepalive,
+            keepalive: config.keepalive.map(Box::new),
             fin_wait2_timeout: config.fin_wait2_timeout,
             orphaned: false,
             quick_ack: config.quick_ack,
@@ -636,6 +635,7 @@ impl Connection {
             ecn_high: None,
             rx_ce: false,
             tx_ect: false,
+            tx_checksum: true,
             stats: ConnStats::default(),
         }
     }
@@ -967,7 +967,7 @@ impl Connection {
     /// server's cached MSS (or ours) less 40 bytes for options, as Linux's
     /// `tcp_send_syn_data` leaves room for any a middlebox adds. `None` otherwise.
     pub fn fast_open_syn_room(&self) -> Option<usize> {
-        let plan = self.fo_plan.filter(|p| p.data)?;
+        let plan = self.fo_plan.as_deref().copied().filter(|p| p.data)?;
         (self.state == State::SynSent && self.syn_count == 0).then(|| {
             let clamp = plan.mss.map_or(self.adv_mss, usize::from);
             self.adv_mss.min(clamp).saturating_sub(40)
@@ -977,19 +977,19 @@ impl Connection {
     /// An active open with Fast Open: what its first SYN carries, and whether it waits for
     /// data. Only a SYN that may carry data waits (Linux sends a cookie request at once).
     pub(crate) fn set_fast_open_plan(&mut self, plan: ClientPlan, defer: bool) {
-        self.fo_plan = Some(plan);
+        self.fo_plan = Some(Box::new(plan));
         self.defer_syn = defer && plan.data;
     }
 
     /// What the SYN-ACK taught about the server, once.
     pub(crate) fn take_fast_open_outcome(&mut self) -> Option<ClientOutcome> {
-        self.fo_outcome.take()
+        self.fo_outcome.take().map(|o| *o)
     }
 
     /// The option of the first SYN-ACK of a passive open: a cookie the client asked for (or
     /// a fresh one for a wrong cookie), RFC 7413 §4.1.2.
     pub(crate) fn set_synack_fast_open(&mut self, fo: Option<FastOpen>) {
-        self.synack_fast_open = fo;
+        self.synack_fast_open = fo.map(Box::new);
     }
 
     /// A passive open from a Fast Open SYN (RFC 7413 §4.2.2): the SYN's data is taken now,
@@ -1133,7 +1133,7 @@ impl Connection {
     }
 
     pub fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
-        self.keepalive = keepalive;
+        self.keepalive = keepalive.map(Box::new);
         self.keepalive_probes = 0;
         self.arm_keepalive(now);
     }
@@ -1154,15 +1154,49 @@ impl Connection {
     // ---------------------------------------------------------------------------------------
     // Outputs.
 
-    /// Lend the send and receive rings storage from a pool (before any data moved).
-    pub(crate) fn adopt_storage(&mut self, send: Vec<u8>, recv: Vec<u8>) {
-        self.send_buf.adopt(send);
-        self.recv_buf.adopt(recv);
-    }
-
     /// Take the rings' storage back for a pool (the connection is being dropped).
     pub(crate) fn take_storage(&mut self) -> [Vec<u8>; 2] {
         [self.send_buf.take_storage(), self.recv_buf.take_storage()]
+    }
+
+    /// Lend storage from `spare` to the send ring (`send`) or the receive ring (`!send`) if it
+    /// has none, before data may arrive in it: drained rings go back to the pool (see
+    /// [`release_drained`](Self::release_drained)), and come back from it without an
+    /// allocation.
+    #[inline]
+    pub(crate) fn lend_storage(&mut self, spare: &mut Vec<Vec<u8>>, send: bool) {
+        let ring = if send {
+            &mut self.send_buf
+        } else {
+            &mut self.recv_buf
+        };
+        if ring.allocated() == 0 {
+            if let Some(s) = spare.pop() {
+                ring.adopt(s);
+            }
+        }
+    }
+
+    /// Hand the storage of each ring that holds nothing (everything sent was acknowledged;
+    /// everything received was read, nothing out of order) and is at most `max` bytes to
+    /// `give`: an idle connection keeps no buffer memory. Larger rings (a connection moving
+    /// bulk data) are kept.
+    #[inline]
+    pub(crate) fn release_drained(&mut self, max: usize, give: &mut impl FnMut(Vec<u8>)) {
+        let a = self.send_buf.allocated();
+        if a > 0 && a <= max && self.send_buf.is_empty() {
+            give(self.send_buf.take_storage());
+        }
+        let a = self.recv_buf.allocated();
+        if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
+            give(self.recv_buf.take_storage());
+        }
+    }
+
+    /// Whether segments we send carry their TCP checksum (on by default). Off when the
+    /// device computes it (checksum offload) or none is needed (an in-memory link).
+    pub fn set_tx_checksum(&mut self, on: bool) {
+        self.tx_checksum = on;
     }
 
     /// Whether [`poll_transmit`](Self::poll_transmit) may have a segment now. A cheap,
@@ -1314,7 +1348,7 @@ impl Connection {
             }
             // The cookie goes on the first SYN-ACK only; Linux's retransmissions carry none.
             if self.syn_count == 0 {
-                o.fast_open = self.synack_fast_open;
+                o.fast_open = self.synack_fast_open.as_deref().copied();
             }
         } else {
             if self.ts_offer {
@@ -1329,7 +1363,7 @@ impl Connection {
             // retransmitted SYN is a plain one, as Linux's (the option or the data may be what
             // a middlebox drops).
             if self.syn_count == 0 {
-                o.fast_open = self.fo_plan.and_then(|p| p.option);
+                o.fast_open = self.fo_plan.as_deref().and_then(|p| p.option);
             }
         }
         o
@@ -1558,12 +1592,12 @@ impl Connection {
             }
             _ => 0,
         };
-        self.fo_outcome = Some(ClientOutcome {
+        self.fo_outcome = Some(Box::new(ClientOutcome {
             mss: seg.options.mss.unwrap_or(self.adv_mss.min(65535) as u16),
             cookie,
             syn_lost,
             try_exp,
-        });
+        }));
         if self.syn_data > 0 && unacked {
             // Send what the server did not take from SND.UNA, now.
             self.snd_nxt = ack;
@@ -2092,6 +2126,7 @@ impl Connection {
         let Some(u) = self.undo.take() else {
             return;
         };
+        let u = *u;
         match self.scoreboard.highest() {
             Some(fack) => self.note_reordering(fack.since(u.seq)),
             // Without SACK the depth is unknown: one more duplicate is tolerated next time.
@@ -2160,10 +2195,12 @@ impl Connection {
             self.high_rxt = self.snd_una;
         }
         let head_resent = self.high_rxt.gt(self.snd_una);
-        self.undo = (self.ts_enabled && !head_resent).then(|| Undo {
-            cc: self.cc.clone(),
-            seq: self.snd_una,
-            tsval: self.tsval(now),
+        self.undo = (self.ts_enabled && !head_resent).then(|| {
+            Box::new(Undo {
+                cc: self.cc.clone(),
+                seq: self.snd_una,
+                tsval: self.tsval(now),
+            })
         });
         self.recover_mark = self.snd_max;
         self.cc.on_congestion_event(now, flight);
@@ -2318,7 +2355,7 @@ impl Connection {
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
-        match self.keepalive {
+        match self.keepalive.as_deref() {
             Some(k) if self.state.is_synchronized() && self.state != State::TimeWait => {
                 self.timers.set(Timer::Keepalive, now + k.idle)
             }
@@ -2442,7 +2479,9 @@ impl Connection {
                 }
             }
             Timer::Keepalive => {
-                let Some(k) = self.keepalive else { return };
+                let Some(k) = self.keepalive.as_deref().copied() else {
+                    return;
+                };
                 if self.snd_max != self.snd_una || self.unsent() > 0 {
                     // Data in flight: the retransmission timer watches the peer instead.
                     self.timers.set(Timer::Keepalive, now + k.idle);
@@ -2671,8 +2710,11 @@ impl Connection {
                     };
                     let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
                     if !synack && self.syn_count == 0 {
-                        self.syn_fastopen =
-                            self.fo_plan.and_then(|p| p.option).map(|o| o.experimental);
+                        self.syn_fastopen = self
+                            .fo_plan
+                            .as_deref()
+                            .and_then(|p| p.option)
+                            .map(|o| o.experimental);
                         self.syn_data = data;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));
@@ -3131,11 +3173,13 @@ impl Connection {
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
-        fill_checksum(
-            &mut buf[..total],
-            self.tuple.local.ip(),
-            self.tuple.remote.ip(),
-        );
+        if self.tx_checksum {
+            fill_checksum(
+                &mut buf[..total],
+                self.tuple.local.ip(),
+                self.tuple.remote.ip(),
+            );
+        }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
             // Data sent within the ACK timeout of data received: an interactive exchange,
             // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").

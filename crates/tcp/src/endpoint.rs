@@ -3,6 +3,7 @@
 //! that match nothing, and one timer queue for every connection. Still sans-IO: the stack hands
 //! it parsed segments and `now`, and polls it for segments and its next deadline.
 
+use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,7 @@ use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
 
 use crate::config::Config;
-use crate::conn::{Connection, Event};
+use crate::conn::{Connection, Event, TimeWait};
 use crate::fastopen::{ClientCache, FastOpenKey};
 use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
@@ -205,6 +206,10 @@ struct Slot {
     buffer_bytes: usize,
     /// Queued in `ready`.
     queued: bool,
+    /// In TIME-WAIT, compacted (`conn` is then `None`): see [`TimeWait`].
+    tw: Option<Box<TimeWait>>,
+    /// The TCB of a compacted TIME-WAIT rebuilt for [`Endpoint::conn`], on demand.
+    view: OnceCell<Box<Connection>>,
 }
 
 /// A reply to a segment that matched nothing: RFC 9293 §3.10.7.1.
@@ -233,6 +238,11 @@ pub struct Endpoint {
     slots: Vec<Slot>,
     free: Vec<u32>,
     by_tuple: HashMap<FourTuple, ConnId, TupleHashBuilder>,
+    /// The last tuple `handle_segment` found there: segments come in runs of one connection
+    /// (a transfer, an exchange, a handshake), and a hit skips the hash and the table's
+    /// memory, which among many connections is a cache miss. Cleared whenever a tuple is
+    /// added or removed.
+    last_found: Option<(FourTuple, ConnId)>,
     listeners: Vec<Option<Listener>>,
     /// Listeners by local address and port, keyed as tuples with an unspecified remote: the
     /// lookup shares the connection table's hash and code.
@@ -260,6 +270,13 @@ pub struct Endpoint {
     fo_cache: ClientCache,
     /// The Fast Open server key when the configuration names none (from the secret).
     fo_default_key: FastOpenKey,
+    /// Compact TIME-WAIT entries of expired ones, for the next.
+    #[allow(clippy::vec_box)]
+    spare_tw: Vec<Box<TimeWait>>,
+    /// Fill in TCP checksums of what we send (see [`set_tx_checksum`](Self::set_tx_checksum)).
+    tx_checksum: bool,
+    /// Connections held as compact TIME-WAIT entries.
+    compact_time_waits: usize,
 }
 
 /// Most spare ring storages kept, and the largest kept (big ones go back to the allocator).
@@ -275,6 +292,7 @@ impl Endpoint {
             slots: Vec::new(),
             free: Vec::new(),
             by_tuple: HashMap::with_hasher(TupleHashBuilder::new(secret)),
+            last_found: None,
             listeners: Vec::new(),
             by_port: HashMap::with_hasher(TupleHashBuilder::new(secret)),
             timers: BinaryHeap::new(),
@@ -291,7 +309,21 @@ impl Endpoint {
             spare_conns: Vec::new(),
             fo_cache: ClientCache::default(),
             fo_default_key: FastOpenKey::from_bytes(IsnGenerator::new(secret).derive_key(3)),
+            spare_tw: Vec::new(),
+            tx_checksum: true,
+            compact_time_waits: 0,
         }
+    }
+
+    /// Whether the segments this endpoint writes carry their TCP checksum (on by default):
+    /// off for a device that computes it (checksum offload) or needs none (an in-memory
+    /// link). Applies to connections made from now on and to stateless replies.
+    pub fn set_tx_checksum(&mut self, on: bool) {
+        self.tx_checksum = on;
+    }
+
+    pub fn tx_checksum(&self) -> bool {
+        self.tx_checksum
     }
 
     pub fn config(&self) -> &Config {
@@ -309,6 +341,21 @@ impl Endpoint {
     /// Record trace events (segments, state changes, retransmissions) from now on.
     pub fn set_tracing(&mut self, on: bool) {
         self.trace = if on { Some(Vec::new()) } else { None };
+        if on {
+            // Compact TIME-WAIT entries keep no events: they become full TCBs again.
+            for index in 0..self.slots.len() {
+                if self.slots[index].tw.is_some() {
+                    let generation = self.slots[index].generation;
+                    self.rehydrate(
+                        Instant::ZERO,
+                        ConnId {
+                            index: index as u32,
+                            generation,
+                        },
+                    );
+                }
+            }
+        }
         for slot in &mut self.slots {
             if let Some(c) = slot.conn.as_mut() {
                 c.set_events(on);
@@ -617,10 +664,7 @@ impl Endpoint {
             }
             None => Box::new(Connection::new(&self.config, tuple, iss, ts, now)),
         };
-        if self.spare.len() >= 2 {
-            let (a, b) = (self.spare.pop(), self.spare.pop());
-            conn.adopt_storage(a.unwrap_or_default(), b.unwrap_or_default());
-        }
+        conn.set_tx_checksum(self.tx_checksum);
         // Events only feed the trace: the accept queue follows states.
         conn.set_events(self.trace.is_some());
         open(&mut conn, &self.config);
@@ -637,6 +681,8 @@ impl Endpoint {
                     in_heap: None,
                     buffer_bytes: 0,
                     queued: false,
+                    tw: None,
+                    view: OnceCell::new(),
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -655,18 +701,118 @@ impl Endpoint {
             generation: slot.generation,
         };
         self.by_tuple.insert(tuple, id);
+        self.last_found = None;
         id
     }
 
-    fn slot(&self, id: ConnId) -> Option<&Slot> {
-        self.slots
+    /// The connection behind a handle. A compacted TIME-WAIT entry is shown as the TCB it
+    /// stands for (rebuilt on demand: what TIME-WAIT keeps is exact, counters start over).
+    pub fn conn(&self, id: ConnId) -> Option<&Connection> {
+        let s = self
+            .slots
             .get(id.index as usize)
-            .filter(|s| s.generation == id.generation && s.conn.is_some())
+            .filter(|s| s.generation == id.generation)?;
+        if let Some(c) = s.conn.as_deref() {
+            return Some(c);
+        }
+        let tw = s.tw.as_deref()?;
+        Some(
+            s.view
+                .get_or_init(|| self.restored(tw, Instant::ZERO, None)),
+        )
     }
 
-    /// The connection behind a handle.
-    pub fn conn(&self, id: ConnId) -> Option<&Connection> {
-        self.slot(id).and_then(|s| s.conn.as_deref())
+    /// The full TCB a compact TIME-WAIT entry stands for, in `reuse` if given.
+    fn restored(
+        &self,
+        tw: &TimeWait,
+        now: Instant,
+        reuse: Option<Box<Connection>>,
+    ) -> Box<Connection> {
+        let t = tw.tuple();
+        let (_, ts_offset) = self.isn.isn_and_ts_offset(now, t.local, t.remote);
+        let mut c = match reuse {
+            Some(c) => c,
+            None => Box::new(Connection::new(&self.config, t, SeqNum(0), ts_offset, now)),
+        };
+        c.restore_time_wait(&self.config, tw, ts_offset, now);
+        c.set_tx_checksum(self.tx_checksum);
+        c.set_events(self.trace.is_some());
+        if let Some(cap) = self.config.max_buffer_bytes {
+            c.set_memory_pressure(self.buffer_bytes >= cap);
+        }
+        c
+    }
+
+    /// Make a compact TIME-WAIT entry a full TCB again (a segment or a command for it).
+    #[cold]
+    #[inline(never)]
+    fn rehydrate(&mut self, now: Instant, id: ConnId) {
+        let Some(slot) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+        else {
+            return;
+        };
+        let Some(tw) = slot.tw.take() else {
+            return;
+        };
+        self.compact_time_waits -= 1;
+        let reuse = slot.view.take().or_else(|| self.spare_conns.pop());
+        let conn = self.restored(&tw, now, reuse);
+        self.slots[id.index as usize].conn = Some(conn);
+        if self.spare_tw.len() < SPARE_MAX {
+            self.spare_tw.push(tw);
+        }
+    }
+
+    /// Free the TCB of a connection nobody holds that sits quietly in TIME-WAIT, keeping a
+    /// compact entry (see [`TimeWait`]) in its slot. Not while tracing: the trace shows the
+    /// TCB's events, which the entry does not keep.
+    fn compact(&mut self, id: ConnId) {
+        if self.trace.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[id.index as usize];
+        let Some(tw) = slot
+            .conn
+            .as_deref()
+            .filter(|c| c.state() == State::TimeWait)
+            .and_then(|c| c.compact_time_wait(&self.config))
+        else {
+            return;
+        };
+        let expiry = tw.expiry();
+        let entry = match self.spare_tw.pop() {
+            Some(mut b) => {
+                *b = tw;
+                b
+            }
+            None => Box::new(tw),
+        };
+        slot.tw = Some(entry);
+        slot.view = OnceCell::new();
+        self.compact_time_waits += 1;
+        let mut conn = slot.conn.take().expect("checked above");
+        self.buffer_bytes -= std::mem::take(&mut slot.buffer_bytes);
+        if slot.in_heap.is_none_or(|h| expiry < h) {
+            slot.in_heap = Some(expiry);
+            self.timers.push(Reverse((expiry, id)));
+        }
+        for storage in conn.take_storage() {
+            self.give_spare(storage);
+        }
+        if self.spare_conns.len() < SPARE_MAX {
+            self.spare_conns.push(conn);
+        }
+    }
+
+    /// Keep ring storage for the next connection that needs some, within bounds.
+    fn give_spare(&mut self, storage: Vec<u8>) {
+        if self.spare.len() < SPARE_MAX && !storage.is_empty() && storage.len() <= SPARE_MAX_BYTES {
+            self.spare.push(storage);
+        }
     }
 
     /// Run an application command on a connection; output and timers are brought up to date.
@@ -680,7 +826,15 @@ impl Endpoint {
             .slots
             .get_mut(id.index as usize)
             .filter(|s| s.generation == id.generation)?;
-        let r = f(slot.conn.as_mut()?);
+        if slot.tw.is_some() {
+            self.rehydrate(now, id);
+        }
+        let slot = &mut self.slots[id.index as usize];
+        let conn = slot.conn.as_mut()?;
+        // Drained rings were given back to the pool: data the application writes now goes
+        // into storage from it.
+        conn.lend_storage(&mut self.spare, true);
+        let r = f(conn);
         self.after(now, id);
         Some(r)
     }
@@ -697,6 +851,7 @@ impl Endpoint {
 
     /// Reset a connection (RFC 9293 §3.10.5). The handle stays valid until released.
     pub fn abort(&mut self, id: ConnId) {
+        self.rehydrate(Instant::ZERO, id);
         if let Some(slot) = self
             .slots
             .get_mut(id.index as usize)
@@ -731,6 +886,12 @@ impl Endpoint {
     /// Number of connection slots in use (any state).
     pub fn connection_count(&self) -> usize {
         self.by_tuple.len()
+    }
+
+    /// Connections in TIME-WAIT kept as compact entries (their full TCB freed; see
+    /// [`TimeWait`]), among [`connection_count`](Self::connection_count).
+    pub fn compact_time_waits(&self) -> usize {
+        self.compact_time_waits
     }
 
     /// Every live connection handle.
@@ -771,7 +932,20 @@ impl Endpoint {
                 },
             );
         }
-        if let Some(&id) = self.by_tuple.get(&tuple) {
+        let found = match self.last_found {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => {
+                let found = self.by_tuple.get(&tuple).copied();
+                if let Some(id) = found {
+                    self.last_found = Some((tuple, id));
+                }
+                found
+            }
+        };
+        if let Some(id) = found {
+            if self.slots[id.index as usize].tw.is_some() {
+                self.rehydrate(now, id);
+            }
             // A CLOSED connection an application still holds (or a listener still queues)
             // is no connection to the network: what arrives for it is answered as CLOSED or
             // LISTEN (RFC 9293 §3.10.7.1), as Linux unhashes a socket when it closes.
@@ -781,6 +955,9 @@ impl Endpoint {
                 .is_none_or(|c| c.state() == State::Closed);
             if !closed && !self.reopen_time_wait(id, seg) {
                 if let Some(c) = self.slots[id.index as usize].conn.as_mut() {
+                    if !seg.payload.is_empty() {
+                        c.lend_storage(&mut self.spare, false);
+                    }
                     c.set_rx_ce(ecn == 3);
                     c.handle_segment(now, seg);
                 }
@@ -1184,6 +1361,17 @@ impl Endpoint {
                 continue;
             }
             slot.in_heap = None;
+            if let Some(tw) = slot.tw.as_deref() {
+                // A compact TIME-WAIT: 2·MSL ran out, or was restarted since this deadline.
+                let expiry = tw.expiry();
+                if expiry <= now {
+                    self.remove(id);
+                } else {
+                    slot.in_heap = Some(expiry);
+                    self.timers.push(Reverse((expiry, id)));
+                }
+                continue;
+            }
             if let Some(c) = slot.conn.as_mut() {
                 c.handle_timeout(now);
             }
@@ -1307,7 +1495,9 @@ impl Endpoint {
     ) -> Transmit {
         let len = repr.header_len();
         repr.emit_header(&mut buf[..len]);
-        fill_checksum(&mut buf[..len], src.ip(), dst.ip());
+        if self.tx_checksum {
+            fill_checksum(&mut buf[..len], src.ip(), dst.ip());
+        }
         self.stats.segments_sent += 1;
         if self.trace.is_some() {
             self.record(
@@ -1391,6 +1581,13 @@ impl Endpoint {
                 record_conn_event(t, now, conn, ev);
             }
         }
+        // An idle connection holds no ring storage: drained rings go back to the pool.
+        let spare = &mut self.spare;
+        conn.release_drained(SPARE_MAX_BYTES, &mut |storage| {
+            if spare.len() < SPARE_MAX {
+                spare.push(storage);
+            }
+        });
         let bytes = conn.buffer_bytes();
         self.buffer_bytes = self.buffer_bytes + bytes - slot.buffer_bytes;
         slot.buffer_bytes = bytes;
@@ -1465,6 +1662,7 @@ impl Endpoint {
         }
         match slot.conn.as_ref() {
             Some(c) if c.state() == State::Closed => self.remove(id),
+            Some(c) if c.state() == State::TimeWait => self.compact(id),
             _ => {}
         }
     }
@@ -1475,13 +1673,26 @@ impl Endpoint {
         let Some(slot) = self
             .slots
             .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation && s.conn.is_some())
+            .filter(|s| s.generation == id.generation && (s.conn.is_some() || s.tw.is_some()))
         else {
             return;
         };
+        slot.view = OnceCell::new();
+        if let Some(tw) = slot.tw.take() {
+            self.compact_time_waits -= 1;
+            let tuple = tw.tuple();
+            self.last_found = None;
+            if self.by_tuple.get(&tuple) == Some(&id) {
+                self.by_tuple.remove(&tuple);
+            }
+            if self.spare_tw.len() < SPARE_MAX {
+                self.spare_tw.push(tw);
+            }
+        }
         if let Some(mut c) = slot.conn.take() {
             // The tuple may belong to a newer connection by now (this one closed, and a new
             // SYN for the same tuple came): only our own entry goes.
+            self.last_found = None;
             if self.by_tuple.get(c.tuple_ref()) == Some(&id) {
                 self.by_tuple.remove(c.tuple_ref());
             }

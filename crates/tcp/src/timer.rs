@@ -101,6 +101,12 @@ impl TimerTable {
         self.deadlines[timer as usize] != UNSET
     }
 
+    /// Whether `timer` is set and no other is.
+    pub fn only(&self, timer: Timer) -> bool {
+        ALL.iter()
+            .all(|&t| (self.deadlines[t as usize] != UNSET) == (t == timer))
+    }
+
     pub fn stop_all(&mut self) {
         self.deadlines = [UNSET; COUNT];
         self.next = UNSET;

@@ -35,6 +35,12 @@ pub trait Device: Send + 'static {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// What the device does about transport checksums: by default nothing, so the stack
+    /// computes and verifies them all ([`ChecksumCaps::FULL`](crate::ChecksumCaps::FULL)).
+    fn checksum_caps(&self) -> crate::ChecksumCaps {
+        crate::ChecksumCaps::FULL
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -46,6 +52,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn checksum_caps(&self) -> crate::ChecksumCaps {
+        (**self).checksum_caps()
     }
 }
 
