@@ -17,6 +17,7 @@ use libc::{
 use crate::flags::ShimConfig;
 use crate::shim::{Dest, Errno, OptIn, OptValue, Shim, SysResult};
 use crate::sockaddr as sa;
+use synack_tcp::SendFlags;
 
 /// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
 /// ABI. `fcntl` and `ioctl` are variadic in C, and are declared so here; they point to C
@@ -378,11 +379,18 @@ fn recv_flags(flags: c_int) -> SysResult<(bool, bool)> {
     Ok((flags & libc::MSG_PEEK != 0, flags & libc::MSG_DONTWAIT != 0))
 }
 
-fn send_flags(flags: c_int) -> SysResult<bool> {
+/// send flags we act on: MSG_DONTWAIT, and how the write ends (MSG_MORE, MSG_EOR); the rest
+/// are accepted and ignored (MSG_NOSIGNAL, ...).
+fn send_flags(flags: c_int) -> SysResult<(bool, SendFlags)> {
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
     }
-    Ok(flags & libc::MSG_DONTWAIT != 0)
+    let how = SendFlags {
+        more: flags & libc::MSG_MORE != 0,
+        eor: flags & libc::MSG_EOR != 0,
+        seal: false,
+    };
+    Ok((flags & libc::MSG_DONTWAIT != 0, how))
 }
 
 /// The destination a `sendto`/`sendmsg` names, if any: `AF_UNSPEC` kept apart (Fast Open
@@ -656,7 +664,7 @@ unsafe extern "C" fn pd_write(
     call(ud, -1, |s| {
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        rw_errno(s.send(fd, b, false)).map(count)
+        rw_errno(s.send(fd, b, false, SendFlags::default())).map(count)
     })
 }
 
@@ -669,7 +677,7 @@ unsafe extern "C" fn pd_writev(
     call(ud, -1, |s| {
         // SAFETY: `iov` holds `cnt` valid iovecs.
         let bufs = unsafe { iovecs(iov, cnt) }?;
-        rw_errno(s.send(fd, &gather(&bufs), false)).map(count)
+        rw_errno(s.send(fd, &gather(&bufs), false, SendFlags::default())).map(count)
     })
 }
 
@@ -681,10 +689,10 @@ unsafe extern "C" fn pd_send(
     flags: c_int,
 ) -> ssize_t {
     call(ud, -1, |s| {
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        let sent = s.send(fd, b, dontwait)?;
+        let sent = s.send(fd, b, dontwait, how)?;
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })
@@ -702,12 +710,12 @@ unsafe extern "C" fn pd_sendto(
     // A connected TCP socket ignores the destination; an unconnected one uses it with
     // MSG_FASTOPEN (RFC 7413).
     call(ud, -1, |s| {
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
         // SAFETY: `addr` is null or has `len` bytes.
         let d = unsafe { dest(addr, len) }?;
-        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)?;
+        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d, how)?;
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })
@@ -723,13 +731,13 @@ unsafe extern "C" fn pd_sendmsg(
         if msg.is_null() {
             return Err(Errno(libc::EFAULT));
         }
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `msg` points to a msghdr whose iovecs are valid.
         let bufs = unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen as c_int) }?;
         // SAFETY: its name is null or `msg_namelen` bytes.
         let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
         let fastopen = flags & libc::MSG_FASTOPEN != 0;
-        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)?;
+        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d, how)?;
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })

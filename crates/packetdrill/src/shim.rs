@@ -21,7 +21,7 @@ use libc::c_int;
 use synack_stack::Interface;
 use synack_tcp::{
     Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey, Instant,
-    Keepalive, ListenError, ListenerId, RecvError, SendError, State,
+    Keepalive, ListenError, ListenerId, RecvError, SendError, SendFlags, State,
 };
 
 use crate::flags::ShimConfig;
@@ -101,6 +101,8 @@ pub struct SockOpts {
     pub keepintvl: Option<u32>,
     pub keepcnt: Option<u32>,
     pub nodelay: bool,
+    /// TCP_CORK.
+    pub cork: bool,
     /// TCP_USER_TIMEOUT in milliseconds; 0 is "system default".
     pub user_timeout_ms: u32,
     pub rcvbuf: Option<usize>,
@@ -476,9 +478,17 @@ impl Inner {
         let ka = o.keepalive_params();
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
+        let cork = o.cork;
         let syncnt = o.syncnt;
         self.iface.tcp_mut().with_conn(now, id, |c| {
-            c.set_nodelay(nodelay);
+            // Each a change only: setting TCP_NODELAY or TCP_CORK also pushes what waits,
+            // which `setsockopt` asks for itself.
+            if c.nodelay() != nodelay {
+                c.set_nodelay(nodelay);
+            }
+            if c.cork() != cork {
+                c.set_cork(cork);
+            }
             c.set_user_timeout(ut);
             if let Some(n) = syncnt {
                 c.set_syn_retries(n);
@@ -1198,6 +1208,7 @@ impl Shim {
         dontwait: bool,
         fastopen: bool,
         dest: Option<Dest>,
+        flags: SendFlags,
     ) -> SysResult<usize> {
         let mut g = self.lock();
         g.refresh_sysctls();
@@ -1209,7 +1220,7 @@ impl Shim {
             .is_some_and(|c| c.is_syn_deferred());
         if !fastopen && !deferred {
             drop(g);
-            return self.send_plain(fd, data, dontwait);
+            return self.send_plain(fd, data, dontwait, flags);
         }
         if !inner.base.fast_open.client || dest == Some(Dest::Unspec) {
             return Err(Errno(libc::EOPNOTSUPP));
@@ -1227,7 +1238,7 @@ impl Shim {
                     return Err(Errno(libc::EALREADY));
                 }
                 drop(g);
-                return self.send_plain(fd, data, dontwait);
+                return self.send_plain(fd, data, dontwait, flags);
             }
             SockKind::Conn { id, .. } => id,
             SockKind::Fresh => {
@@ -1247,7 +1258,7 @@ impl Shim {
         if nonblock {
             let n = room.map_or(0, |r| r.min(data.len()));
             // Queueing (even nothing) releases a held SYN; it leaves at `done`.
-            tcp.with_conn(now, id, |c| c.send(&data[..n]));
+            tcp.with_conn(now, id, |c| c.send_with(&data[..n], flags));
             self.done(g);
             return if n > 0 {
                 Ok(n)
@@ -1255,7 +1266,7 @@ impl Shim {
                 Err(Errno(libc::EINPROGRESS))
             };
         }
-        let queued = match tcp.with_conn(now, id, |c| c.send(data)) {
+        let queued = match tcp.with_conn(now, id, |c| c.send_with(data, flags)) {
             Some(Ok(n)) => n,
             _ => 0,
         };
@@ -1265,7 +1276,7 @@ impl Shim {
         if queued == data.len() {
             return Ok(queued);
         }
-        match self.send_plain(fd, &data[queued..], dontwait) {
+        match self.send_plain(fd, &data[queued..], dontwait, flags) {
             Ok(n) => Ok(queued + n),
             Err(_) if queued > 0 => Ok(queued),
             Err(e) => Err(e),
@@ -1377,12 +1388,24 @@ impl Shim {
     /// send(2). A blocking socket queues every byte (waiting for room); a non-blocking one
     /// queues what fits, or fails with EAGAIN. Before the handshake ends, a blocking send waits
     /// for it (Linux's sk_stream_wait_connect).
-    pub fn send(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
-        self.send_msg(fd, data, dontwait, false, None)
+    pub fn send(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
+        self.send_msg(fd, data, dontwait, false, None, flags)
     }
 
     /// `send` on a socket that is no Fast Open case.
-    fn send_plain(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
+    fn send_plain(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
         let g = self.lock();
         let mut written = 0usize;
         self.block(g, None, |inner, _| {
@@ -1423,7 +1446,7 @@ impl Shim {
             }
             match iface
                 .tcp_mut()
-                .with_conn(now, id, |c| c.send(&data[written..]))
+                .with_conn(now, id, |c| c.send_with(&data[written..], flags))
             {
                 Some(Ok(n)) => {
                     written += n;
@@ -1587,6 +1610,7 @@ impl Shim {
         // (keepalive changed, per-connection options changed)
         let mut keepalive = false;
         let mut conn_opts = false;
+        let mut push = false;
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
@@ -1673,6 +1697,12 @@ impl Shim {
             }
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 s.opts.nodelay = int()? != 0;
+                // Setting it (again) pushes what a cork or MSG_MORE holds.
+                push = s.opts.nodelay;
+                conn_opts = true;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => {
+                s.opts.cork = int()? != 0;
                 conn_opts = true;
             }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
@@ -1726,6 +1756,13 @@ impl Shim {
             if let Some(id) = s.conn_id() {
                 let opts = s.opts.clone();
                 inner.apply_conn_opts(id, &opts, keepalive);
+                if push {
+                    let now = inner.now;
+                    inner
+                        .iface
+                        .tcp_mut()
+                        .with_conn(now, id, |c| c.set_nodelay(true));
+                }
                 self.done(g);
                 return Ok(());
             }
@@ -1783,6 +1820,7 @@ impl Shim {
                 secs: s.opts.linger.unwrap_or(0),
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => OptValue::Int(match conn {
                 Some(c) if c.state().is_synchronized() => c.mss() as c_int,
                 // Linux reports the user's value, else TCP_MSS_DEFAULT (536), before a handshake.
