@@ -103,6 +103,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// TCP_NOTSENT_LOWAT; 0 is "the sysctl's".
+    pub notsent_lowat: u32,
     /// TCP_USER_TIMEOUT in milliseconds; 0 is "system default".
     pub user_timeout_ms: u32,
     pub rcvbuf: Option<usize>,
@@ -479,6 +481,10 @@ impl Inner {
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
         let cork = o.cork;
+        let lowat = match o.notsent_lowat {
+            0 => self.base.notsent_lowat,
+            v => Some(v as usize),
+        };
         let syncnt = o.syncnt;
         self.iface.tcp_mut().with_conn(now, id, |c| {
             // Each a change only: setting TCP_NODELAY or TCP_CORK also pushes what waits,
@@ -489,6 +495,7 @@ impl Inner {
             if c.cork() != cork {
                 c.set_cork(cork);
             }
+            c.set_notsent_lowat(lowat);
             c.set_user_timeout(ut);
             if let Some(n) = syncnt {
                 c.set_syn_retries(n);
@@ -589,7 +596,7 @@ impl Inner {
                 let open = !matches!(st, State::SynSent | State::SynReceived)
                     || c.is_fast_open_child()
                     || c.is_syn_deferred();
-                if open && (snd_shut || c.send_capacity() > 0) {
+                if open && (snd_shut || (c.send_capacity() > 0 && c.is_writable())) {
                     m |= POLLOUT | POLLWRNORM;
                 }
                 m
@@ -1705,6 +1712,10 @@ impl Shim {
                 s.opts.cork = int()? != 0;
                 conn_opts = true;
             }
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+                s.opts.notsent_lowat = int()? as u32;
+                conn_opts = true;
+            }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let v = int()?;
                 // Linux: TCP_MAXSEG_MIN (88) to MAX_TCP_WINDOW; only before the handshake.
@@ -1821,6 +1832,9 @@ impl Shim {
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
             (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+                OptValue::Int(s.opts.notsent_lowat as c_int)
+            }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => OptValue::Int(match conn {
                 Some(c) if c.state().is_synchronized() => c.mss() as c_int,
                 // Linux reports the user's value, else TCP_MSS_DEFAULT (536), before a handshake.

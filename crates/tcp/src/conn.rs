@@ -88,9 +88,12 @@ pub struct SendFlags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SendMark {
     end: SeqNum,
-    /// PSH on the segment that ends here: the end of a write (but `MSG_MORE`), or a buffer a
-    /// write filled to the size goal.
+    /// The end of a write (but `MSG_MORE`): PSH on the segment that ends here, sent first or
+    /// again.
     push: bool,
+    /// A buffer a write filled to the size goal: PSH on the first transmission of the segment
+    /// that ends here (a retransmission of it, cut out of a larger one, has none in Linux).
+    filled: bool,
     /// No segment, new or sent again, spans this end (`MSG_EOR`, or a sealed buffer).
     hard: bool,
 }
@@ -410,6 +413,8 @@ pub struct Connection {
     more_hold: bool,
     /// Send what a cork holds once (`TCP_NODELAY` set while corked).
     push_once: bool,
+    /// `TCP_NOTSENT_LOWAT`: at most about this many bytes queued and not yet sent.
+    notsent_lowat: Option<usize>,
     /// The persist timer fired on data a cork or `MSG_MORE` held with nothing in flight:
     /// send it now, pushed (Linux's `tcp_write_wakeup`).
     wakeup_due: bool,
@@ -649,6 +654,7 @@ impl Connection {
             cork: false,
             more_hold: false,
             push_once: false,
+            notsent_lowat: config.notsent_lowat,
             wakeup_due: false,
             send_rst: false,
             rst_reply: None,
@@ -830,9 +836,62 @@ impl Connection {
             || self.state == State::Closed
     }
 
-    /// Whether a `send` would accept bytes or fail (rather than return `Ok(0)`).
+    /// Whether a `send` would accept bytes or fail (rather than return `Ok(0)`). Under
+    /// `TCP_NOTSENT_LOWAT`, once less than half the mark is left unsent (Linux's
+    /// `tcp_stream_memory_free` as `poll` asks it).
     pub fn is_writable(&self) -> bool {
-        self.send_capacity() > 0 || !self.state.may_send() || self.error.is_some()
+        let lowat_ok = self.notsent_lowat.is_none_or(|l| 2 * self.unsent() < l);
+        (self.send_capacity() > 0 && lowat_ok) || !self.state.may_send() || self.error.is_some()
+    }
+
+    /// `TCP_NOTSENT_LOWAT` (`None`: no limit): a write queues new buffers only while fewer
+    /// than `lowat` bytes wait unsent, and the socket polls writable below half of it.
+    pub fn set_notsent_lowat(&mut self, lowat: Option<usize>) {
+        self.notsent_lowat = lowat;
+    }
+
+    /// How much of a `want`-byte write `TCP_NOTSENT_LOWAT` lets in, as Linux's
+    /// `tcp_sendmsg` does: it fills buffers of the size goal (half the peer's largest window,
+    /// within 64 KiB, in whole segments), sends what the windows allow as each fills, and
+    /// opens a new buffer only while fewer than `lowat` bytes wait unsent.
+    fn lowat_room(&self, want: usize) -> usize {
+        let Some(lowat) = self.notsent_lowat else {
+            return want;
+        };
+        let mss = self.snd_mss.max(1);
+        let goal = ((self.max_snd_wnd / 2).min(65536) / mss * mss).max(mss);
+        let flight = self.snd_max.since(self.snd_una);
+        let by_rwnd = self.snd_wnd.saturating_sub(flight);
+        // Linux counts the congestion window in segments.
+        let cwnd = self.cc.cwnd() / mss * mss;
+        let mut room_now = cwnd.saturating_sub(flight).min(by_rwnd);
+        let mut notsent = self.unsent();
+        let mut tail = if notsent == 0 {
+            0
+        } else {
+            (notsent - 1) % goal + 1
+        };
+        let mut taken = 0;
+        while taken < want {
+            let take = if tail > 0 && tail < goal {
+                (goal - tail).min(want - taken)
+            } else if notsent < lowat {
+                tail = 0;
+                goal.min(want - taken)
+            } else {
+                break;
+            };
+            taken += take;
+            tail += take;
+            notsent += take;
+            if tail >= goal {
+                let sent = room_now.min(notsent);
+                room_now -= sent;
+                notsent -= sent;
+                tail -= sent.min(tail);
+            }
+        }
+        taken
     }
 
     /// The handshake has finished (or the connection got past it).
@@ -1090,6 +1149,7 @@ impl Connection {
         self.defer_syn = false;
         self.push_once = false;
         let start = self.fin_seq();
+        let data = &data[..self.lowat_room(data.len())];
         let n = self.send_buf.push(data);
         self.mark_write(start, n, flags);
         // MSG_MORE holds a short tail for this write only: the next write, ACK or push
@@ -1148,6 +1208,7 @@ impl Connection {
                 self.send_marks.push_back(SendMark {
                     end: pos + take,
                     push: false,
+                    filled: false,
                     hard: false,
                 });
             }
@@ -1156,7 +1217,7 @@ impl Connection {
             if pos.lt(end) {
                 // A buffer this write filled goes out pushed.
                 if let Some(m) = self.send_marks.back_mut() {
-                    m.push = true;
+                    m.filled = true;
                 }
             }
         }
@@ -1188,6 +1249,7 @@ impl Connection {
             self.send_marks.push_back(SendMark {
                 end: from,
                 push: true,
+                filled: false,
                 hard: false,
             });
         }
@@ -1207,13 +1269,14 @@ impl Connection {
         }
     }
 
-    /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH.
-    fn push_mark_in(&self, from: SeqNum, to: SeqNum) -> bool {
+    /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
+    /// (`again`: a retransmission, pushed only at the end of a write).
+    fn push_mark_in(&self, from: SeqNum, to: SeqNum, again: bool) -> bool {
         let i = self.send_marks.partition_point(|m| m.end.le(from));
         self.send_marks
             .range(i..)
             .take_while(|m| m.end.le(to))
-            .any(|m| m.push)
+            .any(|m| m.push || (m.filled && !again))
     }
 
     /// Where a segment starting at `seq` must end at the latest: the end of its buffer if
@@ -2957,7 +3020,8 @@ impl Connection {
             if p.fin {
                 flags |= TcpFlags::FIN;
             }
-            if p.len > 0 && (p.push || self.push_mark_in(p.seq, p.seq + p.len)) {
+            let again = p.retransmit.is_some();
+            if p.len > 0 && (p.push || self.push_mark_in(p.seq, p.seq + p.len, again)) {
                 flags |= TcpFlags::PSH;
             }
             // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
