@@ -418,6 +418,64 @@ fn zerocopy(s: &Shim, fd: c_int, flags: c_int, sent: usize) {
     }
 }
 
+/// recvmsg(MSG_ERRQUEUE) of an SO_TIMESTAMPING report, as Linux's `ip_recv_error` hands it
+/// out: an `SCM_TIMESTAMPING` control message (software time in the first of its three
+/// timespecs), then `IP_RECVERR` (`IPV6_RECVERR`) with a `sock_extended_err` (ENOMSG, origin
+/// SO_EE_ORIGIN_TIMESTAMPING, the report's kind and key) and a blank offender address; the
+/// data (the packet's headers) is not copied: MSG_TRUNC. Returns 0 bytes read.
+fn timestamp_errqueue(m: &mut msghdr, r: crate::shim::TsReport, v6: bool) -> ssize_t {
+    let mut ts = [0u8; 48];
+    ts[..8].copy_from_slice(&((r.usecs / 1_000_000) as i64).to_ne_bytes());
+    ts[8..16].copy_from_slice(&(((r.usecs % 1_000_000) * 1000) as i64).to_ne_bytes());
+    let mut ee = [0u8; 16];
+    ee[..4].copy_from_slice(&(libc::ENOMSG as u32).to_ne_bytes());
+    ee[4] = 4; // ee_origin: SO_EE_ORIGIN_TIMESTAMPING
+    ee[8..12].copy_from_slice(&r.info.to_ne_bytes());
+    ee[12..16].copy_from_slice(&r.key.to_ne_bytes());
+    let mut err = ee.to_vec();
+    err.resize(
+        16 + if v6 {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in>()
+        },
+        0,
+    );
+    let (level, ty) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
+    let msgs: [(c_int, c_int, &[u8]); 2] = [
+        (libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts),
+        (level, ty, &err),
+    ];
+    // SAFETY: CMSG_SPACE is arithmetic.
+    let space: usize = msgs
+        .iter()
+        .map(|(_, _, d)| unsafe { libc::CMSG_SPACE(d.len() as u32) } as usize)
+        .sum();
+    m.msg_flags = libc::MSG_ERRQUEUE | libc::MSG_TRUNC;
+    if m.msg_control.is_null() || (m.msg_controllen as usize) < space {
+        m.msg_flags |= libc::MSG_CTRUNC;
+        m.msg_controllen = 0;
+        return 0;
+    }
+    m.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for both messages (checked); CMSG_NXTHDR walks it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        for (level, ty, d) in msgs {
+            (*c).cmsg_len = libc::CMSG_LEN(d.len() as u32) as _;
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = ty;
+            std::ptr::copy_nonoverlapping(d.as_ptr(), libc::CMSG_DATA(c), d.len());
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    0
+}
+
 /// `struct sock_extended_err` for a zero-copy completion of ids `first..=last`: errno 0,
 /// origin SO_EE_ORIGIN_ZEROCOPY (5), code SO_EE_CODE_ZEROCOPY_COPIED (1: the data was copied).
 fn zerocopy_ee(first: u32, last: u32) -> [u8; 16] {
@@ -582,6 +640,9 @@ unsafe extern "C" fn pd_recvmsg(
         // SAFETY: `msg` points to a msghdr.
         let m = unsafe { &mut *msg };
         if flags & libc::MSG_ERRQUEUE != 0 {
+            if let Some((r, v6)) = s.recv_timestamp(fd)? {
+                return Ok(timestamp_errqueue(m, r, v6));
+            }
             // The error queue: a zero-copy completion as an IP_RECVERR (IPV6_RECVERR) control
             // message, no data, MSG_ERRQUEUE in msg_flags (Linux's ip_recv_error).
             let ((first, last), v6) = s.recv_errqueue(fd)?;

@@ -103,6 +103,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// SO_TIMESTAMPING's flags (`SOF_TIMESTAMPING_*`).
+    pub timestamping: u32,
     /// TCP_NOTSENT_LOWAT; 0 is "the sysctl's".
     pub notsent_lowat: u32,
     /// TCP_USER_TIMEOUT in milliseconds; 0 is "system default".
@@ -182,7 +184,35 @@ struct Socket {
     zc_next: u32,
     /// Zero-copy completions so far (for edge-triggered epoll).
     zc_done: u64,
+    /// SO_TIMESTAMPING with OPT_ID: the sequence number keys count from (Linux's
+    /// `sk_tskey`, SND.UNA when the option was set).
+    ts_base: synack_tcp::SeqNum,
+    /// Writes whose transmit or acknowledgment is still to be reported: the sequence number
+    /// of each one's last byte, and whether its transmission was reported.
+    ts_pending: VecDeque<(synack_tcp::SeqNum, bool)>,
+    /// Timestamp reports ready on the error queue, in order.
+    ts_queue: VecDeque<TsReport>,
 }
+
+/// One SO_TIMESTAMPING report (Linux's `SCM_TSTAMP_*` in a `sock_extended_err`).
+#[derive(Debug, Clone, Copy)]
+pub struct TsReport {
+    /// `SCM_TSTAMP_SND` (0), `SCM_TSTAMP_SCHED` (1) or `SCM_TSTAMP_ACK` (2).
+    pub info: u32,
+    /// The key (`ee_data`): the last byte's offset from the base with OPT_ID, else 0.
+    pub key: u32,
+    /// When, in µs of the virtual clock since the Unix epoch.
+    pub usecs: u64,
+}
+
+/// `SOF_TIMESTAMPING_*` flags Linux's TCP acts on.
+const SOF_TX_SOFTWARE: u32 = 1 << 1;
+const SOF_SOFTWARE: u32 = 1 << 4;
+const SOF_OPT_ID: u32 = 1 << 7;
+const SOF_TX_SCHED: u32 = 1 << 8;
+const SOF_TX_ACK: u32 = 1 << 9;
+/// The reports a socket asks for: transmit (scheduled, sent) and acknowledgment.
+const SOF_TX_ANY: u32 = SOF_TX_SOFTWARE | SOF_TX_SCHED | SOF_TX_ACK;
 
 impl Socket {
     fn new(v6: bool, nonblock: bool) -> Socket {
@@ -198,6 +228,9 @@ impl Socket {
             zc_pending: VecDeque::new(),
             zc_next: 0,
             zc_done: 0,
+            ts_base: synack_tcp::SeqNum(0),
+            ts_pending: VecDeque::new(),
+            ts_queue: VecDeque::new(),
         }
     }
 
@@ -362,6 +395,63 @@ impl Inner {
             }
             out.push_back((p.to_vec(), now));
         });
+        self.stamp();
+    }
+
+    /// SO_TIMESTAMPING: report the writes whose last byte went out (`SCM_TSTAMP_SCHED`,
+    /// `SCM_TSTAMP_SND`: the first transmission; no qdisc or device delays here) or was
+    /// acknowledged (`SCM_TSTAMP_ACK`) since the last look, at the current time.
+    fn stamp(&mut self) {
+        let usecs = EPOCH_USECS + self.now.as_micros();
+        let Inner { fds, iface, .. } = self;
+        for f in fds.values_mut() {
+            let Fd::Socket(s) = f else { continue };
+            if s.ts_pending.is_empty() {
+                continue;
+            }
+            let flags = s.opts.timestamping;
+            let conn = s.conn_id().and_then(|id| iface.tcp().conn(id));
+            let Some(c) = conn else {
+                s.ts_pending.clear();
+                continue;
+            };
+            let (snd_max, snd_una) = (c.snd_max(), c.snd_una());
+            let base = s.ts_base;
+            let key = |last: synack_tcp::SeqNum| {
+                if flags & SOF_OPT_ID != 0 {
+                    last.0.wrapping_sub(base.0)
+                } else {
+                    0
+                }
+            };
+            for (last, sent) in s.ts_pending.iter_mut() {
+                if !*sent && last.lt(snd_max) {
+                    *sent = true;
+                    for (bit, info) in [(SOF_TX_SCHED, 1), (SOF_TX_SOFTWARE, 0)] {
+                        if flags & bit != 0 {
+                            s.ts_queue.push_back(TsReport {
+                                info,
+                                key: key(*last),
+                                usecs,
+                            });
+                        }
+                    }
+                }
+            }
+            while let Some(&(last, true)) = s.ts_pending.front() {
+                if !last.lt(snd_una) {
+                    break;
+                }
+                s.ts_pending.pop_front();
+                if flags & SOF_TX_ACK != 0 {
+                    s.ts_queue.push_back(TsReport {
+                        info: 2,
+                        key: key(last),
+                        usecs,
+                    });
+                }
+            }
+        }
     }
 
     /// Something may have changed: collect output and let blocked callers look again.
@@ -1217,6 +1307,53 @@ impl Shim {
         dest: Option<Dest>,
         flags: SendFlags,
     ) -> SysResult<usize> {
+        let n = self.send_msg_inner(fd, data, dontwait, fastopen, dest, flags)?;
+        if n > 0 {
+            self.tx_timestamp(fd);
+        }
+        Ok(n)
+    }
+
+    /// SO_TIMESTAMPING: after a write, its last byte is to be reported when sent and when
+    /// acknowledged (Linux's `tcp_tx_timestamp`).
+    fn tx_timestamp(&self, fd: c_int) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Ok(s) = sock(&inner.fds, fd) else { return };
+        if s.opts.timestamping & SOF_TX_ANY == 0 || s.opts.timestamping & SOF_SOFTWARE == 0 {
+            return;
+        }
+        let Some(end) = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .map(|c| c.write_seq())
+        else {
+            return;
+        };
+        if let Ok(s) = sock_mut(&mut inner.fds, fd) {
+            s.ts_pending.push_back((end - 1, false));
+        }
+        // It may have gone out already.
+        inner.stamp();
+    }
+
+    /// recvmsg(MSG_ERRQUEUE) for SO_TIMESTAMPING: the next report, and whether the socket is
+    /// `AF_INET6`; `None` when none waits.
+    pub fn recv_timestamp(&self, fd: c_int) -> SysResult<Option<(TsReport, bool)>> {
+        let mut g = self.lock();
+        let s = sock_mut(&mut g.fds, fd)?;
+        Ok(s.ts_queue.pop_front().map(|r| (r, s.v6)))
+    }
+
+    fn send_msg_inner(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        fastopen: bool,
+        dest: Option<Dest>,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
         let mut g = self.lock();
         g.refresh_sysctls();
         let inner = &mut *g;
@@ -1716,6 +1853,17 @@ impl Shim {
                 s.opts.notsent_lowat = int()? as u32;
                 conn_opts = true;
             }
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) => {
+                let v = int()? as u32;
+                if v & SOF_OPT_ID != 0 && s.opts.timestamping & SOF_OPT_ID == 0 {
+                    // Keys count from SND.UNA (Linux: not on a listening or closed socket).
+                    let Some(c) = s.conn_id().and_then(|id| inner.iface.tcp().conn(id)) else {
+                        return Err(Errno(libc::EINVAL));
+                    };
+                    s.ts_base = c.snd_una();
+                }
+                s.opts.timestamping = v;
+            }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let v = int()?;
                 // Linux: TCP_MAXSEG_MIN (88) to MAX_TCP_WINDOW; only before the handshake.
@@ -1834,6 +1982,9 @@ impl Shim {
             (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
                 OptValue::Int(s.opts.notsent_lowat as c_int)
+            }
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) => {
+                OptValue::Int(s.opts.timestamping as c_int)
             }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => OptValue::Int(match conn {
                 Some(c) if c.state().is_synchronized() => c.mss() as c_int,

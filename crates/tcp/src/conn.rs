@@ -909,6 +909,11 @@ impl Connection {
 
     /// The sequence number just past the last byte queued (Linux's `write_seq`): once
     /// `snd_una` reaches it, everything written so far is acknowledged.
+    /// The highest sequence number sent so far (RFC 6675's `HighData`, before a FIN).
+    pub fn snd_max(&self) -> SeqNum {
+        self.snd_max
+    }
+
     pub fn write_seq(&self) -> SeqNum {
         self.fin_seq()
     }
