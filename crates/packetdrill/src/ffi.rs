@@ -456,7 +456,7 @@ fn timestamp_errqueue(m: &mut msghdr, r: crate::shim::TsReport, v6: bool) -> ssi
         .map(|(_, _, d)| unsafe { libc::CMSG_SPACE(d.len() as u32) } as usize)
         .sum();
     m.msg_flags = libc::MSG_ERRQUEUE | libc::MSG_TRUNC;
-    if m.msg_control.is_null() || (m.msg_controllen as usize) < space {
+    if m.msg_control.is_null() || m.msg_controllen < space {
         m.msg_flags |= libc::MSG_CTRUNC;
         m.msg_controllen = 0;
         return 0;
