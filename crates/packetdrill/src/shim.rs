@@ -1755,6 +1755,9 @@ impl Shim {
         let mut keepalive = false;
         let mut conn_opts = false;
         let mut push = false;
+        // A listener's MSS changed: for the connections its SYNs make from now on (their
+        // SYN-ACKs announce it), as Linux copies `user_mss` to each child.
+        let mut relisten = false;
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
@@ -1871,6 +1874,7 @@ impl Shim {
                     return Err(Errno(libc::EINVAL));
                 }
                 s.opts.maxseg = Some(v as usize);
+                relisten = matches!(s.kind, SockKind::Listener(_));
             }
             (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
                 let v = int()?;
@@ -1925,6 +1929,11 @@ impl Shim {
                 self.done(g);
                 return Ok(());
             }
+        }
+        if relisten {
+            let (opts, v6) = (s.opts.clone(), s.v6);
+            let config = inner.config_for(&opts, v6);
+            *inner.iface.tcp_mut().config_mut() = config;
         }
         Ok(())
     }

@@ -420,6 +420,8 @@ pub struct Connection {
     wakeup_due: bool,
     /// A reset to send, and then the TCB is gone.
     send_rst: bool,
+    /// That reset answers a segment: `<SEQ=SND.UNA><CTL=RST>`, no ACK.
+    rst_as_reply: bool,
     /// A reply to an unacceptable segment that is not ours to answer with the TCB's numbers
     /// (RFC 9293 §3.10.7.3: `<SEQ=SEG.ACK><CTL=RST>`).
     rst_reply: Option<SeqNum>,
@@ -657,6 +659,7 @@ impl Connection {
             notsent_lowat: config.notsent_lowat,
             wakeup_due: false,
             send_rst: false,
+            rst_as_reply: false,
             rst_reply: None,
             probe_due: false,
             error: None,
@@ -2488,7 +2491,10 @@ impl Connection {
         }
         if self.read_closed {
             // Data for a connection the application has closed: reset (RFC 1122 §4.2.2.13).
+            // As Linux answers it (`tcp_v4_send_reset` for the segment, the socket gone):
+            // <SEQ=SEG.ACK><CTL=RST>, the segment's acknowledgment being SND.UNA now.
             self.send_rst = true;
+            self.rst_as_reply = true;
             self.timers.stop_all();
             return;
         }
@@ -2796,7 +2802,14 @@ impl Connection {
         let pto = pto.max(Duration::from_millis(10));
         let at = now + pto;
         match self.timers.get(Timer::Retransmit) {
-            Some(rto) if rto <= at => self.timers.stop(Timer::Probe),
+            // "If the RTO formula yields an earlier time, then use that time" (Linux's
+            // `tcp_schedule_loss_probe`, RFC 8985 §7.2's PTO never later than the RTO): the
+            // probe goes when the RTO would have, and the RTO, re-armed after it, waits one
+            // more period behind it.
+            Some(rto) if rto <= at => {
+                self.timers.set(Timer::Probe, rto);
+                self.timers.set(Timer::Retransmit, rto + self.rtt.rto());
+            }
             _ => self.timers.set(Timer::Probe, at),
         }
     }
@@ -2939,15 +2952,19 @@ impl Connection {
             // SND.NXT as the peer knows it: the highest sent (a timeout may have rewound
             // ours), or the RST would fall below the peer's RCV.NXT and only draw a challenge.
             self.send_rst = false;
-            let n = self.emit(
-                now,
-                buf,
-                TcpFlags::RST | TcpFlags::ACK,
-                self.snd_max,
-                true,
-                0,
-                0,
-            );
+            let n = if std::mem::take(&mut self.rst_as_reply) {
+                self.emit(now, buf, TcpFlags::RST, self.snd_una, false, 0, 0)
+            } else {
+                self.emit(
+                    now,
+                    buf,
+                    TcpFlags::RST | TcpFlags::ACK,
+                    self.snd_max,
+                    true,
+                    0,
+                    0,
+                )
+            };
             self.timers.stop_all();
             self.set_state(State::Closed);
             return Some(n);
