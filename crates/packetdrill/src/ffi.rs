@@ -411,6 +411,9 @@ unsafe fn dest(addr: *const sockaddr, len: socklen_t) -> SysResult<Option<Dest>>
     Ok(Some(Dest::Addr(unsafe { sa::read(addr, len) }?)))
 }
 
+/// Linux's `MAX_SKB_FRAGS`: page fragments in one skb.
+const MAX_SKB_FRAGS: usize = 17;
+
 /// After a send: a MSG_ZEROCOPY one gets its completion notification (with SO_ZEROCOPY).
 fn zerocopy(s: &Shim, fd: c_int, flags: c_int, sent: usize) {
     if flags & libc::MSG_ZEROCOPY != 0 {
@@ -798,7 +801,35 @@ unsafe extern "C" fn pd_sendmsg(
         // SAFETY: its name is null or `msg_namelen` bytes.
         let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
         let fastopen = flags & libc::MSG_FASTOPEN != 0;
-        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d, how)?;
+        let sent = if flags & libc::MSG_ZEROCOPY != 0 && !fastopen && s.zerocopy_on(fd) {
+            // Each buffer is a page fragment of Linux's skb, which holds MAX_SKB_FRAGS (17):
+            // a full one is pushed and closed (`tcp_sendmsg_locked`'s `tcp_mark_push` before
+            // `new_segment`), and the rest goes in the next.
+            let mut sent = 0;
+            let groups: Vec<&[&mut [u8]]> = bufs.chunks(MAX_SKB_FRAGS).collect();
+            for (i, g) in groups.iter().enumerate() {
+                let data = gather(g);
+                let last = i + 1 == groups.len();
+                let part = SendFlags {
+                    seal: !last,
+                    more: how.more && last,
+                    eor: how.eor && last,
+                };
+                match s.send_msg(fd, &data, dontwait, false, d, part) {
+                    Ok(n) => {
+                        sent += n;
+                        if n < data.len() {
+                            break;
+                        }
+                    }
+                    Err(_) if sent > 0 => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            sent
+        } else {
+            s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d, how)?
+        };
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })

@@ -2214,6 +2214,12 @@ impl Shim {
         }))
     }
 
+    /// Whether SO_ZEROCOPY is on for `fd`.
+    pub fn zerocopy_on(&self, fd: c_int) -> bool {
+        let g = self.lock();
+        sock(&g.fds, fd).is_ok_and(|s| s.opts.zerocopy)
+    }
+
     /// After a MSG_ZEROCOPY send of `n` bytes on `fd`: with SO_ZEROCOPY, the send gets the
     /// next notification id, reported on the error queue once its data is acknowledged
     /// (Linux's MSG_ZEROCOPY; the data was copied, so the report says so).
