@@ -17,6 +17,7 @@ use libc::{
 use crate::flags::ShimConfig;
 use crate::shim::{Dest, Errno, OptIn, OptValue, Shim, SysResult};
 use crate::sockaddr as sa;
+use synack_tcp::SendFlags;
 
 /// `struct packetdrill_interface` from packetdrill's `packetdrill.h`; the field order is the
 /// ABI. `fcntl` and `ioctl` are variadic in C, and are declared so here; they point to C
@@ -378,11 +379,18 @@ fn recv_flags(flags: c_int) -> SysResult<(bool, bool)> {
     Ok((flags & libc::MSG_PEEK != 0, flags & libc::MSG_DONTWAIT != 0))
 }
 
-fn send_flags(flags: c_int) -> SysResult<bool> {
+/// send flags we act on: MSG_DONTWAIT, and how the write ends (MSG_MORE, MSG_EOR); the rest
+/// are accepted and ignored (MSG_NOSIGNAL, ...).
+fn send_flags(flags: c_int) -> SysResult<(bool, SendFlags)> {
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
     }
-    Ok(flags & libc::MSG_DONTWAIT != 0)
+    let how = SendFlags {
+        more: flags & libc::MSG_MORE != 0,
+        eor: flags & libc::MSG_EOR != 0,
+        seal: false,
+    };
+    Ok((flags & libc::MSG_DONTWAIT != 0, how))
 }
 
 /// The destination a `sendto`/`sendmsg` names, if any: `AF_UNSPEC` kept apart (Fast Open
@@ -403,11 +411,72 @@ unsafe fn dest(addr: *const sockaddr, len: socklen_t) -> SysResult<Option<Dest>>
     Ok(Some(Dest::Addr(unsafe { sa::read(addr, len) }?)))
 }
 
+/// Linux's `MAX_SKB_FRAGS`: page fragments in one skb.
+const MAX_SKB_FRAGS: usize = 17;
+
 /// After a send: a MSG_ZEROCOPY one gets its completion notification (with SO_ZEROCOPY).
 fn zerocopy(s: &Shim, fd: c_int, flags: c_int, sent: usize) {
     if flags & libc::MSG_ZEROCOPY != 0 {
         s.zerocopy_sent(fd, sent);
     }
+}
+
+/// recvmsg(MSG_ERRQUEUE) of an SO_TIMESTAMPING report, as Linux's `ip_recv_error` hands it
+/// out: an `SCM_TIMESTAMPING` control message (software time in the first of its three
+/// timespecs), then `IP_RECVERR` (`IPV6_RECVERR`) with a `sock_extended_err` (ENOMSG, origin
+/// SO_EE_ORIGIN_TIMESTAMPING, the report's kind and key) and a blank offender address; the
+/// data (the packet's headers) is not copied: MSG_TRUNC. Returns 0 bytes read.
+fn timestamp_errqueue(m: &mut msghdr, r: crate::shim::TsReport, v6: bool) -> ssize_t {
+    let mut ts = [0u8; 48];
+    ts[..8].copy_from_slice(&((r.usecs / 1_000_000) as i64).to_ne_bytes());
+    ts[8..16].copy_from_slice(&(((r.usecs % 1_000_000) * 1000) as i64).to_ne_bytes());
+    let mut ee = [0u8; 16];
+    ee[..4].copy_from_slice(&(libc::ENOMSG as u32).to_ne_bytes());
+    ee[4] = 4; // ee_origin: SO_EE_ORIGIN_TIMESTAMPING
+    ee[8..12].copy_from_slice(&r.info.to_ne_bytes());
+    ee[12..16].copy_from_slice(&r.key.to_ne_bytes());
+    let mut err = ee.to_vec();
+    err.resize(
+        16 + if v6 {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in>()
+        },
+        0,
+    );
+    let (level, ty) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
+    let msgs: [(c_int, c_int, &[u8]); 2] = [
+        (libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts),
+        (level, ty, &err),
+    ];
+    // SAFETY: CMSG_SPACE is arithmetic.
+    let space: usize = msgs
+        .iter()
+        .map(|(_, _, d)| unsafe { libc::CMSG_SPACE(d.len() as u32) } as usize)
+        .sum();
+    m.msg_flags = libc::MSG_ERRQUEUE | libc::MSG_TRUNC;
+    if m.msg_control.is_null() || m.msg_controllen < space {
+        m.msg_flags |= libc::MSG_CTRUNC;
+        m.msg_controllen = 0;
+        return 0;
+    }
+    m.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for both messages (checked); CMSG_NXTHDR walks it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        for (level, ty, d) in msgs {
+            (*c).cmsg_len = libc::CMSG_LEN(d.len() as u32) as _;
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = ty;
+            std::ptr::copy_nonoverlapping(d.as_ptr(), libc::CMSG_DATA(c), d.len());
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    0
 }
 
 /// `struct sock_extended_err` for a zero-copy completion of ids `first..=last`: errno 0,
@@ -574,6 +643,9 @@ unsafe extern "C" fn pd_recvmsg(
         // SAFETY: `msg` points to a msghdr.
         let m = unsafe { &mut *msg };
         if flags & libc::MSG_ERRQUEUE != 0 {
+            if let Some((r, v6)) = s.recv_timestamp(fd)? {
+                return Ok(timestamp_errqueue(m, r, v6));
+            }
             // The error queue: a zero-copy completion as an IP_RECVERR (IPV6_RECVERR) control
             // message, no data, MSG_ERRQUEUE in msg_flags (Linux's ip_recv_error).
             let ((first, last), v6) = s.recv_errqueue(fd)?;
@@ -656,7 +728,7 @@ unsafe extern "C" fn pd_write(
     call(ud, -1, |s| {
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        rw_errno(s.send(fd, b, false)).map(count)
+        rw_errno(s.send(fd, b, false, SendFlags::default())).map(count)
     })
 }
 
@@ -669,7 +741,7 @@ unsafe extern "C" fn pd_writev(
     call(ud, -1, |s| {
         // SAFETY: `iov` holds `cnt` valid iovecs.
         let bufs = unsafe { iovecs(iov, cnt) }?;
-        rw_errno(s.send(fd, &gather(&bufs), false)).map(count)
+        rw_errno(s.send(fd, &gather(&bufs), false, SendFlags::default())).map(count)
     })
 }
 
@@ -681,10 +753,10 @@ unsafe extern "C" fn pd_send(
     flags: c_int,
 ) -> ssize_t {
     call(ud, -1, |s| {
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
-        let sent = s.send(fd, b, dontwait)?;
+        let sent = s.send(fd, b, dontwait, how)?;
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })
@@ -702,12 +774,12 @@ unsafe extern "C" fn pd_sendto(
     // A connected TCP socket ignores the destination; an unconnected one uses it with
     // MSG_FASTOPEN (RFC 7413).
     call(ud, -1, |s| {
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `buf` has `n` readable bytes.
         let b = unsafe { slice(buf, n) }?;
         // SAFETY: `addr` is null or has `len` bytes.
         let d = unsafe { dest(addr, len) }?;
-        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d)?;
+        let sent = s.send_msg(fd, b, dontwait, flags & libc::MSG_FASTOPEN != 0, d, how)?;
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })
@@ -723,13 +795,41 @@ unsafe extern "C" fn pd_sendmsg(
         if msg.is_null() {
             return Err(Errno(libc::EFAULT));
         }
-        let dontwait = send_flags(flags)?;
+        let (dontwait, how) = send_flags(flags)?;
         // SAFETY: `msg` points to a msghdr whose iovecs are valid.
         let bufs = unsafe { iovecs((*msg).msg_iov, (*msg).msg_iovlen as c_int) }?;
         // SAFETY: its name is null or `msg_namelen` bytes.
         let d = unsafe { dest((*msg).msg_name.cast(), (*msg).msg_namelen) }?;
         let fastopen = flags & libc::MSG_FASTOPEN != 0;
-        let sent = s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d)?;
+        let sent = if flags & libc::MSG_ZEROCOPY != 0 && !fastopen && s.zerocopy_on(fd) {
+            // Each buffer is a page fragment of Linux's skb, which holds MAX_SKB_FRAGS (17):
+            // a full one is pushed and closed (`tcp_sendmsg_locked`'s `tcp_mark_push` before
+            // `new_segment`), and the rest goes in the next.
+            let mut sent = 0;
+            let groups: Vec<&[&mut [u8]]> = bufs.chunks(MAX_SKB_FRAGS).collect();
+            for (i, g) in groups.iter().enumerate() {
+                let data = gather(g);
+                let last = i + 1 == groups.len();
+                let part = SendFlags {
+                    seal: !last,
+                    more: how.more && last,
+                    eor: how.eor && last,
+                };
+                match s.send_msg(fd, &data, dontwait, false, d, part) {
+                    Ok(n) => {
+                        sent += n;
+                        if n < data.len() {
+                            break;
+                        }
+                    }
+                    Err(_) if sent > 0 => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            sent
+        } else {
+            s.send_msg(fd, &gather(&bufs), dontwait, fastopen, d, how)?
+        };
         zerocopy(s, fd, flags, sent);
         Ok(count(sent))
     })

@@ -21,7 +21,7 @@ use libc::c_int;
 use synack_stack::Interface;
 use synack_tcp::{
     Config, ConnId, ConnectError, ConnectOptions, ConnectionError, Duration, FastOpenKey, Instant,
-    Keepalive, ListenError, ListenerId, RecvError, SendError, State,
+    Keepalive, ListenError, ListenerId, RecvError, SendError, SendFlags, State,
 };
 
 use crate::flags::ShimConfig;
@@ -101,6 +101,12 @@ pub struct SockOpts {
     pub keepintvl: Option<u32>,
     pub keepcnt: Option<u32>,
     pub nodelay: bool,
+    /// TCP_CORK.
+    pub cork: bool,
+    /// SO_TIMESTAMPING's flags (`SOF_TIMESTAMPING_*`).
+    pub timestamping: u32,
+    /// TCP_NOTSENT_LOWAT; 0 is "the sysctl's".
+    pub notsent_lowat: u32,
     /// TCP_USER_TIMEOUT in milliseconds; 0 is "system default".
     pub user_timeout_ms: u32,
     pub rcvbuf: Option<usize>,
@@ -178,7 +184,35 @@ struct Socket {
     zc_next: u32,
     /// Zero-copy completions so far (for edge-triggered epoll).
     zc_done: u64,
+    /// SO_TIMESTAMPING with OPT_ID: the sequence number keys count from (Linux's
+    /// `sk_tskey`, SND.UNA when the option was set).
+    ts_base: synack_tcp::SeqNum,
+    /// Writes whose transmit or acknowledgment is still to be reported: the sequence number
+    /// of each one's last byte, and whether its transmission was reported.
+    ts_pending: VecDeque<(synack_tcp::SeqNum, bool)>,
+    /// Timestamp reports ready on the error queue, in order.
+    ts_queue: VecDeque<TsReport>,
 }
+
+/// One SO_TIMESTAMPING report (Linux's `SCM_TSTAMP_*` in a `sock_extended_err`).
+#[derive(Debug, Clone, Copy)]
+pub struct TsReport {
+    /// `SCM_TSTAMP_SND` (0), `SCM_TSTAMP_SCHED` (1) or `SCM_TSTAMP_ACK` (2).
+    pub info: u32,
+    /// The key (`ee_data`): the last byte's offset from the base with OPT_ID, else 0.
+    pub key: u32,
+    /// When, in µs of the virtual clock since the Unix epoch.
+    pub usecs: u64,
+}
+
+/// `SOF_TIMESTAMPING_*` flags Linux's TCP acts on.
+const SOF_TX_SOFTWARE: u32 = 1 << 1;
+const SOF_SOFTWARE: u32 = 1 << 4;
+const SOF_OPT_ID: u32 = 1 << 7;
+const SOF_TX_SCHED: u32 = 1 << 8;
+const SOF_TX_ACK: u32 = 1 << 9;
+/// The reports a socket asks for: transmit (scheduled, sent) and acknowledgment.
+const SOF_TX_ANY: u32 = SOF_TX_SOFTWARE | SOF_TX_SCHED | SOF_TX_ACK;
 
 impl Socket {
     fn new(v6: bool, nonblock: bool) -> Socket {
@@ -194,6 +228,9 @@ impl Socket {
             zc_pending: VecDeque::new(),
             zc_next: 0,
             zc_done: 0,
+            ts_base: synack_tcp::SeqNum(0),
+            ts_pending: VecDeque::new(),
+            ts_queue: VecDeque::new(),
         }
     }
 
@@ -358,6 +395,63 @@ impl Inner {
             }
             out.push_back((p.to_vec(), now));
         });
+        self.stamp();
+    }
+
+    /// SO_TIMESTAMPING: report the writes whose last byte went out (`SCM_TSTAMP_SCHED`,
+    /// `SCM_TSTAMP_SND`: the first transmission; no qdisc or device delays here) or was
+    /// acknowledged (`SCM_TSTAMP_ACK`) since the last look, at the current time.
+    fn stamp(&mut self) {
+        let usecs = EPOCH_USECS + self.now.as_micros();
+        let Inner { fds, iface, .. } = self;
+        for f in fds.values_mut() {
+            let Fd::Socket(s) = f else { continue };
+            if s.ts_pending.is_empty() {
+                continue;
+            }
+            let flags = s.opts.timestamping;
+            let conn = s.conn_id().and_then(|id| iface.tcp().conn(id));
+            let Some(c) = conn else {
+                s.ts_pending.clear();
+                continue;
+            };
+            let (snd_max, snd_una) = (c.snd_max(), c.snd_una());
+            let base = s.ts_base;
+            let key = |last: synack_tcp::SeqNum| {
+                if flags & SOF_OPT_ID != 0 {
+                    last.0.wrapping_sub(base.0)
+                } else {
+                    0
+                }
+            };
+            for (last, sent) in s.ts_pending.iter_mut() {
+                if !*sent && last.lt(snd_max) {
+                    *sent = true;
+                    for (bit, info) in [(SOF_TX_SCHED, 1), (SOF_TX_SOFTWARE, 0)] {
+                        if flags & bit != 0 {
+                            s.ts_queue.push_back(TsReport {
+                                info,
+                                key: key(*last),
+                                usecs,
+                            });
+                        }
+                    }
+                }
+            }
+            while let Some(&(last, true)) = s.ts_pending.front() {
+                if !last.lt(snd_una) {
+                    break;
+                }
+                s.ts_pending.pop_front();
+                if flags & SOF_TX_ACK != 0 {
+                    s.ts_queue.push_back(TsReport {
+                        info: 2,
+                        key: key(last),
+                        usecs,
+                    });
+                }
+            }
+        }
     }
 
     /// Something may have changed: collect output and let blocked callers look again.
@@ -476,9 +570,22 @@ impl Inner {
         let ka = o.keepalive_params();
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
+        let cork = o.cork;
+        let lowat = match o.notsent_lowat {
+            0 => self.base.notsent_lowat,
+            v => Some(v as usize),
+        };
         let syncnt = o.syncnt;
         self.iface.tcp_mut().with_conn(now, id, |c| {
-            c.set_nodelay(nodelay);
+            // Each a change only: setting TCP_NODELAY or TCP_CORK also pushes what waits,
+            // which `setsockopt` asks for itself.
+            if c.nodelay() != nodelay {
+                c.set_nodelay(nodelay);
+            }
+            if c.cork() != cork {
+                c.set_cork(cork);
+            }
+            c.set_notsent_lowat(lowat);
             c.set_user_timeout(ut);
             if let Some(n) = syncnt {
                 c.set_syn_retries(n);
@@ -579,7 +686,7 @@ impl Inner {
                 let open = !matches!(st, State::SynSent | State::SynReceived)
                     || c.is_fast_open_child()
                     || c.is_syn_deferred();
-                if open && (snd_shut || c.send_capacity() > 0) {
+                if open && (snd_shut || (c.send_capacity() > 0 && c.is_writable())) {
                     m |= POLLOUT | POLLWRNORM;
                 }
                 m
@@ -1198,6 +1305,54 @@ impl Shim {
         dontwait: bool,
         fastopen: bool,
         dest: Option<Dest>,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
+        let n = self.send_msg_inner(fd, data, dontwait, fastopen, dest, flags)?;
+        if n > 0 {
+            self.tx_timestamp(fd);
+        }
+        Ok(n)
+    }
+
+    /// SO_TIMESTAMPING: after a write, its last byte is to be reported when sent and when
+    /// acknowledged (Linux's `tcp_tx_timestamp`).
+    fn tx_timestamp(&self, fd: c_int) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Ok(s) = sock(&inner.fds, fd) else { return };
+        if s.opts.timestamping & SOF_TX_ANY == 0 || s.opts.timestamping & SOF_SOFTWARE == 0 {
+            return;
+        }
+        let Some(end) = s
+            .conn_id()
+            .and_then(|id| inner.iface.tcp().conn(id))
+            .map(|c| c.write_seq())
+        else {
+            return;
+        };
+        if let Ok(s) = sock_mut(&mut inner.fds, fd) {
+            s.ts_pending.push_back((end - 1, false));
+        }
+        // It may have gone out already.
+        inner.stamp();
+    }
+
+    /// recvmsg(MSG_ERRQUEUE) for SO_TIMESTAMPING: the next report, and whether the socket is
+    /// `AF_INET6`; `None` when none waits.
+    pub fn recv_timestamp(&self, fd: c_int) -> SysResult<Option<(TsReport, bool)>> {
+        let mut g = self.lock();
+        let s = sock_mut(&mut g.fds, fd)?;
+        Ok(s.ts_queue.pop_front().map(|r| (r, s.v6)))
+    }
+
+    fn send_msg_inner(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        fastopen: bool,
+        dest: Option<Dest>,
+        flags: SendFlags,
     ) -> SysResult<usize> {
         let mut g = self.lock();
         g.refresh_sysctls();
@@ -1209,7 +1364,7 @@ impl Shim {
             .is_some_and(|c| c.is_syn_deferred());
         if !fastopen && !deferred {
             drop(g);
-            return self.send_plain(fd, data, dontwait);
+            return self.send_plain(fd, data, dontwait, flags);
         }
         if !inner.base.fast_open.client || dest == Some(Dest::Unspec) {
             return Err(Errno(libc::EOPNOTSUPP));
@@ -1227,7 +1382,7 @@ impl Shim {
                     return Err(Errno(libc::EALREADY));
                 }
                 drop(g);
-                return self.send_plain(fd, data, dontwait);
+                return self.send_plain(fd, data, dontwait, flags);
             }
             SockKind::Conn { id, .. } => id,
             SockKind::Fresh => {
@@ -1247,7 +1402,7 @@ impl Shim {
         if nonblock {
             let n = room.map_or(0, |r| r.min(data.len()));
             // Queueing (even nothing) releases a held SYN; it leaves at `done`.
-            tcp.with_conn(now, id, |c| c.send(&data[..n]));
+            tcp.with_conn(now, id, |c| c.send_with(&data[..n], flags));
             self.done(g);
             return if n > 0 {
                 Ok(n)
@@ -1255,7 +1410,7 @@ impl Shim {
                 Err(Errno(libc::EINPROGRESS))
             };
         }
-        let queued = match tcp.with_conn(now, id, |c| c.send(data)) {
+        let queued = match tcp.with_conn(now, id, |c| c.send_with(data, flags)) {
             Some(Ok(n)) => n,
             _ => 0,
         };
@@ -1265,7 +1420,7 @@ impl Shim {
         if queued == data.len() {
             return Ok(queued);
         }
-        match self.send_plain(fd, &data[queued..], dontwait) {
+        match self.send_plain(fd, &data[queued..], dontwait, flags) {
             Ok(n) => Ok(queued + n),
             Err(_) if queued > 0 => Ok(queued),
             Err(e) => Err(e),
@@ -1377,12 +1532,24 @@ impl Shim {
     /// send(2). A blocking socket queues every byte (waiting for room); a non-blocking one
     /// queues what fits, or fails with EAGAIN. Before the handshake ends, a blocking send waits
     /// for it (Linux's sk_stream_wait_connect).
-    pub fn send(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
-        self.send_msg(fd, data, dontwait, false, None)
+    pub fn send(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
+        self.send_msg(fd, data, dontwait, false, None, flags)
     }
 
     /// `send` on a socket that is no Fast Open case.
-    fn send_plain(&self, fd: c_int, data: &[u8], dontwait: bool) -> SysResult<usize> {
+    fn send_plain(
+        &self,
+        fd: c_int,
+        data: &[u8],
+        dontwait: bool,
+        flags: SendFlags,
+    ) -> SysResult<usize> {
         let g = self.lock();
         let mut written = 0usize;
         self.block(g, None, |inner, _| {
@@ -1423,7 +1590,7 @@ impl Shim {
             }
             match iface
                 .tcp_mut()
-                .with_conn(now, id, |c| c.send(&data[written..]))
+                .with_conn(now, id, |c| c.send_with(&data[written..], flags))
             {
                 Some(Ok(n)) => {
                     written += n;
@@ -1587,6 +1754,10 @@ impl Shim {
         // (keepalive changed, per-connection options changed)
         let mut keepalive = false;
         let mut conn_opts = false;
+        let mut push = false;
+        // A listener's MSS changed: for the connections its SYNs make from now on (their
+        // SYN-ACKs announce it), as Linux copies `user_mss` to each child.
+        let mut relisten = false;
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
@@ -1673,7 +1844,28 @@ impl Shim {
             }
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
                 s.opts.nodelay = int()? != 0;
+                // Setting it (again) pushes what a cork or MSG_MORE holds.
+                push = s.opts.nodelay;
                 conn_opts = true;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => {
+                s.opts.cork = int()? != 0;
+                conn_opts = true;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+                s.opts.notsent_lowat = int()? as u32;
+                conn_opts = true;
+            }
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) => {
+                let v = int()? as u32;
+                if v & SOF_OPT_ID != 0 && s.opts.timestamping & SOF_OPT_ID == 0 {
+                    // Keys count from SND.UNA (Linux: not on a listening or closed socket).
+                    let Some(c) = s.conn_id().and_then(|id| inner.iface.tcp().conn(id)) else {
+                        return Err(Errno(libc::EINVAL));
+                    };
+                    s.ts_base = c.snd_una();
+                }
+                s.opts.timestamping = v;
             }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let v = int()?;
@@ -1682,6 +1874,7 @@ impl Shim {
                     return Err(Errno(libc::EINVAL));
                 }
                 s.opts.maxseg = Some(v as usize);
+                relisten = matches!(s.kind, SockKind::Listener(_));
             }
             (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
                 let v = int()?;
@@ -1726,9 +1919,21 @@ impl Shim {
             if let Some(id) = s.conn_id() {
                 let opts = s.opts.clone();
                 inner.apply_conn_opts(id, &opts, keepalive);
+                if push {
+                    let now = inner.now;
+                    inner
+                        .iface
+                        .tcp_mut()
+                        .with_conn(now, id, |c| c.set_nodelay(true));
+                }
                 self.done(g);
                 return Ok(());
             }
+        }
+        if relisten {
+            let (opts, v6) = (s.opts.clone(), s.v6);
+            let config = inner.config_for(&opts, v6);
+            *inner.iface.tcp_mut().config_mut() = config;
         }
         Ok(())
     }
@@ -1783,6 +1988,13 @@ impl Shim {
                 secs: s.opts.linger.unwrap_or(0),
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+                OptValue::Int(s.opts.notsent_lowat as c_int)
+            }
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) => {
+                OptValue::Int(s.opts.timestamping as c_int)
+            }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => OptValue::Int(match conn {
                 Some(c) if c.state().is_synchronized() => c.mss() as c_int,
                 // Linux reports the user's value, else TCP_MSS_DEFAULT (536), before a handshake.
@@ -2000,6 +2212,12 @@ impl Shim {
                 n.min(c_int::MAX as usize) as c_int
             }
         }))
+    }
+
+    /// Whether SO_ZEROCOPY is on for `fd`.
+    pub fn zerocopy_on(&self, fd: c_int) -> bool {
+        let g = self.lock();
+        sock(&g.fds, fd).is_ok_and(|s| s.opts.zerocopy)
     }
 
     /// After a MSG_ZEROCOPY send of `n` bytes on `fd`: with SO_ZEROCOPY, the send gets the

@@ -33,6 +33,7 @@ pub struct Sysctls {
     pub tcp_keepalive_intvl: Option<u64>,
     pub tcp_keepalive_probes: Option<u32>,
     pub tcp_ecn: Option<u32>,
+    pub tcp_notsent_lowat: Option<u64>,
 }
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -80,6 +81,7 @@ impl Sysctls {
             tcp_keepalive_intvl: num(root, "net/ipv4/tcp_keepalive_intvl"),
             tcp_keepalive_probes: num(root, "net/ipv4/tcp_keepalive_probes"),
             tcp_ecn: num(root, "net/ipv4/tcp_ecn"),
+            tcp_notsent_lowat: num(root, "net/ipv4/tcp_notsent_lowat"),
         }
     }
 
@@ -121,6 +123,10 @@ impl Sysctls {
         }
         if let Some(v) = self.tcp_ecn {
             c.ecn = synack_tcp::Ecn::from_linux_sysctl(v);
+        }
+        if let Some(v) = self.tcp_notsent_lowat {
+            // UINT_MAX (the default) is no limit.
+            c.notsent_lowat = (v < u64::from(u32::MAX)).then_some(v as usize);
         }
         if let Some(v) = self.tcp_syncookies {
             c.syn_cookies = v != 0;

@@ -176,6 +176,7 @@ impl TcpInfo {
             tcpi_advmss: mss as u32,
             tcpi_reordering: c.reordering() as u32,
             tcpi_total_retrans: st.total_retrans,
+            tcpi_retrans: c.retrans_out(),
             tcpi_bytes_acked: st.bytes_acked,
             tcpi_bytes_received: st.bytes_received,
             tcpi_segs_out: st.segs_out,

@@ -944,7 +944,7 @@ fn socket_options_reach_the_connection() {
         Err(libc::EINVAL)
     );
     assert_eq!(
-        pd.setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, 1),
+        pd.setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1),
         Err(libc::ENOPROTOOPT)
     );
     assert_eq!(

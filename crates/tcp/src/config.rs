@@ -98,6 +98,10 @@ pub struct Config {
     /// that a sender in slow start is not held back by delayed ACKs (RFC 9293 §3.8.6.3 allows
     /// acknowledging sooner). `false`: every ACK may wait the delayed-ACK time.
     pub quick_ack: bool,
+    /// Linux's `TCP_NOTSENT_LOWAT` for new connections (`net.ipv4.tcp_notsent_lowat`):
+    /// writes queue new buffers only while fewer bytes than this wait unsent. `None`: no
+    /// limit.
+    pub notsent_lowat: Option<usize>,
     /// Nagle's algorithm (RFC 9293 §3.7.4); `false` is `TCP_NODELAY`.
     pub nagle: bool,
     /// RFC 5482 user timeout: how long sent data may stay unacknowledged before the connection
@@ -165,6 +169,7 @@ impl Default for Config {
             msl: Duration::from_secs(30),
             delayed_ack: Some(Duration::from_millis(40)),
             quick_ack: false,
+            notsent_lowat: None,
             nagle: true,
             user_timeout: None,
             max_retransmissions: 15,

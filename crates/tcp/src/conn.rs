@@ -68,6 +68,43 @@ enum AckDue {
     Now,
 }
 
+/// How one write hands its bytes over ([`Connection::send_with`]), as the flags of Linux's
+/// `sendmsg`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendFlags {
+    /// More follows at once (`MSG_MORE`): no push mark at the end of this write, and a short
+    /// last segment waits, as under `TCP_CORK`, until the next ACK or push.
+    pub more: bool,
+    /// The end of a record (`MSG_EOR`): no later write's bytes share a segment with this
+    /// one's, sent first or again.
+    pub eor: bool,
+    /// Close the write-queue buffer after this write however short it is, with no push mark
+    /// of its own (Linux closes an skb when its page fragments run out, as a run of
+    /// `MSG_ZEROCOPY` sends does): later bytes never share a segment with it.
+    pub seal: bool,
+}
+
+/// One buffer of the write queue as Linux builds it (an skb), by where it ends: a write fills
+/// the last unsent buffer up to the size goal, then starts new ones. Segments take their PSH
+/// flag from here (RFC 9293 §3.9.1, "PUSH"): a segment that reaches the end of a pushed buffer
+/// carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SendMark {
+    end: SeqNum,
+    /// The end of a write (but `MSG_MORE`): PSH on the segment that ends here, sent first or
+    /// again.
+    push: bool,
+    /// A buffer a write filled to the size goal: PSH on the first transmission of the segment
+    /// that ends here (a retransmission of it, cut out of a larger one, has none in Linux).
+    filled: bool,
+    /// No segment, new or sent again, spans this end (`MSG_EOR`, or a sealed buffer).
+    hard: bool,
+}
+
+/// At most this many write-queue buffers are tracked; past it a write joins the last one
+/// (a writer of one-byte records cannot make the connection hold unbounded bookkeeping).
+const MAX_SEND_MARKS: usize = 4096;
+
 /// Events waiting for the endpoint, which drains them after every call, in order, none lost.
 /// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
 /// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
@@ -327,6 +364,9 @@ pub struct Connection {
     scoreboard: Scoreboard,
     /// RFC 6675 `HighRxt`: the highest sequence number retransmitted in this recovery.
     high_rxt: SeqNum,
+    /// The end of the highest segment sent again, by any cause: below it, what is neither
+    /// acknowledged nor SACKed is out a second time (Linux's `retrans_out`).
+    rexmit_high: SeqNum,
     /// DupThresh, in segments: 3 (RFC 5681 §3.2) until the path shows reordering, then the
     /// depth of the deepest reordering seen (as Linux's `tp->reordering`), at most
     /// [`MAX_REORDERING`].
@@ -359,8 +399,23 @@ pub struct Connection {
     read_since_ack: bool,
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
+    /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
+    send_marks: VecDeque<SendMark>,
+    /// `TCP_CORK`: a short last segment waits until uncorked (or the persist timer's probe).
+    cork: bool,
+    /// The last write said `MSG_MORE`: a short last segment waits for the next ACK or push.
+    more_hold: bool,
+    /// Send what a cork holds once (`TCP_NODELAY` set while corked).
+    push_once: bool,
+    /// `TCP_NOTSENT_LOWAT`: at most about this many bytes queued and not yet sent.
+    notsent_lowat: Option<usize>,
+    /// The persist timer fired on data a cork or `MSG_MORE` held with nothing in flight:
+    /// send it now, pushed (Linux's `tcp_write_wakeup`).
+    wakeup_due: bool,
     /// A reset to send, and then the TCB is gone.
     send_rst: bool,
+    /// That reset answers a segment: `<SEQ=SND.UNA><CTL=RST>`, no ACK.
+    rst_as_reply: bool,
     /// A reply to an unacceptable segment that is not ours to answer with the TCB's numbers
     /// (RFC 9293 §3.10.7.3: `<SEQ=SEG.ACK><CTL=RST>`).
     rst_reply: Option<SeqNum>,
@@ -580,6 +635,7 @@ impl Connection {
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
             high_rxt: iss,
+            rexmit_high: iss,
             reordering: 3,
             undo: None,
             spurious_retransmits: 0,
@@ -595,7 +651,14 @@ impl Connection {
             rcv_mss_seen: 536,
             read_since_ack: false,
             snd_sml: iss,
+            send_marks: VecDeque::new(),
+            cork: false,
+            more_hold: false,
+            push_once: false,
+            notsent_lowat: config.notsent_lowat,
+            wakeup_due: false,
             send_rst: false,
+            rst_as_reply: false,
             rst_reply: None,
             probe_due: false,
             error: None,
@@ -776,9 +839,62 @@ impl Connection {
             || self.state == State::Closed
     }
 
-    /// Whether a `send` would accept bytes or fail (rather than return `Ok(0)`).
+    /// Whether a `send` would accept bytes or fail (rather than return `Ok(0)`). Under
+    /// `TCP_NOTSENT_LOWAT`, once less than half the mark is left unsent (Linux's
+    /// `tcp_stream_memory_free` as `poll` asks it).
     pub fn is_writable(&self) -> bool {
-        self.send_capacity() > 0 || !self.state.may_send() || self.error.is_some()
+        let lowat_ok = self.notsent_lowat.is_none_or(|l| 2 * self.unsent() < l);
+        (self.send_capacity() > 0 && lowat_ok) || !self.state.may_send() || self.error.is_some()
+    }
+
+    /// `TCP_NOTSENT_LOWAT` (`None`: no limit): a write queues new buffers only while fewer
+    /// than `lowat` bytes wait unsent, and the socket polls writable below half of it.
+    pub fn set_notsent_lowat(&mut self, lowat: Option<usize>) {
+        self.notsent_lowat = lowat;
+    }
+
+    /// How much of a `want`-byte write `TCP_NOTSENT_LOWAT` lets in, as Linux's
+    /// `tcp_sendmsg` does: it fills buffers of the size goal (half the peer's largest window,
+    /// within 64 KiB, in whole segments), sends what the windows allow as each fills, and
+    /// opens a new buffer only while fewer than `lowat` bytes wait unsent.
+    fn lowat_room(&self, want: usize) -> usize {
+        let Some(lowat) = self.notsent_lowat else {
+            return want;
+        };
+        let mss = self.snd_mss.max(1);
+        let goal = ((self.max_snd_wnd / 2).min(65536) / mss * mss).max(mss);
+        let flight = self.snd_max.since(self.snd_una);
+        let by_rwnd = self.snd_wnd.saturating_sub(flight);
+        // Linux counts the congestion window in segments.
+        let cwnd = self.cc.cwnd() / mss * mss;
+        let mut room_now = cwnd.saturating_sub(flight).min(by_rwnd);
+        let mut notsent = self.unsent();
+        let mut tail = if notsent == 0 {
+            0
+        } else {
+            (notsent - 1) % goal + 1
+        };
+        let mut taken = 0;
+        while taken < want {
+            let take = if tail > 0 && tail < goal {
+                (goal - tail).min(want - taken)
+            } else if notsent < lowat {
+                tail = 0;
+                goal.min(want - taken)
+            } else {
+                break;
+            };
+            taken += take;
+            tail += take;
+            notsent += take;
+            if tail >= goal {
+                let sent = room_now.min(notsent);
+                room_now -= sent;
+                notsent -= sent;
+                tail -= sent.min(tail);
+            }
+        }
+        taken
     }
 
     /// The handshake has finished (or the connection got past it).
@@ -796,6 +912,11 @@ impl Connection {
 
     /// The sequence number just past the last byte queued (Linux's `write_seq`): once
     /// `snd_una` reaches it, everything written so far is acknowledged.
+    /// The highest sequence number sent so far (RFC 6675's `HighData`, before a FIN).
+    pub fn snd_max(&self) -> SeqNum {
+        self.snd_max
+    }
+
     pub fn write_seq(&self) -> SeqNum {
         self.fin_seq()
     }
@@ -1019,6 +1140,12 @@ impl Connection {
     /// Bytes may be queued in SYN-SENT and SYN-RECEIVED (RFC 9293 §3.10.2) and leave with the
     /// handshake's last ACK.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        self.send_with(data, SendFlags::default())
+    }
+
+    /// [`send`](Self::send) with `sendmsg`'s flags: whether the write ends pushed
+    /// (`MSG_MORE`), ends a record (`MSG_EOR`), or closes its buffer (see [`SendFlags`]).
+    pub fn send_with(&mut self, data: &[u8], flags: SendFlags) -> Result<usize, SendError> {
         if let Some(e) = self.error {
             return Err(SendError::Connection(e));
         }
@@ -1028,7 +1155,157 @@ impl Connection {
         // A SYN held for data (TCP_FASTOPEN_CONNECT) goes with the first write, even an empty
         // one, as Linux's `tcp_sendmsg_fastopen`.
         self.defer_syn = false;
-        Ok(self.send_buf.push(data))
+        self.push_once = false;
+        let start = self.fin_seq();
+        let data = &data[..self.lowat_room(data.len())];
+        let n = self.send_buf.push(data);
+        self.mark_write(start, n, flags);
+        // MSG_MORE holds a short tail for this write only: the next write, ACK or push
+        // decides afresh.
+        self.more_hold = flags.more && n > 0;
+        Ok(n)
+    }
+
+    /// Record a write of `n` bytes from `start` in the write queue's buffers, as Linux's
+    /// `tcp_sendmsg` builds skbs: the last buffer, if some of it is unsent and it ends no
+    /// record, takes bytes up to the size goal (two segments, as Linux's GSO size goal works
+    /// out on a TUN path) and loses its push mark; then new buffers follow. A buffer a write
+    /// fills goes out pushed, and so does the last one at the end of the write unless
+    /// `MSG_MORE` said more follows (Linux's `tcp_push`, `tcp_mark_push`).
+    fn mark_write(&mut self, start: SeqNum, n: usize, flags: SendFlags) {
+        if n == 0 {
+            return;
+        }
+        // Before the handshake the segment size is not known: what is written then is one
+        // buffer (Linux's SYN-data skb, or a write that waited for the connection).
+        let goal = if self.state.is_synchronized() {
+            2 * self.snd_mss.max(1)
+        } else {
+            n
+        };
+        let end = start + n;
+        let mut pos = start;
+        let mut first = true;
+        while pos.lt(end) {
+            let crowded = self.send_marks.len() >= MAX_SEND_MARKS;
+            let sent_edge = self.snd_max.max(self.send_buf_seq);
+            let prev_end = match self.send_marks.len() {
+                0 | 1 => self.send_buf_seq,
+                k => self.send_marks[k - 2].end,
+            };
+            let mut take = 0;
+            if let Some(m) = self.send_marks.back_mut() {
+                if m.end == pos && (crowded || (!m.hard && m.end.gt(sent_edge))) {
+                    let unsent = m.end.since(prev_end.max(sent_edge));
+                    let room = if crowded {
+                        end.since(pos)
+                    } else {
+                        goal.saturating_sub(unsent)
+                    };
+                    if room > 0 {
+                        if first {
+                            m.push = false;
+                        }
+                        take = room.min(end.since(pos));
+                        m.end += take;
+                    }
+                }
+            }
+            if take == 0 {
+                take = goal.min(end.since(pos));
+                self.send_marks.push_back(SendMark {
+                    end: pos + take,
+                    push: false,
+                    filled: false,
+                    hard: false,
+                });
+            }
+            pos += take;
+            first = false;
+            if pos.lt(end) {
+                // A buffer this write filled goes out pushed.
+                if let Some(m) = self.send_marks.back_mut() {
+                    m.filled = true;
+                }
+            }
+        }
+        if let Some(m) = self.send_marks.back_mut() {
+            if !flags.more {
+                m.push = true;
+            }
+            if flags.eor || flags.seal {
+                m.hard = true;
+            }
+        }
+    }
+
+    /// Once the handshake sets the segment size, cut what was written before it and not yet
+    /// sent into buffers of the size goal, as written now: Linux's SYN-data skb keeps what
+    /// the SYN carried, and a blocking Fast Open `sendto` writes the rest once connected.
+    fn rechunk_unsent(&mut self) {
+        let from = self.snd_max.max(self.send_buf_seq);
+        let end = self.fin_seq();
+        let Some(&last) = self.send_marks.back() else {
+            return;
+        };
+        if !end.gt(from) || !last.end.gt(from) {
+            return;
+        }
+        let keep = self.send_marks.partition_point(|m| m.end.le(from));
+        self.send_marks.truncate(keep);
+        if from.gt(self.send_buf_seq) && self.send_marks.back().is_none_or(|m| m.end != from) {
+            self.send_marks.push_back(SendMark {
+                end: from,
+                push: true,
+                filled: false,
+                hard: false,
+            });
+        }
+        let flags = SendFlags {
+            more: !last.push,
+            eor: last.hard,
+            seal: false,
+        };
+        self.mark_write(from, end.since(from), flags);
+    }
+
+    /// Forget the write-queue buffers the peer acknowledged whole.
+    fn trim_marks(&mut self) {
+        let una = self.send_buf_seq;
+        while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
+            self.send_marks.pop_front();
+        }
+    }
+
+    /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
+    /// (`again`: a retransmission, pushed only at the end of a write).
+    fn push_mark_in(&self, from: SeqNum, to: SeqNum, again: bool) -> bool {
+        let i = self.send_marks.partition_point(|m| m.end.le(from));
+        self.send_marks
+            .range(i..)
+            .take_while(|m| m.end.le(to))
+            .any(|m| m.push || (m.filled && !again))
+    }
+
+    /// Where a segment starting at `seq` must end at the latest: the end of its buffer if
+    /// that ends a record (`MSG_EOR`) or was sealed.
+    fn hard_end_after(&self, seq: SeqNum) -> Option<SeqNum> {
+        let i = self.send_marks.partition_point(|m| m.end.le(seq));
+        self.send_marks.get(i).filter(|m| m.hard).map(|m| m.end)
+    }
+
+    /// `TCP_CORK`: while on, a short last segment waits (until uncorked, `TCP_NODELAY`, or
+    /// the persist timer's probe: Linux's 200 ms ceiling); turning it off sends what waits.
+    pub fn set_cork(&mut self, on: bool) {
+        self.cork = on;
+        if !on {
+            self.more_hold = false;
+        }
+    }
+
+    /// Whether `TCP_CORK` is on.
+    pub fn cork(&self) -> bool {
+        self.cork
     }
 
     /// Read received bytes. `Ok(0)` means none are ready yet; `Err(Finished)` is the end of the
@@ -1130,6 +1407,12 @@ impl Connection {
 
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.nagle = !nodelay;
+        if nodelay {
+            // Linux's TCP_NODELAY pushes what waits at once, even past a cork
+            // (`TCP_NAGLE_PUSH`), though the cork stays on.
+            self.more_hold = false;
+            self.push_once = self.unsent() > 0;
+        }
     }
 
     pub fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
@@ -1509,6 +1792,7 @@ impl Connection {
             let data_acked = ack.since(self.send_buf_seq).min(self.send_buf.len());
             self.send_buf.discard(data_acked);
             self.send_buf_seq += data_acked;
+            self.trim_marks();
             self.snd_una = ack;
             self.stats.delivered += 1;
             self.stats.bytes_acked += data_acked as u64;
@@ -1616,6 +1900,7 @@ impl Connection {
         } else {
             self.set_state(State::Established);
         }
+        self.rechunk_unsent();
         self.arm_keepalive(now);
     }
 
@@ -1806,6 +2091,9 @@ impl Connection {
     fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) -> bool {
         let ack = SeqNum(seg.ack);
         let seq = SeqNum(seg.seq);
+        // An ACK sends what waits by the socket's own Nagle and cork, whatever MSG_MORE the
+        // last write said (Linux's `tcp_data_snd_check`).
+        self.more_hold = false;
         if self.state == State::SynReceived {
             // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state ... If the segment
             // acknowledgment is not acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST>".
@@ -1952,6 +2240,7 @@ impl Connection {
             .wrapping_add(data_acked.div_ceil(self.snd_mss.max(1)) as u32);
         self.send_buf.discard(data_acked);
         self.send_buf_seq += data_acked;
+        self.trim_marks();
         self.snd_una = ack;
         if self.snd_nxt.lt(ack) {
             self.snd_nxt = ack;
@@ -2239,7 +2528,10 @@ impl Connection {
         }
         if self.read_closed {
             // Data for a connection the application has closed: reset (RFC 1122 §4.2.2.13).
+            // As Linux answers it (`tcp_v4_send_reset` for the segment, the socket gone):
+            // <SEQ=SEG.ACK><CTL=RST>, the segment's acknowledgment being SND.UNA now.
             self.send_rst = true;
+            self.rst_as_reply = true;
             self.timers.stop_all();
             return;
         }
@@ -2469,6 +2761,9 @@ impl Connection {
                     self.probe_due = true;
                     self.persist_backoff = (self.persist_backoff + 1).min(16);
                     self.arm_persist(now);
+                } else if self.unsent() > 0 && self.snd_max == self.snd_una {
+                    // Data a cork held, with nothing in flight: it goes now, pushed.
+                    self.wakeup_due = true;
                 }
             }
             Timer::DelayedAck => {
@@ -2546,7 +2841,14 @@ impl Connection {
         let pto = pto.max(Duration::from_millis(10));
         let at = now + pto;
         match self.timers.get(Timer::Retransmit) {
-            Some(rto) if rto <= at => self.timers.stop(Timer::Probe),
+            // "If the RTO formula yields an earlier time, then use that time" (Linux's
+            // `tcp_schedule_loss_probe`, RFC 8985 §7.2's PTO never later than the RTO): the
+            // probe goes when the RTO would have, and the RTO, re-armed after it, waits one
+            // more period behind it.
+            Some(rto) if rto <= at => {
+                self.timers.set(Timer::Probe, rto);
+                self.timers.set(Timer::Retransmit, rto + self.rtt.rto());
+            }
             _ => self.timers.set(Timer::Probe, at),
         }
     }
@@ -2630,6 +2932,30 @@ impl Connection {
         self.timers.set(Timer::Persist, now + t);
     }
 
+    /// Segments sent again and not yet acknowledged or SACKed (Linux's `tcpi_retrans`), in
+    /// segments of the send MSS.
+    pub fn retrans_out(&self) -> u32 {
+        let high = self.rexmit_high.min(self.snd_max);
+        if !high.gt(self.snd_una) {
+            return 0;
+        }
+        let sacked: usize = self
+            .scoreboard
+            .blocks
+            .iter()
+            .map(|&(l, r)| {
+                let (l, r) = (l.max(self.snd_una), r.min(high));
+                if r.gt(l) {
+                    r.since(l)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let bytes = high.since(self.snd_una).saturating_sub(sacked);
+        bytes.div_ceil(self.snd_mss.max(1)) as u32
+    }
+
     /// Bytes queued that have never been sent (from `SND.MAX`).
     fn unsent(&self) -> usize {
         self.fin_seq().since(self.snd_max)
@@ -2665,15 +2991,19 @@ impl Connection {
             // SND.NXT as the peer knows it: the highest sent (a timeout may have rewound
             // ours), or the RST would fall below the peer's RCV.NXT and only draw a challenge.
             self.send_rst = false;
-            let n = self.emit(
-                now,
-                buf,
-                TcpFlags::RST | TcpFlags::ACK,
-                self.snd_max,
-                true,
-                0,
-                0,
-            );
+            let n = if std::mem::take(&mut self.rst_as_reply) {
+                self.emit(now, buf, TcpFlags::RST, self.snd_una, false, 0, 0)
+            } else {
+                self.emit(
+                    now,
+                    buf,
+                    TcpFlags::RST | TcpFlags::ACK,
+                    self.snd_max,
+                    true,
+                    0,
+                    0,
+                )
+            };
             self.timers.stop_all();
             self.set_state(State::Closed);
             return Some(n);
@@ -2754,8 +3084,8 @@ impl Connection {
             if p.fin {
                 flags |= TcpFlags::FIN;
             }
-            let data_end = self.fin_seq();
-            if p.len > 0 && (p.seq + p.len == data_end || p.push) {
+            let again = p.retransmit.is_some();
+            if p.len > 0 && (p.push || self.push_mark_in(p.seq, p.seq + p.len, again)) {
                 flags |= TcpFlags::PSH;
             }
             // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
@@ -2779,6 +3109,7 @@ impl Connection {
                 Some(cause) => {
                     self.rtt_timed = None;
                     self.stats.total_retrans += 1;
+                    self.rexmit_high = self.rexmit_high.max(end);
                     if cause != RetransmitCause::Timeout {
                         // HighRxt follows recovery's retransmissions (RFC 6675), not a probe's.
                         if cause != RetransmitCause::TailLossProbe {
@@ -2821,7 +3152,10 @@ impl Connection {
             return Some(n);
         }
         // A zero window with data waiting and nothing in flight: the persist timer probes it.
-        if self.snd_wnd == 0
+        // So it does for data a cork holds (Linux's `tcp_check_probe_timer`: TCP_CORK's
+        // 200 ms ceiling).
+        self.push_once = false;
+        if (self.snd_wnd == 0 || self.cork || self.more_hold)
             && self.unsent() > 0
             && self.snd_max == self.snd_una
             && !self.timers.is_set(Timer::Persist)
@@ -2938,6 +3272,9 @@ impl Connection {
                 if let Some(next) = self.next_sacked_after(seq) {
                     end = end.min(next);
                 }
+                if let Some(hard) = self.hard_end_after(seq) {
+                    end = end.min(hard);
+                }
                 let len = end.since(seq);
                 let fin = fin_allowed && end == data_end && self.snd_max.gt(data_end);
                 if len > 0 || fin {
@@ -3007,12 +3344,25 @@ impl Connection {
                 avail = avail.min(next.since(seq));
             }
         }
+        // A record's end (MSG_EOR) is no segment's middle; a segment ending there goes
+        // whatever Nagle says, as Linux sends any write-queue buffer but the last.
+        let mut record_end = false;
+        if let Some(hard) = self.hard_end_after(seq) {
+            if hard.since(seq) <= avail {
+                record_end = hard != data_end;
+                avail = hard.since(seq);
+            }
+        }
+        let wakeup = std::mem::take(&mut self.wakeup_due);
         let len = avail.min(by_cwnd).min(by_rwnd).min(mss);
         let fin = fin_allowed && seq.le(data_end) && seq + len == data_end;
         if len == 0 && !fin {
             return None;
         }
         let resend = seq.lt(self.snd_max);
+        // TCP_CORK, or MSG_MORE on the last write: a short tail waits (Linux's
+        // `TCP_NAGLE_CORK`), unless pushed once, probed, or a FIN goes with it.
+        let held = (self.cork || self.more_hold) && !self.push_once && !wakeup;
         if len > 0 {
             // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1, §3.7.4), for
             // new data and for data sent again alike: a full segment; or everything queued
@@ -3030,7 +3380,11 @@ impl Connection {
             let tail = all && (!self.nagle || !small_in_flight || fin_allowed || resend);
             let hole = fills_hole && len == avail;
             let piece = fo_piece && len == avail;
-            if !(full || half_window || whole_rwnd || tail || hole || piece) {
+            let record = record_end && len == avail;
+            if held && !(full || fin_allowed || resend || record) {
+                return None;
+            }
+            if !(full || half_window || whole_rwnd || tail || hole || piece || record || wakeup) {
                 return None;
             }
         }
@@ -3040,7 +3394,7 @@ impl Connection {
             fin,
             retransmit: resend.then_some(RetransmitCause::Timeout),
             probe: false,
-            push: fo_piece && len == avail,
+            push: wakeup || (fo_piece && len == avail),
         })
     }
 
@@ -3075,6 +3429,9 @@ impl Connection {
             let mut end = (seq + mss).min(high).min(data_end.max(seq + 1));
             if let Some(next) = self.next_sacked_after(seq) {
                 end = end.min(next);
+            }
+            if let Some(hard) = self.hard_end_after(seq) {
+                end = end.min(hard);
             }
             if end.gt(seq) {
                 return Some((seq, end));

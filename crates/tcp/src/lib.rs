@@ -26,7 +26,7 @@ pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
 pub use config::{Config, Ecn, Keepalive};
-pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause};
+pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause, SendFlags};
 pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use isn::IsnGenerator;
 pub use seq::SeqNum;
