@@ -48,6 +48,11 @@ pub struct H3Calls {
     pub zero_rtt: bool,
     /// A loss rate for this row's path instead of the demo's (`--loss`).
     pub loss: Option<f64>,
+    /// Calls one at a time as a steady stream: the first call opens the connection, then
+    /// call k starts (k - 2) * this after the first one ended, whether or not the calls
+    /// before it are done. Under loss, a lost packet holds up only the calls whose stream
+    /// it carried (RFC 9000 §2.2).
+    pub stagger: Option<std::time::Duration>,
 }
 
 struct SharedTap(Arc<Mutex<PcapTap<std::io::BufWriter<std::fs::File>>>>);
@@ -66,7 +71,11 @@ fn run_err(what: &str, e: impl std::fmt::Display) -> DemoError {
 
 impl H3Calls {
     fn tag(&self) -> String {
-        let base = if self.zero_rtt { "http3-0rtt" } else { "http3" };
+        let base = match (self.zero_rtt, self.stagger.is_some()) {
+            (true, _) => "http3-0rtt",
+            (false, true) => "http3-staggered",
+            (false, false) => "http3",
+        };
         match self.loss {
             Some(l) => format!("{base}-loss{}", super::trim_float(l * 100.0)),
             None => base.into(),
@@ -182,14 +191,22 @@ impl H3Calls {
         let (client, counters) = new_client(settings.seed ^ 1).await?;
         let client = Arc::new(client);
         let t0 = net.now();
+        let tokio_t0 = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..self.calls {
+        let one = |k: usize| {
             let client = client.clone();
             let host = host.clone();
             let net = net.clone();
             let path = format!("/bytes/{}", self.reply_bytes);
             let n = self.reply_bytes;
-            tasks.spawn(async move {
+            let wait = match self.stagger {
+                Some(every) if k > 0 => Some(every * (k as u32 - 1)),
+                _ => None,
+            };
+            async move {
+                if let Some(wait) = wait {
+                    tokio::time::sleep(wait).await;
+                }
                 let start = net.now();
                 let r = client.get(server_addr, &host, &path).await?;
                 let end = net.now();
@@ -206,22 +223,34 @@ impl H3Calls {
                         r.body.len()
                     )));
                 }
-                Ok::<_, std::io::Error>((start, end, r.body.len() as u64, r.early))
-            });
-        }
+                Ok::<_, std::io::Error>((start, end, r.body.len() as u64, r.head_at))
+            }
+        };
         let mut times = Vec::new();
-        let mut first_byte: Option<Instant> = None;
+        let mut first_head: Option<tokio::time::Instant> = None;
         let mut last = t0;
         let mut body = 0;
-        while let Some(r) = tasks.join_next().await {
-            let (start, end, n, _early) = r
-                .map_err(|e| run_err("a call", e))?
-                .map_err(|e| run_err("a call", e))?;
+        let mut done = |(start, end, n, head): (Instant, Instant, u64, tokio::time::Instant)| {
             times.push(end - start);
-            first_byte = Some(first_byte.map_or(end, |f| f.min(end)));
+            first_head = Some(first_head.map_or(head, |f| f.min(head)));
             last = last.max(end);
             body += n;
+        };
+        let mut from = 0;
+        if self.stagger.is_some() && self.calls > 0 {
+            // The first call opens the connection; the others follow it at a steady pace.
+            done(one(0).await.map_err(|e| run_err("a call", e))?);
+            from = 1;
         }
+        for k in from..self.calls {
+            tasks.spawn(one(k));
+        }
+        while let Some(r) = tasks.join_next().await {
+            done(r
+                .map_err(|e| run_err("a call", e))?
+                .map_err(|e| run_err("a call", e))?);
+        }
+        drop(done);
         let stats = client.stats().clone();
         let handshake = Duration::from_micros(stats.handshake_us.load(Ordering::Relaxed));
         client.close().await;
@@ -275,7 +304,7 @@ impl H3Calls {
             server: Some("server".into()),
             connect_start: Some(t0),
             handshake_done: Some(t0 + handshake),
-            first_response_byte: first_byte,
+            first_response_byte: first_head.map(|h| t0 + (h - tokio_t0)),
             last_response_byte: Some(last),
             closed: Some(closed),
             ..Phases::default()
@@ -302,6 +331,8 @@ impl H3Calls {
                 tls_handshakes: 0,
                 tls_handshake_time: Duration::ZERO,
                 retries: stats.retried.load(Ordering::Relaxed),
+                first_byte: first_head.map(|h| h - tokio_t0),
+                paced: self.stagger,
             }),
         })
     }
@@ -309,19 +340,28 @@ impl H3Calls {
 
 impl Scenario for H3Calls {
     fn name(&self) -> String {
-        let name = if self.zero_rtt {
-            "calls: HTTP/3, return visit, 0-RTT"
-        } else {
-            "calls: HTTP/3 (QUIC), one connection"
+        let name = match (self.zero_rtt, self.stagger) {
+            (true, _) => "calls: HTTP/3, return visit, 0-RTT".to_owned(),
+            (false, Some(every)) => {
+                format!("calls: HTTP/3, one every {}", super::fmt_duration(every))
+            }
+            (false, None) => "calls: HTTP/3 (QUIC), one connection".to_owned(),
         };
         match self.loss {
             Some(l) => format!("{name}, {}% loss", super::trim_float(l * 100.0)),
-            None => name.into(),
+            None => name,
         }
     }
 
     fn description(&self, _settings: &Settings) -> String {
         let (n, m) = (self.calls, self.reply_bytes);
+        if let Some(every) = self.stagger {
+            return format!(
+                "{n} calls of GET /bytes/{m} on one HTTP/3 connection: the first opens it, then \
+                 one call every {} whether or not the earlier ones are done, each its own stream",
+                super::fmt_duration(every)
+            );
+        }
         if self.zero_rtt {
             format!(
                 "{n} calls of GET /bytes/{m} all at once on a QUIC connection that resumes an \
@@ -391,6 +431,7 @@ mod tests {
             reply_bytes: 100,
             zero_rtt,
             loss: None,
+            stagger: None,
         };
         let first = row(false).run(&s, None).expect("first visit");
         let t = to_last(&first);

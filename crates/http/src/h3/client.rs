@@ -25,6 +25,9 @@ pub struct H3Response {
     pub body: Bytes,
     /// Whether the request went out in 0-RTT.
     pub early: bool,
+    /// When the response's head (its HEADERS frame) arrived, on tokio's clock (virtual time
+    /// on the simulator): the time to the first response byte.
+    pub head_at: tokio::time::Instant,
 }
 
 /// What an HTTP/3 client did.
@@ -252,6 +255,7 @@ impl H3Client {
         }
         stream.finish().await.map_err(other)?;
         let res = stream.recv_response().await.map_err(other)?;
+        let head_at = tokio::time::Instant::now();
         let mut buf = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.map_err(other)? {
             buf.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
@@ -261,6 +265,7 @@ impl H3Client {
             headers: res.headers().clone(),
             body: buf.freeze(),
             early,
+            head_at,
         })
     }
 }
