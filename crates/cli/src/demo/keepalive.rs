@@ -730,10 +730,7 @@ impl Scenario for ApiCalls {
             Mode::Http2SlowReader => "calls: HTTP/2, small windows, a slow reader".into(),
         };
         let name = match self.stagger {
-            Some(every) => format!(
-                "calls: HTTP/2, one every {}",
-                super::fmt_duration(every)
-            ),
+            Some(every) => format!("calls: HTTP/2, one every {}", super::fmt_duration(every)),
             None => name,
         };
         match loss_tag(self.loss) {

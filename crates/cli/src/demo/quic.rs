@@ -246,11 +246,11 @@ impl H3Calls {
             tasks.spawn(one(k));
         }
         while let Some(r) = tasks.join_next().await {
-            done(r
-                .map_err(|e| run_err("a call", e))?
-                .map_err(|e| run_err("a call", e))?);
+            done(
+                r.map_err(|e| run_err("a call", e))?
+                    .map_err(|e| run_err("a call", e))?,
+            );
         }
-        drop(done);
         let stats = client.stats().clone();
         let handshake = Duration::from_micros(stats.handshake_us.load(Ordering::Relaxed));
         client.close().await;
@@ -418,6 +418,57 @@ mod tests {
             .collect()
     }
 
+    /// Head-of-line blocking call by call: 100 calls of 100 bytes, one every 5 ms after the
+    /// first, at 2 % loss each way, on one HTTP/2 connection and on one HTTP/3 connection.
+    /// A call alone takes one round trip (52 ms); one slower than 1.5 RTTs was held up by a
+    /// lost packet. Over TCP a lost segment holds up the replies of every call after it until
+    /// it is repaired; over QUIC only the call whose stream it carried. At every seed tried,
+    /// HTTP/3 holds up fewer than half as many calls as HTTP/2 and its p90 is no later;
+    /// at seed 1 the counts are exact.
+    #[test]
+    fn a_lost_packet_holds_up_only_its_own_stream() {
+        use crate::demo::keepalive::{ApiCalls, Mode};
+        let every = Duration::from_millis(5);
+        let limit = crate::demo::report::held_up_limit(Duration::from_millis(50));
+        let mut seen = Vec::new();
+        for seed in 1..=6u64 {
+            let s = settings(&["--seed", &seed.to_string()]);
+            let h2 = ApiCalls {
+                mode: Mode::Http2,
+                calls: 100,
+                concurrency: 4,
+                reply_bytes: 100,
+                loss: Some(0.02),
+                stagger: Some(every),
+            }
+            .run(&s, None)
+            .expect("HTTP/2");
+            let h3 = H3Calls {
+                calls: 100,
+                reply_bytes: 100,
+                zero_rtt: false,
+                loss: Some(0.02),
+                stagger: Some(every),
+            }
+            .run(&s, None)
+            .expect("HTTP/3");
+            let (c2, c3) = (h2.calls.as_ref().unwrap(), h3.calls.as_ref().unwrap());
+            for c in [c2, c3] {
+                assert_eq!((c.connections, c.streams, c.times.len()), (1, 100, 100));
+                // Nothing lost: the fastest call took one round trip and a little.
+                assert_eq!(c.quantile(0.0), Some(Duration::from_millis(52)));
+            }
+            let (held2, held3) = (c2.slower_than(limit), c3.slower_than(limit));
+            let (p2, p3) = (c2.quantile(0.9).unwrap(), c3.quantile(0.9).unwrap());
+            seen.push((seed, held2, held3, p2, p3));
+            assert!(held3 * 2 < held2, "seed {seed}: {seen:?}");
+            assert!(p3 <= p2, "seed {seed}: {seen:?}");
+            if seed == 1 {
+                assert_eq!((held2, held3), (38, 4), "{seen:?}");
+            }
+        }
+    }
+
     /// At 50 ms RTT, 5 small calls: the first visit has its replies two round trips after
     /// the start (QUIC's one handshake, transport and TLS together, then the requests), the
     /// return visit one (the requests in 0-RTT); one QUIC connection, 5 streams each; the
@@ -442,6 +493,10 @@ mod tests {
         let back = row(true).run(&s, None).expect("return visit");
         let t = to_last(&back);
         assert!(t >= rtt && t < rtt + Duration::from_millis(5), "{t:?}");
+        // The time to the first response byte: 2 RTTs on a first visit, 1 on a return.
+        let first_byte = |o: &Outcome| o.calls.as_ref().unwrap().first_byte.unwrap();
+        assert_eq!(first_byte(&first), Duration::from_millis(104));
+        assert_eq!(first_byte(&back), Duration::from_millis(52));
         for o in [&first, &back] {
             assert_eq!(o.summary.handshakes, 1);
             let c = o.calls.as_ref().unwrap();
