@@ -108,6 +108,12 @@ impl H3Client {
         }
     }
 
+    /// Opens the QUIC connection to `addr` (TLS name `host`) unless one is open: returns once
+    /// its handshake is done, or at once when it resumed a session in 0-RTT.
+    pub async fn connect(&self, addr: SocketAddr, host: &str) -> io::Result<()> {
+        self.conn(addr, host).await.map(|_| ())
+    }
+
     async fn conn(&self, addr: SocketAddr, host: &str) -> io::Result<Conn> {
         let key = (addr, host.to_string());
         let mut conns = self.conns.lock().await;
