@@ -1,7 +1,7 @@
 //! `synack serve --http3` and `synack get --http3` over the kernel's UDP on 127.0.0.1: the
-//! URLs as streams of one QUIC connection, a return visit in 0-RTT, and `Alt-Svc` on the
-//! HTTPS responses of the same port (checked with curl when it is installed; CI=true
-//! requires it).
+//! URLs as streams of one QUIC connection, a return visit in 0-RTT, `get --alt-svc` moving
+//! from TCP to HTTP/3 after the first response, and `Alt-Svc` on the HTTPS responses of the
+//! same port (checked with curl when it is installed; CI=true requires it).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -139,6 +139,43 @@ fn serve_http3_and_get_http3_over_kernel_loopback() {
         "{err}"
     );
 
+    // --alt-svc: the first URL over TCP (HTTP/2 by ALPN), whose response advertises h3 on
+    // the same port number; the next two over HTTP/3, on one QUIC connection.
+    let o = synack(&[
+        "get",
+        "--kernel",
+        "--alt-svc",
+        "-k",
+        "-v",
+        "--no-body",
+        &format!("{base}/bytes/5"),
+        &format!("{base}/bytes/6"),
+        &format!("{base}/bytes/7"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let l: Vec<&str> = err.lines().collect();
+    assert!(
+        l[0].contains("5 bytes")
+            && l[0].contains("over TCP (HTTP/2, Alt-Svc: h3=\"")
+            && l[0].contains(&format!(":{port}\"; ma=86400)")),
+        "{err}"
+    );
+    for (i, n) in [(1, 6), (2, 7)] {
+        assert!(
+            l[i].contains(&format!("({n} bytes"))
+                && l[i].contains(&format!("over HTTP/3 on UDP port {port} (from Alt-Svc)")),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains(
+            "Alt-Svc: 1 requests over TCP on 1 connections, 2 over HTTP/3 on 1 QUIC \
+             connections (1 alternatives learned, 0 broken, 0 fell back to TCP)"
+        ),
+        "{err}"
+    );
+
     // Alt-Svc on HTTP/1.1 and HTTP/2 over TLS, naming the UDP port.
     let ci = std::env::var("CI").as_deref() == Ok("true");
     for v in ["--http1.1", "--http2"] {
@@ -161,6 +198,6 @@ fn serve_http3_and_get_http3_over_kernel_loopback() {
     // (Whether the server read the 0-RTT request before the handshake ended is a race on
     // loopback: its 0-RTT counts are not asserted here; the simulator's tests assert them.)
     let said = stop(server, lines).join("\n");
-    assert!(said.contains("HTTP/3: 3 QUIC connections ("), "{said}");
-    assert!(said.contains("), 5 requests ("), "{said}");
+    assert!(said.contains("HTTP/3: 4 QUIC connections ("), "{said}");
+    assert!(said.contains("), 7 requests ("), "{said}");
 }
