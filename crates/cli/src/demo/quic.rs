@@ -27,6 +27,7 @@ use synack_stack::pcap::PcapTap;
 use synack_stack::sim::{Direction as TapDirection, Tap};
 use synack_tcp::{Config, Instant};
 use synack_trace::ladder::{Flow, Phases, Summary};
+use synack_trace::quic_ladder::{render as quic_render, QuicRow, QuicTally};
 
 use super::keepalive::CallStats;
 use super::scenario::{Outcome, Scenario};
@@ -65,6 +66,79 @@ impl Tap for SharedTap {
     }
 }
 
+/// The UDP payloads a host sent and received, with their times, for the QUIC ladder.
+type WireLog = Arc<Mutex<Vec<(Instant, bool, TapDirection, Vec<u8>)>>>;
+
+/// A tap keeping the UDP payloads of one host (`client` or not).
+struct WireTap {
+    client: bool,
+    log: WireLog,
+}
+
+impl Tap for WireTap {
+    fn packet(&mut self, now: Instant, dir: TapDirection, packet: &[u8]) {
+        let Ok((ip, rest)) = synack_wire::ip::IpRepr::parse(packet) else {
+            return;
+        };
+        if ip.protocol() != synack_wire::ip::IpProtocol::Udp {
+            return;
+        }
+        if let Ok(udp) = synack_wire::udp::UdpRepr::parse(rest, None) {
+            if let Ok(mut l) = self.log.lock() {
+                l.push((now, self.client, dir, udp.payload.to_vec()));
+            }
+        }
+    }
+}
+
+/// The QUIC ladder of a run from `t0`, from the client's side: each datagram it sent (at
+/// the time it sent it, marked lost when the server never received it), each it received (at
+/// the time it arrived), each the server sent that never arrived (at the time the server sent
+/// it, marked lost), and the client's QUIC events (at `t0` plus their offset from `tokio_t0`
+/// on tokio's clock).
+fn quic_ladder(
+    wire: &WireLog,
+    events: &h3::EventLog,
+    t0: Instant,
+    tokio_t0: tokio::time::Instant,
+) -> (Vec<String>, QuicTally) {
+    use std::collections::HashSet;
+    let wire = wire.lock().unwrap_or_else(|p| p.into_inner());
+    let received: [HashSet<&[u8]>; 2] = [false, true].map(|client| {
+        wire.iter()
+            .filter(|(_, c, d, _)| *c == client && *d == TapDirection::Rx)
+            .map(|(_, _, _, p)| p.as_slice())
+            .collect()
+    });
+    let mut rows: Vec<QuicRow> = wire
+        .iter()
+        .filter(|(t, _, _, _)| *t >= t0)
+        .filter_map(|(t, client, d, p)| {
+            // `received[1]` is what reached the client, `received[0]` the server.
+            match (client, d) {
+                (true, TapDirection::Tx) => Some(QuicRow::datagram(
+                    *t,
+                    true,
+                    p,
+                    !received[0].contains(p.as_slice()),
+                )),
+                (true, TapDirection::Rx) => Some(QuicRow::datagram(*t, false, p, false)),
+                (false, TapDirection::Tx) if !received[1].contains(p.as_slice()) => {
+                    Some(QuicRow::datagram(*t, false, p, true))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let events = events.lock().unwrap_or_else(|p| p.into_inner());
+    rows.extend(events.iter().map(|(t, what)| QuicRow::Event {
+        time: t0 + t.saturating_duration_since(tokio_t0),
+        client: true,
+        what: what.clone(),
+    }));
+    quic_render(&mut rows, "client", "server")
+}
+
 fn run_err(what: &str, e: impl std::fmt::Display) -> DemoError {
     DemoError::Run(format!("HTTP/3: {what}: {e}"))
 }
@@ -82,11 +156,11 @@ impl H3Calls {
         }
     }
 
-    async fn run_async(&self, settings: &Settings) -> Result<Outcome, DemoError> {
+    async fn run_async(&self, settings: &Settings, draw: bool) -> Result<Drawn, DemoError> {
         let limit = std::time::Duration::from_micros(
             u64::try_from(settings.time_limit.as_micros()).unwrap_or(u64::MAX),
         );
-        tokio::time::timeout(limit, self.run_inner(settings))
+        tokio::time::timeout(limit, self.run_inner(settings, draw))
             .await
             .map_err(|_| {
                 DemoError::Run(format!(
@@ -96,7 +170,7 @@ impl H3Calls {
             })?
     }
 
-    async fn run_inner(&self, settings: &Settings) -> Result<Outcome, DemoError> {
+    async fn run_inner(&self, settings: &Settings, draw: bool) -> Result<Drawn, DemoError> {
         let net = SimNet::new(settings.seed);
         let c = net.add_host("client", &[CLIENT_IP], Config::default());
         let s = net.add_host("server", &[SERVER_IP], Config::default());
@@ -122,6 +196,25 @@ impl H3Calls {
             let shared = Arc::new(Mutex::new(tap));
             net.tap(&c, SharedTap(shared.clone()));
             capture = Some((p, shared));
+        }
+
+        let wire: WireLog = Arc::default();
+        let events: h3::EventLog = Arc::default();
+        if draw {
+            net.tap(
+                &c,
+                WireTap {
+                    client: true,
+                    log: wire.clone(),
+                },
+            );
+            net.tap(
+                &s,
+                WireTap {
+                    client: false,
+                    log: wire.clone(),
+                },
+            );
         }
 
         // Ed25519: signatures of one size, so each run sends the same bytes.
@@ -189,7 +282,7 @@ impl H3Calls {
         let server_lost_before = server.lost_packets.load(Ordering::Relaxed);
 
         let (client, counters) = new_client(settings.seed ^ 1).await?;
-        let client = Arc::new(client);
+        let client = Arc::new(client.with_events(events.clone()));
         let t0 = net.now();
         let tokio_t0 = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -309,7 +402,8 @@ impl H3Calls {
             closed: Some(closed),
             ..Phases::default()
         };
-        Ok(Outcome {
+        let ladder = draw.then(|| quic_ladder(&wire, &events, t0, tokio_t0));
+        let outcome = Outcome {
             name: self.name(),
             phases,
             summary,
@@ -334,9 +428,13 @@ impl H3Calls {
                 first_byte: first_head.map(|h| h - tokio_t0),
                 paced: self.stagger,
             }),
-        })
+        };
+        Ok((outcome, ladder))
     }
 }
+
+/// A run's outcome, and its QUIC ladder when asked for.
+type Drawn = (Outcome, Option<(Vec<String>, QuicTally)>);
 
 impl Scenario for H3Calls {
     fn name(&self) -> String {
@@ -378,13 +476,26 @@ impl Scenario for H3Calls {
     fn run(
         &self,
         settings: &Settings,
-        _ladder: Option<&mut dyn Write>,
+        ladder: Option<&mut dyn Write>,
     ) -> Result<Outcome, DemoError> {
         let rt = synack_http::virtual_runtime()
             .map_err(|e| DemoError::Io("starting the runtime".into(), e))?;
-        let r = rt.block_on(self.run_async(settings));
+        let r = rt.block_on(self.run_async(settings, ladder.is_some()));
         drop(rt);
-        r
+        let (outcome, drawn) = r?;
+        if let (Some(out), Some((lines, tally))) = (ladder, drawn) {
+            // Each datagram by what its packets are on the wire, and the client's QUIC
+            // events between them.
+            for l in lines {
+                writeln!(out, "{l}")?;
+            }
+            writeln!(
+                out,
+                "QUIC: {} datagrams, {} with coalesced packets, {} lost",
+                tally.datagrams, tally.coalesced, tally.lost
+            )?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -416,6 +527,88 @@ mod tests {
             .iter()
             .map(|f| (f.segments, f.bytes_sent))
             .collect()
+    }
+
+    /// The QUIC ladder: each datagram by what is on the wire (packet types and sizes,
+    /// coalesced packets, losses) and the client's QUIC events between them; drawing it
+    /// changes nothing in the run.
+    #[test]
+    fn the_quic_ladder_shows_packets_and_events() {
+        let s = settings(&["--calls", "3", "--call-bytes", "1KiB"]);
+        let row = |zero_rtt, loss| H3Calls {
+            calls: 3,
+            reply_bytes: 1024,
+            zero_rtt,
+            loss,
+            stagger: None,
+        };
+        let draw = |r: H3Calls| {
+            let mut out = Vec::new();
+            let o = r.run(&s, Some(&mut out)).expect("a run");
+            (o, String::from_utf8(out).unwrap())
+        };
+        let (o, first) = draw(row(false, None));
+        let plain = row(false, None).run(&s, None).unwrap();
+        assert_eq!(datagrams(&o), datagrams(&plain));
+        let lines: Vec<&str> = first.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "0.000000  client --> server   1200 B  Initial 1200",
+                "0.000000  [client] connecting to 198.18.0.2:443: Initial with the TLS ClientHello",
+                "0.051099  client <-- server   1200 B  Initial 142 + Handshake 1058 (coalesced)",
+                "0.051112  client <-- server    138 B  1-RTT 138",
+                "0.052000  client --> server   1200 B  Initial 48 + Handshake 1152 (coalesced)",
+            ]
+        );
+        for l in [
+            "0.052000  [client] handshake done: transport and TLS 1.3 in one round trip",
+            "0.052000  [client] stream 0 opened: request",
+            "0.052000  [client] stream 8 opened: request",
+            "0.104000  [client] stream 8 closed: 200 with 1024 body bytes",
+            "0.104000  [client] connection closed: CONNECTION_CLOSE H3_NO_ERROR",
+            "QUIC: 18 datagrams, 2 with coalesced packets, 0 lost",
+        ] {
+            assert!(lines.contains(&l), "{l:?} not in\n{first}");
+        }
+        // The datagram lines add up to what the row counts.
+        let sent: usize = o.summary.flows.iter().map(|f| f.segments).sum();
+        assert_eq!(first.matches(" B  ").count(), sent);
+
+        // A return visit: its first datagram carries the requests in 0-RTT.
+        let (_, back) = draw(row(true, None));
+        let lines: Vec<&str> = back.lines().collect();
+        assert!(
+            lines[0].ends_with("client --> server   1200 B  Initial 473 + 0-RTT 727 (coalesced)"),
+            "{back}"
+        );
+        assert!(
+            back.contains("[client] stream 0 opened: request in 0-RTT"),
+            "{back}"
+        );
+        assert!(
+            back.contains("[client] handshake done: 0-RTT accepted"),
+            "{back}"
+        );
+        // The server's Handshake flight comes with its first replies, one round trip in.
+        assert!(
+            back.contains("0.670099  client <-- server   1200 B  Initial 148 + Handshake 263 + 1-RTT 789 (coalesced)"),
+            "{back}"
+        );
+
+        // At 2 % loss: lost datagrams marked, and quinn's loss detection between them.
+        let (_, lossy) = draw(H3Calls {
+            calls: 100,
+            reply_bytes: 100,
+            zero_rtt: false,
+            loss: Some(0.02),
+            stagger: Some(Duration::from_millis(5)),
+        });
+        let last = lossy.lines().last().unwrap();
+        let lost = lossy.matches("  (lost)").count();
+        assert!(lost > 0, "{lossy}");
+        assert!(last.ends_with(&format!(", {lost} lost")), "{last}");
+        assert!(lossy.contains("[client] loss detected: "), "{lossy}");
     }
 
     /// Head-of-line blocking call by call: 100 calls of 100 bytes, one every 5 ms after the

@@ -30,7 +30,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use synack_stack::net::UdpSocket;
 
 pub use altsvc::{AltSvcCache, AltSvcClient, AltSvcError, AltSvcStats, Via};
-pub use client::{H3Client, H3Response};
+pub use client::{EventLog, H3Client, H3Response};
 /// The QUIC implementation, for its configuration and connection types.
 pub use quinn;
 pub use server::{serve_h3, AltSvc, H3ServerStats};
