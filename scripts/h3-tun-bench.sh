@@ -53,6 +53,9 @@ run() { # NAME: seconds for one fetch
     veth) ip netns exec "$cli" timeout 120 "$bin" get --kernel --http3 -k --no-body "$url_veth" ;;
     tun) ip netns exec "$srv" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 --http3 -k \
            --no-body "$url_tun" ;;
+    # The same over a device with batches and the kernel's offloads (USO/GRO for UDP).
+    tunoff) ip netns exec "$srv" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 \
+           --tun-offload --http3 -k --no-body "$url_tun" ;;
   esac >/dev/null 2>"$dir/$1.err" || { cat "$dir/$1.err" >&2; return 1; }
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
@@ -60,14 +63,16 @@ run() { # NAME: seconds for one fetch
 
 mbit() { awk -v n="$bytes" -v s="$1" 'BEGIN { print n * 8 / s / 1e6 }'; }
 
-declare -a v t
+declare -a v t o
 for r in $(seq "$rounds"); do
-  a=$(run veth); b=$(run tun)
-  v+=("$a"); t+=("$b")
-  printf 'round %d: veth (kernel UDP) %.3f s = %.1f Mbit/s; TUN (synack UDP) %.3f s = %.1f Mbit/s\n' \
-    "$r" "$a" "$(mbit "$a")" "$b" "$(mbit "$b")"
+  a=$(run veth); b=$(run tun); c=$(run tunoff)
+  v+=("$a"); t+=("$b"); o+=("$c")
+  printf 'round %d: veth (kernel UDP) %.3f s = %.1f Mbit/s; TUN (synack UDP) %.3f s = %.1f Mbit/s; TUN --tun-offload %.3f s = %.1f Mbit/s\n' \
+    "$r" "$a" "$(mbit "$a")" "$b" "$(mbit "$b")" "$c" "$(mbit "$c")"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-mv=$(median "${v[@]}"); mt=$(median "${t[@]}")
-printf 'medians: veth %.1f Mbit/s, TUN %.1f Mbit/s; TUN / veth = %.2f\n' \
-  "$(mbit "$mv")" "$(mbit "$mt")" "$(awk -v a="$mv" -v b="$mt" 'BEGIN { print a / b }')"
+mv=$(median "${v[@]}"); mt=$(median "${t[@]}"); mo=$(median "${o[@]}")
+printf 'medians: veth %.1f Mbit/s, TUN %.1f Mbit/s, TUN --tun-offload %.1f Mbit/s; TUN / veth = %.2f, TUN --tun-offload / veth = %.2f\n' \
+  "$(mbit "$mv")" "$(mbit "$mt")" "$(mbit "$mo")" \
+  "$(awk -v a="$mv" -v b="$mt" 'BEGIN { print a / b }')" \
+  "$(awk -v a="$mv" -v b="$mo" 'BEGIN { print a / b }')"

@@ -41,6 +41,7 @@ impl TunArgs {
             mtu: self.mtu,
             pcap: self.pcap.clone(),
             verbose: self.verbose,
+            device: Default::default(),
         }
     }
 }

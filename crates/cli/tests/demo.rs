@@ -467,14 +467,14 @@ fn a_time_wait_past_the_time_limit_is_no_failure() {
     // TLS scenarios have none: their client closes after sending its close_notify without
     // reading the server's, so the server's close_notify meets a closed socket and is
     // answered with a RST, as Linux answers data for a socket closed for reading.
-    assert_eq!(out.matches("past --time-limit 30s").count(), 9, "{out}");
-    // The three HTTP/3 rows have none either: QUIC over UDP has no TIME-WAIT.
-    assert_eq!(out.matches("TIME-WAIT:   none").count(), 5, "{out}");
+    assert_eq!(out.matches("past --time-limit 30s").count(), 10, "{out}");
+    // The four HTTP/3 rows have none either: QUIC over UDP has no TIME-WAIT.
+    assert_eq!(out.matches("TIME-WAIT:   none").count(), 6, "{out}");
     // They say when the connections closed, not when the run stopped.
     assert_eq!(
         out.matches("TIME-WAIT:   none (every connection closed by ")
             .count(),
-        5,
+        6,
         "{out}"
     );
 }

@@ -103,8 +103,20 @@ fn json_holds_the_numbers_of_the_text() {
             ms(&s["to_closed_us"]),
             s["segments"].to_string(),
             s["retransmitted"].to_string(),
+            rtts(&s["to_first_byte_rtts"]),
         ];
         assert_eq!(row, &expect, "results row of {}", s["name"]);
+        // The time to the first response byte in RTTs is the µs over the RTT too.
+        let (us, r) = (
+            s["to_first_byte_us"].as_f64().expect("to_first_byte_us"),
+            s["to_first_byte_rtts"]
+                .as_f64()
+                .expect("to_first_byte_rtts"),
+        );
+        assert!((us / 50_000.0 - r).abs() < 1e-9);
+        // The staggered rows count the calls held up; the others have no such count.
+        let paced = s["name"].as_str().unwrap().contains("one every");
+        assert_eq!(s["held_up"].is_u64(), paced, "{}", s["name"]);
         // The handshake time in RTTs is the µs over the RTT.
         let (us, r) = (
             s["handshake_us"].as_f64().expect("handshake_us"),

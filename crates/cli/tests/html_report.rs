@@ -179,10 +179,19 @@ fn demo_report_renders_with_one_arrow_per_segment() {
     // this small is folded), a waterfall row per call and a diagram per connection.
     assert_eq!(html.matches("<g class=\"seg ").count() as u64, segments);
     assert_eq!(html.matches("<g class=\"band\"").count(), 0);
-    // A waterfall row per call of the three API-call scenarios, each with its handshake or
-    // request bar.
-    assert_eq!(html.matches(" · connection ").count(), 3 * (n - 1));
-    assert!(html.matches("<rect class=\"bar\"").count() >= 3 * (n - 1));
+    // A waterfall row per call of the API-call scenarios (three each, and the staggered
+    // row's 100), each with its handshake or request bar.
+    let calls: u64 = doc["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !quic(s) && !s["call_us"].is_null())
+        .map(|s| s["requests"].as_u64().expect("requests"))
+        .sum();
+    assert_eq!(calls, 3 * (n as u64 - 2) + 100);
+    let calls = calls as usize;
+    assert_eq!(html.matches(" · connection ").count(), calls);
+    assert!(html.matches("<rect class=\"bar\"").count() >= calls);
     assert!(html.matches("<svg class=\"ladder\"").count() >= n);
     assert_eq!(html.matches("<svg class=\"waterfall\"").count(), n - 1);
     for s in doc["scenarios"].as_array().unwrap() {

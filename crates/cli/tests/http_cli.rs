@@ -35,7 +35,7 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
     // handshakes, handshake RTTs, requests, ms to last byte, RTTs, ms to closed, segments,
-    // retransmitted; 50 ms RTT over the default 100 Mbit/s link. Each packet's serialization
+    // retransmitted, RTTs to the first response byte; 50 ms RTT over the default 100 Mbit/s link. Each packet's serialization
     // (a few microseconds) makes an arrival fall between two of tokio's 1 ms timer ticks, so
     // the client and server tasks act up to 1 ms after it: about 3 ms more per call with a
     // connection each (handshake, request, reply), 2 ms more per call on one connection.
@@ -112,6 +112,49 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
         "{pool_loss:?}"
     );
     // Headers say the numbers, not placeholders.
+    // Head-of-line blocking call by call: 100 calls of 100 bytes, one every 5 ms after the
+    // first, at 2 % loss. A call alone takes 52 ms; on HTTP/2's one TCP connection a lost
+    // segment holds up every call after it until it is repaired (38 calls over 1.5 RTTs), on
+    // HTTP/3's one QUIC connection only the call whose stream it carried (4).
+    let h2_paced = row(&out, "calls: HTTP/2, one every 5ms, 2% loss");
+    let h3_paced = row(&out, "calls: HTTP/3, one every 5ms, 2% loss");
+    assert_eq!(h2_paced[..5], ["1", "1.00", "100", "52.0/129.0", "702.000"]);
+    assert_eq!(h3_paced[..5], ["1", "1.04", "100", "52.0/111.0", "646.000"]);
+    let paced = out
+        .split("== scenario: calls: HTTP/2, one every 5ms")
+        .nth(1)
+        .expect("the staggered rows");
+    let held: Vec<&str> = paced
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("held up:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        held,
+        [
+            "38 of 100 calls took over 1.5 RTTs (75.000 ms); one call every 5ms",
+            "4 of 100 calls took over 1.5 RTTs (75.000 ms); one call every 5ms"
+        ]
+    );
+    // The time to the first response byte (the last column), in RTTs: a TCP handshake and
+    // a round trip for the call (with or without keep-alive, a pool or HTTP/2: the first
+    // call opens a connection); TLS adds one; QUIC's handshake carries TLS in its one round
+    // trip, and a return visit sends its requests in 0-RTT.
+    let first_byte = |name: &str| row(&out, name)[9].to_owned();
+    for (name, rtts) in [
+        ("one connection", "2.00"),
+        ("calls: new connection each", "2.06"),
+        ("calls: new connection each, TCP Fast Open", "2.06"),
+        ("calls: one keep-alive connection", "2.06"),
+        ("calls: pool, concurrency 4", "2.06"),
+        ("calls: HTTP/2, one connection", "2.06"),
+        ("calls: HTTP/2 over TLS", "3.10"),
+        ("calls: HTTPS/1.1, new connection each", "3.10"),
+        ("calls: HTTP/3 (QUIC), one connection", "2.08"),
+        ("calls: HTTP/3, return visit, 0-RTT", "1.04"),
+    ] {
+        assert_eq!(first_byte(name), rtts, "{name}");
+    }
     for header in [
         "== scenario: one connection (connect, GET /bytes/1024, read the reply, close",
         "== scenario: calls: new connection each (20 calls of GET /bytes/1024 one after another",
@@ -190,6 +233,17 @@ fn demo_compares_a_connection_per_call_keepalive_and_a_pool() {
             "60.00"
         ]
     );
+    // And the time to the first response byte is whole round trips: 2 over TCP, 3 with TLS,
+    // 2 over QUIC, 1 in 0-RTT.
+    for (name, rtts) in [
+        ("calls: new connection each", "2.00"),
+        ("calls: HTTP/2 over TLS", "3.00"),
+        ("calls: HTTPS/1.1, new connection each", "3.00"),
+        ("calls: HTTP/3 (QUIC), one connection", "2.00"),
+        ("calls: HTTP/3, return visit, 0-RTT", "1.00"),
+    ] {
+        assert_eq!(row(&out, name)[9], rtts, "{name}");
+    }
 }
 
 fn free_port() -> u16 {

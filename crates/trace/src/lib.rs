@@ -104,6 +104,7 @@ pub mod decode;
 pub mod html;
 pub mod ladder;
 pub mod live;
+pub mod quic_ladder;
 pub mod report;
 
 pub use analyze::{Analyzer, Drops, Finished, QuicSummary, Stats};

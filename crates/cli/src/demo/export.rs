@@ -22,8 +22,10 @@
 //!       // the results table's row
 //!       "handshakes", "handshake_us", "handshake_rtts", "requests",
 //!       "to_last_byte_us", "to_last_byte_rtts", "to_closed_us",
+//!       "to_first_byte_us", "to_first_byte_rtts",  // scenario start to first response byte
 //!       "tls_handshakes", "tls_handshake_us", "tls_handshake_rtts",  // the API-call scenarios
 //!       "connections", "streams", "retries",                          // (else null)
+//!       "held_up",   // staggered scenarios: calls slower than 1.5 RTTs (else null)
 //!       "call_us": { "median", "p90", "max" } | null,  // each call: start to last byte
 //!       "segments", "retransmitted", "lost",
 //!       // the phase table, in its order: "handshake", "request_to_first_byte",
@@ -301,6 +303,7 @@ struct ResultRow {
     segments: usize,
     retransmitted: usize,
     lost: usize,
+    to_first_byte: Option<Duration>,
 }
 
 fn result_row(o: &Outcome) -> ResultRow {
@@ -318,6 +321,7 @@ fn result_row(o: &Outcome) -> ResultRow {
         segments: o.summary.flows.iter().map(|f| f.segments).sum(),
         retransmitted: o.summary.flows.iter().map(|f| f.retransmitted).sum(),
         lost: o.summary.flows.iter().map(|f| f.lost).sum(),
+        to_first_byte: super::report::to_first_byte(o),
     }
 }
 
@@ -407,12 +411,18 @@ pub fn json(args: &DemoArgs, settings: &Settings, scenarios: &[Exported<'_>]) ->
                 "to_last_byte_us": opt_us(r.to_last_byte),
                 "to_last_byte_rtts": opt_rtts(r.to_last_byte),
                 "to_closed_us": opt_us(r.to_closed),
+                "to_first_byte_us": opt_us(r.to_first_byte),
+                "to_first_byte_rtts": opt_rtts(r.to_first_byte),
                 "tls_handshakes": o.calls.as_ref().map_or(0, |c| c.tls_handshakes),
                 "tls_handshake_us": o.calls.as_ref().map(|c| us(c.tls_handshake_time)),
                 "tls_handshake_rtts": o.calls.as_ref().map(|c| rtts(c.tls_handshake_time, rtt)),
                 "connections": o.calls.as_ref().map(|c| c.connections),
                 "streams": o.calls.as_ref().map(|c| c.streams),
                 "retries": o.calls.as_ref().map(|c| c.retries),
+                "held_up": o.calls.as_ref().and_then(|c| {
+                    c.paced?;
+                    Some(c.slower_than(super::report::held_up_limit(rtt)))
+                }),
                 "call_us": o.calls.as_ref().and_then(|c| {
                     Some(json!({
                         "median": us(c.quantile(0.5)?),

@@ -92,6 +92,11 @@ pub struct ApiCalls {
     pub reply_bytes: u64,
     /// A loss rate for this scenario's path instead of the demo's (`--loss`).
     pub loss: Option<f64>,
+    /// Calls one at a time as a steady stream: the first call opens the connection, then
+    /// call k starts (k - 2) * this after the first one ended, whether or not the calls
+    /// before it are done (HTTP/2 only). Under loss this shows head-of-line blocking call by
+    /// call: a lost segment holds up the replies of every call after it on the connection.
+    pub stagger: Option<Duration>,
 }
 
 /// What the calls of a scenario cost, call by call and in all.
@@ -109,6 +114,11 @@ pub struct CallStats {
     pub tls_handshake_time: Duration,
     /// Requests sent again (refused streams, GOAWAY, keep-alive races).
     pub retries: u64,
+    /// From the first call's start to the first response head any call received: the time
+    /// to the first response byte (the head comes in the first bytes of a response).
+    pub first_byte: Option<Duration>,
+    /// The pace of a staggered scenario (one call every this long), if it is one.
+    pub paced: Option<Duration>,
 }
 
 impl CallStats {
@@ -118,6 +128,11 @@ impl CallStats {
         t.sort();
         let n = t.len();
         (n > 0).then(|| t[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+    }
+
+    /// The calls that took longer than `limit`.
+    pub fn slower_than(&self, limit: Duration) -> usize {
+        self.times.iter().filter(|t| **t > limit).count()
     }
 }
 
@@ -298,7 +313,7 @@ impl ApiCalls {
         client: &Client,
         origin_url: &str,
         log: Option<super::export::CallLog>,
-    ) -> Result<(u64, Vec<Duration>), DemoError> {
+    ) -> Result<(u64, Vec<Duration>, Option<Duration>), DemoError> {
         let url = format!("{origin_url}/bytes/{}", self.reply_bytes);
         let close = matches!(
             self.mode,
@@ -319,22 +334,21 @@ impl ApiCalls {
                 .body(Bytes::new())
                 .map_err(|e| DemoError::Run(e.to_string()))?;
             let failed = |e: synack_http::Error| DemoError::Run(format!("GET {url}: {e}"));
-            let r = if slow {
+            let r = client.send(req).await.map_err(failed)?;
+            let head = tokio::time::Instant::now();
+            if slow {
                 // The head has come; the reply's DATA fills the stream's window and stops
                 // there until this reader reads (and its WINDOW_UPDATEs open the window).
-                let r = client.send(req).await.map_err(failed)?;
                 tokio::time::sleep(SLOW_READ_AFTER).await;
-                let (parts, mut body) = r.into_parts();
-                let mut got = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    if let Some(d) = frame.map_err(failed)?.data_ref() {
-                        got.extend_from_slice(d);
-                    }
+            }
+            let (parts, mut body) = r.into_parts();
+            let mut got = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Some(d) = frame.map_err(failed)?.data_ref() {
+                    got.extend_from_slice(d);
                 }
-                http::Response::from_parts(parts, Bytes::from(got))
-            } else {
-                client.request(req).await.map_err(failed)?
-            };
+            }
+            let r = http::Response::from_parts(parts, Bytes::from(got));
             let body = r.body();
             if r.status() != 200
                 || body.len() as u64 != expect
@@ -352,8 +366,38 @@ impl ApiCalls {
             if let (Some(log), Some(start)) = (&log, start) {
                 log.done(start, &r);
             }
-            Ok::<(u64, Duration), DemoError>((body.len() as u64, started.elapsed()))
+            Ok::<(u64, Duration, tokio::time::Instant), DemoError>((
+                body.len() as u64,
+                started.elapsed(),
+                head,
+            ))
         };
+        let t0 = tokio::time::Instant::now();
+        let mut first_head: Option<tokio::time::Instant> = None;
+        let mut body = 0;
+        let mut times = Vec::with_capacity(self.calls);
+        if let Some(every) = self.stagger {
+            // The first call opens the connection; the others follow it at a steady pace.
+            let (bytes, took, head) = one(client.clone(), url.clone(), false, log.clone()).await?;
+            body += bytes;
+            times.push(took);
+            first_head = Some(head);
+            let mut tasks = tokio::task::JoinSet::new();
+            for k in 1..self.calls {
+                let (client, url, log) = (client.clone(), url.clone(), log.clone());
+                tasks.spawn(async move {
+                    tokio::time::sleep(every * (k as u32 - 1)).await;
+                    one(client, url, false, log).await
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                let (bytes, took, _) =
+                    r.map_err(|e| DemoError::Run(format!("a client task failed: {e}")))??;
+                body += bytes;
+                times.push(took);
+            }
+            return Ok((body, times, first_head.map(|h| h - t0)));
+        }
         let lanes = match self.mode {
             Mode::Pool => self.concurrency.max(1),
             // Every call at once: HTTP/2 multiplexes them on one connection.
@@ -375,26 +419,30 @@ impl ApiCalls {
                 if stagger {
                     tokio::time::sleep(Duration::from_millis(lane as u64)).await;
                 }
-                let mut got = (0, Vec::with_capacity(n));
+                let mut got = (0, Vec::with_capacity(n), None);
                 // The first call of the slow-reader scenario is the slow one.
                 let slow = lane == 0 && mode == Mode::Http2SlowReader;
                 for _ in 0..n {
-                    let (bytes, took) = one(client.clone(), url.clone(), slow, log.clone()).await?;
+                    let (bytes, took, head) =
+                        one(client.clone(), url.clone(), slow, log.clone()).await?;
                     got.0 += bytes;
                     got.1.push(took);
+                    got.2 = got.2.or(Some(head));
                 }
-                Ok::<(u64, Vec<Duration>), DemoError>(got)
+                Ok::<(u64, Vec<Duration>, Option<tokio::time::Instant>), DemoError>(got)
             });
         }
-        let mut body = 0;
-        let mut times = Vec::with_capacity(self.calls);
         while let Some(r) = tasks.join_next().await {
-            let (bytes, took) =
+            let (bytes, took, head) =
                 r.map_err(|e| DemoError::Run(format!("a client task failed: {e}")))??;
             body += bytes;
             times.extend(took);
+            first_head = match (first_head, head) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        Ok((body, times))
+        Ok((body, times, first_head.map(|h| h - t0)))
     }
 
     async fn run_async(&self, settings: &Settings, feed: &SharedFeed) -> Result<Run, DemoError> {
@@ -414,7 +462,7 @@ impl ApiCalls {
         net.link(&c, &s, path.clone(), path);
         let capture = match &settings.pcap {
             Some(base) => {
-                let path = capture_path(base, self.mode, self.loss);
+                let path = capture_path(base, self.mode, self.stagger.is_some(), self.loss);
                 let file = std::fs::File::create(&path)
                     .map_err(|e| DemoError::Io(format!("creating {}", path.display()), e))?;
                 let tap = PcapTap::new(std::io::BufWriter::new(file))
@@ -512,7 +560,7 @@ impl ApiCalls {
             ))
         };
         let log = settings.recorder.as_ref().map(|r| r.call_log(&c));
-        let (body, times) =
+        let (body, times, first_byte) =
             match tokio::time::timeout_at(deadline, self.calls(&client, &url, log)).await {
                 Ok(r) => r?,
                 Err(_) => {
@@ -537,6 +585,8 @@ impl ApiCalls {
             tls_handshakes: m.tls_handshakes,
             tls_handshake_time: m.tls_handshake_time,
             retries: m.retries,
+            first_byte,
+            paced: self.stagger,
         };
         let close = async {
             // The client closes its idle connections, the server its side.
@@ -616,7 +666,12 @@ fn time_covered(mut spans: Vec<(Instant, Instant)>) -> Duration {
 
 /// Where a calls scenario's capture goes: beside `--pcap FILE`, named for the scenario
 /// (`demo.pcap` gives `demo-per-call.pcap`, `demo-keepalive.pcap`, `demo-pool.pcap`).
-fn capture_path(base: &std::path::Path, mode: Mode, mode_loss: Option<f64>) -> std::path::PathBuf {
+fn capture_path(
+    base: &std::path::Path,
+    mode: Mode,
+    stagger: bool,
+    mode_loss: Option<f64>,
+) -> std::path::PathBuf {
     let tag = match mode {
         Mode::ConnPerCall => "per-call",
         Mode::ConnPerCallFastOpen => "per-call-fast-open",
@@ -627,9 +682,14 @@ fn capture_path(base: &std::path::Path, mode: Mode, mode_loss: Option<f64>) -> s
         Mode::Https1PerCall => "https-per-call",
         Mode::Http2SlowReader => "http2-slow-reader",
     };
+    let tag = if stagger {
+        format!("{tag}-staggered")
+    } else {
+        tag.to_owned()
+    };
     let tag = match loss_tag(mode_loss) {
         Some(l) => format!("{tag}-loss{l}"),
-        None => tag.to_owned(),
+        None => tag,
     };
     let stem = base
         .file_stem()
@@ -669,6 +729,10 @@ impl Scenario for ApiCalls {
             Mode::Https1PerCall => "calls: HTTPS/1.1, new connection each".into(),
             Mode::Http2SlowReader => "calls: HTTP/2, small windows, a slow reader".into(),
         };
+        let name = match self.stagger {
+            Some(every) => format!("calls: HTTP/2, one every {}", super::fmt_duration(every)),
+            None => name,
+        };
         match loss_tag(self.loss) {
             Some(l) => format!("{name}, {l}% loss"),
             None => name,
@@ -677,6 +741,13 @@ impl Scenario for ApiCalls {
 
     fn description(&self, _settings: &Settings) -> String {
         let (n, m, c) = (self.calls, self.reply_bytes, self.concurrency);
+        if let Some(every) = self.stagger {
+            return format!(
+                "{n} calls of GET /bytes/{m} on one cleartext HTTP/2 connection: the first \
+                 opens it, then one call every {} whether or not the earlier ones are done",
+                super::fmt_duration(every)
+            );
+        }
         match self.mode {
             Mode::ConnPerCall => format!(
                 "{n} calls of GET /bytes/{m} one after another, each with Connection: close: \

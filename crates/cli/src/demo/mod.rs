@@ -457,6 +457,18 @@ const HOL_LOSS: f64 = 0.02;
 /// that losses fall inside replies.
 const HOL_REPLY: u64 = 64 * 1024;
 
+/// The pace of the staggered head-of-line blocking scenarios: one call every 5 ms.
+const STAGGER: Duration = Duration::from_millis(5);
+
+/// The most reply per call in the staggered scenarios: one packet each way per call, so
+/// that the calls in flight (some ten at 50 ms RTT) never fill a congestion window, and a
+/// call is held up only by a lost packet.
+const STAGGER_REPLY: u64 = 100;
+
+/// The least number of calls of the staggered scenarios: enough that a few packets of the
+/// run are lost at [`HOL_LOSS`].
+const STAGGER_MIN_CALLS: usize = 100;
+
 /// Runs the demo's scenarios and prints their ladders, phase tables and the results table.
 pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
     let settings = Settings::from_args(args)?;
@@ -469,6 +481,7 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
         concurrency: args.concurrency as usize,
         reply_bytes: args.call_bytes,
         loss: None,
+        stagger: None,
     };
     // Head-of-line blocking: the same calls with replies of several segments each, at
     // HOL_LOSS, over HTTP/2's one connection and over the pool's C connections.
@@ -477,6 +490,8 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
         loss: Some(HOL_LOSS),
         ..calls(mode)
     };
+    let stagger_calls = (args.calls as usize).max(STAGGER_MIN_CALLS);
+    let stagger_bytes = args.call_bytes.min(STAGGER_REPLY);
     let scenarios: Vec<Box<dyn Scenario>> = vec![
         Box::new(OneConnection),
         Box::new(calls(keepalive::Mode::ConnPerCall)),
@@ -498,18 +513,37 @@ pub fn run(args: &DemoArgs, to: &mut dyn Write) -> Result<(), DemoError> {
             reply_bytes: args.call_bytes,
             zero_rtt: false,
             loss: None,
+            stagger: None,
         }),
         Box::new(quic::H3Calls {
             calls: args.calls as usize,
             reply_bytes: args.call_bytes,
             zero_rtt: true,
             loss: None,
+            stagger: None,
         }),
         Box::new(quic::H3Calls {
             calls: args.calls as usize,
             reply_bytes: args.call_bytes.max(HOL_REPLY),
             zero_rtt: false,
             loss: Some(HOL_LOSS),
+            stagger: None,
+        }),
+        // Head-of-line blocking call by call: a steady stream of small calls at HOL_LOSS,
+        // over HTTP/2's one TCP connection and over HTTP/3's one QUIC connection.
+        Box::new(keepalive::ApiCalls {
+            calls: stagger_calls,
+            reply_bytes: stagger_bytes,
+            loss: Some(HOL_LOSS),
+            stagger: Some(STAGGER),
+            ..calls(keepalive::Mode::Http2)
+        }),
+        Box::new(quic::H3Calls {
+            calls: stagger_calls,
+            reply_bytes: stagger_bytes,
+            zero_rtt: false,
+            loss: Some(HOL_LOSS),
+            stagger: Some(STAGGER),
         }),
     ];
     writeln!(

@@ -89,6 +89,25 @@ fn rtts(d: Duration, rtt: Duration) -> String {
     format!("{:.2}", d.as_micros() as f64 / rtt.as_micros() as f64)
 }
 
+/// A paced call slower than this was held up: 1.5 round trips, where a call alone on the
+/// path takes one.
+pub fn held_up_limit(rtt: Duration) -> Duration {
+    rtt * 3 / 2
+}
+
+/// From the scenario's start (its first SYN or QUIC Initial, which its first call sends) to
+/// the first byte of the first response: the calls' first response head, or for the one
+/// connection, the first reply byte the ladder saw.
+pub fn to_first_byte(o: &Outcome) -> Option<Duration> {
+    if let Some(c) = &o.calls {
+        return c.first_byte;
+    }
+    match (o.phases.connect_start, o.phases.first_response_byte) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    }
+}
+
 /// The phase table and the counts of one outcome (its ladder is drawn as it runs).
 pub fn print_outcome(
     out: &mut dyn Write,
@@ -243,6 +262,15 @@ fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<
         p.connect_start,
         p.last_response_byte,
     ));
+    if let Some(d) = c.first_byte {
+        t.row(vec![
+            "first call -> first response byte".into(),
+            "".into(),
+            "".into(),
+            ms(d),
+            rtts(d, settings.rtt),
+        ]);
+    }
     t.row(span(
         "last reply byte -> every connection closed",
         p.last_response_byte,
@@ -269,6 +297,17 @@ fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<
     }
     t.write(out)?;
     writeln!(out)?;
+    if let Some(every) = c.paced {
+        // A call alone on the path takes one round trip; one that waits for a lost packet's
+        // repair takes at least one more.
+        writeln!(
+            out,
+            "  held up:     {} of {n} calls took over 1.5 RTTs ({} ms); one call every {}",
+            c.slower_than(held_up_limit(settings.rtt)),
+            ms(held_up_limit(settings.rtt)),
+            fmt_duration(every),
+        )?;
+    }
     if c.retries > 0 {
         writeln!(
             out,
@@ -384,9 +423,11 @@ pub fn print_results(
             "ms to closed",
             "segments",
             "retransmitted",
+            "RTTs to 1st byte",
         ],
         &[
             Align::Left,
+            Align::Right,
             Align::Right,
             Align::Right,
             Align::Right,
@@ -439,6 +480,7 @@ pub fn print_results(
             closed,
             segments.to_string(),
             retransmitted.to_string(),
+            to_first_byte(o).map_or("-".into(), |d| rtts(d, settings.rtt)),
         ]);
     }
     t.write(out)?;

@@ -162,6 +162,14 @@ pub struct GetArgs {
     /// (only GET and HEAD; see --close for one connection per URL).
     #[arg(long, requires = "http3", help_heading = "HTTP/3")]
     pub early_data: bool,
+
+    /// Follow Alt-Svc (RFC 7838): the first request to an https:// origin goes over TCP
+    /// (HTTP/2 or HTTP/1.1 as ALPN picks); when its response advertises h3=":PORT", the later
+    /// ones go over HTTP/3 on that UDP port, as streams of one QUIC connection, for the
+    /// advertised max age. A QUIC handshake not done within --connect-timeout falls back to
+    /// TCP. URLs are fetched one after another.
+    #[arg(long, conflicts_with_all = ["http3", "http2", "http1_1", "parallel"], help_heading = "HTTP/3")]
+    pub alt_svc: bool,
 }
 
 impl GetArgs {
@@ -525,6 +533,28 @@ pub fn run_get(args: &GetArgs) -> io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if args.alt_svc {
+            let stack = if args.transport.kernel {
+                None
+            } else {
+                Some(nc::open_stack(&args.transport.tun_opts(false))?)
+            };
+            let tcp = match &stack {
+                Some(s) => client_with(SynackConnector::new(s), args)?,
+                None => client_with(KernelConnector::new(), args)?,
+            };
+            let failed = super::h3::get_alt_svc(args, tcp, stack.as_ref()).await?;
+            if let Some(stack) = stack {
+                stack.wait_idle(Duration::from_secs(5)).await;
+            }
+            if failed > 0 {
+                return Err(io::Error::other(format!(
+                    "{failed} of {} requests failed",
+                    args.urls.len()
+                )));
+            }
+            return Ok(());
+        }
         if args.http3 {
             let stack = if args.transport.kernel {
                 None

@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Uri};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use synack_http::h3::{self, quinn, H3Client, H3Config, H3ServerStats};
+use synack_http::h3::{self, quinn, AltSvcClient, H3Client, H3Config, H3ServerStats, Via};
 use synack_http::routes::Routes;
 use synack_http::tls::{load_pem, SelfSigned, TlsServerConfig};
-use synack_http::{CertVerification, TlsClientConfig};
+use synack_http::{CertVerification, Client, Origin, RequestInfo, TlsClientConfig};
 use synack_stack::net::{nc, Stack, UdpSocket};
 
 use super::get::GetArgs;
@@ -288,5 +288,112 @@ pub(super) async fn get_h3(args: &GetArgs, stack: Option<&Stack>) -> io::Result<
         c.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), c.endpoint().wait_idle()).await;
     }
+    Ok(failed)
+}
+
+/// `synack get --alt-svc`: every URL in turn through an [`AltSvcClient`]: over TCP until an
+/// origin's response advertises HTTP/3, then over HTTP/3.
+pub(super) async fn get_alt_svc(
+    args: &GetArgs,
+    tcp: Client,
+    stack: Option<&Stack>,
+) -> io::Result<usize> {
+    let verification = if args.insecure {
+        CertVerification::InsecureAcceptAnyCertificate
+    } else if let Some(f) = &args.cacert {
+        CertVerification::ca_file(f)?
+    } else {
+        CertVerification::SystemRoots
+    };
+    let config = h3::client_config(&TlsClientConfig { verification }, false)?;
+    // One endpoint for every origin, on the address family of the first URL.
+    let v6 = args
+        .urls
+        .first()
+        .and_then(|u| Origin::parse(u).ok())
+        .is_some_and(|(_, o)| o.host.contains(':'));
+    let local: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .expect("valid");
+    let ep = match stack {
+        Some(s) => h3::synack_endpoint(UdpSocket::bind(s, local).await?, None)?.0,
+        None => h3::kernel_endpoint(local, None)?,
+    };
+    let client = AltSvcClient::new(tcp, H3Client::new(ep, config, false), args.connect_timeout);
+    let method = Method::from_bytes(args.method.as_bytes())
+        .map_err(|_| invalid("invalid --method".into()))?;
+    let body = Bytes::from(args.data.clone().unwrap_or_default().into_bytes());
+    let mut failed = 0;
+    for url in &args.urls {
+        let (uri, _) = Origin::parse(url).map_err(|e| invalid(format!("invalid URL {e}")))?;
+        let req = http::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(body.clone())
+            .map_err(|e| invalid(format!("{url}: {e}")))?;
+        let t0 = tokio::time::Instant::now();
+        match client.request(req).await {
+            Ok((res, via)) => {
+                if !args.no_body {
+                    let mut out = io::stdout().lock();
+                    out.write_all(res.body())?;
+                    out.flush()?;
+                }
+                if args.verbose {
+                    let how = match via {
+                        Via::Tcp => {
+                            let proto = res
+                                .extensions()
+                                .get::<RequestInfo>()
+                                .map_or_else(|| "?".into(), |i| i.protocol.to_string());
+                            let alt = res
+                                .headers()
+                                .get(http::header::ALT_SVC)
+                                .and_then(|v| v.to_str().ok())
+                                .map_or_else(String::new, |v| format!(", Alt-Svc: {v}"));
+                            format!("over TCP ({proto}{alt})")
+                        }
+                        Via::Http3 { port, .. } => {
+                            format!("over HTTP/3 on UDP port {port} (from Alt-Svc)")
+                        }
+                    };
+                    eprintln!(
+                        "{method} {url} -> {} ({} bytes in {}): {how}",
+                        res.status(),
+                        res.body().len(),
+                        ms(t0.elapsed())
+                    );
+                }
+                if !res.status().is_success() {
+                    if !args.verbose {
+                        eprintln!("synack get: {method} {url}: {}", res.status());
+                    }
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                eprintln!("synack get: {method} {url}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if args.verbose {
+        let s = client.stats();
+        let h = client.h3().stats();
+        let m = client.tcp().metrics();
+        eprintln!(
+            "synack get: Alt-Svc: {} requests over TCP on {} connections, {} over HTTP/3 on {} \
+             QUIC connections ({} alternatives learned, {} broken, {} fell back to TCP)",
+            s.over_tcp.load(Ordering::Relaxed),
+            m.connections_opened,
+            s.over_h3.load(Ordering::Relaxed),
+            h.connections.load(Ordering::Relaxed),
+            s.learned.load(Ordering::Relaxed),
+            s.broken.load(Ordering::Relaxed),
+            s.fell_back.load(Ordering::Relaxed),
+        );
+    }
+    client.h3().close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.h3().endpoint().wait_idle()).await;
     Ok(failed)
 }

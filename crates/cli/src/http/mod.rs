@@ -50,7 +50,17 @@ pub struct Transport {
         help_heading = "Transport"
     )]
     pub mtu: u16,
+
+    /// Move packets through the TUN device in batches, with the kernel's offloads
+    /// (IFF_VNET_HDR: TCP segmentation, and UDP segmentation on Linux 6.2 and later): the
+    /// datagrams or segments of one flow that the stack sends together leave in one write,
+    /// and the kernel hands over a burst in one read.
+    #[arg(long, conflicts_with = "kernel", help_heading = "Transport")]
+    pub tun_offload: bool,
 }
+
+/// Packets held for one write with `--tun-offload`.
+const TUN_BATCH: usize = 64;
 
 impl Transport {
     fn tun_opts(&self, verbose: bool) -> TunOpts {
@@ -58,6 +68,12 @@ impl Transport {
         t.peer_ip = self.peer_ip;
         t.mtu = self.mtu;
         t.verbose = verbose;
+        if self.tun_offload {
+            t.device = synack_stack::tun::TunOptions {
+                offload: true,
+                batch: TUN_BATCH,
+            };
+        }
         t
     }
 }

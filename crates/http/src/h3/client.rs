@@ -25,6 +25,9 @@ pub struct H3Response {
     pub body: Bytes,
     /// Whether the request went out in 0-RTT.
     pub early: bool,
+    /// When the response's head (its HEADERS frame) arrived, on tokio's clock (virtual time
+    /// on the simulator): the time to the first response byte.
+    pub head_at: tokio::time::Instant,
 }
 
 /// What an HTTP/3 client did.
@@ -47,9 +50,17 @@ pub struct H3ClientStats {
     pub lost_packets: AtomicU64,
 }
 
+/// Where a client writes what its QUIC connections did, each with its time on tokio's clock
+/// (virtual on the simulator): the handshake done (or 0-RTT accepted or refused), each
+/// request stream opened and closed, and the packets quinn declared lost (RFC 9002 §6), as
+/// seen when a stream closes or the connection does.
+pub type EventLog = Arc<std::sync::Mutex<Vec<(tokio::time::Instant, String)>>>;
+
 #[derive(Clone)]
 struct Conn {
     quic: quinn::Connection,
+    /// Packets quinn had declared lost when last looked at.
+    lost_seen: Arc<AtomicU64>,
     send: SendRequest,
     /// Set once the handshake is confirmed (or when 0-RTT was not used at all).
     confirmed: Arc<tokio::sync::watch::Receiver<Option<bool>>>,
@@ -62,6 +73,15 @@ pub struct H3Client {
     early_data: bool,
     conns: Mutex<HashMap<(SocketAddr, String), Conn>>,
     stats: Arc<H3ClientStats>,
+    events: Option<EventLog>,
+}
+
+fn log(events: &Option<EventLog>, what: String) {
+    if let Some(e) = events {
+        if let Ok(mut v) = e.lock() {
+            v.push((tokio::time::Instant::now(), what));
+        }
+    }
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -78,6 +98,28 @@ impl H3Client {
             early_data,
             conns: Mutex::new(HashMap::new()),
             stats: Arc::new(H3ClientStats::default()),
+            events: None,
+        }
+    }
+
+    /// Records what the connections do in `log` (see [`EventLog`]).
+    pub fn with_events(mut self, log: EventLog) -> Self {
+        self.events = Some(log);
+        self
+    }
+
+    /// Notes packets quinn declared lost on `c` since last looked at.
+    fn note_lost(&self, c: &Conn) {
+        let now = c.quic.stats().path.lost_packets;
+        let before = c.lost_seen.swap(now, Ordering::Relaxed);
+        if now > before {
+            log(
+                &self.events,
+                format!(
+                    "loss detected: {} packets declared lost (RFC 9002 §6.1), {now} so far",
+                    now - before
+                ),
+            );
         }
     }
 
@@ -98,11 +140,22 @@ impl H3Client {
     /// Closes every connection (CONNECTION_CLOSE with H3_NO_ERROR, RFC 9114 §8.1).
     pub async fn close(&self) {
         for (_, c) in self.conns.lock().await.drain() {
+            self.note_lost(&c);
+            log(
+                &self.events,
+                "connection closed: CONNECTION_CLOSE H3_NO_ERROR".into(),
+            );
             c.quic.close(quinn::VarInt::from_u32(0x100), b"");
             self.stats
                 .lost_packets
                 .fetch_add(c.quic.stats().path.lost_packets, Ordering::Relaxed);
         }
+    }
+
+    /// Opens the QUIC connection to `addr` (TLS name `host`) unless one is open: returns once
+    /// its handshake is done, or at once when it resumed a session in 0-RTT.
+    pub async fn connect(&self, addr: SocketAddr, host: &str) -> io::Result<()> {
+        self.conn(addr, host).await.map(|_| ())
     }
 
     async fn conn(&self, addr: SocketAddr, host: &str) -> io::Result<Conn> {
@@ -119,6 +172,10 @@ impl H3Client {
             .connect_with(self.config.clone(), addr, host)
             .map_err(other)?;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        log(
+            &self.events,
+            format!("connecting to {addr}: Initial with the TLS ClientHello"),
+        );
         let t0 = tokio::time::Instant::now();
         let took = |stats: &H3ClientStats| {
             let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -132,8 +189,21 @@ impl H3Client {
                         .zero_rtt_attempted
                         .fetch_add(1, Ordering::Relaxed);
                     let stats = self.stats.clone();
+                    log(
+                        &self.events,
+                        "resuming a session: requests may go in 0-RTT".into(),
+                    );
+                    let events = self.events.clone();
                     tokio::spawn(async move {
                         let ok = accepted.await;
+                        log(
+                            &events,
+                            if ok {
+                                "handshake done: 0-RTT accepted".into()
+                            } else {
+                                "handshake done: 0-RTT refused, early streams to resend".into()
+                            },
+                        );
                         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                         stats.handshake_us.fetch_add(us, Ordering::Relaxed);
                         if ok {
@@ -145,6 +215,7 @@ impl H3Client {
                 }
                 Err(connecting) => {
                     let q = connecting.await.map_err(other)?;
+                    log(&self.events, "handshake done (no session to resume)".into());
                     took(&self.stats);
                     let _ = tx.send(Some(true));
                     q
@@ -152,6 +223,10 @@ impl H3Client {
             }
         } else {
             let q = connecting.await.map_err(other)?;
+            log(
+                &self.events,
+                "handshake done: transport and TLS 1.3 in one round trip".into(),
+            );
             took(&self.stats);
             let _ = tx.send(Some(true));
             q
@@ -166,6 +241,7 @@ impl H3Client {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
         });
         let c = Conn {
+            lost_seen: Arc::new(AtomicU64::new(0)),
             quic,
             send,
             confirmed: Arc::new(rx),
@@ -247,20 +323,40 @@ impl H3Client {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut stream = c.send.send_request(req).await.map_err(other)?;
+        // The QUIC stream ID (RFC 9000 §2.1): 0, 4, 8, ... for a client's requests.
+        let id = stream.id().into_inner();
+        log(
+            &self.events,
+            format!(
+                "stream {id} opened: request{}",
+                if early { " in 0-RTT" } else { "" }
+            ),
+        );
         if !body.is_empty() {
             stream.send_data(body).await.map_err(other)?;
         }
         stream.finish().await.map_err(other)?;
         let res = stream.recv_response().await.map_err(other)?;
+        let head_at = tokio::time::Instant::now();
         let mut buf = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.map_err(other)? {
             buf.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
         }
+        log(
+            &self.events,
+            format!(
+                "stream {id} closed: {} with {} body bytes",
+                res.status().as_u16(),
+                buf.len()
+            ),
+        );
+        self.note_lost(c);
         Ok(H3Response {
             status: res.status(),
             headers: res.headers().clone(),
             body: buf.freeze(),
             early,
+            head_at,
         })
     }
 }

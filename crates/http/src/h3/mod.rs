@@ -8,11 +8,14 @@
 //! - [`server`]: the routes of `synack serve` answered over HTTP/3, with `425 Too Early`
 //!   (RFC 8470 §5.2) for a non-idempotent request that arrived in 0-RTT;
 //! - [`client`]: one QUIC connection per origin carrying every call as a stream, resuming
-//!   with 0-RTT from the session tickets of the last one.
+//!   with 0-RTT from the session tickets of the last one;
+//! - [`altsvc`]: `Alt-Svc` (RFC 7838) read from HTTP/1.1 and HTTP/2 responses, so that the
+//!   later calls to an origin go over HTTP/3, with a fallback to TCP when QUIC fails.
 //!
 //! Time is quinn's `TokioRuntime`'s, which reads tokio's clock: on a simulated network under
 //! paused time QUIC's timers (loss detection, ACK delay, idle timeout) run on virtual time.
 
+pub mod altsvc;
 pub mod client;
 pub mod server;
 pub mod socket;
@@ -26,7 +29,8 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use synack_stack::net::UdpSocket;
 
-pub use client::{H3Client, H3Response};
+pub use altsvc::{AltSvcCache, AltSvcClient, AltSvcError, AltSvcStats, Via};
+pub use client::{EventLog, H3Client, H3Response};
 /// The QUIC implementation, for its configuration and connection types.
 pub use quinn;
 pub use server::{serve_h3, AltSvc, H3ServerStats};

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::net::{Stack, StackConfig, TcpListener, TcpStream};
 use crate::pcap::{LiveFile, PcapWriter};
-use crate::tun::{TunConfig, TunDevice};
+use crate::tun::{TunConfig, TunDevice, TunOptions};
 
 /// How long the commands wait, before returning, for closing connections to finish.
 const LINGER: Duration = Duration::from_secs(10);
@@ -158,6 +158,9 @@ pub struct TunOpts {
     pub pcap: Option<PathBuf>,
     /// Print each connection's state changes to standard error (`-v`).
     pub verbose: bool,
+    /// How the device moves packets (batches, offloads); one packet per system call by
+    /// default.
+    pub device: TunOptions,
 }
 
 impl TunOpts {
@@ -170,6 +173,7 @@ impl TunOpts {
             mtu: 1500,
             pcap: None,
             verbose: false,
+            device: TunOptions::default(),
         }
     }
 }
@@ -233,11 +237,14 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
             ),
         ));
     }
-    let dev = TunDevice::create(&TunConfig {
-        name: opts.tun.clone(),
-        mtu: opts.mtu,
-        addrs: vec![(peer, opts.ip.prefix)],
-    })?;
+    let dev = TunDevice::create_with(
+        &TunConfig {
+            name: opts.tun.clone(),
+            mtu: opts.mtu,
+            addrs: vec![(peer, opts.ip.prefix)],
+        },
+        opts.device,
+    )?;
     let mut config = StackConfig::new(&[opts.ip.addr]);
     config.tcp = Config {
         mtu: usize::from(opts.mtu),

@@ -84,6 +84,59 @@ pub fn long_headers(mut d: &[u8]) -> Vec<LongHeader<'_>> {
     out
 }
 
+/// What one QUIC packet of a datagram is, as far as the wire shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PacketKind {
+    Long(LongType),
+    /// A short-header packet (RFC 9000 §17.3): 1-RTT, to the end of the datagram.
+    OneRtt,
+}
+
+impl PacketKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PacketKind::Long(t) => t.name(),
+            PacketKind::OneRtt => "1-RTT",
+        }
+    }
+}
+
+/// The packets of a UDP datagram, each with its size in bytes: the long-header ones found by
+/// their Length fields (RFC 9000 §12.2: coalesced packets), then a short-header packet taking
+/// the rest. Bytes after the long headers that are all zero are padding, not a packet. Empty
+/// when the datagram does not start with a QUIC packet of a [known version](known_version)
+/// and is not a short header either (a short header has no version: any datagram whose
+/// first bit is 0 reads as one, so call this on a flow known to be QUIC).
+pub fn packets(mut d: &[u8]) -> Vec<(PacketKind, usize)> {
+    let mut out = Vec::new();
+    while let Some((h, rest)) = one(d) {
+        out.push((PacketKind::Long(h.kind), d.len() - rest.len()));
+        d = rest;
+        if out.len() >= 16 {
+            return out;
+        }
+    }
+    if !d.is_empty() && d[0] & 0x80 == 0 && d.iter().any(|b| *b != 0) {
+        out.push((PacketKind::OneRtt, d.len()));
+    }
+    out
+}
+
+/// A datagram's packets in a few words: `Initial 1252`, `Initial 133 + Handshake 1119
+/// (coalesced)`, `1-RTT 45`; `not QUIC` when nothing reads as a packet.
+pub fn describe(d: &[u8]) -> String {
+    let p = packets(d);
+    if p.is_empty() {
+        return "not QUIC".into();
+    }
+    let parts: Vec<String> = p.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
+    let mut s = parts.join(" + ");
+    if p.len() > 1 {
+        s.push_str(" (coalesced)");
+    }
+    s
+}
+
 fn one(d: &[u8]) -> Option<(LongHeader<'_>, &[u8])> {
     let first = *d.first()?;
     // Header Form 1: a long header (RFC 9000 §17.2). The Fixed Bit is not checked: a peer
@@ -172,6 +225,34 @@ mod tests {
         let p = long_headers(&d);
         let kinds: Vec<LongType> = p.iter().map(|h| h.kind).collect();
         assert_eq!(kinds, [LongType::Initial, LongType::ZeroRtt]);
+    }
+
+    #[test]
+    fn packets_and_their_sizes() {
+        let mut d = vec![0xc0, 0, 0, 0, 1, 2, 9, 9, 1, 7, 0, 0x40, 3, 1, 2, 3];
+        d.extend_from_slice(&[0xe0, 0, 0, 0, 1, 2, 9, 9, 1, 7, 1, 0]);
+        d.extend_from_slice(&[0x40, 1, 2, 3]);
+        assert_eq!(
+            packets(&d),
+            [
+                (PacketKind::Long(LongType::Initial), 16),
+                (PacketKind::Long(LongType::Handshake), 12),
+                (PacketKind::OneRtt, 4)
+            ]
+        );
+        assert_eq!(
+            describe(&d),
+            "Initial 16 + Handshake 12 + 1-RTT 4 (coalesced)"
+        );
+        // Padding after an Initial is no packet; a short header alone is one.
+        let mut p = vec![0xc0, 0, 0, 0, 1, 0, 0, 0, 1, 0xaa];
+        p.extend_from_slice(&[0; 20]);
+        assert_eq!(describe(&p), "Initial 10");
+        assert_eq!(describe(&[0x41, 5, 6]), "1-RTT 3");
+        assert_eq!(describe(&[]), "not QUIC");
+        for n in 0..d.len() {
+            let _ = packets(&d[..n]);
+        }
     }
 
     #[test]
