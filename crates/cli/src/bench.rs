@@ -126,9 +126,28 @@ struct Run {
     done: u64,
     errors: u64,
     seconds: f64,
+    /// CPU time the process used during the run (user and system, every thread), when known.
+    cpu: Option<f64>,
 }
 
 impl Run {
+    /// Cores busy on average: CPU time over wall time (what the machine's other load left).
+    fn cores(&self) -> Option<f64> {
+        self.cpu
+            .filter(|_| self.seconds > 0.0)
+            .map(|c| c / self.seconds)
+    }
+
+    /// Units per CPU second: the cost of the work, whatever share of the machine it got.
+    fn per_cpu(&self) -> Option<f64> {
+        let per = if self.workload == Workload::Bulk {
+            self.done as f64 / 1e6
+        } else {
+            self.done as f64
+        };
+        self.cpu.filter(|c| *c > 0.0).map(|c| per / c)
+    }
+
     fn rate(&self) -> f64 {
         let per = if self.workload == Workload::Bulk {
             self.done as f64 / 1e6
@@ -203,11 +222,17 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     for &w in &workloads {
         for &n in &workers {
             bar.set_message(format!("{} x{n}", w.name()));
-            let r = match args.device {
+            let cpu0 = cpu_time();
+            let mut r = match args.device {
                 DeviceKind::Sim => run_sim(args, w, &progress)?,
                 DeviceKind::Pipe => run_pipe(args, w, n, &progress)?,
                 DeviceKind::Tun => run_tun(args, w, n, &progress)?,
             };
+            if args.device != DeviceKind::Sim {
+                if let (Some(a), Some(b), [one]) = (cpu0, cpu_time(), &mut r[..]) {
+                    one.cpu = Some(b - a);
+                }
+            }
             runs.extend(r);
         }
     }
@@ -231,6 +256,18 @@ fn target(args: &BenchArgs, w: Workload) -> u64 {
         Workload::Pingpong => args.pings,
         Workload::Http => args.requests,
     }
+}
+
+/// CPU time used by this process so far (user and system, all threads), from
+/// `/proc/self/stat` (in clock ticks of 10 ms).
+fn cpu_time() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// The 1-, 5- and 15-minute load averages (Linux), to say how busy the machine was.
@@ -374,6 +411,8 @@ impl Connector for KernelConnector {
 }
 
 /// Runs `w` from `c` against servers at `server`; returns (done, errors, seconds).
+/// Runs `w` from `c` against servers at `server`, on the current runtime; returns (done,
+/// errors, seconds).
 async fn client<C: Connector>(
     args: &BenchArgs,
     w: Workload,
@@ -381,15 +420,48 @@ async fn client<C: Connector>(
     server: IpAddr,
     progress: &Progress,
 ) -> (u64, u64, f64) {
-    let target = target(args, w);
     let start = tokio::time::Instant::now();
     let deadline = start + args.time_limit;
-    let tally = Arc::new(Tally::default());
-    let clients = match w {
+    let (done, errors) = client_part(
+        w,
+        c,
+        server,
+        target(args, w),
+        clients(args, w),
+        deadline,
+        progress,
+    )
+    .await;
+    (done, errors, start.elapsed().as_secs_f64())
+}
+
+/// The clients at once of `w`.
+fn clients(args: &BenchArgs, w: Workload) -> u64 {
+    match w {
         Workload::Churn | Workload::Http => args.concurrency.max(1),
         Workload::Bulk => BULK_STREAMS,
         Workload::Pingpong => 1,
-    };
+    }
+}
+
+/// Part `part` of `parts` of `total`, the first parts one more when it does not divide.
+fn share(total: u64, part: usize, parts: usize) -> u64 {
+    let (part, parts) = (part as u64, parts as u64);
+    total / parts + u64::from(part < total % parts)
+}
+
+/// `clients` clients of `w` doing `target` units between them (bulk: bytes, split among the
+/// streams); returns (done, errors).
+async fn client_part<C: Connector>(
+    w: Workload,
+    c: C,
+    server: IpAddr,
+    target: u64,
+    clients: u64,
+    deadline: tokio::time::Instant,
+    progress: &Progress,
+) -> (u64, u64) {
+    let tally = Arc::new(Tally::default());
     let mut tasks = Vec::new();
     for i in 0..clients {
         let (c, tally, progress) = (c.clone(), tally.clone(), progress.clone());
@@ -403,8 +475,8 @@ async fn client<C: Connector>(
                     ping_client(c, server, target, deadline, &tally, &progress).await
                 }
                 Workload::Bulk => {
-                    let share = target / BULK_STREAMS + u64::from(i < target % BULK_STREAMS);
-                    bulk_client(c, server, share, deadline, &tally, &progress).await
+                    let bytes = share(target, i as usize, clients as usize);
+                    bulk_client(c, server, bytes, deadline, &tally, &progress).await
                 }
             }
         }));
@@ -414,12 +486,74 @@ async fn client<C: Connector>(
             tally.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
     (
         tally.done.load(Ordering::Relaxed),
         tally.errors.load(Ordering::Relaxed),
-        secs,
     )
+}
+
+/// Worker threads, each running a current-thread runtime (thread per core): what is spawned
+/// on worker `i` stays on its thread.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Where the main thread waits for the workers' tasks.
+    main: tokio::runtime::Runtime,
+}
+
+impl Workers {
+    fn new(n: usize) -> io::Result<Workers> {
+        let mut w = Workers {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+            main: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        };
+        for i in 0..n {
+            let (htx, hrx) = std::sync::mpsc::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let t = std::thread::Builder::new()
+                .name(format!("synack-bench-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = htx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = htx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    rt.shutdown_background();
+                })?;
+            w.threads.push(t);
+            w.stops.push(stop);
+            let h = hrx
+                .recv()
+                .map_err(|_| io::Error::other("a worker thread died"))??;
+            w.handles.push(h);
+        }
+        Ok(w)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 async fn churn_client<C: Connector>(
@@ -629,22 +763,70 @@ fn bench_tcp() -> Config {
 }
 
 fn run_pipe(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::Result<Vec<Run>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
-    let (done, errors, seconds) = rt.block_on(async {
-        let (qc, qs) = pipe_multiqueue(workers, 4096);
-        let client_stack = Stack::new_multiqueue(qc, stack_config(CLIENT, workers, 1))?;
-        let server_stack = Stack::new_multiqueue(qs, stack_config(SERVER, workers, 2))?;
-        let servers = synack_servers(&server_stack).await?;
-        let r = client(args, w, SynackConnector(client_stack), ip(SERVER), p).await;
-        for t in servers {
+    let pool = Workers::new(workers)?;
+    let (qc, qs) = pipe_multiqueue(workers, 4096);
+    let client_stack =
+        Stack::new_multiqueue_on(qc, stack_config(CLIENT, workers, 1), &pool.handles)?;
+    let server_stack =
+        Stack::new_multiqueue_on(qs, stack_config(SERVER, workers, 2), &pool.handles)?;
+    let (done, errors, seconds) = pool.main.block_on(async {
+        // Each worker serves on its own shard and runs its share of the clients from its own
+        // shard: a connection's packets and tasks stay on one thread.
+        let mut servers = Vec::new();
+        for (i, h) in pool.handles.iter().enumerate() {
+            let s = server_stack.shard(i);
+            servers.push(h.spawn(async move { synack_servers(&s).await }).await??);
+        }
+        let start = tokio::time::Instant::now();
+        let deadline = start + args.time_limit;
+        let mut parts = Vec::new();
+        for (i, h) in pool.handles.iter().enumerate() {
+            let (target, clients) = match w {
+                Workload::Pingpong if i > 0 => (0, 0),
+                Workload::Pingpong => (target(args, w), 1),
+                Workload::Bulk => {
+                    let streams = share(BULK_STREAMS, i, workers);
+                    let bytes = (0..streams)
+                        .map(|k| {
+                            share(
+                                target(args, w),
+                                k as usize * workers + i,
+                                BULK_STREAMS as usize,
+                            )
+                        })
+                        .sum();
+                    (bytes, streams)
+                }
+                _ => (
+                    share(target(args, w), i, workers),
+                    share(args.concurrency.max(workers as u64), i, workers),
+                ),
+            };
+            let c = SynackConnector(client_stack.shard(i));
+            let p = p.clone();
+            parts.push(h.spawn(async move {
+                client_part(w, c, ip(SERVER), target, clients, deadline, &p).await
+            }));
+        }
+        let (mut done, mut errors) = (0, 0);
+        for part in parts {
+            match part.await {
+                Ok((d, e)) => {
+                    done += d;
+                    errors += e;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        for t in servers.into_iter().flatten() {
             t.abort();
         }
-        io::Result::Ok(r)
+        io::Result::Ok((done, errors, seconds))
     })?;
-    rt.shutdown_background();
+    drop(client_stack);
+    drop(server_stack);
+    drop(pool);
     Ok(vec![Run {
         stack: "synack",
         workload: w,
@@ -653,6 +835,7 @@ fn run_pipe(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::
         done,
         errors,
         seconds,
+        cpu: None,
     }])
 }
 
@@ -681,6 +864,7 @@ fn run_sim(args: &BenchArgs, w: Workload, p: &Progress) -> io::Result<Vec<Run>> 
         done,
         errors,
         seconds,
+        cpu: None,
     }])
 }
 
@@ -860,6 +1044,7 @@ fn parse_runs(json: &[u8]) -> io::Result<Vec<Run>> {
             done: r["done"].as_u64().unwrap_or(0),
             errors: r["errors"].as_u64().unwrap_or(0),
             seconds: r["seconds"].as_f64().unwrap_or(0.0),
+            cpu: r["cpu_seconds"].as_f64(),
         });
     }
     Ok(runs)
@@ -908,6 +1093,7 @@ fn run_tun(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::R
         done: r.1,
         errors: r.2,
         seconds: r.3,
+        cpu: None,
     }])
 }
 
@@ -992,13 +1178,23 @@ fn write_table(
     )?;
     writeln!(
         out,
-        "  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9} {:>14} {:>8}",
-        "stack", "workload", "workers", "target", "done", "errors", "seconds", "rate", "vs 1"
+        "  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9} {:>14} {:>8} {:>6} {:>12}",
+        "stack",
+        "workload",
+        "workers",
+        "target",
+        "done",
+        "errors",
+        "seconds",
+        "rate",
+        "vs 1",
+        "cores",
+        "per cpu-s"
     )?;
     for r in runs {
         writeln!(
             out,
-            "  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9.3} {:>14} {:>8}",
+            "  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9.3} {:>14} {:>8} {:>6} {:>12}",
             r.stack,
             r.workload.name(),
             r.workers,
@@ -1008,6 +1204,8 @@ fn write_table(
             r.seconds,
             format!("{:.0} {}", r.rate(), r.workload.unit()),
             speedup(runs, r).map_or("-".into(), |s| format!("{s:.2}x")),
+            r.cores().map_or("-".into(), |c| format!("{c:.2}")),
+            r.per_cpu().map_or("-".into(), |c| format!("{c:.0}")),
         )?;
     }
     Ok(())
@@ -1038,6 +1236,9 @@ fn write_json(
             "rate": r.rate(),
             "unit": r.workload.unit(),
             "speedup_vs_1": speedup(runs, r),
+            "cpu_seconds": r.cpu,
+            "cores": r.cores(),
+            "per_cpu_second": r.per_cpu(),
         })).collect::<Vec<_>>(),
     });
     writeln!(

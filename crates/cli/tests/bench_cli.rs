@@ -79,7 +79,8 @@ fn pipe_table_and_json_hold_the_same_runs_on_1_and_2_workers() {
         "{table}"
     );
     assert!(lines[1].split_whitespace().eq([
-        "stack", "workload", "workers", "target", "done", "errors", "seconds", "rate", "vs", "1"
+        "stack", "workload", "workers", "target", "done", "errors", "seconds", "rate", "vs", "1",
+        "cores", "per", "cpu-s"
     ]));
     let rows: Vec<Vec<&str>> = lines[2..]
         .iter()
@@ -94,8 +95,9 @@ fn pipe_table_and_json_hold_the_same_runs_on_1_and_2_workers() {
     ]) {
         assert_eq!(&row[..6], ["synack", w, n, count, count, "0"], "{table}");
     }
-    assert_eq!(rows[0].last(), Some(&"-"));
-    assert!(rows[1].last().unwrap().ends_with('x'), "{table}");
+    // rate, its unit, then the speed-up over 1 worker, cores and work per CPU second.
+    assert_eq!(rows[0][9], "-");
+    assert!(rows[1][9].ends_with('x'), "{table}");
 
     let doc: Value = serde_json::from_str(&synack(
         &[

@@ -294,3 +294,40 @@ async fn a_worker_count_without_queues_is_refused() {
     let e = Stack::new(d, config(A, 2, 1)).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 }
+
+/// Thread per core: sockets made through a pinned shard handle live on that shard alone — a
+/// listener per shard takes exactly the connections whose flows hash to it, and a connect
+/// through shard `i` is made on shard `i`.
+#[tokio::test(start_paused = true)]
+async fn pinned_shard_handles_keep_their_sockets_on_their_shard() {
+    let (qa, qb) = pipe_multiqueue(2, 4096);
+    let a = Stack::new_multiqueue(qa, config(A, 2, 7)).unwrap();
+    let b = Stack::new_multiqueue(qb, config(B, 2, 8)).unwrap();
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let l = TcpListener::bind(&b.shard(i), (ip(B), 7)).await.unwrap();
+        servers.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let (s, _) = l.accept().await.unwrap();
+                assert_eq!(s.stack().shard_index(), i);
+                check_on_its_shard(&s);
+            }
+        }));
+    }
+    let mut kept = Vec::new();
+    for i in 0..2 {
+        for _ in 0..5 {
+            let s = TcpStream::connect(&a.shard(i), (ip(B), 7)).await.unwrap();
+            assert_eq!(s.stack().shard_index(), i);
+            kept.push(s);
+        }
+    }
+    for s in servers {
+        s.await.unwrap();
+    }
+    for i in 0..2 {
+        let t = b.shard(i).tcp_stats();
+        assert_eq!((t.accepted, t.resets_sent), (5, 0));
+        assert_eq!(a.shard(i).tcp_stats().connects, 5);
+    }
+}

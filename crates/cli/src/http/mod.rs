@@ -50,6 +50,15 @@ pub struct Transport {
         help_heading = "Transport"
     )]
     pub mtu: u16,
+
+    /// Workers over TUN: shards of synack's stack, one queue each of a multiqueue TUN device.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Transport"
+    )]
+    pub workers: usize,
 }
 
 impl Transport {
@@ -58,6 +67,7 @@ impl Transport {
         t.peer_ip = self.peer_ip;
         t.mtu = self.mtu;
         t.verbose = verbose;
+        t.workers = self.workers;
         t
     }
 }

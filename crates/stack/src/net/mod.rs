@@ -1,23 +1,39 @@
 //! Async sockets shaped like [`tokio::net`]'s, over the sans-IO core.
 //!
-//! A [`Stack`] is one host: its [`Interface`] (IP over the TCP [`Endpoint`](synack_tcp::Endpoint)),
-//! UDP, and the wakers of the tasks using its sockets, behind one mutex. A driver task, spawned
-//! on the current tokio runtime when the stack is made, does all the packet work: it feeds what
-//! arrives to the interface, runs its timers when due, hands what it sends to the device, wakes
-//! every task whose socket became ready, then sleeps until a packet arrives, a socket command
-//! kicks it, or the interface's next deadline comes. Sockets ([`TcpListener`], [`TcpStream`],
-//! [`UdpSocket`]) only run commands on the core under the mutex and register wakers.
+//! The layers, bottom up, and where a packet goes:
+//!
+//! 1. the TCP [`Endpoint`](synack_tcp::Endpoint) (crate `synack-tcp`): segments and `now` in,
+//!    segments and deadlines out, no I/O;
+//! 2. the [`Interface`] (`iface.rs`): IP around it (and UDP, ICMP);
+//! 3. the `Host` (`net/host.rs`): the interface plus the wakers of the tasks using its sockets.
+//!    **Every packet enters through `Host::receive` and leaves through `Host::transmit`**,
+//!    whatever the device; each marks the connection it touched (by its flow), as do the
+//!    timers that come due, and `Host::wake_ready` looks at those connections alone (a ready
+//!    set: a wake-up costs what happened, not the number of connections open);
+//! 4. a driver task per shard, which moves packets between the device and the host: it feeds
+//!    what arrives to the host, runs its timers when due, hands what it sends to the device,
+//!    wakes the tasks whose socket became ready, then sleeps until a packet arrives, a socket
+//!    command kicks it, or the next deadline comes.
+//!
+//! A [`Stack`] is a handle to the shards of one host. Each shard is a host behind its own
+//! mutex, which only its driver and the commands of the sockets living on it take: with
+//! several workers ([`Stack::new_multiqueue`], [`StackConfig::workers`]) each shard has its
+//! own device queue and driver, a connection lives on the shard its flow hashes to
+//! ([`shard_of`]), and nothing is shared on the packet path. Sockets ([`TcpListener`],
+//! [`TcpStream`], [`UdpSocket`]) only run commands on their shard's host and register wakers.
 //!
 //! Time is tokio's: the core sees `Instant::from_micros(tokio::time::Instant::now() - epoch)`,
 //! so under a runtime with paused time (`#[tokio::test(start_paused = true)]`) the stack runs on
 //! tokio's virtual clock, which jumps to the next deadline whenever every task is idle.
 //!
 //! A stack runs over either
-//! - a [`Device`] ([`Stack::new`]): a TUN device ([`crate::tun::TunDevice`]) or an in-memory
-//!   [`pipe`], optionally with an impairment layer (loss, reordering, delay, duplication,
-//!   corruption) between the device and the interface; or
-//! - a host of a [`SimNet`]: the deterministic simulated network of [`crate::sim`], driven by
-//!   one task under tokio's clock.
+//! - a [`Device`] ([`Stack::new`], [`Stack::new_multiqueue`]): a TUN device
+//!   ([`crate::tun::TunDevice`], multiqueue with [`crate::tun::TunDevice::create_queues`]) or
+//!   an in-memory [`pipe`] ([`pipe_multiqueue`]), optionally with an impairment layer (loss,
+//!   reordering, delay, duplication, corruption) between the device and the interface; or
+//! - a host of a [`SimNet`]: the deterministic simulated network of [`crate::sim`], whose
+//!   hosts are the same `Host`s, driven by one task under tokio's clock (one shard: the
+//!   network steps every host in one deterministic order).
 //!
 //! ```
 //! use synack_stack::net::{SimNet, TcpListener, TcpStream};
@@ -332,7 +348,9 @@ impl Shared {
 /// flow hashes to ([`shard_of`]). A handle refers to one shard (the first, unless it came from
 /// [`shard`](Self::shard) or a connection); sockets made through it span the stack: a listener
 /// listens on every shard, a connect picks the next shard in turn and a local port whose flow
-/// hashes to it. The counters are the handle's shard's.
+/// hashes to it. The counters, [`with_interface`](Self::with_interface) and
+/// [`set_trace_hook`](Self::set_trace_hook) are the handle's shard's (see
+/// [`shards`](Self::shards)).
 ///
 /// When every handle (and every socket, which holds one) is gone, the driver goes on until
 /// the connections still closing are CLOSED or in TIME-WAIT, then stops. It runs on the
@@ -342,6 +360,8 @@ impl Shared {
 pub struct Stack {
     group: Arc<Group>,
     shard: usize,
+    /// Made by [`Stack::shard`]: sockets made through it live on its shard alone.
+    pinned: bool,
     host: usize,
 }
 
@@ -430,6 +450,21 @@ impl Stack {
     /// is shared: no lock on the packet path. A capture ([`StackConfig::pcap`]) needs one shard.
     pub fn new_multiqueue<D: Device>(queues: Vec<D>, config: StackConfig) -> io::Result<Stack> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
+        Stack::new_multiqueue_on(queues, config, &[handle])
+    }
+
+    /// As [`new_multiqueue`](Self::new_multiqueue), the driver of shard `i` spawned on
+    /// `runtimes[i % runtimes.len()]`: with one current-thread runtime per core, a shard's
+    /// packets, and the tasks of the sockets made through [`shard`](Self::shard)`(i)` on that
+    /// runtime, never leave their thread (thread per core).
+    pub fn new_multiqueue_on<D: Device>(
+        queues: Vec<D>,
+        config: StackConfig,
+        runtimes: &[tokio::runtime::Handle],
+    ) -> io::Result<Stack> {
+        if runtimes.is_empty() {
+            return Err(no_runtime());
+        }
         let n = queues.len();
         if n == 0 || (config.workers != 1 && config.workers != n) {
             return Err(io::Error::new(
@@ -484,7 +519,7 @@ impl Stack {
             let shared = group.shards[i].clone();
             let notify = shared.notify.clone();
             let steer = steers.pop().flatten();
-            handle.spawn(device_driver(
+            runtimes[i % runtimes.len()].spawn(device_driver(
                 shared,
                 Arc::downgrade(&group),
                 notify,
@@ -495,6 +530,7 @@ impl Stack {
         Ok(Stack {
             group,
             shard: 0,
+            pinned: false,
             host: 0,
         })
     }
@@ -513,7 +549,10 @@ impl Stack {
         self.shard
     }
 
-    /// A handle to shard `i` of the stack (for its counters and interface).
+    /// A handle to shard `i` of the stack, pinned to it: its counters and interface, and the
+    /// sockets made through it live on shard `i` alone (a listener takes the connections whose
+    /// flows hash to it, as with `SO_REUSEPORT` per worker; a connect picks a port whose flow
+    /// hashes to it).
     ///
     /// # Panics
     /// If `i` is not below [`workers`](Self::workers).
@@ -522,6 +561,7 @@ impl Stack {
         Stack {
             group: self.group.clone(),
             shard: i,
+            pinned: true,
             host: self.host,
         }
     }
@@ -531,10 +571,20 @@ impl Stack {
         (0..self.workers()).map(|i| self.shard(i)).collect()
     }
 
+    /// The shards a listener made through this handle listens on: this one if pinned, else
+    /// all.
+    pub(crate) fn listen_shards(&self) -> Vec<Stack> {
+        if self.pinned {
+            vec![self.clone()]
+        } else {
+            self.shards()
+        }
+    }
+
     /// The shard our next active open starts on (round robin).
     pub(crate) fn next_shard(&self) -> Stack {
         let n = self.workers();
-        if n == 1 {
+        if n == 1 || self.pinned {
             return self.clone();
         }
         let i = self.group.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -994,6 +1044,7 @@ impl SimNet {
         Stack {
             group: self.group.clone(),
             shard: 0,
+            pinned: false,
             host: id.0,
         }
     }

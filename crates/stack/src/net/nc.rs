@@ -158,6 +158,9 @@ pub struct TunOpts {
     pub pcap: Option<PathBuf>,
     /// Print each connection's state changes to standard error (`-v`).
     pub verbose: bool,
+    /// Workers (`--workers`): shards of the stack, each on its own queue of a multiqueue TUN
+    /// device (`IFF_MULTI_QUEUE`); 1 by default.
+    pub workers: usize,
 }
 
 impl TunOpts {
@@ -170,6 +173,7 @@ impl TunOpts {
             mtu: 1500,
             pcap: None,
             verbose: false,
+            workers: 1,
         }
     }
 }
@@ -233,12 +237,18 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
             ),
         ));
     }
-    let dev = TunDevice::create(&TunConfig {
-        name: opts.tun.clone(),
-        mtu: opts.mtu,
-        addrs: vec![(peer, opts.ip.prefix)],
-    })?;
+    let workers = opts.workers.max(1);
+    let queues = TunDevice::create_queues(
+        &TunConfig {
+            name: opts.tun.clone(),
+            mtu: opts.mtu,
+            addrs: vec![(peer, opts.ip.prefix)],
+        },
+        crate::tun::TunOptions::default(),
+        workers,
+    )?;
     let mut config = StackConfig::new(&[opts.ip.addr]);
+    config.workers = workers;
     config.tcp = Config {
         mtu: usize::from(opts.mtu),
         ..Config::default()
@@ -255,14 +265,16 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
         let w: Box<dyn Write + Send> = Box::new(file);
         config.pcap = Some(PcapWriter::new(w)?);
     }
-    let stack = Stack::new(dev, config)?;
+    let stack = Stack::new_multiqueue(queues, config)?;
     if opts.verbose {
-        stack.set_trace_hook(Some(Box::new(|r| {
-            if let TraceEvent::State { tuple, from, to } = r.event {
-                // A closed standard error must not bring the stack down.
-                let _ = writeln!(io::stderr(), "{} {tuple}: {from} -> {to}", r.time);
-            }
-        })));
+        for shard in stack.shards() {
+            shard.set_trace_hook(Some(Box::new(|r| {
+                if let TraceEvent::State { tuple, from, to } = r.event {
+                    // A closed standard error must not bring the stack down.
+                    let _ = writeln!(io::stderr(), "{} {tuple}: {from} -> {to}", r.time);
+                }
+            })));
+        }
     }
     Ok(stack)
 }

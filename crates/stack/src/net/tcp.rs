@@ -602,7 +602,8 @@ impl TcpListener {
     /// address of the family), and a port (0 picks a free one of the ephemeral range).
     pub async fn bind<A: ToSocketAddr>(stack: &Stack, addr: A) -> io::Result<TcpListener> {
         let addr = addr.to_socket_addr()?;
-        let stack = &stack.shard(0);
+        let shards = stack.listen_shards();
+        let stack = &shards[0];
         let (id, local) = stack.with_host(|h, _| {
             if !addr.ip().is_unspecified() && !h.iface.addrs().contains(&addr.ip()) {
                 return Err(io::Error::new(
@@ -649,7 +650,7 @@ impl TcpListener {
             others: Vec::new(),
             next: std::sync::atomic::AtomicUsize::new(0),
         };
-        for shard in stack.shards().into_iter().skip(1) {
+        for shard in shards.into_iter().skip(1) {
             let id = shard.with_host(|h, _| {
                 if h.tcp_port_taken(local) {
                     return Err(listen_error(ListenError::AddrInUse));
