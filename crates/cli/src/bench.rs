@@ -1084,7 +1084,14 @@ fn run_tun(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::R
             }
         }
     })?;
-    rt.shutdown_background();
+    // The device goes with its descriptors: wait for it, so that the next run makes it anew.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    for _ in 0..200 {
+        if !std::path::Path::new("/sys/class/net/sbtun0").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     Ok(vec![Run {
         stack: r.0,
         workload: w,
