@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// Clients at once for `churn` and `http`.
     #[arg(long, default_value_t = 64)]
     pub concurrency: u64,
+    /// Rounds: every workload on every worker count, in turn, this many times; each row is the
+    /// round of median rate.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Longest a workload may run (it stops early, its count then short of the target).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub time_limit: Duration,
@@ -128,6 +132,8 @@ struct Run {
     seconds: f64,
     /// CPU time the process used during the run (user and system, every thread), when known.
     cpu: Option<f64>,
+    /// The rounds this run is the median of.
+    rounds: usize,
 }
 
 impl Run {
@@ -203,8 +209,10 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         args.workers.clone()
     };
     let load_before = loadavg();
+    let rounds = args.rounds.max(1);
     let total: u64 = workloads.iter().map(|w| target(args, *w)).sum::<u64>()
         * workers.len() as u64
+        * rounds as u64
         * if args.device == DeviceKind::Tun { 2 } else { 1 };
     let bar = if args.json || args.in_netns.is_some() {
         ProgressBar::hidden()
@@ -218,25 +226,30 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         bar
     };
     let progress = Progress { bar: bar.clone() };
-    let mut runs = Vec::new();
-    for &w in &workloads {
-        for &n in &workers {
-            bar.set_message(format!("{} x{n}", w.name()));
-            let cpu0 = cpu_time();
-            let mut r = match args.device {
-                DeviceKind::Sim => run_sim(args, w, &progress)?,
-                DeviceKind::Pipe => run_pipe(args, w, n, &progress)?,
-                DeviceKind::Tun => run_tun(args, w, n, &progress)?,
-            };
-            if args.device != DeviceKind::Sim {
-                if let (Some(a), Some(b), [one]) = (cpu0, cpu_time(), &mut r[..]) {
-                    one.cpu = Some(b - a);
+    let mut all = Vec::new();
+    for round in 0..rounds {
+        for &w in &workloads {
+            // Interleaved: the worker counts in turn, the first one moving each round.
+            for k in 0..workers.len() {
+                let n = workers[(k + round) % workers.len()];
+                bar.set_message(format!("{} x{n}", w.name()));
+                let cpu0 = cpu_time();
+                let mut r = match args.device {
+                    DeviceKind::Sim => run_sim(args, w, &progress)?,
+                    DeviceKind::Pipe => run_pipe(args, w, n, &progress)?,
+                    DeviceKind::Tun => run_tun(args, w, n, &progress)?,
+                };
+                if args.device != DeviceKind::Sim {
+                    if let (Some(a), Some(b), [one]) = (cpu0, cpu_time(), &mut r[..]) {
+                        one.cpu = Some(b - a);
+                    }
                 }
+                all.extend(r);
             }
-            runs.extend(r);
         }
     }
     bar.finish_and_clear();
+    let runs = medians(&workloads, &workers, all);
     let load_after = loadavg();
     if args.in_netns.is_some() {
         // The outer process prints: hand it the runs.
@@ -836,6 +849,7 @@ fn run_pipe(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::
         errors,
         seconds,
         cpu: None,
+        rounds: 1,
     }])
 }
 
@@ -865,6 +879,7 @@ fn run_sim(args: &BenchArgs, w: Workload, p: &Progress) -> io::Result<Vec<Run>> 
         errors,
         seconds,
         cpu: None,
+        rounds: 1,
     }])
 }
 
@@ -950,6 +965,8 @@ fn tun_outer_inner(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         args.requests.to_string(),
         "--concurrency".into(),
         args.concurrency.to_string(),
+        "--rounds".into(),
+        args.rounds.to_string(),
         "--time-limit".into(),
         format!("{}ms", args.time_limit.as_millis()),
     ];
@@ -1045,6 +1062,7 @@ fn parse_runs(json: &[u8]) -> io::Result<Vec<Run>> {
             errors: r["errors"].as_u64().unwrap_or(0),
             seconds: r["seconds"].as_f64().unwrap_or(0.0),
             cpu: r["cpu_seconds"].as_f64(),
+            rounds: r["rounds"].as_u64().unwrap_or(1) as usize,
         });
     }
     Ok(runs)
@@ -1101,6 +1119,7 @@ fn run_tun(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::R
         errors: r.2,
         seconds: r.3,
         cpu: None,
+        rounds: 1,
     }])
 }
 
@@ -1154,6 +1173,36 @@ async fn kernel_servers(addr: IpAddr) -> io::Result<Vec<tokio::task::JoinHandle<
 // ---------------------------------------------------------------------------------------------
 // Output.
 
+/// Of the rounds of each stack, workload and worker count, the one of median rate, in the
+/// order of `workloads` and `workers`.
+fn medians(workloads: &[Workload], workers: &[usize], mut all: Vec<Run>) -> Vec<Run> {
+    all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let mut stacks: Vec<&'static str> = Vec::new();
+    for r in &all {
+        if !stacks.contains(&r.stack) {
+            stacks.push(r.stack);
+        }
+    }
+    stacks.sort();
+    let mut out = Vec::new();
+    for stack in stacks {
+        for &w in workloads {
+            for &n in workers {
+                let same: Vec<&Run> = all
+                    .iter()
+                    .filter(|r| r.stack == stack && r.workload == w && r.workers == n)
+                    .collect();
+                if let Some(r) = same.get(same.len() / 2) {
+                    let mut r = (*r).clone();
+                    r.rounds = same.len();
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The rate of `r` over the same stack and workload on one worker.
 fn speedup(runs: &[Run], r: &Run) -> Option<f64> {
     let base = runs
@@ -1185,7 +1234,12 @@ fn write_table(
     )?;
     writeln!(
         out,
-        "  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9} {:>14} {:>8} {:>6} {:>12}",
+        "{}  {:<12} {:<9} {:>7} {:>12} {:>12} {:>7} {:>9} {:>14} {:>8} {:>6} {:>12}",
+        if args.rounds > 1 {
+            format!("  (each row: the median-rate round of {})\n", args.rounds)
+        } else {
+            String::new()
+        },
         "stack",
         "workload",
         "workers",
@@ -1244,6 +1298,7 @@ fn write_json(
             "unit": r.workload.unit(),
             "speedup_vs_1": speedup(runs, r),
             "cpu_seconds": r.cpu,
+            "rounds": r.rounds,
             "cores": r.cores(),
             "per_cpu_second": r.per_cpu(),
         })).collect::<Vec<_>>(),
