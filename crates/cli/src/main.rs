@@ -1,5 +1,6 @@
 //! `synack`: a userspace TCP/IP stack that shows every connection's life.
 
+mod bench;
 mod demo;
 mod http;
 mod nc;
@@ -37,6 +38,9 @@ enum Command {
     /// Fetch URLs in order through a connection pool, showing each connection's reuse
     #[command(after_help = http::GET_EXAMPLES)]
     Get(http::GetArgs),
+    /// Measure synack's stack through its driver: churn, bulk, ping-pong and HTTP, on 1 and 2 workers
+    #[command(after_help = bench::EXAMPLES)]
+    Bench(bench::BenchArgs),
     /// Draw the connections of a capture (pcap, pcapng) or a live interface as ladders, with phases in RTTs
     #[command(after_help = trace::EXAMPLES)]
     Trace(trace::TraceArgs),
@@ -49,6 +53,11 @@ fn main() -> ExitCode {
         Command::Connect(args) => stopped("connect", nc::connect(&args)),
         Command::Serve(args) => report("serve", http::run_serve(&args)),
         Command::Get(args) => report("get", http::run_get(&args)),
+        Command::Bench(args) => {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            report("bench", bench::run(&args, &mut out))
+        }
         Command::Trace(args) => {
             let stdout = io::stdout();
             let mut out = stdout.lock();

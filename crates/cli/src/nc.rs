@@ -30,6 +30,9 @@ pub struct TunArgs {
     /// Print each connection's state changes to standard error.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Workers: shards of the stack, one queue each of a multiqueue TUN device.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 impl TunArgs {
@@ -42,6 +45,7 @@ impl TunArgs {
             pcap: self.pcap.clone(),
             verbose: self.verbose,
             device: Default::default(),
+            workers: self.workers,
         }
     }
 }

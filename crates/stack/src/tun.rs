@@ -122,6 +122,26 @@ impl TunDevice {
 
     /// As [`create`](Self::create), with batched writes and/or offloads.
     pub fn create_with(config: &TunConfig, options: TunOptions) -> io::Result<TunDevice> {
+        let mut queues = TunDevice::create_queues(config, options, 1)?;
+        Ok(queues.remove(0))
+    }
+
+    /// As [`create_with`](Self::create_with), a device of `queues` queues (`IFF_MULTI_QUEUE`
+    /// when more than one): one descriptor each, for the workers of a
+    /// [`Stack::new_multiqueue`](crate::net::Stack::new_multiqueue). The kernel picks the
+    /// queue of a packet toward synack by its flow: the queue it last wrote that flow on, else
+    /// its own hash of the flow (Linux's `tun_automq_select_queue`).
+    pub fn create_queues(
+        config: &TunConfig,
+        options: TunOptions,
+        queues: usize,
+    ) -> io::Result<Vec<TunDevice>> {
+        if queues == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TUN device needs at least one queue",
+            ));
+        }
         if config.name.is_empty() || config.name.len() > 15 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -137,6 +157,7 @@ impl TunDevice {
             .tx_queue_len(TX_QUEUE_LEN)
             .packet_information(false)
             .offload(options.offload)
+            .multi_queue(queues > 1)
             .build_async()
             .map_err(|e| {
                 let busy = e.raw_os_error() == Some(libc::EBUSY);
@@ -171,7 +192,30 @@ impl TunDevice {
         }
         dev.enabled(true)?;
         let name = dev.name().unwrap_or_else(|_| config.name.clone());
-        let batch = (options.offload || options.batch > 1).then(|| {
+        let batch = || (options.offload || options.batch > 1).then(|| Self::batch(config, options));
+        let mut devs = Vec::with_capacity(queues);
+        for _ in 1..queues {
+            devs.push(TunDevice {
+                dev: dev.try_clone()?,
+                name: name.clone(),
+                mtu: config.mtu,
+                batch: batch(),
+            });
+        }
+        devs.insert(
+            0,
+            TunDevice {
+                dev,
+                name,
+                mtu: config.mtu,
+                batch: batch(),
+            },
+        );
+        Ok(devs)
+    }
+
+    fn batch(config: &TunConfig, options: TunOptions) -> Box<Batch> {
+        {
             let headroom = if options.offload {
                 tun_rs::VIRTIO_NET_HDR_LEN
             } else {
@@ -203,13 +247,7 @@ impl TunDevice {
                 rx_count: 0,
                 rx_dropped: 0,
             })
-        });
-        Ok(TunDevice {
-            dev,
-            name,
-            mtu: config.mtu,
-            batch,
-        })
+        }
     }
 
     /// Received packets dropped because their offload metadata was unusable (0 without

@@ -406,3 +406,53 @@ async fn device_driver_over_an_impaired_pipe() {
     assert!(a.tcp_stats().segments_sent > 700);
     assert!(a.device_stats().unwrap().rx_packets > 0);
 }
+
+/// The driver's cost per wake-up does not grow with idle connections: with 300 connections
+/// idle (each with a task blocked reading), 50 round trips on one more connection make the
+/// driver look at a handful of connections each, not at the 300.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_not_looked_at() {
+    let (_net, a, b) = two_hosts(11, Duration::from_millis(2), Config::default());
+    let l = TcpListener::bind(&b, sa(B, 7)).await.unwrap();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            held.push(tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => s.write_all(&buf[..n]).await.unwrap(),
+                    }
+                }
+            }));
+        }
+    });
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(&a, sa(B, 7)).await.unwrap());
+    }
+    let mut readers = Vec::new();
+    for mut s in idle {
+        readers.push(tokio::spawn(async move {
+            let mut buf = [0u8; 1];
+            let _ = s.read(&mut buf).await;
+        }));
+    }
+    let mut s = TcpStream::connect(&a, sa(B, 7)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (ea, eb) = (a.conns_examined(), b.conns_examined());
+    for i in 0..50u8 {
+        s.write_all(&[i; 64]).await.unwrap();
+        let mut back = [0u8; 64];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, [i; 64]);
+    }
+    let (da, db) = (a.conns_examined() - ea, b.conns_examined() - eb);
+    assert!(da <= 50 * 6 && db <= 50 * 6, "looked at {da} and {db}");
+    server.abort();
+    for r in readers {
+        r.abort();
+    }
+}

@@ -57,6 +57,14 @@ pub struct Transport {
     /// and the kernel hands over a burst in one read.
     #[arg(long, conflicts_with = "kernel", help_heading = "Transport")]
     pub tun_offload: bool,
+    /// Workers over TUN: shards of synack's stack, one queue each of a multiqueue TUN device.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Transport"
+    )]
+    pub workers: usize,
 }
 
 /// Packets held for one write with `--tun-offload`.
@@ -74,6 +82,7 @@ impl Transport {
                 batch: TUN_BATCH,
             };
         }
+        t.workers = self.workers;
         t
     }
 }

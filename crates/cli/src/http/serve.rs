@@ -310,7 +310,7 @@ pub fn run_serve(args: &ServeArgs) -> io::Result<()> {
         None => Routes::new(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.transport.workers.max(2))
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -60,7 +60,8 @@ impl<D: Device + ?Sized> Device for Box<D> {
 
 /// One end of an in-memory point-to-point link made by [`pipe`].
 pub struct PipeDevice {
-    tx: mpsc::Sender<Vec<u8>>,
+    /// The other end's queues: one, or one per shard for [`pipe_multiqueue`].
+    tx: Vec<mpsc::Sender<Vec<u8>>>,
     rx: mpsc::Receiver<Vec<u8>>,
     dropped: u64,
 }
@@ -74,16 +75,39 @@ pub fn pipe(capacity: usize) -> (PipeDevice, PipeDevice) {
     let (b_tx, a_rx) = mpsc::channel(capacity.max(1));
     (
         PipeDevice {
-            tx: a_tx,
+            tx: vec![a_tx],
             rx: a_rx,
             dropped: 0,
         },
         PipeDevice {
-            tx: b_tx,
+            tx: vec![b_tx],
             rx: b_rx,
             dropped: 0,
         },
     )
+}
+
+/// Two multiqueue devices joined back to back, `queues` queues each (one per worker of a
+/// [`Stack::new_multiqueue`](super::Stack::new_multiqueue)): a packet sent on any queue of one
+/// end arrives on the queue of the other end that [`rx_shard`](super::rx_shard) picks, as a
+/// NIC's receive-side scaling steers by flow hash, so that each flow stays on one queue at
+/// both ends. Each queue holds up to `capacity` packets (tail-dropped beyond).
+pub fn pipe_multiqueue(queues: usize, capacity: usize) -> (Vec<PipeDevice>, Vec<PipeDevice>) {
+    let queues = queues.max(1);
+    let (a_tx, b_rx): (Vec<_>, Vec<_>) =
+        (0..queues).map(|_| mpsc::channel(capacity.max(1))).unzip();
+    let (b_tx, a_rx): (Vec<_>, Vec<_>) =
+        (0..queues).map(|_| mpsc::channel(capacity.max(1))).unzip();
+    let end = |tx: &Vec<mpsc::Sender<Vec<u8>>>, rx: Vec<mpsc::Receiver<Vec<u8>>>| {
+        rx.into_iter()
+            .map(|rx| PipeDevice {
+                tx: tx.clone(),
+                rx,
+                dropped: 0,
+            })
+            .collect::<Vec<_>>()
+    };
+    (end(&a_tx, a_rx), end(&b_tx, b_rx))
 }
 
 impl PipeDevice {
@@ -110,7 +134,12 @@ impl Device for PipeDevice {
     }
 
     fn poll_send(&mut self, _cx: &mut Context<'_>, packet: &[u8]) -> Poll<io::Result<()>> {
-        match self.tx.try_send(packet.to_vec()) {
+        let q = if self.tx.len() > 1 {
+            super::flow::rx_shard(packet, self.tx.len())
+        } else {
+            0
+        };
+        match self.tx[q].try_send(packet.to_vec()) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped += 1;

@@ -1,23 +1,39 @@
 //! Async sockets shaped like [`tokio::net`]'s, over the sans-IO core.
 //!
-//! A [`Stack`] is one host: its [`Interface`] (IP over the TCP [`Endpoint`](synack_tcp::Endpoint)),
-//! UDP, and the wakers of the tasks using its sockets, behind one mutex. A driver task, spawned
-//! on the current tokio runtime when the stack is made, does all the packet work: it feeds what
-//! arrives to the interface, runs its timers when due, hands what it sends to the device, wakes
-//! every task whose socket became ready, then sleeps until a packet arrives, a socket command
-//! kicks it, or the interface's next deadline comes. Sockets ([`TcpListener`], [`TcpStream`],
-//! [`UdpSocket`]) only run commands on the core under the mutex and register wakers.
+//! The layers, bottom up, and where a packet goes:
+//!
+//! 1. the TCP [`Endpoint`](synack_tcp::Endpoint) (crate `synack-tcp`): segments and `now` in,
+//!    segments and deadlines out, no I/O;
+//! 2. the [`Interface`] (`iface.rs`): IP around it (and UDP, ICMP);
+//! 3. the `Host` (`net/host.rs`): the interface plus the wakers of the tasks using its sockets.
+//!    **Every packet enters through `Host::receive` and leaves through `Host::transmit`**,
+//!    whatever the device; each marks the connection it touched (by its flow), as do the
+//!    timers that come due, and `Host::wake_ready` looks at those connections alone (a ready
+//!    set: a wake-up costs what happened, not the number of connections open);
+//! 4. a driver task per shard, which moves packets between the device and the host: it feeds
+//!    what arrives to the host, runs its timers when due, hands what it sends to the device,
+//!    wakes the tasks whose socket became ready, then sleeps until a packet arrives, a socket
+//!    command kicks it, or the next deadline comes.
+//!
+//! A [`Stack`] is a handle to the shards of one host. Each shard is a host behind its own
+//! mutex, which only its driver and the commands of the sockets living on it take: with
+//! several workers ([`Stack::new_multiqueue`], [`StackConfig::workers`]) each shard has its
+//! own device queue and driver, a connection lives on the shard its flow hashes to
+//! ([`shard_of`]), and nothing is shared on the packet path. Sockets ([`TcpListener`],
+//! [`TcpStream`], [`UdpSocket`]) only run commands on their shard's host and register wakers.
 //!
 //! Time is tokio's: the core sees `Instant::from_micros(tokio::time::Instant::now() - epoch)`,
 //! so under a runtime with paused time (`#[tokio::test(start_paused = true)]`) the stack runs on
 //! tokio's virtual clock, which jumps to the next deadline whenever every task is idle.
 //!
 //! A stack runs over either
-//! - a [`Device`] ([`Stack::new`]): a TUN device ([`crate::tun::TunDevice`]) or an in-memory
-//!   [`pipe`], optionally with an impairment layer (loss, reordering, delay, duplication,
-//!   corruption) between the device and the interface; or
-//! - a host of a [`SimNet`]: the deterministic simulated network of [`crate::sim`], driven by
-//!   one task under tokio's clock.
+//! - a [`Device`] ([`Stack::new`], [`Stack::new_multiqueue`]): a TUN device
+//!   ([`crate::tun::TunDevice`], multiqueue with [`crate::tun::TunDevice::create_queues`]) or
+//!   an in-memory [`pipe`] ([`pipe_multiqueue`]), optionally with an impairment layer (loss,
+//!   reordering, delay, duplication, corruption) between the device and the interface; or
+//! - a host of a [`SimNet`]: the deterministic simulated network of [`crate::sim`], whose
+//!   hosts are the same `Host`s, driven by one task under tokio's clock (one shard: the
+//!   network steps every host in one deterministic order).
 //!
 //! ```
 //! use synack_stack::net::{SimNet, TcpListener, TcpStream};
@@ -51,13 +67,15 @@
 
 mod addr;
 mod device;
+mod flow;
 mod host;
 pub mod nc;
 mod tcp;
 mod udp;
 
 pub use addr::ToSocketAddr;
-pub use device::{pipe, Device, PipeDevice};
+pub use device::{pipe, pipe_multiqueue, Device, PipeDevice};
+pub use flow::{rx_shard, shard_of, tx_shard};
 pub use host::TraceHook;
 pub use tcp::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, TcpListener, TcpStream, WriteHalf};
 pub use udp::{UdpSocket, UdpStats};
@@ -67,12 +85,13 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use synack_tcp::time::Duration;
 use synack_tcp::{Config, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::pcap::PcapWriter;
 use crate::sim::rng::mix64;
@@ -100,6 +119,10 @@ pub struct StackConfig {
     /// A capture of what the stack sees: packets delivered to it (after receive impairments)
     /// and packets it emits (before send impairments), as the simulator's taps record them.
     pub pcap: Option<PcapWriter<Box<dyn Write + Send>>>,
+    /// Shards: sans-IO stacks, each with its own driver task and device queue, that share
+    /// nothing on the packet path (see [`Stack::new_multiqueue`]). 1 (the default) for
+    /// [`Stack::new`].
+    pub workers: usize,
 }
 
 impl StackConfig {
@@ -113,6 +136,7 @@ impl StackConfig {
             impair_tx: None,
             impair_seed: 0,
             pcap: None,
+            workers: 1,
         }
     }
 }
@@ -130,6 +154,11 @@ pub struct DeviceStats {
     pub tx_dropped: u64,
     /// Driver iterations (each one: receive a batch, timers, transmit, wake).
     pub iterations: u64,
+    /// Packets this shard's queue received that belong to another shard's flow, handed on to
+    /// that shard (see [`shard_of`]).
+    pub rx_forwarded: u64,
+    /// Packets another shard handed to this one.
+    pub rx_from_shards: u64,
 }
 
 /// Packets read per driver iteration before timers and output get their turn.
@@ -277,6 +306,22 @@ struct Shared {
     epoch: tokio::time::Instant,
 }
 
+/// The shards of one stack (one for a simulated network or a single-queue device).
+struct Group {
+    shards: Vec<Arc<Shared>>,
+    /// Round robin of the shards that our own connects start on.
+    next: AtomicUsize,
+}
+
+impl Group {
+    fn new(shards: Vec<Arc<Shared>>) -> Arc<Group> {
+        Arc::new(Group {
+            shards,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
@@ -298,13 +343,25 @@ impl Shared {
 
 /// One host's stack: a cheap handle (clone it freely) to the core and its driver.
 ///
+/// A stack of several workers ([`Stack::new_multiqueue`]) is as many shards, each a sans-IO
+/// [`Interface`] with its own driver task and device queue; a connection lives on the shard its
+/// flow hashes to ([`shard_of`]). A handle refers to one shard (the first, unless it came from
+/// [`shard`](Self::shard) or a connection); sockets made through it span the stack: a listener
+/// listens on every shard, a connect picks the next shard in turn and a local port whose flow
+/// hashes to it. The counters, [`with_interface`](Self::with_interface) and
+/// [`set_trace_hook`](Self::set_trace_hook) are the handle's shard's (see
+/// [`shards`](Self::shards)).
+///
 /// When every handle (and every socket, which holds one) is gone, the driver goes on until
 /// the connections still closing are CLOSED or in TIME-WAIT, then stops. It runs on the
 /// runtime it was spawned on: when that runtime shuts down, everything stops where it is (use
 /// [`wait_idle`](Self::wait_idle) before leaving `main`).
 #[derive(Clone)]
 pub struct Stack {
-    shared: Arc<Shared>,
+    group: Arc<Group>,
+    shard: usize,
+    /// Made by [`Stack::shard`]: sockets made through it live on its shard alone.
+    pinned: bool,
     host: usize,
 }
 
@@ -312,6 +369,7 @@ impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
             .field("host", &self.host)
+            .field("shard", &self.shard)
             .field("addrs", &self.addrs())
             .finish()
     }
@@ -371,65 +429,205 @@ fn no_runtime() -> io::Error {
 
 impl Stack {
     /// A stack over `device`, its driver spawned on the current tokio runtime.
+    /// `config.workers` must be 1 (a device of one queue); see
+    /// [`new_multiqueue`](Self::new_multiqueue).
     pub fn new<D: Device>(device: D, config: StackConfig) -> io::Result<Stack> {
+        if config.workers != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a stack of several workers needs a device queue each (Stack::new_multiqueue)",
+            ));
+        }
+        Stack::new_multiqueue(vec![device], config)
+    }
+
+    /// A stack of one shard per device queue (`config.workers` is 1 or `queues.len()`), each
+    /// with its own driver task on the current tokio runtime (a multi-thread runtime runs them
+    /// on its workers in parallel). Each shard reads and writes its own queue alone; a packet
+    /// that arrives on a queue whose shard does not own its flow (a TUN device's first packet
+    /// of a flow, which the kernel spreads by its own hash) is handed to the owner over a
+    /// channel, and the owner's replies then teach the kernel the owner's queue. Nothing else
+    /// is shared: no lock on the packet path. A capture ([`StackConfig::pcap`]) needs one shard.
+    pub fn new_multiqueue<D: Device>(queues: Vec<D>, config: StackConfig) -> io::Result<Stack> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
+        Stack::new_multiqueue_on(queues, config, &[handle])
+    }
+
+    /// As [`new_multiqueue`](Self::new_multiqueue), the driver of shard `i` spawned on
+    /// `runtimes[i % runtimes.len()]`: with one current-thread runtime per core, a shard's
+    /// packets, and the tasks of the sockets made through [`shard`](Self::shard)`(i)` on that
+    /// runtime, never leave their thread (thread per core).
+    pub fn new_multiqueue_on<D: Device>(
+        queues: Vec<D>,
+        config: StackConfig,
+        runtimes: &[tokio::runtime::Handle],
+    ) -> io::Result<Stack> {
+        if runtimes.is_empty() {
+            return Err(no_runtime());
+        }
+        let n = queues.len();
+        if n == 0 || (config.workers != 1 && config.workers != n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} device queues for {} workers: give one queue per worker",
+                    n, config.workers
+                ),
+            ));
+        }
+        if n > 1 && config.pcap.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a capture (StackConfig::pcap) needs a stack of one worker",
+            ));
+        }
         let secret = match config.secret {
             Some(s) => s,
             None => random_secret()?,
         };
-        let iface = Interface::new(config.tcp, &config.addrs, secret);
         let seed = config.impair_seed;
-        let core = DeviceCore {
-            host: Host::new(iface),
-            rx_impair: config
-                .impair_rx
-                .map(|c| Impairment::new(c, mix64(seed ^ 0x7278))),
-            tx_impair: config
-                .impair_tx
-                .map(|c| Impairment::new(c, mix64(seed ^ 0x7478))),
-            pcap: config.pcap,
-            pcap_error: false,
-            error: None,
-            stats: DeviceStats::default(),
-        };
-        let notify = Arc::new(Notify::new());
-        let shared = Arc::new(Shared {
-            core: Mutex::new(Core::Device(Box::new(core))),
-            notify: notify.clone(),
-            epoch: tokio::time::Instant::now(),
-        });
-        handle.spawn(device_driver(shared.clone(), notify, device));
-        Ok(Stack { shared, host: 0 })
+        let epoch = tokio::time::Instant::now();
+        let mut pcap = config.pcap;
+        let mut shards = Vec::with_capacity(n);
+        for i in 0..n {
+            let shard_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let iface = Interface::new(config.tcp.clone(), &config.addrs, secret);
+            let core = DeviceCore {
+                host: Host::new(iface),
+                rx_impair: config
+                    .impair_rx
+                    .clone()
+                    .map(|c| Impairment::new(c, mix64(shard_seed ^ 0x7278))),
+                tx_impair: config
+                    .impair_tx
+                    .clone()
+                    .map(|c| Impairment::new(c, mix64(shard_seed ^ 0x7478))),
+                pcap: pcap.take(),
+                pcap_error: false,
+                error: None,
+                stats: DeviceStats::default(),
+            };
+            shards.push(Arc::new(Shared {
+                core: Mutex::new(Core::Device(Box::new(core))),
+                notify: Arc::new(Notify::new()),
+                epoch,
+            }));
+        }
+        let group = Group::new(shards);
+        let mut steers = Steer::mesh(n);
+        for (i, dev) in queues.into_iter().enumerate().rev() {
+            let shared = group.shards[i].clone();
+            let notify = shared.notify.clone();
+            let steer = steers.pop().flatten();
+            runtimes[i % runtimes.len()].spawn(device_driver(
+                shared,
+                Arc::downgrade(&group),
+                notify,
+                dev,
+                steer,
+            ));
+        }
+        Ok(Stack {
+            group,
+            shard: 0,
+            pinned: false,
+            host: 0,
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.group.shards[self.shard]
+    }
+
+    /// The number of shards (workers) of the stack.
+    pub fn workers(&self) -> usize {
+        self.group.shards.len()
+    }
+
+    /// Which shard this handle refers to.
+    pub fn shard_index(&self) -> usize {
+        self.shard
+    }
+
+    /// A handle to shard `i` of the stack, pinned to it: its counters and interface, and the
+    /// sockets made through it live on shard `i` alone (a listener takes the connections whose
+    /// flows hash to it, as with `SO_REUSEPORT` per worker; a connect picks a port whose flow
+    /// hashes to it).
+    ///
+    /// # Panics
+    /// If `i` is not below [`workers`](Self::workers).
+    pub fn shard(&self, i: usize) -> Stack {
+        assert!(i < self.workers(), "shard {i} of {}", self.workers());
+        Stack {
+            group: self.group.clone(),
+            shard: i,
+            pinned: true,
+            host: self.host,
+        }
+    }
+
+    /// A handle to every shard, in order.
+    pub fn shards(&self) -> Vec<Stack> {
+        (0..self.workers()).map(|i| self.shard(i)).collect()
+    }
+
+    /// The shards a listener made through this handle listens on: this one if pinned, else
+    /// all.
+    pub(crate) fn listen_shards(&self) -> Vec<Stack> {
+        if self.pinned {
+            vec![self.clone()]
+        } else {
+            self.shards()
+        }
+    }
+
+    /// The shard our next active open starts on (round robin).
+    pub(crate) fn next_shard(&self) -> Stack {
+        let n = self.workers();
+        if n == 1 || self.pinned {
+            return self.clone();
+        }
+        let i = self.group.next.fetch_add(1, Ordering::Relaxed) % n;
+        self.shard(i)
     }
 
     /// Runs a socket command on the host: the simulated network is first brought up to now.
     /// Fails if the device died.
     pub(crate) fn with_host<R>(&self, f: impl FnOnce(&mut Host, Instant) -> R) -> io::Result<R> {
-        let mut core = self.shared.lock();
+        let shared = self.shared();
+        let mut core = shared.lock();
         if let Some(e) = core.error() {
             return Err(e);
         }
-        let now = self.shared.now();
+        let now = shared.now();
         core.catch_up(now);
         Ok(f(core.host(self.host), now))
     }
 
     /// As [`with_host`](Self::with_host), for closing paths that must run anyway.
     pub(crate) fn with_host_even_if_dead<R>(&self, f: impl FnOnce(&mut Host, Instant) -> R) -> R {
-        let mut core = self.shared.lock();
-        let now = self.shared.now();
+        let shared = self.shared();
+        let mut core = shared.lock();
+        let now = shared.now();
         core.catch_up(now);
         f(core.host(self.host), now)
     }
 
     /// Tells the driver that a socket command may have produced output or new deadlines.
     pub(crate) fn kick(&self) {
-        self.shared.notify.notify_one();
+        self.shared().notify.notify_one();
     }
 
-    /// Whether a connection is still open or closing (not CLOSED nor in TIME-WAIT).
+    /// Whether a connection is still open or closing (not CLOSED nor in TIME-WAIT), on any
+    /// shard.
     pub fn is_busy(&self) -> bool {
-        self.with_host_even_if_dead(|h, _| h.busy())
+        self.shards()
+            .iter()
+            .any(|s| s.with_host_even_if_dead(|h, _| h.busy()))
+    }
+
+    fn any_error(&self) -> bool {
+        self.group.shards.iter().any(|s| s.lock().error().is_some())
     }
 
     /// Waits, at most `limit`, until no connection is open or closing
@@ -438,7 +636,7 @@ impl Stack {
     pub async fn wait_idle(&self, limit: Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
         loop {
-            if !self.is_busy() || self.shared.lock().error().is_some() {
+            if !self.is_busy() || self.any_error() {
                 return true;
             }
             if tokio::time::Instant::now() >= end {
@@ -450,7 +648,7 @@ impl Stack {
 
     /// The stack's clock: time since its epoch, as the core sees it.
     pub fn now(&self) -> Instant {
-        self.shared.now()
+        self.shared().now()
     }
 
     /// The host's addresses.
@@ -461,7 +659,10 @@ impl Stack {
     /// Runs `f` on the host's interface (to read its TCP endpoint's state or statistics, turn
     /// tracing on, change the configuration); the driver is kicked afterwards.
     pub fn with_interface<R>(&self, f: impl FnOnce(&mut Interface) -> R) -> R {
-        let r = self.with_host_even_if_dead(|h, _| f(&mut h.iface));
+        let r = self.with_host_even_if_dead(|h, _| {
+            h.mark_all();
+            f(&mut h.iface)
+        });
         self.kick();
         r
     }
@@ -476,6 +677,13 @@ impl Stack {
         self.with_host_even_if_dead(|h, _| h.iface.tcp().stats())
     }
 
+    /// How many times the driver looked at a connection to wake its tasks, in total: it looks
+    /// only at the connections a packet, a timer or a command touched, so this grows with the
+    /// traffic, not with the connections open.
+    pub fn conns_examined(&self) -> u64 {
+        self.with_host_even_if_dead(|h, _| h.examined)
+    }
+
     /// The UDP layer's counters.
     pub fn udp_stats(&self) -> UdpStats {
         self.with_host_even_if_dead(|h, _| h.iface.udp().stats())
@@ -483,7 +691,7 @@ impl Stack {
 
     /// The device driver's counters (`None` on a simulated network).
     pub fn device_stats(&self) -> Option<DeviceStats> {
-        match &*self.shared.lock() {
+        match &*self.shared().lock() {
             Core::Device(d) => Some(d.stats),
             Core::Sim(_) => None,
         }
@@ -492,7 +700,7 @@ impl Stack {
     /// The impairment layer's counters, receive then send direction (each `None` when that
     /// direction is not impaired, and both on a simulated network).
     pub fn impairment_stats(&self) -> (Option<PathStats>, Option<PathStats>) {
-        match &*self.shared.lock() {
+        match &*self.shared().lock() {
             Core::Device(d) => (
                 d.rx_impair.as_ref().map(|i| i.stats),
                 d.tx_impair.as_ref().map(|i| i.stats),
@@ -512,7 +720,7 @@ impl Stack {
 
     /// Flushes the capture given in [`StackConfig::pcap`], if any.
     pub fn flush_pcap(&self) -> io::Result<()> {
-        match &mut *self.shared.lock() {
+        match &mut *self.shared().lock() {
             Core::Device(d) => match d.pcap.as_mut() {
                 Some(_) if d.pcap_error => Err(io::Error::other("a pcap write failed earlier")),
                 Some(w) => w.flush(),
@@ -524,7 +732,7 @@ impl Stack {
 
     fn same_net(&self, net: &SimNet) -> HostId {
         assert!(
-            Arc::ptr_eq(&self.shared, &net.shared),
+            Arc::ptr_eq(&self.group, &net.group),
             "the stack is not a host of this SimNet"
         );
         HostId(self.host)
@@ -533,14 +741,62 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // The driver checks whether it is the last owner.
-        self.shared.notify.notify_one();
+        // The drivers check whether this was the last owner.
+        for s in &self.group.shards {
+            s.notify.notify_one();
+        }
     }
 }
 
 impl Drop for SimNet {
     fn drop(&mut self) {
-        self.shared.notify.notify_one();
+        self.group.shards[0].notify.notify_one();
+    }
+}
+
+/// The channels over which the shards of a stack hand each other packets that arrived on the
+/// wrong queue.
+struct Steer {
+    me: usize,
+    peers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl Steer {
+    /// One `Steer` per shard (none for a single shard).
+    fn mesh(n: usize) -> Vec<Option<Steer>> {
+        if n <= 1 {
+            return vec![None];
+        }
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        rxs.into_iter()
+            .enumerate()
+            .map(|(me, rx)| {
+                Some(Steer {
+                    me,
+                    peers: txs.clone(),
+                    rx,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `p`, read from this shard's queue, is another shard's: then it is handed on.
+    fn forward(&self, p: &[u8]) -> bool {
+        let owner = flow::rx_shard(p, self.peers.len());
+        if owner == self.me {
+            return false;
+        }
+        // A closed channel means that shard's driver stopped: the packet is dropped.
+        let _ = self.peers[owner].send(p.to_vec());
+        true
+    }
+}
+
+async fn steered(steer: &mut Option<Steer>) -> Option<Vec<u8>> {
+    match steer {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -579,12 +835,19 @@ enum DevEvent {
 }
 
 /// The driver of a device stack. See the [module documentation](self).
-async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut dev: D) {
+async fn device_driver<D: Device>(
+    shared: Arc<Shared>,
+    group: Weak<Group>,
+    notify: Arc<Notify>,
+    mut dev: D,
+    mut steer: Option<Steer>,
+) {
     // Large enough for any packet a TUN device can hand over.
     let mut buf = vec![0u8; 65_536];
     let mut held: Option<io::Result<usize>> = None;
     let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
     let mut drained = (0u64, 0u64);
+    let mut from_shards: Vec<Vec<u8>> = Vec::new();
     loop {
         let deadline = {
             let mut guard = shared.lock();
@@ -592,7 +855,7 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
             let Core::Device(core) = &mut *guard else {
                 return;
             };
-            let orphaned = Arc::strong_count(&shared) == 1;
+            let orphaned = group.strong_count() == 0;
             if orphaned && !core.host.busy() {
                 return;
             }
@@ -601,8 +864,14 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
             core.stats.tx_errors += drained.1;
             drained = (0, 0);
             let mut fatal = None;
+            // Where a packet enters: from this shard's queue (handed on if another shard owns
+            // its flow) or from another shard.
+            let input = |core: &mut DeviceCore, p: &[u8]| match steer.as_ref() {
+                Some(s) if s.forward(p) => core.stats.rx_forwarded += 1,
+                _ => core.input(now, p),
+            };
             match held.take() {
-                Some(Ok(n)) => core.input(now, &buf[..n]),
+                Some(Ok(n)) => input(core, &buf[..n]),
                 Some(Err(e)) => fatal = Some(e),
                 None => {}
             }
@@ -612,12 +881,22 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
                     break;
                 }
                 match dev.poll_recv(&mut cx, &mut buf) {
-                    Poll::Ready(Ok(n)) => core.input(now, &buf[..n]),
+                    Poll::Ready(Ok(n)) => input(core, &buf[..n]),
                     Poll::Ready(Err(e)) => fatal = Some(e),
                     Poll::Pending => break,
                 }
             }
+            if let Some(s) = steer.as_mut() {
+                while let Ok(p) = s.rx.try_recv() {
+                    from_shards.push(p);
+                }
+            }
+            for p in from_shards.drain(..) {
+                core.stats.rx_from_shards += 1;
+                core.input(now, &p);
+            }
             core.advance(now);
+            // Where packets leave: this shard's queue.
             let mut stats = core.stats;
             core.output(now, &mut |p| {
                 send_or_keep(&mut dev, &mut backlog, &mut stats, p)
@@ -669,6 +948,7 @@ async fn device_driver<D: Device>(shared: Arc<Shared>, notify: Arc<Notify>, mut 
         tokio::select! {
             biased;
             _ = notify.notified() => {}
+            Some(p) = steered(&mut steer) => from_shards.push(p),
             ev = io => match ev {
                 DevEvent::Received(r) => held = Some(r),
                 DevEvent::Drained { sent, errors } => {
@@ -698,7 +978,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// network up to `now`, so it sees every event due before it.
 #[derive(Clone)]
 pub struct SimNet {
-    shared: Arc<Shared>,
+    group: Arc<Group>,
 }
 
 impl fmt::Debug for SimNet {
@@ -723,20 +1003,26 @@ impl SimNet {
             notify: notify.clone(),
             epoch: tokio::time::Instant::now(),
         });
-        handle.spawn(sim_driver(shared.clone(), notify));
-        SimNet { shared }
+        let group = Group::new(vec![shared.clone()]);
+        handle.spawn(sim_driver(shared, Arc::downgrade(&group), notify));
+        SimNet { group }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.group.shards[0]
     }
 
     fn with_net<R>(&self, f: impl FnOnce(&mut Network<Host>) -> R) -> R {
-        let mut core = self.shared.lock();
-        let now = self.shared.now();
+        let shared = self.shared();
+        let mut core = shared.lock();
+        let now = shared.now();
         core.catch_up(now);
         let Core::Sim(s) = &mut *core else {
             unreachable!("a SimNet always holds a simulated network")
         };
         let r = f(&mut s.net);
         drop(core);
-        self.shared.notify.notify_one();
+        shared.notify.notify_one();
         r
     }
 
@@ -756,7 +1042,9 @@ impl SimNet {
             net.add_host(name, addrs, host)
         });
         Stack {
-            shared: self.shared.clone(),
+            group: self.group.clone(),
+            shard: 0,
+            pinned: false,
             host: id.0,
         }
     }
@@ -792,7 +1080,7 @@ impl SimNet {
 
     /// The network's virtual time (tokio's clock since the network was made).
     pub fn now(&self) -> Instant {
-        self.shared.now()
+        self.shared().now()
     }
 
     /// Attaches a tap to a host's interface (see [`Network::tap`]).
@@ -803,10 +1091,10 @@ impl SimNet {
 }
 
 /// The driver of a [`SimNet`].
-async fn sim_driver(shared: Arc<Shared>, notify: Arc<Notify>) {
+async fn sim_driver(shared: Arc<Shared>, group: Weak<Group>, notify: Arc<Notify>) {
     loop {
         let deadline = {
-            if Arc::strong_count(&shared) == 1 {
+            if group.strong_count() == 0 {
                 // Nothing can use the network any more.
                 return;
             }

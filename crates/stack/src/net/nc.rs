@@ -161,6 +161,9 @@ pub struct TunOpts {
     /// How the device moves packets (batches, offloads); one packet per system call by
     /// default.
     pub device: TunOptions,
+    /// Workers (`--workers`): shards of the stack, each on its own queue of a multiqueue TUN
+    /// device (`IFF_MULTI_QUEUE`); 1 by default.
+    pub workers: usize,
 }
 
 impl TunOpts {
@@ -174,6 +177,7 @@ impl TunOpts {
             pcap: None,
             verbose: false,
             device: TunOptions::default(),
+            workers: 1,
         }
     }
 }
@@ -237,15 +241,18 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
             ),
         ));
     }
-    let dev = TunDevice::create_with(
+    let workers = opts.workers.max(1);
+    let queues = TunDevice::create_queues(
         &TunConfig {
             name: opts.tun.clone(),
             mtu: opts.mtu,
             addrs: vec![(peer, opts.ip.prefix)],
         },
         opts.device,
+        workers,
     )?;
     let mut config = StackConfig::new(&[opts.ip.addr]);
+    config.workers = workers;
     config.tcp = Config {
         mtu: usize::from(opts.mtu),
         ..Config::default()
@@ -262,14 +269,16 @@ pub fn open_stack(opts: &TunOpts) -> io::Result<Stack> {
         let w: Box<dyn Write + Send> = Box::new(file);
         config.pcap = Some(PcapWriter::new(w)?);
     }
-    let stack = Stack::new(dev, config)?;
+    let stack = Stack::new_multiqueue(queues, config)?;
     if opts.verbose {
-        stack.set_trace_hook(Some(Box::new(|r| {
-            if let TraceEvent::State { tuple, from, to } = r.event {
-                // A closed standard error must not bring the stack down.
-                let _ = writeln!(io::stderr(), "{} {tuple}: {from} -> {to}", r.time);
-            }
-        })));
+        for shard in stack.shards() {
+            shard.set_trace_hook(Some(Box::new(|r| {
+                if let TraceEvent::State { tuple, from, to } = r.event {
+                    // A closed standard error must not bring the stack down.
+                    let _ = writeln!(io::stderr(), "{} {tuple}: {from} -> {to}", r.time);
+                }
+            })));
+        }
     }
     Ok(stack)
 }

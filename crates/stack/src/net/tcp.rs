@@ -79,7 +79,7 @@ impl ConnRef {
             match h.iface.tcp_mut().with_conn(now, id, |c| c.recv(dst)) {
                 None => Err(not_connected()),
                 Some(Ok(0)) => {
-                    register(&mut h.conns.entry(id).or_default().read, cx.waker());
+                    register(&mut h.waiters(id).read, cx.waker());
                     Ok(None)
                 }
                 Some(Ok(n)) => Ok(Some(n)),
@@ -111,7 +111,7 @@ impl ConnRef {
             match h.iface.tcp_mut().with_conn(now, id, |c| c.send(buf)) {
                 None => Err(not_connected()),
                 Some(Ok(0)) => {
-                    register(&mut h.conns.entry(id).or_default().write, cx.waker());
+                    register(&mut h.waiters(id).write, cx.waker());
                     Ok(None)
                 }
                 Some(Ok(n)) => Ok(Some(n)),
@@ -138,6 +138,7 @@ impl ConnRef {
         let id = self.id;
         self.write_shut.store(true, Ordering::Relaxed);
         let r = self.stack.with_host(|h, now| {
+            h.mark(id);
             h.iface.tcp_mut().with_conn(now, id, |c| match c.error() {
                 Some(e) => Err(conn_error(e)),
                 None => {
@@ -166,7 +167,7 @@ impl ConnRef {
                 // CLOSED without an error: the open was abandoned.
                 return Err(not_connected());
             }
-            register(&mut h.conns.entry(id).or_default().connect, cx.waker());
+            register(&mut h.waiters(id).connect, cx.waker());
             Ok(false)
         });
         match r {
@@ -178,8 +179,10 @@ impl ConnRef {
 
     fn abort(&self) {
         let id = self.id;
-        self.stack
-            .with_host_even_if_dead(|h, _| h.iface.tcp_mut().abort(id));
+        self.stack.with_host_even_if_dead(|h, _| {
+            h.mark(id);
+            h.iface.tcp_mut().abort(id)
+        });
         self.stack.kick();
     }
 }
@@ -190,7 +193,7 @@ impl Drop for ConnRef {
         let linger_zero =
             *self.linger.lock().unwrap_or_else(PoisonError::into_inner) == Some(Duration::ZERO);
         self.stack.with_host_even_if_dead(|h, now| {
-            h.conns.remove(&id);
+            h.forget(id);
             let tcp = h.iface.tcp_mut();
             if linger_zero {
                 tcp.abort(id);
@@ -298,6 +301,10 @@ impl TcpStream {
         defer_syn: bool,
     ) -> io::Result<TcpStream> {
         let remote = addr.to_socket_addr()?;
+        // On a stack of several shards the connection goes to the next shard in turn, from a
+        // local port whose flow hashes to that shard, so that the SYN-ACK comes back to it.
+        let stack = &stack.next_shard();
+        let shards = (stack.workers() > 1).then(|| (stack.shard_index(), stack.workers()));
         let (id, local, deferred) = stack.with_host(|h, now| {
             let ip = h.iface.addr_for(remote.ip()).ok_or_else(|| {
                 io::Error::new(
@@ -310,9 +317,12 @@ impl TcpStream {
                 fast_open: data.is_some() || defer_syn,
                 defer_syn,
             };
-            let id = tcp
-                .connect_with(now, ip, None, remote, options)
-                .map_err(connect_error)?;
+            let id = match shards {
+                None => tcp.connect_with(now, ip, None, remote, options),
+                Some((shard, n)) => connect_on_shard(h, now, ip, remote, options, shard, n),
+            }
+            .map_err(connect_error)?;
+            let tcp = h.iface.tcp_mut();
             if let Some(data) = data {
                 // Queued before the driver polls the SYN out, so that the SYN may carry it.
                 let queued = tcp.with_conn(now, id, |c| c.send(data));
@@ -572,6 +582,11 @@ pub struct TcpListener {
     stack: Stack,
     id: ListenerId,
     local: SocketAddr,
+    /// The same listener on the other shards of a stack of several (each shard takes the
+    /// connections whose flows hash to it).
+    others: Vec<(Stack, ListenerId)>,
+    /// The shard whose accept queue is looked at first (round robin).
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl fmt::Debug for TcpListener {
@@ -587,6 +602,8 @@ impl TcpListener {
     /// address of the family), and a port (0 picks a free one of the ephemeral range).
     pub async fn bind<A: ToSocketAddr>(stack: &Stack, addr: A) -> io::Result<TcpListener> {
         let addr = addr.to_socket_addr()?;
+        let shards = stack.listen_shards();
+        let stack = &shards[0];
         let (id, local) = stack.with_host(|h, _| {
             if !addr.ip().is_unspecified() && !h.iface.addrs().contains(&addr.ip()) {
                 return Err(io::Error::new(
@@ -626,11 +643,33 @@ impl TcpListener {
             h.tcp_bound.push(bound.1);
             Ok(bound)
         })??;
-        Ok(TcpListener {
+        let mut listener = TcpListener {
             stack: stack.clone(),
             id,
             local,
-        })
+            others: Vec::new(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
+        for shard in shards.into_iter().skip(1) {
+            let id = shard.with_host(|h, _| {
+                if h.tcp_port_taken(local) {
+                    return Err(listen_error(ListenError::AddrInUse));
+                }
+                let id = h
+                    .iface
+                    .tcp_mut()
+                    .listen(local, BACKLOG)
+                    .map_err(listen_error)?;
+                h.tcp_bound.push(local);
+                Ok(id)
+            })??;
+            listener.others.push((shard, id));
+        }
+        Ok(listener)
+    }
+
+    fn parts(&self) -> impl Iterator<Item = (&Stack, ListenerId)> {
+        std::iter::once((&self.stack, self.id)).chain(self.others.iter().map(|(s, id)| (s, *id)))
     }
 
     /// Waits for the next connection whose handshake completed; returns it and the peer's
@@ -641,8 +680,28 @@ impl TcpListener {
 
     /// Takes the next established connection, or registers the task to be woken when one is.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        let lid = self.id;
-        let r = self.stack.with_host(|h, _| {
+        if self.others.is_empty() {
+            return Self::poll_accept_on(&self.stack, self.id, cx);
+        }
+        let n = self.others.len() + 1;
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let parts: Vec<_> = self.parts().collect();
+        for i in 0..n {
+            let (stack, lid) = parts[(first + i) % n];
+            if let Poll::Ready(r) = Self::poll_accept_on(stack, lid, cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// [`poll_accept`](Self::poll_accept) on one shard.
+    fn poll_accept_on(
+        stack: &Stack,
+        lid: ListenerId,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        let r = stack.with_host(|h, _| {
             let tcp = h.iface.tcp_mut();
             // A connection that completed its handshake and died before it was accepted (a
             // RST, a peer that gave up) is skipped, as Linux's accept() skips it: the
@@ -668,7 +727,7 @@ impl TcpListener {
             Err(e) | Ok(Err(e)) => Poll::Ready(Err(e)),
             Ok(Ok(None)) => Poll::Pending,
             Ok(Ok(Some((id, t)))) => Poll::Ready(Ok((
-                TcpStream::from_parts(self.stack.clone(), id, t.local, t.remote),
+                TcpStream::from_parts(stack.clone(), id, t.local, t.remote),
                 t.remote,
             ))),
         }
@@ -685,15 +744,53 @@ impl TcpListener {
     /// handshake's ACK. The stack's Fast Open server must be on (`Config::fast_open.server`).
     /// Linux's `TCP_FASTOPEN` socket option.
     pub fn set_fast_open(&self, qlen: usize) -> io::Result<()> {
-        let id = self.id;
-        self.stack
-            .with_host(|h, _| h.iface.tcp_mut().set_fast_open(id, qlen))
+        for (stack, id) in self.parts() {
+            stack.with_host(|h, _| h.iface.tcp_mut().set_fast_open(id, qlen))?;
+        }
+        Ok(())
     }
 
     /// The stack the listener lives on.
     pub fn stack(&self) -> &Stack {
         &self.stack
     }
+}
+
+/// An active open on shard `shard` of `n`: RFC 6056's search of the ephemeral range (from a
+/// per-destination offset plus a counter), keeping only the ports whose flow to `remote`
+/// hashes to this shard (about one in `n`) and are free with `remote`.
+fn connect_on_shard(
+    h: &mut crate::net::host::Host,
+    now: synack_tcp::Instant,
+    ip: IpAddr,
+    remote: SocketAddr,
+    options: ConnectOptions,
+    shard: usize,
+    n: usize,
+) -> Result<ConnId, ConnectError> {
+    let first = u32::from(*EPHEMERAL_PORTS.start());
+    let count = u32::from(*EPHEMERAL_PORTS.end() - *EPHEMERAL_PORTS.start()) + 1;
+    let offset = pick_start(remote.ip(), count) ^ u32::from(remote.port());
+    let start = offset.wrapping_add(h.port_cursor);
+    for i in 0..count {
+        let port = (first + start.wrapping_add(i) % count) as u16;
+        let local = SocketAddr::new(ip, port);
+        if crate::net::shard_of(local, remote, n) != shard || h.tcp_port_taken(local) {
+            continue;
+        }
+        match h
+            .iface
+            .tcp_mut()
+            .connect_with(now, ip, Some(port), remote, options)
+        {
+            Err(ConnectError::AddrInUse) => continue,
+            r => {
+                h.port_cursor = h.port_cursor.wrapping_add(i + 1);
+                return r;
+            }
+        }
+    }
+    Err(ConnectError::AddrInUse)
 }
 
 /// Where to start looking for a free port: varies with the address so that two listeners
@@ -708,14 +805,16 @@ fn pick_start(ip: IpAddr, count: u32) -> u32 {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        let (id, local) = (self.id, self.local);
-        self.stack.with_host_even_if_dead(|h, _| {
-            h.listeners.remove(&id);
-            if let Some(i) = h.tcp_bound.iter().position(|a| *a == local) {
-                h.tcp_bound.swap_remove(i);
-            }
-            h.iface.tcp_mut().unlisten(id);
-        });
-        self.stack.kick();
+        let local = self.local;
+        for (stack, id) in self.parts() {
+            stack.with_host_even_if_dead(|h, _| {
+                h.listeners.remove(&id);
+                if let Some(i) = h.tcp_bound.iter().position(|a| *a == local) {
+                    h.tcp_bound.swap_remove(i);
+                }
+                h.iface.tcp_mut().unlisten(id);
+            });
+            stack.kick();
+        }
     }
 }

@@ -75,6 +75,8 @@ impl UdpSocket {
     /// family, and a port (0 picks a free ephemeral port).
     pub async fn bind<A: ToSocketAddr>(stack: &Stack, addr: A) -> io::Result<UdpSocket> {
         let addr = addr.to_socket_addr()?;
+        // UDP lives on the first shard, where every shard's queue steers it.
+        let stack = &stack.shard(0);
         let local = stack.with_host(|h, _| h.iface.udp_mut().bind(addr))??;
         Ok(UdpSocket {
             stack: stack.clone(),
