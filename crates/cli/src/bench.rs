@@ -173,6 +173,20 @@ const CLIENT: &str = "198.18.0.1";
 const PORT_ECHO: u16 = 7;
 const PORT_HTTP: u16 = 80;
 const BULK_STREAMS: u64 = 4;
+/// Over TUN and veth, each churn run of a process uses its own server port from here on: the
+/// kernel keeps the TIME-WAIT of the last run's connections, and reusing their 4-tuples would
+/// measure its TIME-WAIT handling instead.
+const PORT_CHURN_BASE: u16 = 9000;
+/// The port `churn` connects to.
+static CHURN_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(PORT_ECHO + 2);
+/// Churn runs so far in this process (over TUN and veth).
+static CHURN_RUNS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Before a churn run over TUN or veth: its own port.
+fn next_churn_port() {
+    let run = CHURN_RUNS.fetch_add(1, Ordering::Relaxed);
+    CHURN_PORT.store(PORT_CHURN_BASE + run, Ordering::Relaxed);
+}
 const PING: usize = 64;
 
 fn ip(s: &str) -> IpAddr {
@@ -577,7 +591,7 @@ async fn churn_client<C: Connector>(
     tally: &Tally,
     progress: &Progress,
 ) {
-    let to = SocketAddr::new(server, PORT_ECHO + 2);
+    let to = SocketAddr::new(server, CHURN_PORT.load(Ordering::Relaxed));
     while tally.take(target, deadline) {
         let ok = async {
             let mut s = c.connect(to).await?;
@@ -1073,6 +1087,9 @@ fn parse_runs(json: &[u8]) -> io::Result<Vec<Run>> {
 /// clients on kernel sockets.
 fn run_tun(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::Result<Vec<Run>> {
     let role = args.in_netns.as_deref().unwrap_or("tun");
+    if w == Workload::Churn {
+        next_churn_port();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -1131,10 +1148,21 @@ fn veth_server(args: &BenchArgs) -> io::Result<()> {
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    let runs = 4 * args.workers.len() as u32;
+    let runs = (4 * args.workers.len() * args.rounds.max(1)) as u32;
     let limit = args.time_limit * (runs + 1);
     rt.block_on(async {
         let _servers = kernel_servers(ip(SERVER)).await?;
+        // Every churn run's port.
+        let mut churn = Vec::new();
+        for r in 0..(args.rounds.max(1) * args.workers.len()) as u16 {
+            let l = tokio::net::TcpListener::bind((ip(SERVER), PORT_CHURN_BASE + r)).await?;
+            churn.push(tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(echo(s, true));
+                }
+            }));
+        }
         tokio::time::sleep(limit).await;
         io::Result::Ok(())
     })
@@ -1143,7 +1171,8 @@ fn veth_server(args: &BenchArgs) -> io::Result<()> {
 /// The same servers on kernel sockets at `addr`.
 async fn kernel_servers(addr: IpAddr) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    for (port, kind) in [(PORT_ECHO, 0u8), (PORT_ECHO + 1, 1), (PORT_ECHO + 2, 2)] {
+    let churn = CHURN_PORT.load(Ordering::Relaxed);
+    for (port, kind) in [(PORT_ECHO, 0u8), (PORT_ECHO + 1, 1), (churn, 2)] {
         let l = tokio::net::TcpListener::bind((addr, port)).await?;
         tasks.push(tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
