@@ -39,6 +39,9 @@ pub use socket::{SocketCounters, SocketStats, SynackUdp};
 use crate::tls::client::TlsClientConfig;
 use crate::tls::provider;
 
+/// Datagrams quinn may hand to an unseeded synack endpoint at once (a GSO batch).
+pub const GSO_SEGMENTS: usize = 10;
+
 /// The ALPN protocol id of HTTP/3 (RFC 9114 §3.1).
 pub const ALPN_H3: &[u8] = b"h3";
 
@@ -128,7 +131,10 @@ pub fn synack_endpoint_seeded(
     server: Option<quinn::ServerConfig>,
     seed: Option<u64>,
 ) -> io::Result<(quinn::Endpoint, Arc<SocketCounters>)> {
-    let (sock, counters) = SynackUdp::new(socket);
+    // On the simulator one datagram per send, so that a seed's packets stay the same; over
+    // TUN, quinn's GSO batches (see [`SynackUdp::with_segments`]).
+    let segments = if seed.is_some() { 1 } else { GSO_SEGMENTS };
+    let (sock, counters) = SynackUdp::with_segments(socket, segments);
     let mut config = quinn::EndpointConfig::default();
     if let Some(seed) = seed {
         let mut s = [0u8; 32];

@@ -1,8 +1,11 @@
 //! quinn on synack's UDP: [`SynackUdp`] is a [`quinn::AsyncUdpSocket`] over a
 //! [`synack_stack::net::UdpSocket`], so a QUIC endpoint runs on a simulated host (under
 //! tokio's paused clock, whose time quinn's `TokioRuntime` reads) or over TUN as on the
-//! kernel's sockets. One datagram per send and per receive: synack's devices offer no
-//! GSO/GRO, so a `Transmit` never carries more than one segment.
+//! kernel's sockets. By default a `Transmit` carries one datagram; [`SynackUdp::with_segments`]
+//! lets quinn hand over up to N datagrams of one size at once (as to a kernel socket with
+//! UDP GSO), which the stack queues together, so that a batching TUN device
+//! ([`synack_stack::tun::TunOptions`]) writes them in one system call, coalesced with UDP
+//! segmentation offload where the kernel has it.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -53,15 +56,26 @@ impl SocketCounters {
 pub struct SynackUdp {
     socket: UdpSocket,
     counters: Arc<SocketCounters>,
+    segments: usize,
 }
 
 impl SynackUdp {
+    /// One datagram per `Transmit`.
     pub fn new(socket: UdpSocket) -> (Arc<SynackUdp>, Arc<SocketCounters>) {
+        SynackUdp::with_segments(socket, 1)
+    }
+
+    /// Up to `segments` datagrams of one size per `Transmit` (quinn's GSO batches).
+    pub fn with_segments(
+        socket: UdpSocket,
+        segments: usize,
+    ) -> (Arc<SynackUdp>, Arc<SocketCounters>) {
         let counters = Arc::new(SocketCounters::default());
         (
             Arc::new(SynackUdp {
                 socket,
                 counters: counters.clone(),
+                segments: segments.max(1),
             }),
             counters,
         )
@@ -169,6 +183,10 @@ impl AsyncUdpSocket for SynackUdp {
 
     fn max_receive_segments(&self) -> usize {
         1
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.segments
     }
 }
 

@@ -1,9 +1,10 @@
 """An HTTP/3 server on aioquic's API, for synack's client to talk to: GET /bytes/N answers
 200 with N bytes of synack's test pattern (byte i is i % 251); anything else 404. Session
 tickets are kept, so a client may resume and send 0-RTT (aioquic's server accepts early data).
-Prints `listening PORT` once bound to 127.0.0.1, then `request PATH` for each request.
+Prints `listening PORT` once bound to HOST (127.0.0.1 by default), then `request PATH` for
+each request.
 
-usage: aioquic_serve.py CERT KEY
+usage: aioquic_serve.py CERT KEY [HOST]
 """
 import asyncio
 import sys
@@ -44,10 +45,11 @@ class Server(QuicConnectionProtocol):
 
 async def main():
     cert, key = sys.argv[1], sys.argv[2]
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
     cfg.load_cert_chain(cert, key)
     tickets = {}
-    server = await serve("127.0.0.1", 0, configuration=cfg, create_protocol=Server,
+    server = await serve(host, 0, configuration=cfg, create_protocol=Server,
                          session_ticket_fetcher=tickets.pop,
                          session_ticket_handler=lambda t: tickets.__setitem__(t.ticket, t))
     port = server._transport.get_extra_info("sockname")[1]
