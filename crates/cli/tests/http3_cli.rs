@@ -130,10 +130,10 @@ fn serve_http3_and_get_http3_over_kernel_loopback() {
     assert!(o.status.success(), "{err}");
     let l: Vec<&str> = err.lines().collect();
     assert!(!l[0].contains("0-RTT"), "{err}");
-    assert!(
-        l[1].contains("new QUIC connection") && l[1].contains("sent in 0-RTT"),
-        "{err}"
-    );
+    // Whether the request itself left in 0-RTT packets is a race on loopback (the handshake
+    // may finish before the request is written); the session's resumption in 0-RTT is not.
+    // The simulator's demo asserts the request in the first flight exactly.
+    assert!(l[1].contains("new QUIC connection"), "{err}");
     assert!(
         err.contains("2 requests on 2 QUIC connections (1 tried 0-RTT, 1 accepted"),
         "{err}"
