@@ -104,9 +104,9 @@ pub struct ApiCalls {
 pub struct CallStats {
     /// Each call's time from its start to its last reply byte, in the order they ended.
     pub times: Vec<Duration>,
-    /// TCP connections the client opened.
+    /// Connections the client opened (TCP, or QUIC).
     pub connections: u64,
-    /// HTTP/2 streams the client opened.
+    /// HTTP/2 (or HTTP/3) streams the client opened.
     pub streams: u64,
     /// TLS handshakes the client completed, and their time summed (each from the end of
     /// its TCP handshake to the end of the TLS handshake).
@@ -119,6 +119,8 @@ pub struct CallStats {
     pub first_byte: Option<Duration>,
     /// The pace of a staggered scenario (one call every this long), if it is one.
     pub paced: Option<Duration>,
+    /// The calls went over QUIC (HTTP/3): its handshakes are QUIC's, its streams HTTP/3's.
+    pub quic: bool,
 }
 
 impl CallStats {
@@ -586,6 +588,7 @@ impl ApiCalls {
             tls_handshake_time: m.tls_handshake_time,
             retries: m.retries,
             first_byte,
+            quic: false,
             paced: self.stagger,
         };
         let close = async {

@@ -426,6 +426,7 @@ impl H3Calls {
                 tls_handshake_time: Duration::ZERO,
                 retries: stats.retried.load(Ordering::Relaxed),
                 first_byte: first_head.map(|h| h - tokio_t0),
+                quic: true,
                 paced: self.stagger,
             }),
         };

@@ -209,8 +209,14 @@ fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<
         }
     };
     let mut t = Table::new(&["per call", ""], &[Align::Left, Align::Right]);
+    let quic = c.quic;
     t.row(vec![
-        "TCP handshakes".into(),
+        if quic {
+            "QUIC handshakes (transport and TLS together)"
+        } else {
+            "TCP handshakes"
+        }
+        .into(),
         per(o.summary.handshakes as u64),
     ]);
     if c.tls_handshakes > 0 {
@@ -223,7 +229,8 @@ fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<
     };
     t.row(vec!["requests per connection".into(), reqs_per_conn]);
     if c.streams > 0 {
-        t.row(vec!["HTTP/2 streams per connection".into(), {
+        let what = if quic { "HTTP/3" } else { "HTTP/2" };
+        t.row(vec![format!("{what} streams per connection"), {
             format!("{:.2}", c.streams as f64 / c.connections.max(1) as f64)
         }]);
     }
@@ -278,7 +285,12 @@ fn print_calls(out: &mut dyn Write, settings: &Settings, o: &Outcome) -> Result<
     ));
     if let Some(h) = o.handshake_time {
         t.row(vec![
-            "in TCP handshakes (parallel ones once)".into(),
+            if c.quic {
+                "in QUIC handshakes (parallel ones once)"
+            } else {
+                "in TCP handshakes (parallel ones once)"
+            }
+            .into(),
             "".into(),
             "".into(),
             ms(h),
