@@ -616,7 +616,11 @@ impl Connection {
             fin_received: false,
             read_closed: false,
             timers: TimerTable::default(),
-            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            rtt: {
+                let mut r = RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto);
+                r.set_linux(config.linux_rto);
+                r
+            },
             rtt_timed: None,
             rto_count: 0,
             syn_count: 0,
