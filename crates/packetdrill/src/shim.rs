@@ -2214,6 +2214,12 @@ impl Shim {
         }))
     }
 
+    /// Whether `fd` is one of our sockets.
+    pub fn owns(&self, fd: c_int) -> bool {
+        let g = self.lock();
+        sock(&g.fds, fd).is_ok()
+    }
+
     /// Whether SO_ZEROCOPY is on for `fd`.
     pub fn zerocopy_on(&self, fd: c_int) -> bool {
         let g = self.lock();
