@@ -1227,18 +1227,71 @@ unsafe extern "C" fn pd_epoll_wait(
     })
 }
 
-unsafe extern "C" fn pd_pipe(ud: *mut c_void, _fds: *mut c_int) -> c_int {
-    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+/// pipe(2): a real pipe of the process (our descriptors are real ones too, so the numbers
+/// never collide), for splice to and from our sockets.
+unsafe extern "C" fn pd_pipe(ud: *mut c_void, fds: *mut c_int) -> c_int {
+    call(ud, -1, |_| {
+        if fds.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: `fds` points to two ints (the caller's guarantee, as pipe(2)).
+        if unsafe { libc::pipe(fds) } != 0 {
+            return Err(Errno(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ));
+        }
+        Ok(0)
+    })
 }
 
+/// splice(2) between one of our sockets and a descriptor of the process (a pipe): the bytes
+/// pass through a buffer here. From a socket it stops at urgent data (Linux's
+/// `tcp_splice_read`: 0 at the mark). Offsets are ignored (packetdrill passes a pointer even
+/// for a script's NULL; sockets and pipes have none).
 unsafe extern "C" fn pd_splice(
     ud: *mut c_void,
-    _in: c_int,
+    fd_in: c_int,
     _off_in: *mut loff_t,
-    _out: c_int,
+    fd_out: c_int,
     _off_out: *mut loff_t,
-    _len: size_t,
+    len: size_t,
     _flags: c_uint,
 ) -> c_int {
-    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+    call(ud, -1, |s| {
+        let len = len.min(1 << 20);
+        let mut buf = vec![0u8; len];
+        if s.owns(fd_in) {
+            let limit = s.urgent_mark(fd_in).map_or(len, |m| m.min(len));
+            if limit == 0 && len > 0 {
+                return Ok(0);
+            }
+            let n = s.recv(fd_in, &mut buf[..limit], false, false)?;
+            // SAFETY: `buf` holds `n` initialized bytes.
+            let w = unsafe { libc::write(fd_out, buf.as_ptr().cast(), n) };
+            if w < 0 {
+                return Err(Errno(
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                ));
+            }
+            return Ok(w as c_int);
+        }
+        if s.owns(fd_out) {
+            // SAFETY: `buf` has `len` writable bytes.
+            let n = unsafe { libc::read(fd_in, buf.as_mut_ptr().cast(), len) };
+            if n < 0 {
+                return Err(Errno(
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                ));
+            }
+            let sent = s.send(fd_out, &buf[..n as usize], false, SendFlags::default())?;
+            return Ok(sent as c_int);
+        }
+        Err(Errno(libc::EINVAL))
+    })
 }

@@ -103,6 +103,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// IP_FREEBIND.
+    pub freebind: bool,
     /// SO_TIMESTAMPING's flags (`SOF_TIMESTAMPING_*`).
     pub timestamping: u32,
     /// TCP_NOTSENT_LOWAT; 0 is "the sysctl's".
@@ -1762,6 +1764,9 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
             (libc::SOL_SOCKET, SO_ZEROCOPY) => s.opts.zerocopy = int()? != 0,
+            // IP_FREEBIND: binding to an address not (yet) ours. Every address the script
+            // names is ours here; the flag is kept for getsockopt.
+            (libc::IPPROTO_IP, libc::IP_FREEBIND) => s.opts.freebind = int()? != 0,
             (libc::IPPROTO_TCP, TCP_INQ) => s.opts.inq = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_MARK) => s.opts.mark = int()? as u32,
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
@@ -1989,6 +1994,7 @@ impl Shim {
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
             (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
+            (libc::IPPROTO_IP, libc::IP_FREEBIND) => b(s.opts.freebind),
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
                 OptValue::Int(s.opts.notsent_lowat as c_int)
             }
@@ -2212,6 +2218,15 @@ impl Shim {
                 n.min(c_int::MAX as usize) as c_int
             }
         }))
+    }
+
+    /// Bytes readable on `fd` before urgent data, if some is ahead.
+    pub fn urgent_mark(&self, fd: c_int) -> Option<usize> {
+        let g = self.lock();
+        let s = sock(&g.fds, fd).ok()?;
+        s.conn_id()
+            .and_then(|id| g.iface.tcp().conn(id))
+            .and_then(|c| c.urgent_mark())
     }
 
     /// Whether `fd` is one of our sockets.

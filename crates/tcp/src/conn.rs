@@ -419,6 +419,8 @@ pub struct Connection {
     rcv_mss_seen: usize,
     /// The application read since the last ACK: a window update may be due.
     read_since_ack: bool,
+    /// The urgent byte the peer last marked (URG), while not yet read past.
+    urg_seq: Option<SeqNum>,
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
@@ -673,6 +675,7 @@ impl Connection {
             bytes_unacked: 0,
             rcv_mss_seen: 536,
             read_since_ack: false,
+            urg_seq: None,
             snd_sml: iss,
             send_marks: VecDeque::new(),
             cork: false,
@@ -1358,6 +1361,18 @@ impl Connection {
             State::Closed | State::Listen => Err(RecvError::InvalidState),
             _ => Ok(0),
         }
+    }
+
+    /// The sequence number of the next byte `recv` returns.
+    fn read_seq(&self) -> SeqNum {
+        self.rcv_nxt - (self.recv_buf.len() + self.fin_received as usize)
+    }
+
+    /// Bytes readable before the urgent byte the peer marked (URG), if one is ahead: a reader
+    /// that leaves urgent data out of band stops there (Linux's `tcp_read_sock`, splice).
+    pub fn urgent_mark(&self) -> Option<usize> {
+        let read = self.read_seq();
+        self.urg_seq.filter(|u| u.ge(read)).map(|u| u.since(read))
     }
 
     /// Copy received bytes without consuming them.
@@ -2099,6 +2114,15 @@ impl Connection {
         }
         if !self.process_ack(now, seg) || self.state == State::Closed {
             return;
+        }
+
+        // Sixth, the URG bit (RFC 9293 §3.10.7.4): the urgent byte is marked (as BSD and Linux
+        // read the pointer, RFC 6093 §2: it names the byte after the urgent one).
+        if f.contains(TcpFlags::URG) && seg.urgent > 0 {
+            let byte = seq + (seg.urgent as usize - 1);
+            if byte.ge(self.read_seq()) {
+                self.urg_seq = Some(byte);
+            }
         }
 
         // Seventh, the segment text.
