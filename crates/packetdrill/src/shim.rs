@@ -755,6 +755,13 @@ impl Shim {
         g
     }
 
+    /// The lock, for bookkeeping at the end of a call that may have blocked: the thread stays
+    /// marked as returning from it (a `settle` waits for its next call, which reads the clock
+    /// for the return time).
+    fn lock_quiet(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Finish a call that changed (or may have changed) the stack.
     fn done(&self, mut g: MutexGuard<'_, Inner>) {
         g.touch();
@@ -1319,7 +1326,7 @@ impl Shim {
     /// SO_TIMESTAMPING: after a write, its last byte is to be reported when sent and when
     /// acknowledged (Linux's `tcp_tx_timestamp`).
     fn tx_timestamp(&self, fd: c_int) {
-        let mut g = self.lock();
+        let mut g = self.lock_quiet();
         let inner = &mut *g;
         let Ok(s) = sock(&inner.fds, fd) else { return };
         if s.opts.timestamping & SOF_TX_ANY == 0 || s.opts.timestamping & SOF_SOFTWARE == 0 {
@@ -2245,7 +2252,7 @@ impl Shim {
     /// next notification id, reported on the error queue once its data is acknowledged
     /// (Linux's MSG_ZEROCOPY; the data was copied, so the report says so).
     pub fn zerocopy_sent(&self, fd: c_int, n: usize) {
-        let mut g = self.lock();
+        let mut g = self.lock_quiet();
         let inner = &mut *g;
         let Ok(s) = sock(&inner.fds, fd) else { return };
         let end = s
