@@ -190,6 +190,76 @@ pub unsafe extern "C" fn packetdrill_interface_init(
 /// [`synack_packetdrill_getsockopt`].
 static CURRENT: Mutex<Weak<Shim>> = Mutex::new(Weak::new());
 
+/// `sendfile(2)` to a socket of the shim `packetdrill_interface_init` made last, from the
+/// caller's file: packetdrill has no `sendfile` in its table and calls the C library's, which
+/// `csrc/preload.c` routes here for our descriptors. Reads up to `count` bytes of `in_fd`
+/// (at `*offset`, moving it, or from the file position) and writes them as `write` would.
+/// Returns the bytes sent, or -1 with errno (`EBADF` when `out_fd` is not ours).
+///
+/// # Safety
+/// As `sendfile(2)`: `offset` null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn synack_packetdrill_sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    let r = catch_unwind(AssertUnwindSafe(|| -> SysResult<usize> {
+        let shim = CURRENT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+            .ok_or(Errno(libc::EBADF))?;
+        if !shim.owns(out_fd) {
+            return Err(Errno(libc::EBADF));
+        }
+        let mut buf = vec![0u8; count.min(1 << 20)];
+        // SAFETY: `buf` has its length writable; `offset` is null or valid (the caller's).
+        let n = unsafe {
+            if offset.is_null() {
+                libc::read(in_fd, buf.as_mut_ptr().cast(), buf.len())
+            } else {
+                libc::pread(in_fd, buf.as_mut_ptr().cast(), buf.len(), *offset)
+            }
+        };
+        if n < 0 {
+            return Err(Errno(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ));
+        }
+        let sent = shim.send(out_fd, &buf[..n as usize], false, SendFlags::default())?;
+        if !offset.is_null() {
+            // SAFETY: as above.
+            unsafe { *offset += sent as libc::off_t };
+        } else if sent < n as usize {
+            // Give back what was read and not sent.
+            // SAFETY: a valid descriptor's position.
+            unsafe {
+                libc::lseek(
+                    in_fd,
+                    sent as libc::off_t - n as libc::off_t,
+                    libc::SEEK_CUR,
+                )
+            };
+        }
+        Ok(sent)
+    }));
+    match r {
+        Ok(Ok(v)) => v as ssize_t,
+        Ok(Err(Errno(e))) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
+}
+
 /// `getsockopt` on a descriptor of the shim `packetdrill_interface_init` made last, for a
 /// caller that has no table: packetdrill's `%{ }%` code events call the C library's
 /// getsockopt on our descriptors, and `csrc/preload.c` (an `LD_PRELOAD` helper the upstream
@@ -1157,18 +1227,71 @@ unsafe extern "C" fn pd_epoll_wait(
     })
 }
 
-unsafe extern "C" fn pd_pipe(ud: *mut c_void, _fds: *mut c_int) -> c_int {
-    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+/// pipe(2): a real pipe of the process (our descriptors are real ones too, so the numbers
+/// never collide), for splice to and from our sockets.
+unsafe extern "C" fn pd_pipe(ud: *mut c_void, fds: *mut c_int) -> c_int {
+    call(ud, -1, |_| {
+        if fds.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: `fds` points to two ints (the caller's guarantee, as pipe(2)).
+        if unsafe { libc::pipe(fds) } != 0 {
+            return Err(Errno(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ));
+        }
+        Ok(0)
+    })
 }
 
+/// splice(2) between one of our sockets and a descriptor of the process (a pipe): the bytes
+/// pass through a buffer here. From a socket it stops at urgent data (Linux's
+/// `tcp_splice_read`: 0 at the mark). Offsets are ignored (packetdrill passes a pointer even
+/// for a script's NULL; sockets and pipes have none).
 unsafe extern "C" fn pd_splice(
     ud: *mut c_void,
-    _in: c_int,
+    fd_in: c_int,
     _off_in: *mut loff_t,
-    _out: c_int,
+    fd_out: c_int,
     _off_out: *mut loff_t,
-    _len: size_t,
+    len: size_t,
     _flags: c_uint,
 ) -> c_int {
-    call(ud, -1, |_| Err(Errno(libc::ENOSYS)))
+    call(ud, -1, |s| {
+        let len = len.min(1 << 20);
+        let mut buf = vec![0u8; len];
+        if s.owns(fd_in) {
+            let limit = s.urgent_mark(fd_in).map_or(len, |m| m.min(len));
+            if limit == 0 && len > 0 {
+                return Ok(0);
+            }
+            let n = s.recv(fd_in, &mut buf[..limit], false, false)?;
+            // SAFETY: `buf` holds `n` initialized bytes.
+            let w = unsafe { libc::write(fd_out, buf.as_ptr().cast(), n) };
+            if w < 0 {
+                return Err(Errno(
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                ));
+            }
+            return Ok(w as c_int);
+        }
+        if s.owns(fd_out) {
+            // SAFETY: `buf` has `len` writable bytes.
+            let n = unsafe { libc::read(fd_in, buf.as_mut_ptr().cast(), len) };
+            if n < 0 {
+                return Err(Errno(
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                ));
+            }
+            let sent = s.send(fd_out, &buf[..n as usize], false, SendFlags::default())?;
+            return Ok(sent as c_int);
+        }
+        Err(Errno(libc::EINVAL))
+    })
 }

@@ -61,6 +61,7 @@ impl Default for ShimConfig {
             tcp: Config {
                 reorder_window: false,
                 quick_ack: true,
+                linux_rto: true,
                 ..Config::default()
             },
             seed: 0,

@@ -103,6 +103,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// IP_FREEBIND.
+    pub freebind: bool,
     /// SO_TIMESTAMPING's flags (`SOF_TIMESTAMPING_*`).
     pub timestamping: u32,
     /// TCP_NOTSENT_LOWAT; 0 is "the sysctl's".
@@ -753,6 +755,13 @@ impl Shim {
         g
     }
 
+    /// The lock, for bookkeeping at the end of a call that may have blocked: the thread stays
+    /// marked as returning from it (a `settle` waits for its next call, which reads the clock
+    /// for the return time).
+    fn lock_quiet(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Finish a call that changed (or may have changed) the stack.
     fn done(&self, mut g: MutexGuard<'_, Inner>) {
         g.touch();
@@ -1317,7 +1326,7 @@ impl Shim {
     /// SO_TIMESTAMPING: after a write, its last byte is to be reported when sent and when
     /// acknowledged (Linux's `tcp_tx_timestamp`).
     fn tx_timestamp(&self, fd: c_int) {
-        let mut g = self.lock();
+        let mut g = self.lock_quiet();
         let inner = &mut *g;
         let Ok(s) = sock(&inner.fds, fd) else { return };
         if s.opts.timestamping & SOF_TX_ANY == 0 || s.opts.timestamping & SOF_SOFTWARE == 0 {
@@ -1762,6 +1771,9 @@ impl Shim {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int()? != 0,
             (libc::SOL_SOCKET, SO_ZEROCOPY) => s.opts.zerocopy = int()? != 0,
+            // IP_FREEBIND: binding to an address not (yet) ours. Every address the script
+            // names is ours here; the flag is kept for getsockopt.
+            (libc::IPPROTO_IP, libc::IP_FREEBIND) => s.opts.freebind = int()? != 0,
             (libc::IPPROTO_TCP, TCP_INQ) => s.opts.inq = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_MARK) => s.opts.mark = int()? as u32,
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
@@ -1989,6 +2001,7 @@ impl Shim {
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
             (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
+            (libc::IPPROTO_IP, libc::IP_FREEBIND) => b(s.opts.freebind),
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
                 OptValue::Int(s.opts.notsent_lowat as c_int)
             }
@@ -2214,6 +2227,21 @@ impl Shim {
         }))
     }
 
+    /// Bytes readable on `fd` before urgent data, if some is ahead.
+    pub fn urgent_mark(&self, fd: c_int) -> Option<usize> {
+        let g = self.lock();
+        let s = sock(&g.fds, fd).ok()?;
+        s.conn_id()
+            .and_then(|id| g.iface.tcp().conn(id))
+            .and_then(|c| c.urgent_mark())
+    }
+
+    /// Whether `fd` is one of our sockets.
+    pub fn owns(&self, fd: c_int) -> bool {
+        let g = self.lock();
+        sock(&g.fds, fd).is_ok()
+    }
+
     /// Whether SO_ZEROCOPY is on for `fd`.
     pub fn zerocopy_on(&self, fd: c_int) -> bool {
         let g = self.lock();
@@ -2224,7 +2252,7 @@ impl Shim {
     /// next notification id, reported on the error queue once its data is acknowledged
     /// (Linux's MSG_ZEROCOPY; the data was copied, so the report says so).
     pub fn zerocopy_sent(&self, fd: c_int, n: usize) {
-        let mut g = self.lock();
+        let mut g = self.lock_quiet();
         let inner = &mut *g;
         let Ok(s) = sock(&inner.fds, fd) else { return };
         let end = s

@@ -177,6 +177,8 @@ impl TcpInfo {
             tcpi_reordering: c.reordering() as u32,
             tcpi_total_retrans: st.total_retrans,
             tcpi_retrans: c.retrans_out(),
+            tcpi_busy_time: c.chrono_times(now).0.as_micros() as u64,
+            tcpi_rwnd_limited: c.chrono_times(now).1.as_micros() as u64,
             tcpi_bytes_acked: st.bytes_acked,
             tcpi_bytes_received: st.bytes_received,
             tcpi_segs_out: st.segs_out,

@@ -81,6 +81,10 @@ pub struct Config {
     pub min_rto: Duration,
     /// Ceiling of the RTO (RFC 6298 §2.5: at least 60 s; Linux uses 120 s).
     pub max_rto: Duration,
+    /// The floor in the variance term, as Linux (`__tcp_set_rto`): RTO = SRTT +
+    /// max(4·RTTVAR, `min_rto`) instead of RFC 6298's max(SRTT + 4·RTTVAR, `min_rto`); on a
+    /// short path the timer waits the floor plus the round trip.
+    pub linux_rto: bool,
     /// SYN retransmissions before an active open fails (Linux `tcp_syn_retries`: 6).
     pub syn_retries: u32,
     /// SYN-ACK retransmissions before a passive open is given up (Linux's
@@ -163,6 +167,7 @@ impl Default for Config {
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(120),
+            linux_rto: false,
             syn_retries: 6,
             synack_retries: None,
             connect_timeout: None,

@@ -101,6 +101,22 @@ struct SendMark {
     hard: bool,
 }
 
+/// What the sender is doing, for Linux's chronographs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chrono {
+    Idle,
+    Busy,
+    RwndLimited,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ChronoStats {
+    kind: Chrono,
+    since: Instant,
+    busy: Duration,
+    rwnd_limited: Duration,
+}
+
 /// At most this many write-queue buffers are tracked; past it a write joins the last one
 /// (a writer of one-byte records cannot make the connection hold unbounded bookkeeping).
 const MAX_SEND_MARKS: usize = 4096;
@@ -397,6 +413,8 @@ pub struct Connection {
     rcv_mss_seen: usize,
     /// The application read since the last ACK: a window update may be due.
     read_since_ack: bool,
+    /// The urgent byte the peer last marked (URG), while not yet read past.
+    urg_seq: Option<SeqNum>,
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
@@ -409,6 +427,8 @@ pub struct Connection {
     push_once: bool,
     /// `TCP_NOTSENT_LOWAT`: at most about this many bytes queued and not yet sent.
     notsent_lowat: Option<usize>,
+    /// Busy and receive-window-limited time (see `update_chrono`).
+    chrono: ChronoStats,
     /// The persist timer fired on data a cork or `MSG_MORE` held with nothing in flight:
     /// send it now, pushed (Linux's `tcp_write_wakeup`).
     wakeup_due: bool,
@@ -615,7 +635,11 @@ impl Connection {
             fin_received: false,
             read_closed: false,
             timers: TimerTable::default(),
-            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            rtt: {
+                let mut r = RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto);
+                r.set_linux(config.linux_rto);
+                r
+            },
             rtt_timed: None,
             rto_count: 0,
             syn_count: 0,
@@ -650,12 +674,19 @@ impl Connection {
             bytes_unacked: 0,
             rcv_mss_seen: 536,
             read_since_ack: false,
+            urg_seq: None,
             snd_sml: iss,
             send_marks: VecDeque::new(),
             cork: false,
             more_hold: false,
             push_once: false,
             notsent_lowat: config.notsent_lowat,
+            chrono: ChronoStats {
+                kind: Chrono::Idle,
+                since: now,
+                busy: Duration::ZERO,
+                rwnd_limited: Duration::ZERO,
+            },
             wakeup_due: false,
             send_rst: false,
             rst_as_reply: false,
@@ -1332,6 +1363,18 @@ impl Connection {
         }
     }
 
+    /// The sequence number of the next byte `recv` returns.
+    fn read_seq(&self) -> SeqNum {
+        self.rcv_nxt - (self.recv_buf.len() + self.fin_received as usize)
+    }
+
+    /// Bytes readable before the urgent byte the peer marked (URG), if one is ahead: a reader
+    /// that leaves urgent data out of band stops there (Linux's `tcp_read_sock`, splice).
+    pub fn urgent_mark(&self) -> Option<usize> {
+        let read = self.read_seq();
+        self.urg_seq.filter(|u| u.ge(read)).map(|u| u.since(read))
+    }
+
     /// Copy received bytes without consuming them.
     pub fn peek(&self, buf: &mut [u8]) -> usize {
         self.recv_buf.copy_out(0, buf)
@@ -1729,6 +1772,52 @@ impl Connection {
                 None => self.ack_due = AckDue::Now,
             }
         }
+        self.update_chrono(now);
+    }
+
+    /// Linux's send chronographs (`tcp_chrono_*`): the connection is busy while data waits or
+    /// is in flight, and limited by the receive window while unsent data does not fit the
+    /// peer's window; the time in each is accumulated for `tcpi_busy_time` and
+    /// `tcpi_rwnd_limited`.
+    fn update_chrono(&mut self, now: Instant) {
+        if !self.state.is_synchronized() {
+            return;
+        }
+        let unsent = self.unsent();
+        let kind = if unsent == 0 && self.snd_max == self.snd_una {
+            Chrono::Idle
+        } else {
+            let room = (self.snd_una + self.snd_wnd).since(self.snd_max);
+            if unsent > 0 && room < unsent.min(self.snd_mss) {
+                Chrono::RwndLimited
+            } else {
+                Chrono::Busy
+            }
+        };
+        if kind == self.chrono.kind {
+            return;
+        }
+        let spent = now.saturating_duration_since(self.chrono.since);
+        match self.chrono.kind {
+            Chrono::Idle => {}
+            Chrono::Busy => self.chrono.busy += spent,
+            Chrono::RwndLimited => self.chrono.rwnd_limited += spent,
+        }
+        self.chrono.kind = kind;
+        self.chrono.since = now;
+    }
+
+    /// Time spent sending (`tcpi_busy_time`: busy or limited) and limited by the peer's
+    /// receive window (`tcpi_rwnd_limited`), up to `now`.
+    pub fn chrono_times(&self, now: Instant) -> (Duration, Duration) {
+        let c = &self.chrono;
+        let running = now.saturating_duration_since(c.since);
+        let (busy, rwnd) = match c.kind {
+            Chrono::Idle => (c.busy, c.rwnd_limited),
+            Chrono::Busy => (c.busy + running, c.rwnd_limited),
+            Chrono::RwndLimited => (c.busy, c.rwnd_limited + running),
+        };
+        (busy + rwnd, rwnd)
     }
 
     /// RFC 9293 §3.10.7.3, SYN-SENT.
@@ -2059,6 +2148,15 @@ impl Connection {
         }
         if !self.process_ack(now, seg) || self.state == State::Closed {
             return;
+        }
+
+        // Sixth, the URG bit (RFC 9293 §3.10.7.4): the urgent byte is marked (as BSD and Linux
+        // read the pointer, RFC 6093 §2: it names the byte after the urgent one).
+        if f.contains(TcpFlags::URG) && seg.urgent > 0 {
+            let byte = seq + (seg.urgent as usize - 1);
+            if byte.ge(self.read_seq()) {
+                self.urg_seq = Some(byte);
+            }
         }
 
         // Seventh, the segment text.
@@ -3079,6 +3177,7 @@ impl Connection {
     }
 
     fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.update_chrono(now);
         if let Some(p) = self.plan(self.payload_room(buf.len())) {
             let mut flags = TcpFlags::ACK;
             if p.fin {
@@ -3151,14 +3250,11 @@ impl Connection {
             }
             return Some(n);
         }
-        // A zero window with data waiting and nothing in flight: the persist timer probes it.
-        // So it does for data a cork holds (Linux's `tcp_check_probe_timer`: TCP_CORK's
-        // 200 ms ceiling).
+        // Data waiting with nothing in flight — a zero window, a window too small for it, or a
+        // cork: the persist timer probes (Linux's `tcp_check_probe_timer`; TCP_CORK's 200 ms
+        // ceiling).
         self.push_once = false;
-        if (self.snd_wnd == 0 || self.cork || self.more_hold)
-            && self.unsent() > 0
-            && self.snd_max == self.snd_una
-            && !self.timers.is_set(Timer::Persist)
+        if self.unsent() > 0 && self.snd_max == self.snd_una && !self.timers.is_set(Timer::Persist)
         {
             self.arm_persist(now);
         }
@@ -3367,13 +3463,16 @@ impl Connection {
             // Sender-side silly window avoidance and Nagle (RFC 9293 §3.8.6.2.1, §3.7.4), for
             // new data and for data sent again alike: a full segment; or everything queued
             // when nothing is in flight (or Nagle is off, or a FIN goes with it); or half the
-            // largest window the peer ever offered; or, with nothing in flight, all the
-            // peer's window allows. Never a sliver that only the congestion window cut short.
+            // largest window the peer ever offered; or, sending again with nothing in flight,
+            // all the peer's window allows. Never a sliver that only the congestion window cut
+            // short, and no new data cut short by the peer's window alone: as Linux
+            // (`tcp_snd_wnd_test`), that waits for the window to open or for the persist
+            // timer's probe, which sends what fits.
             let full = len >= mss;
             let all = seq + len == data_end;
             let nothing_in_flight = in_flight == 0;
             let half_window = self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2;
-            let whole_rwnd = nothing_in_flight && len == by_rwnd;
+            let whole_rwnd = nothing_in_flight && len == by_rwnd && resend;
             // Minshall's Nagle (as Linux): a short tail waits only while an earlier short
             // segment is unacknowledged.
             let small_in_flight = self.snd_sml.gt(self.snd_una);

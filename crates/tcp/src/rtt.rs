@@ -15,6 +15,8 @@ pub struct RttEstimator {
     max_rto: u64,
     /// Exponential backoff shift applied after timeouts (RFC 6298 §5.5).
     backoff: u32,
+    /// The floor applies to the variance term (Linux), not to the sum (RFC 6298 §2.4).
+    linux: bool,
 }
 
 const G_US: u64 = 1000;
@@ -34,7 +36,13 @@ impl RttEstimator {
             min_rto,
             max_rto,
             backoff: 0,
+            linux: false,
         }
+    }
+
+    /// Linux's RTO: SRTT + max(4·RTTVAR, floor), for the samples to come.
+    pub fn set_linux(&mut self, on: bool) {
+        self.linux = on;
     }
 
     /// Fold in one RTT measurement (RFC 6298 §2.2 and §2.3). Karn's rule (§3) is the caller's:
@@ -54,9 +62,13 @@ impl RttEstimator {
             }
         };
         self.srtt = Some(srtt);
-        self.rto = srtt
-            .saturating_add((self.rttvar.saturating_mul(4)).max(G_US))
-            .clamp(self.min_rto, self.max_rto);
+        let var = self.rttvar.saturating_mul(4).max(G_US);
+        let var = if self.linux {
+            var.max(self.min_rto)
+        } else {
+            var
+        };
+        self.rto = srtt.saturating_add(var).clamp(self.min_rto, self.max_rto);
         // A new measurement ends any backoff (RFC 6298 §5.7's spirit: the RTO is recomputed).
         self.backoff = 0;
     }
@@ -146,6 +158,19 @@ mod tests {
         assert_eq!(e.rto(), Duration::from_secs(60));
         e.reset_backoff();
         assert_eq!(e.rto(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn linux_floors_the_variance() {
+        let mut e = est();
+        e.set_linux(true);
+        e.sample(Duration::from_millis(10));
+        // 10 + max(4·5, 200) ms.
+        assert_eq!(e.rto(), Duration::from_millis(210));
+        let mut e = est();
+        e.set_linux(true);
+        e.sample(Duration::from_millis(100));
+        assert_eq!(e.rto(), Duration::from_millis(300));
     }
 
     #[test]
