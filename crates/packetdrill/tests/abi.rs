@@ -44,6 +44,42 @@ fn so_path() -> PathBuf {
 struct Pd {
     ifc: PacketdrillInterface,
     _lib: Arc<Library>,
+    /// One instance at a time in this process, as packetdrill runs one script per process:
+    /// descriptors are the process's own, and the lookup of a descriptor that is not in a
+    /// table (`synack_packetdrill_getsockopt`) searches every live instance, so a closed
+    /// socket of a test running beside this one could answer for a reused number.
+    _one_at_a_time: OneAtATime,
+}
+
+/// A turn to hold an instance (taken in [`Pd::new`], given back when the `Pd` is dropped,
+/// on whatever thread).
+struct OneAtATime;
+
+static TAKEN: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl OneAtATime {
+    fn take() -> OneAtATime {
+        let mut t = TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *t {
+            t = FREED
+                .wait(t)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *t = true;
+        OneAtATime
+    }
+}
+
+impl Drop for OneAtATime {
+    fn drop(&mut self) {
+        *TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        FREED.notify_one();
+    }
 }
 
 // SAFETY: the table's functions are thread-safe (the shim locks); userdata lives until Drop.
@@ -66,6 +102,7 @@ fn res(r: i64) -> Result<i64, c_int> {
 
 impl Pd {
     fn new(flags: &str) -> Pd {
+        let one = OneAtATime::take();
         // packetdrill's own dlopen flags (so_testing.c): the library is never unloaded.
         let mode = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE | libc::RTLD_DEEPBIND;
         // SAFETY: loading our own library, whose initializers are Rust's.
@@ -84,6 +121,7 @@ impl Pd {
         Pd {
             ifc,
             _lib: Arc::new(lib),
+            _one_at_a_time: one,
         }
     }
 
