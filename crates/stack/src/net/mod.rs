@@ -864,6 +864,19 @@ async fn device_driver<D: Device>(
             core.stats.tx_errors += drained.1;
             drained = (0, 0);
             let mut fatal = None;
+            // Packets other shards handed on first: they left the device before what this
+            // shard's queue holds now, so a flow whose packets moved between queues (the
+            // kernel picks a TUN queue by a hash of its own, which may change as a
+            // connection starts) keeps its order as far as this shard can tell.
+            if let Some(s) = steer.as_mut() {
+                while let Ok(p) = s.rx.try_recv() {
+                    from_shards.push(p);
+                }
+            }
+            for p in from_shards.drain(..) {
+                core.stats.rx_from_shards += 1;
+                core.input(now, &p);
+            }
             // Where a packet enters: from this shard's queue (handed on if another shard owns
             // its flow) or from another shard.
             let input = |core: &mut DeviceCore, p: &[u8]| match steer.as_ref() {
@@ -885,15 +898,6 @@ async fn device_driver<D: Device>(
                     Poll::Ready(Err(e)) => fatal = Some(e),
                     Poll::Pending => break,
                 }
-            }
-            if let Some(s) = steer.as_mut() {
-                while let Ok(p) = s.rx.try_recv() {
-                    from_shards.push(p);
-                }
-            }
-            for p in from_shards.drain(..) {
-                core.stats.rx_from_shards += 1;
-                core.input(now, &p);
             }
             core.advance(now);
             // Where packets leave: this shard's queue.
