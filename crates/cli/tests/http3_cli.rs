@@ -32,8 +32,21 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// The server's process: killed and reaped if a test fails before [`stop`] (a failed
+/// assertion must not leave a server running).
+struct Served(Option<Child>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts the server; returns it once it says HTTP/3 listens, with its stderr lines so far.
-fn start(port: u16) -> (Child, mpsc::Receiver<String>) {
+fn start(port: u16) -> (Served, mpsc::Receiver<String>) {
     let listen = format!("127.0.0.1:{port}");
     let mut c = Command::new(env!("CARGO_BIN_EXE_synack"))
         .args(["serve", "--kernel", "--listen", &listen, "--tls", "--http3"])
@@ -53,7 +66,7 @@ fn start(port: u16) -> (Child, mpsc::Receiver<String>) {
     let t0 = std::time::Instant::now();
     loop {
         match rx.recv_timeout(PATIENCE) {
-            Ok(l) if l.contains("HTTP/3 on udp://127.0.0.1") => return (c, rx),
+            Ok(l) if l.contains("HTTP/3 on udp://127.0.0.1") => return (Served(Some(c)), rx),
             Ok(_) if t0.elapsed() < PATIENCE => {}
             r => {
                 let _ = c.kill();
@@ -63,7 +76,8 @@ fn start(port: u16) -> (Child, mpsc::Receiver<String>) {
     }
 }
 
-fn stop(mut c: Child, rx: mpsc::Receiver<String>) -> Vec<String> {
+fn stop(mut s: Served, rx: mpsc::Receiver<String>) -> Vec<String> {
+    let mut c = s.0.take().expect("a running server");
     // SAFETY: signals our own child by its pid.
     unsafe { kill(c.id() as i32, 2) };
     let (tx, done) = mpsc::channel();
