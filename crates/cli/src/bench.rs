@@ -26,7 +26,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use synack_http::routes::Routes;
-use synack_http::server::{serve, ServerConfig};
+use synack_http::server::{serve, Listener, ServerConfig};
 use synack_stack::net::{pipe_multiqueue, SimNet, Stack, StackConfig, TcpListener, TcpStream};
 use synack_stack::sim::units::{parse_duration, parse_size};
 use synack_stack::sim::PathConfig;
@@ -376,12 +376,23 @@ async fn sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
 /// echo+2) and HTTP.
 async fn synack_servers(stack: &Stack) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let any = IpAddr::from([0, 0, 0, 0]);
+    let bind = |port| TcpListener::bind(stack, (any, port));
+    let tcp = [
+        bind(PORT_ECHO).await?,
+        bind(PORT_ECHO + 1).await?,
+        bind(PORT_ECHO + 2).await?,
+    ];
+    Ok(servers(tcp, bind(PORT_HTTP).await?))
+}
+
+/// The servers of every workload, on whichever stack `L` listens: echo (ping-pong), sink
+/// (bulk), echo-one-then-close (churn), and synack's HTTP server (HTTP).
+fn servers<L: Listener>(tcp: [L; 3], http: L) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    for (port, kind) in [(PORT_ECHO, 0u8), (PORT_ECHO + 1, 1), (PORT_ECHO + 2, 2)] {
-        let l = TcpListener::bind(stack, (any, port)).await?;
+    for (kind, mut l) in tcp.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
+            // The listener sets TCP_NODELAY on what it accepts.
             while let Ok((s, _)) = l.accept().await {
-                let _ = s.set_nodelay(true);
                 tokio::spawn(async move {
                     match kind {
                         0 => echo(s, false).await,
@@ -392,16 +403,15 @@ async fn synack_servers(stack: &Stack) -> io::Result<Vec<tokio::task::JoinHandle
             }
         }));
     }
-    let l = TcpListener::bind(stack, (any, PORT_HTTP)).await?;
     let config = ServerConfig {
         keepalive_requests: u64::MAX,
         ..ServerConfig::default()
     };
-    let handle = serve(l, config, Routes::new());
+    let handle = serve(http, config, Routes::new());
     tasks.push(tokio::spawn(async move {
         let _ = handle.wait().await;
     }));
-    Ok(tasks)
+    tasks
 }
 
 /// How a client opens a connection (over synack or the kernel).
@@ -437,7 +447,6 @@ impl Connector for KernelConnector {
     }
 }
 
-/// Runs `w` from `c` against servers at `server`; returns (done, errors, seconds).
 /// Runs `w` from `c` against servers at `server`, on the current runtime; returns (done,
 /// errors, seconds).
 async fn client<C: Connector>(
@@ -1168,35 +1177,16 @@ fn veth_server(args: &BenchArgs) -> io::Result<()> {
     })
 }
 
-/// The same servers on kernel sockets at `addr`.
+/// The same servers on kernel sockets at `addr` (churn on this run's own port).
 async fn kernel_servers(addr: IpAddr) -> io::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+    let bind = |port| tokio::net::TcpListener::bind((addr, port));
     let churn = CHURN_PORT.load(Ordering::Relaxed);
-    for (port, kind) in [(PORT_ECHO, 0u8), (PORT_ECHO + 1, 1), (churn, 2)] {
-        let l = tokio::net::TcpListener::bind((addr, port)).await?;
-        tasks.push(tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                let _ = s.set_nodelay(true);
-                tokio::spawn(async move {
-                    match kind {
-                        0 => echo(s, false).await,
-                        1 => sink(s).await,
-                        _ => echo(s, true).await,
-                    }
-                });
-            }
-        }));
-    }
-    let l = tokio::net::TcpListener::bind((addr, PORT_HTTP)).await?;
-    let config = ServerConfig {
-        keepalive_requests: u64::MAX,
-        ..ServerConfig::default()
-    };
-    let handle = serve(l, config, Routes::new());
-    tasks.push(tokio::spawn(async move {
-        let _ = handle.wait().await;
-    }));
-    Ok(tasks)
+    let tcp = [
+        bind(PORT_ECHO).await?,
+        bind(PORT_ECHO + 1).await?,
+        bind(churn).await?,
+    ];
+    Ok(servers(tcp, bind(PORT_HTTP).await?))
 }
 
 // ---------------------------------------------------------------------------------------------
