@@ -2,15 +2,23 @@
 //! its flow hashes to — the SYN-ACKs that answer our own connects and the ICMP errors about our
 //! segments included — whatever queue the device delivered it on. Under tokio's paused clock.
 
+mod shards_support;
+
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
+use shards_support::{check_on_its_shard, echo_server};
 use synack_stack::net::{
-    pipe, pipe_multiqueue, shard_of, Device, PipeDevice, Stack, StackConfig, TcpListener, TcpStream,
+    pipe, pipe_multiqueue, Device, PipeDevice, Stack, StackConfig, TcpListener, TcpStream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Port `port` on every address.
+fn any(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)
+}
 
 const A: &str = "198.18.0.1";
 const B: &str = "198.18.0.2";
@@ -24,44 +32,6 @@ fn config(addr: &str, workers: usize, secret: u8) -> StackConfig {
     c.secret = Some([secret; 16]);
     c.workers = workers;
     c
-}
-
-/// An echo server on `port` of `stack`: each connection's bytes come back, then it closes.
-async fn echo_server(stack: &Stack, port: u16, conns: usize) -> tokio::task::JoinHandle<()> {
-    let l = TcpListener::bind(stack, (IpAddr::from([0, 0, 0, 0]), port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let mut tasks = Vec::new();
-        for _ in 0..conns {
-            let (mut s, _) = l.accept().await.unwrap();
-            check_on_its_shard(&s);
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    s.write_all(&buf[..n]).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-}
-
-/// The connection is served by the shard its flow hashes to.
-fn check_on_its_shard(s: &TcpStream) {
-    let (l, r) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
-    let n = s.stack().workers();
-    assert_eq!(
-        s.stack().shard_index(),
-        shard_of(l, r, n),
-        "{l} -> {r} on the wrong shard"
-    );
 }
 
 /// `count` connections from `from` to `to:port`, each sending 3000 distinct bytes and reading
@@ -127,8 +97,8 @@ async fn connections_both_ways_stay_on_their_flows_shard() {
     let a = Stack::new_multiqueue(qa, config(A, 2, 1)).unwrap();
     let b = Stack::new_multiqueue(qb, config(B, 2, 2)).unwrap();
     assert_eq!((a.workers(), b.workers()), (2, 2));
-    let sb = echo_server(&b, 7, 16).await;
-    let sa = echo_server(&a, 8, 16).await;
+    let sb = echo_server(&b, any(7), 16).await;
+    let sa = echo_server(&a, any(8), 16).await;
     let (ab, ba) = tokio::join!(
         clients(&a, SocketAddr::new(ip(B), 7), 16),
         clients(&b, SocketAddr::new(ip(A), 8), 16)
@@ -200,8 +170,8 @@ async fn packets_on_the_wrong_queue_reach_their_flows_shard() {
         config(B, 1, 4),
     )
     .unwrap();
-    let sb = echo_server(&b, 7, 8).await;
-    let sa = echo_server(&a, 8, 8).await;
+    let sb = echo_server(&b, any(7), 8).await;
+    let sa = echo_server(&a, any(8), 8).await;
     tokio::join!(
         clients(&a, SocketAddr::new(ip(B), 7), 8),
         clients(&b, SocketAddr::new(ip(A), 8), 8)

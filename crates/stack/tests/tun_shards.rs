@@ -7,12 +7,14 @@
 //! on the other queue (the first packets of the flows it starts, spread by its own hash) is
 //! handed on to the owner, never answered with a reset.
 
+mod shards_support;
 mod tun_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use synack_stack::net::{shard_of, Stack, StackConfig, TcpListener, TcpStream};
+use shards_support::{check_on_its_shard, echo_server};
+use synack_stack::net::{Stack, StackConfig, TcpStream};
 use synack_stack::tun::{TunConfig, TunDevice, TunOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -24,11 +26,6 @@ const CONNS: usize = 16;
 
 fn message(i: usize) -> Vec<u8> {
     (0..5000).map(|j| ((i * 31 + j) % 251) as u8).collect()
-}
-
-fn on_its_shard(s: &TcpStream) {
-    let (l, r) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
-    assert_eq!(s.stack().shard_index(), shard_of(l, r, 2), "{l} -> {r}");
 }
 
 #[test]
@@ -53,29 +50,7 @@ fn two_workers_on_a_multiqueue_tun_with_the_kernel_both_ways() {
             let stack = Stack::new_multiqueue(queues, config).unwrap();
 
             // Kernel clients to synack's echo server.
-            let l = TcpListener::bind(&stack, (IpAddr::V4(OURS), 7000))
-                .await
-                .unwrap();
-            let server = tokio::spawn(async move {
-                let mut tasks = Vec::new();
-                for _ in 0..CONNS {
-                    let (mut s, _) = l.accept().await.unwrap();
-                    on_its_shard(&s);
-                    tasks.push(tokio::spawn(async move {
-                        let mut buf = vec![0u8; 8192];
-                        loop {
-                            let n = s.read(&mut buf).await.unwrap();
-                            if n == 0 {
-                                break;
-                            }
-                            s.write_all(&buf[..n]).await.unwrap();
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            });
+            let server = echo_server(&stack, SocketAddr::new(IpAddr::V4(OURS), 7000), CONNS).await;
             let mut clients = Vec::new();
             for i in 0..CONNS {
                 clients.push(tokio::spawn(async move {
@@ -112,7 +87,7 @@ fn two_workers_on_a_multiqueue_tun_with_the_kernel_both_ways() {
                 clients.push(tokio::spawn(async move {
                     let to = SocketAddr::new(IpAddr::V4(KERNEL), 7001);
                     let mut s = TcpStream::connect(&stack, to).await.unwrap();
-                    on_its_shard(&s);
+                    check_on_its_shard(&s);
                     let msg = message(100 + i);
                     s.write_all(&msg).await.unwrap();
                     s.shutdown().await.unwrap();
