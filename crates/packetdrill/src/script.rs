@@ -1164,6 +1164,10 @@ impl Runner {
             while let Ok(job) = jrx.recv() {
                 let mut out = job(&t);
                 out.end = t.now();
+                #[cfg(test)]
+                std::thread::sleep(std::time::Duration::from_millis(
+                    tests::SLOW_RETURN_MS.load(std::sync::atomic::Ordering::Relaxed),
+                ));
                 if rtx.send(out).is_err() {
                     break;
                 }
@@ -1349,6 +1353,10 @@ impl Runner {
 
     fn call(&mut self, ev: &Event, c: &Call) -> Result<(), String> {
         let line = ev.line;
+        // As packetdrill's system-call thread: a call waits for the one before it (a blocking
+        // call whose end the script has reached) to return, so that a descriptor it returned
+        // (`accept` = 4) names the real one in this call's arguments.
+        self.reap(true)?;
         let want_errno = match &c.errno {
             Some(n) => Some(errno_of(n).ok_or(format!("line {line}: unknown errno {n}"))?),
             None => None,
@@ -1990,6 +1998,34 @@ pub fn run_file(path: &std::path::Path, opts: &Options) -> Result<Report, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Wall-clock milliseconds the system-call thread takes to hand back a finished call's
+    /// result (its return time is taken before): a slow thread, as on a loaded machine.
+    pub(super) static SLOW_RETURN_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// A blocking `accept` returns on the system-call thread when the handshake's last ACK
+    /// arrives; the very next call names the descriptor it returned. On a loaded machine the
+    /// thread's result came after that call had already looked up the script's descriptor (and
+    /// found no such descriptor: EBADF, a CI failure); the next call must wait for the one
+    /// before it. (The script numbers it 40, which the process's real one never is here.)
+    #[test]
+    fn a_call_after_a_blocking_call_sees_the_descriptor_it_returned() {
+        let script = "\
+0         socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0        bind(3, ..., ...) = 0
++0        listen(3, 1) = 0
++0...0.2  accept(3, ..., ...) = 40
++.1       < S 0:0(0) win 32792 <mss 1000,sackOK,nop,nop,nop,wscale 7>
++0        > S. 0:0(0) ack 1 <mss 1460,nop,nop,sackOK,nop,wscale 5>
++.1       < . 1:1(0) ack 1 win 257
++0        getsockopt(40, SOL_SOCKET, SO_ERROR, [0], [4]) = 0
+";
+        SLOW_RETURN_MS.store(3, Ordering::Relaxed);
+        let r = run(script, &Options::default());
+        SLOW_RETURN_MS.store(0, Ordering::Relaxed);
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     #[test]
     fn times() {
