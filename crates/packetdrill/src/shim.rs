@@ -697,6 +697,9 @@ impl Inner {
     }
 }
 
+/// Linux's smallest send buffer, `2 * (2048 + sizeof(struct sk_buff))` (`SOCK_MIN_SNDBUF`).
+const SOCK_MIN_SNDBUF: usize = 4608;
+
 /// What `getsockopt` returns.
 pub enum OptValue {
     Int(c_int),
@@ -1597,9 +1600,15 @@ impl Shim {
             if data.is_empty() {
                 return Some(Ok(0));
             }
+            // An explicit SO_SNDBUF bounds what is queued as Linux accounts it: the value
+            // doubled (at least SOCK_MIN_SNDBUF), each write-queue buffer charged its overhead.
+            let rest = &data[written..];
+            let n = s.opts.sndbuf.map_or(rest.len(), |b| {
+                c.send_room_linux((2 * b).max(SOCK_MIN_SNDBUF), rest.len())
+            });
             match iface
                 .tcp_mut()
-                .with_conn(now, id, |c| c.send_with(&data[written..], flags))
+                .with_conn(now, id, |c| c.send_with(&rest[..n], flags))
             {
                 Some(Ok(n)) => {
                     written += n;

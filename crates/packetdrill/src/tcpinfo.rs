@@ -174,6 +174,8 @@ impl TcpInfo {
             tcpi_snd_ssthresh: (c.ssthresh() / mss).min(u32::MAX as usize) as u32,
             tcpi_snd_cwnd: (c.cwnd() / mss) as u32,
             tcpi_advmss: mss as u32,
+            tcpi_sacked: c.sacked_out(),
+            tcpi_lost: c.lost_out(),
             tcpi_reordering: c.reordering() as u32,
             tcpi_total_retrans: st.total_retrans,
             tcpi_retrans: c.retrans_out(),

@@ -57,7 +57,9 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+mod prr;
 mod timewait;
+use prr::Prr;
 pub use timewait::TimeWait;
 
 /// How soon an ACK is owed.
@@ -120,6 +122,10 @@ struct ChronoStats {
 /// At most this many write-queue buffers are tracked; past it a write joins the last one
 /// (a writer of one-byte records cannot make the connection hold unbounded bookkeeping).
 const MAX_SEND_MARKS: usize = 4096;
+
+/// What Linux charges a socket's send buffer for one write-queue skb beyond its data
+/// (`truesize`: the `sk_buff`, its header room and shared info), in bytes: about 1.25 KiB.
+pub const SKB_TRUESIZE_OVERHEAD: usize = 1280;
 
 /// Events waiting for the endpoint, which drains them after every call, in order, none lost.
 /// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
@@ -380,6 +386,8 @@ pub struct Connection {
     scoreboard: Scoreboard,
     /// RFC 6675 `HighRxt`: the highest sequence number retransmitted in this recovery.
     high_rxt: SeqNum,
+    /// Proportional Rate Reduction (RFC 6937) during a SACK recovery.
+    prr: Prr,
     /// The end of the highest segment sent again, by any cause: below it, what is neither
     /// acknowledged nor SACKed is out a second time (Linux's `retrans_out`).
     rexmit_high: SeqNum,
@@ -417,6 +425,12 @@ pub struct Connection {
     urg_seq: Option<SeqNum>,
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
+    /// Where the write queue was last marked for a push (Linux's `pushed_seq`).
+    pushed_seq: SeqNum,
+    /// The peer's largest window as Linux's `max_window` keeps it for pushing: the window
+    /// of the handshake segment that completed the open, unscaled, raised only when an ACK
+    /// changes the window to more.
+    push_wnd: u32,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
     send_marks: VecDeque<SendMark>,
     /// `TCP_CORK`: a short last segment waits until uncorked (or the persist timer's probe).
@@ -658,6 +672,7 @@ impl Connection {
             inflation: 0,
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
+            prr: Prr::default(),
             high_rxt: iss,
             rexmit_high: iss,
             reordering: 3,
@@ -676,6 +691,8 @@ impl Connection {
             read_since_ack: false,
             urg_seq: None,
             snd_sml: iss,
+            pushed_seq: iss + 1,
+            push_wnd: 0,
             send_marks: VecDeque::new(),
             cork: false,
             more_hold: false,
@@ -796,6 +813,7 @@ impl Connection {
         self.ecn = self.ecn_mode != Ecn::Off && syn.flags.contains(TcpFlags::ECE | TcpFlags::CWR);
         self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd;
+        self.push_wnd = u32::from(syn.window);
         self.snd_wl1 = self.irs;
         self.set_state(State::SynReceived);
     }
@@ -969,8 +987,48 @@ impl Connection {
         self.snd_mss
     }
 
+    /// The congestion window sending is bounded by now: during a SACK fast recovery PRR's
+    /// (RFC 6937; what Linux reports as `tcpi_snd_cwnd` then), else the controller's.
     pub fn cwnd(&self) -> usize {
-        self.cc.cwnd()
+        self.send_cwnd()
+    }
+
+    /// Linux's `tcpi_sacked`: segments above `SND.UNA` the peer SACKed.
+    pub fn sacked_out(&self) -> u32 {
+        let mss = self.snd_mss.max(1);
+        self.scoreboard
+            .blocks
+            .iter()
+            .map(|&(l, r)| r.since(l).div_ceil(mss) as u32)
+            .sum()
+    }
+
+    /// Linux's `tcpi_lost`: segments taken for lost. In a fast recovery, the holes below the
+    /// highest SACKed byte (RFC 6675 §4 with RACK's view that all were sent before it, RFC
+    /// 8985 §6.2), retransmitted or not, until acknowledged; after a timeout, all not SACKed
+    /// (RFC 6675 §5.1); else none.
+    pub fn lost_out(&self) -> u32 {
+        let end = match self.ca_state() {
+            3 => match self.scoreboard.highest() {
+                Some(h) => h,
+                None => return 0,
+            },
+            4 => self.snd_max,
+            _ => return 0,
+        };
+        let mss = self.snd_mss.max(1);
+        let mut cursor = self.snd_una;
+        let mut lost = 0u32;
+        for &(l, r) in &self.scoreboard.blocks {
+            if l.gt(cursor) && cursor.lt(end) {
+                lost += l.min(end).since(cursor).div_ceil(mss) as u32;
+            }
+            cursor = cursor.max(r);
+        }
+        if end.gt(cursor) {
+            lost += end.since(cursor).div_ceil(mss) as u32;
+        }
+        lost
     }
 
     pub fn ssthresh(&self) -> usize {
@@ -1210,7 +1268,7 @@ impl Connection {
         // Before the handshake the segment size is not known: what is written then is one
         // buffer (Linux's SYN-data skb, or a write that waited for the connection).
         let goal = if self.state.is_synchronized() {
-            2 * self.snd_mss.max(1)
+            self.size_goal()
         } else {
             n
         };
@@ -1254,20 +1312,81 @@ impl Connection {
             pos += take;
             first = false;
             if pos.lt(end) {
-                // A buffer this write filled goes out pushed.
+                // A buffer this write filled goes out pushed. Where half the peer's largest
+                // window is less than two segments (the size goal is cut to it), only once
+                // more than that half was written since the last push (Linux's
+                // `forced_push`); a larger window pushes each two-segment buffer, as Linux's
+                // segments on a TUN path show.
+                let half = self.push_wnd as usize / 2;
+                let forced = half >= 2 * self.snd_mss.max(1) || pos.gt(self.pushed_seq + half);
                 if let Some(m) = self.send_marks.back_mut() {
-                    m.filled = true;
+                    m.filled = forced;
+                }
+                if forced {
+                    self.pushed_seq = pos;
                 }
             }
         }
         if let Some(m) = self.send_marks.back_mut() {
             if !flags.more {
                 m.push = true;
+                self.pushed_seq = end;
             }
             if flags.eor || flags.seal {
                 m.hard = true;
             }
         }
+    }
+
+    /// The size a write-queue buffer grows to (Linux's `tcp_xmit_size_goal`): two segments,
+    /// but no more than half the largest window the peer offered (`tcp_bound_to_half_wnd`),
+    /// in whole segments, and at least one.
+    fn size_goal(&self) -> usize {
+        let mss = self.snd_mss.max(1);
+        let mut goal = 2 * mss;
+        if self.max_snd_wnd > 536 {
+            goal = goal.min(self.max_snd_wnd / 2);
+        }
+        (goal / mss).max(1) * mss
+    }
+
+    /// How many of `n` more bytes a write may queue when the socket's send buffer is
+    /// `sndbuf` bytes of memory accounted as Linux does (`SO_SNDBUF` doubled, at least
+    /// `SOCK_MIN_SNDBUF`; the caller passes the result): every write-queue buffer not yet
+    /// acknowledged costs its unacknowledged bytes plus [`SKB_TRUESIZE_OVERHEAD`]; the last
+    /// buffer, if unsent, takes bytes up to the size goal; a new buffer is begun only while
+    /// the memory charged is below `sndbuf` (`sk_stream_memory_free`), and takes up to the
+    /// size goal. So a write may go past `sndbuf` by most of one buffer, as in Linux.
+    pub fn send_room_linux(&self, sndbuf: usize, n: usize) -> usize {
+        if !self.state.is_synchronized() {
+            return n;
+        }
+        let goal = self.size_goal();
+        let mut charged = self.send_buf.len() + self.send_marks.len() * SKB_TRUESIZE_OVERHEAD;
+        let mut room = 0;
+        // The tail buffer, unsent and no record's end, grows without a new charge check.
+        let sent_edge = self.snd_max.max(self.send_buf_seq);
+        if let Some(m) = self.send_marks.back() {
+            let k = self.send_marks.len();
+            let start = if k >= 2 {
+                self.send_marks[k - 2].end
+            } else {
+                self.send_buf_seq
+            };
+            if !m.hard && m.end.gt(sent_edge) && m.end == self.fin_seq() {
+                let take = goal
+                    .saturating_sub(m.end.since(start.max(sent_edge)))
+                    .min(n);
+                room += take;
+                charged += take;
+            }
+        }
+        while room < n && charged < sndbuf {
+            let take = goal.min(n - room);
+            room += take;
+            charged += take + SKB_TRUESIZE_OVERHEAD;
+        }
+        room
     }
 
     /// Once the handshake sets the segment size, cut what was written before it and not yet
@@ -1873,6 +1992,7 @@ impl Connection {
         // RFC 7323 §2.2: the window of a segment with SYN is never scaled.
         self.snd_wnd = seg.window as usize;
         self.max_snd_wnd = self.snd_wnd;
+        self.push_wnd = u32::from(seg.window);
         self.snd_wl1 = self.irs;
         self.snd_wl2 = ack;
         if has_ack {
@@ -2198,6 +2318,8 @@ impl Connection {
             if ack.gt(self.snd_una) && ack.le(self.snd_max) {
                 self.snd_wnd = (seg.window as usize) << self.snd_wscale;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                // Linux's child socket takes this ACK's window unscaled as its max_window.
+                self.push_wnd = u32::from(seg.window);
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
                 self.stats.delivered += 1;
@@ -2214,6 +2336,11 @@ impl Connection {
             return false;
         }
         let wnd = (seg.window as usize) << self.snd_wscale;
+        // What this ACK delivers, for PRR (RFC 6937 §3 `DeliveredData`): the change in
+        // SND.UNA plus the change in SACKed bytes.
+        let una_before = self.snd_una;
+        let sacked_before = self.scoreboard.sacked_bytes();
+        let fack_before = self.scoreboard.highest().unwrap_or(self.snd_una);
         if self.ecn
             && seg.flags.contains(TcpFlags::ECE)
             && !seg.flags.contains(TcpFlags::SYN)
@@ -2250,11 +2377,32 @@ impl Connection {
                 self.on_dup_ack(now);
             }
         } else {
-            // An ACK overtaken by a later one: its SACK blocks may still be news.
+            // An ACK overtaken by a later one: its SACK blocks may still be news. (It moves
+            // no window: Linux sends what they free by the window of the last ACK.)
             self.record_sack(seg);
         }
+        if self.recover.is_some() && self.sack_enabled && ack.ge(una_before) {
+            let delivered = (ack.since(una_before) + self.scoreboard.sacked_bytes())
+                .saturating_sub(sacked_before);
+            let fack = self.scoreboard.highest().unwrap_or(self.snd_una);
+            let from = fack_before.max(self.snd_una);
+            let newly_lost = fack.gt(from) && self.unsacked_between(from, fack) > 0;
+            let pipe = self.pipe();
+            self.prr.on_ack(
+                delivered,
+                pipe,
+                self.cc.ssthresh(),
+                ack.gt(una_before),
+                newly_lost,
+                self.snd_mss,
+            );
+        }
+        self.arm_rack_reorder(now);
         // Window update: "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)".
         if self.snd_wl1.lt(seq) || (self.snd_wl1 == seq && self.snd_wl2.le(ack)) {
+            if wnd != self.snd_wnd && wnd > self.push_wnd as usize {
+                self.push_wnd = wnd.min(u32::MAX as usize) as u32;
+            }
             self.snd_wnd = wnd;
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
@@ -2285,12 +2433,40 @@ impl Connection {
         if !self.sack_enabled {
             return;
         }
+        let fack_before = self.scoreboard.highest();
+        // The lowest byte newly SACKed by this ACK that was never sent again.
+        let mut reord: Option<SeqNum> = None;
         for b in seg.options.sack_blocks() {
             let (l, r) = (SeqNum(b.left), SeqNum(b.right));
             if l.ge(self.snd_una) && r.le(self.snd_max) {
+                if let Some(low) = self.first_unsacked_in(l, r) {
+                    if low.ge(self.rexmit_high) && reord.is_none_or(|x| low.lt(x)) {
+                        reord = Some(low);
+                    }
+                }
                 self.scoreboard.add(l, r);
             }
         }
+        // A hole below the highest SACKed byte filled by its first transmission: the path
+        // reordered (RFC 4737), as deep as from it to the highest SACKed byte (Linux's
+        // `tcp_check_sack_reordering`). DupThresh grows to match.
+        if let (Some(low), Some(prior), Some(fack)) =
+            (reord, fack_before, self.scoreboard.highest())
+        {
+            let mss = self.snd_mss.max(1);
+            if low.lt(prior) && self.rto_count == 0 && fack.since(low) > self.reordering * mss {
+                self.reordering = fack.since(low).div_ceil(mss).min(MAX_REORDERING);
+            }
+        }
+    }
+
+    /// The first byte of `[l, r)` not SACKed yet.
+    fn first_unsacked_in(&self, l: SeqNum, r: SeqNum) -> Option<SeqNum> {
+        let mut cursor = l;
+        while let Some(end) = self.scoreboard.sacked_until(cursor) {
+            cursor = end;
+        }
+        cursor.lt(r).then_some(cursor)
     }
 
     /// The sequence number our FIN occupies (meaningful once a FIN is queued).
@@ -2392,11 +2568,12 @@ impl Connection {
                 self.partial_acks += 1;
                 if !self.sack_enabled {
                     self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
+                    self.inflation = self.inflation.saturating_sub(acked);
+                    if acked >= self.snd_mss {
+                        self.inflation += self.snd_mss;
+                    }
                 }
-                self.inflation = self.inflation.saturating_sub(acked);
-                if acked >= self.snd_mss {
-                    self.inflation += self.snd_mss;
-                }
+                // (With SACK, PRR sets the window on each ACK: no inflation.)
             }
             None => {
                 self.dupacks = 0;
@@ -2570,6 +2747,41 @@ impl Connection {
         }
     }
 
+    /// RACK's loss detection below DupThresh (RFC 8985 §6.2, as Linux's `tcp_rack_mark_lost`):
+    /// SACKed bytes above a hole at `SND.UNA` were sent after it, so the hole is lost once it
+    /// has gone unacknowledged for the reordering window, `min_RTT / 4` (at most SRTT), past
+    /// what the SACKed data took: the `Reorder` timer then starts the recovery, which sends
+    /// the hole again. (Enough SACKed bytes for DupThresh start it at once, `on_dup_ack`.)
+    /// Without per-segment send times the hole is taken as sent with the SACKed data; the
+    /// timer has Linux's slack, 2 ms past the window rounded up to a millisecond
+    /// (`TCP_TIMEOUT_MIN`).
+    fn arm_rack_reorder(&mut self, now: Instant) {
+        let hole_at_una = self
+            .scoreboard
+            .blocks
+            .first()
+            .is_some_and(|&(l, _)| l.gt(self.snd_una));
+        let fresh = self.snd_una.gt(self.recover_mark) || self.recover_mark == self.iss;
+        if !self.sack_enabled
+            || !hole_at_una
+            || !fresh
+            || self.recover.is_some()
+            || self.rto_count > 0
+            || self.reorder_head == Some(self.snd_una)
+            || !self.state.is_synchronized()
+        {
+            return;
+        }
+        let (Some(min_rtt), Some(srtt)) = (self.rtt.min_rtt(), self.rtt.srtt()) else {
+            return;
+        };
+        let reo_wnd = (min_rtt / 4).min(srtt);
+        let ms = reo_wnd.as_micros().div_ceil(1000) as u64;
+        self.reorder_head = Some(self.snd_una);
+        self.timers
+            .set(Timer::Reorder, now + Duration::from_millis(ms + 2));
+    }
+
     /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
     fn enter_recovery(&mut self, now: Instant) {
         let flight = self.snd_nxt.since(self.snd_una);
@@ -2590,9 +2802,11 @@ impl Connection {
             })
         });
         self.recover_mark = self.snd_max;
+        let prior_cwnd = self.cc.cwnd();
         self.cc.on_congestion_event(now, flight);
         self.recover = Some(self.snd_max);
         self.high_rxt = self.high_rxt.max(self.snd_una);
+        self.prr = Prr::start(prior_cwnd, self.pipe());
         if !head_resent {
             self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
         }
@@ -3204,6 +3418,9 @@ impl Connection {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
+            if self.recover.is_some() && self.sack_enabled {
+                self.prr.on_send(end.since(p.seq));
+            }
             match p.retransmit {
                 Some(cause) => {
                     self.rtt_timed = None;
@@ -3388,7 +3605,7 @@ impl Connection {
         // 2. SACK recovery (RFC 6675 §5): fill holes below the highest SACKed byte while the
         // pipe leaves room in the congestion window.
         if self.recover.is_some() && self.sack_enabled {
-            let cwnd = self.cc.cwnd();
+            let cwnd = self.send_cwnd();
             if self.pipe() + mss <= cwnd.max(mss) {
                 if let Some((seq, end)) = self.next_hole(mss, data_end) {
                     let fin = fin_allowed && end == data_end && self.snd_max.gt(data_end);
@@ -3417,7 +3634,7 @@ impl Connection {
         } else {
             self.snd_nxt.since(self.snd_una)
         };
-        let cwnd = self.cc.cwnd() + self.inflation;
+        let cwnd = self.send_cwnd() + self.inflation;
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
         let mut avail = data_end.since(seq);
@@ -3514,6 +3731,34 @@ impl Connection {
             cursor = e;
         }
         above + retransmitted
+    }
+
+    /// The window sending is bounded by: PRR's during a SACK recovery (RFC 6937), else the
+    /// congestion controller's.
+    fn send_cwnd(&self) -> usize {
+        if self.recover.is_some() && self.sack_enabled {
+            self.prr.cwnd()
+        } else {
+            self.cc.cwnd()
+        }
+    }
+
+    /// Bytes in `[from, to)` the peer has not SACKed.
+    fn unsacked_between(&self, from: SeqNum, to: SeqNum) -> usize {
+        let sacked: usize = self
+            .scoreboard
+            .blocks
+            .iter()
+            .map(|&(l, r)| {
+                let (l, r) = (l.max(from), r.min(to));
+                if r.gt(l) {
+                    r.since(l)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        to.since(from).saturating_sub(sacked)
     }
 
     /// The next unSACKed range at or after `HighRxt` below the highest SACKed byte.

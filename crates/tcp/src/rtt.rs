@@ -17,6 +17,8 @@ pub struct RttEstimator {
     backoff: u32,
     /// The floor applies to the variance term (Linux), not to the sum (RFC 6298 §2.4).
     linux: bool,
+    /// The smallest sample so far in µs (RACK's `min_RTT`, RFC 8985 §6.2).
+    min_rtt: Option<u64>,
 }
 
 const G_US: u64 = 1000;
@@ -37,6 +39,7 @@ impl RttEstimator {
             max_rto,
             backoff: 0,
             linux: false,
+            min_rtt: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl RttEstimator {
     /// no sample from a retransmitted segment unless timestamps disambiguate it.
     pub fn sample(&mut self, r: Duration) {
         let r = us(r);
+        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         let srtt = match self.srtt {
             None => {
                 self.rttvar = r / 2;
@@ -98,6 +102,11 @@ impl RttEstimator {
 
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt.map(Duration::from_micros)
+    }
+
+    /// The smallest RTT measured (RFC 8985 §6.2 `RACK.min_RTT`).
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.map(Duration::from_micros)
     }
 
     pub fn rttvar(&self) -> Duration {

@@ -1,6 +1,7 @@
 //! The send path's Linux-compatible policies, segment by segment: where PSH goes (RFC 9293
 //! §3.9.1 leaves it to the sender; Linux pushes each write's end and each two-segment
-//! write-queue buffer a write fills), records (`MSG_EOR`), `MSG_MORE` and `TCP_CORK`,
+//! write-queue buffer a write fills; with a peer window under four segments, a filled buffer
+//! every half window), records (`MSG_EOR`), `MSG_MORE` and `TCP_CORK`,
 //! `TCP_NOTSENT_LOWAT`, and new data that waits for a window that fits it.
 
 mod harness;
@@ -62,6 +63,31 @@ fn psh_ends_each_write_and_each_two_segment_buffer_a_write_fills() {
     c.handle_timeout(at);
     let again = output(&mut c, at);
     assert_eq!(rel(&again)[0], (0, NO, 1000));
+}
+
+/// The peer offers 3000 bytes (SYN-ACK and ACKs alike): write-queue buffers are one segment
+/// (at most half that window, Linux's `tcp_bound_to_half_wnd`), and a buffer the write fills
+/// is pushed only once it ends more than 1500 bytes past the last push (`forced_push`).
+#[test]
+fn psh_marks_a_filled_buffer_every_half_window() {
+    let mut c = syn_sent(&plain());
+    let mut synack = Seg::new(S | A, IRS, ISS + 1).win(3000);
+    synack.options = mss(1000);
+    input(&mut c, t(10), &synack);
+    output(&mut c, t(10));
+    assert_eq!(c.send(&[1; 4500]), Ok(4500));
+    let out = output(&mut c, t(20));
+    assert_eq!(
+        rel(&out),
+        vec![(0, NO, 1000), (1000, PSH, 1000), (2000, NO, 1000)]
+    );
+    input(&mut c, t(30), &peer_ack(3000).win(3000));
+    let out = output(&mut c, t(30));
+    assert_eq!(rel(&out), vec![(3000, PSH, 1000), (4000, PSH, 500)]);
+    let at = t(30) + c.rto();
+    c.handle_timeout(at);
+    let again = output(&mut c, at);
+    assert_eq!(rel(&again)[0], (3000, NO, 1000));
 }
 
 #[test]
@@ -184,4 +210,22 @@ fn busy_and_receive_window_limited_time() {
     let ms = |d: synack_tcp::Duration| d.as_millis();
     let (busy, rwnd) = c.chrono_times(t(300));
     assert_eq!((ms(busy), ms(rwnd)), (230, 200));
+}
+
+/// SO_SNDBUF's accounting as Linux (`Connection::send_room_linux`): with buffers of one
+/// segment (the peer offered 2000 bytes) and 4608 bytes of send buffer, three buffers fit —
+/// a new one is begun while the charge (data plus 1280 bytes a buffer) is below the limit.
+#[test]
+fn send_room_follows_linux_buffer_accounting() {
+    let mut c = syn_sent(&plain());
+    let mut synack = Seg::new(S | A, IRS, ISS + 1).win(2000);
+    synack.options = mss(1000);
+    input(&mut c, t(10), &synack);
+    output(&mut c, t(10));
+    assert_eq!(c.send_room_linux(4608, 10_000), 3000);
+    assert_eq!(c.send_room_linux(4608, 500), 500);
+    assert_eq!(c.send(&[1; 3000]), Ok(3000));
+    assert_eq!(c.send_room_linux(4608, 1000), 0, "3000 + 3 * 1280 >= 4608");
+    // A larger limit takes more: 3 buffers charged 6840; two more fit under 9216.
+    assert_eq!(c.send_room_linux(9216, 10_000), 2000);
 }
