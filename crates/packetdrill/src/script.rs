@@ -689,6 +689,7 @@ fn symbol(name: &str) -> Option<i64> {
         "SO_KEEPALIVE" => SO_KEEPALIVE,
         "SO_RCVBUF" => SO_RCVBUF,
         "SO_SNDBUF" => SO_SNDBUF,
+        "SO_MAX_PACING_RATE" => SO_MAX_PACING_RATE,
         "SO_LINGER" => SO_LINGER,
         "SO_ERROR" => SO_ERROR,
         "SO_TYPE" => SO_TYPE,

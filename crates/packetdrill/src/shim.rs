@@ -103,6 +103,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// TCP_CORK.
     pub cork: bool,
+    /// SO_MAX_PACING_RATE in bytes per second (`u32::MAX`: none).
+    pub max_pacing_rate: Option<u32>,
     /// IP_FREEBIND.
     pub freebind: bool,
     /// SO_TIMESTAMPING's flags (`SOF_TIMESTAMPING_*`).
@@ -573,6 +575,7 @@ impl Inner {
         let ut = o.user_timeout();
         let nodelay = o.nodelay;
         let cork = o.cork;
+        let pacing = o.max_pacing_rate;
         let lowat = match o.notsent_lowat {
             0 => self.base.notsent_lowat,
             v => Some(v as usize),
@@ -586,6 +589,9 @@ impl Inner {
             }
             if c.cork() != cork {
                 c.set_cork(cork);
+            }
+            if let Some(r) = pacing {
+                c.set_max_pacing_rate((r != u32::MAX).then_some(u64::from(r)));
             }
             c.set_notsent_lowat(lowat);
             c.set_user_timeout(ut);
@@ -1873,6 +1879,10 @@ impl Shim {
                 s.opts.cork = int()? != 0;
                 conn_opts = true;
             }
+            (libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE) => {
+                s.opts.max_pacing_rate = Some(int()? as u32);
+                conn_opts = true;
+            }
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
                 s.opts.notsent_lowat = int()? as u32;
                 conn_opts = true;
@@ -2010,6 +2020,9 @@ impl Shim {
             },
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(s.opts.nodelay),
             (libc::IPPROTO_TCP, libc::TCP_CORK) => b(s.opts.cork),
+            (libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE) => {
+                OptValue::Int(s.opts.max_pacing_rate.unwrap_or(u32::MAX) as c_int)
+            }
             (libc::IPPROTO_IP, libc::IP_FREEBIND) => b(s.opts.freebind),
             (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
                 OptValue::Int(s.opts.notsent_lowat as c_int)

@@ -34,6 +34,8 @@ pub struct Sysctls {
     pub tcp_keepalive_probes: Option<u32>,
     pub tcp_ecn: Option<u32>,
     pub tcp_notsent_lowat: Option<u64>,
+    /// `tcp_congestion_control`: the namespace's congestion control.
+    pub tcp_congestion_control: Option<String>,
 }
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -82,6 +84,8 @@ impl Sysctls {
             tcp_keepalive_probes: num(root, "net/ipv4/tcp_keepalive_probes"),
             tcp_ecn: num(root, "net/ipv4/tcp_ecn"),
             tcp_notsent_lowat: num(root, "net/ipv4/tcp_notsent_lowat"),
+            tcp_congestion_control: read(root, "net/ipv4/tcp_congestion_control")
+                .map(|s| s.trim().to_owned()),
         }
     }
 
@@ -123,6 +127,14 @@ impl Sysctls {
         }
         if let Some(v) = self.tcp_ecn {
             c.ecn = synack_tcp::Ecn::from_linux_sysctl(v);
+        }
+        if let Some(cc) = self.tcp_congestion_control.as_deref() {
+            // A congestion control that asks for pacing (BBR: Linux's internal pacing,
+            // `SK_PACING_NEEDED`) has the kernel pace every flow of the namespace; synack keeps
+            // its own window and paces it as Linux then does (`Config::pacing`). Where BBR is
+            // the only choice a namespace has, a script's `tcp_congestion_control=cubic` fails
+            // and leaves it in place, so the kernel's flows there are paced too.
+            c.pacing = cc == "bbr";
         }
         if let Some(v) = self.tcp_notsent_lowat {
             // UINT_MAX (the default) is no limit.
@@ -194,9 +206,17 @@ mod tests {
         assert!(!c.timestamps);
         assert!(c.sack, "a missing file changes nothing");
         assert_eq!(c.syn_retries, 5);
+        assert!(!c.pacing, "no congestion control named: no pacing");
         // Linux's default 6 MiB maximum gives 7.
         put("net/ipv4/tcp_rmem", "4096 131072 6291456");
         assert_eq!(Sysctls::read(&dir).window_scale(), Some(7));
+        // BBR paces every flow: so does synack then; CUBIC does not (without fq).
+        put("net/ipv4/tcp_congestion_control", "bbr\n");
+        Sysctls::read(&dir).apply(&mut c);
+        assert!(c.pacing);
+        put("net/ipv4/tcp_congestion_control", "cubic\n");
+        Sysctls::read(&dir).apply(&mut c);
+        assert!(!c.pacing);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -136,6 +136,11 @@ pub struct Config {
     /// applied from the start as Linux's `TCP_RACK_NO_DUPTHRESH` does). `false` recovers on the
     /// third duplicate at once (RFC 5681, and Linux's default until it has seen reordering).
     pub reorder_window: bool,
+    /// Pace data as Linux does under the `fq` qdisc or its internal pacing: each write-queue
+    /// buffer after the first ten segments waits its length at twice the congestion window
+    /// per smoothed RTT in slow start, 1.2 times after (see `conn::pacing`). Off: a window
+    /// goes out as fast as the link takes it.
+    pub pacing: bool,
     /// Answer SYNs with SYN cookies when a listener's SYN queue is full, keeping no state
     /// until the handshake completes (RFC 4987 §3.6; Linux `tcp_syncookies = 1`). Without,
     /// such SYNs are dropped.
@@ -184,6 +189,7 @@ impl Default for Config {
             max_connections: None,
             max_buffer_bytes: None,
             reorder_window: true,
+            pacing: false,
             syn_cookies: true,
             challenge_ack_interval: Duration::from_millis(500),
             challenge_ack_limit: 1000,

@@ -57,8 +57,10 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+mod pacing;
 mod prr;
 mod timewait;
+use pacing::Pacer;
 use prr::Prr;
 pub use timewait::TimeWait;
 
@@ -388,6 +390,9 @@ pub struct Connection {
     high_rxt: SeqNum,
     /// Proportional Rate Reduction (RFC 6937) during a SACK recovery.
     prr: Prr,
+    /// Pacing (`Config::pacing`), and when the next buffer may go.
+    pacing: bool,
+    pacer: Pacer,
     /// The end of the highest segment sent again, by any cause: below it, what is neither
     /// acknowledged nor SACKed is out a second time (Linux's `retrans_out`).
     rexmit_high: SeqNum,
@@ -673,6 +678,8 @@ impl Connection {
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
             prr: Prr::default(),
+            pacing: config.pacing,
+            pacer: Pacer::default(),
             high_rxt: iss,
             rexmit_high: iss,
             reordering: 3,
@@ -1444,6 +1451,16 @@ impl Connection {
         self.send_marks.get(i).filter(|m| m.hard).map(|m| m.end)
     }
 
+    /// `SO_MAX_PACING_RATE`: pace this connection (as Linux's internal pacing, which the option
+    /// turns on) at no more than `max` bytes per second; `None` lifts the cap (pacing stays
+    /// on if it was).
+    pub fn set_max_pacing_rate(&mut self, max: Option<u64>) {
+        if max.is_some() {
+            self.pacing = true;
+        }
+        self.pacer.max_rate = max.unwrap_or(0);
+    }
+
     /// `TCP_CORK`: while on, a short last segment waits (until uncorked, `TCP_NODELAY`, or
     /// the persist timer's probe: Linux's 200 ms ceiling); turning it off sends what waits.
     pub fn set_cork(&mut self, on: bool) {
@@ -1672,7 +1689,10 @@ impl Connection {
 
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.pacer.wake_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next event for the application or the trace.
@@ -3059,6 +3079,7 @@ impl Connection {
 impl Connection {
     /// Run every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.pacer.on_timeout(now);
         while let Some(t) = self.timers.take_expired(now) {
             self.on_timer(now, t);
         }
@@ -3392,7 +3413,15 @@ impl Connection {
 
     fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.update_chrono(now);
-        if let Some(p) = self.plan(self.payload_room(buf.len())) {
+        // Pacing holds data back until the next buffer's time (pure ACKs still go).
+        let paced = self.pacing && !self.pacer.may_send(now);
+        let planned = if paced {
+            self.pacer.hold();
+            None
+        } else {
+            self.plan(self.payload_room(buf.len()))
+        };
+        if let Some(p) = planned {
             let mut flags = TcpFlags::ACK;
             if p.fin {
                 flags |= TcpFlags::FIN;
@@ -3420,6 +3449,18 @@ impl Connection {
             let end = p.seq + p.len + p.fin as usize;
             if self.recover.is_some() && self.sack_enabled {
                 self.prr.on_send(end.since(p.seq));
+            }
+            if self.pacing && p.len > 0 {
+                let data_end = p.seq + p.len;
+                let i = self.send_marks.partition_point(|m| m.end.lt(data_end));
+                let buffer_end = self.send_marks.get(i).is_none_or(|m| m.end == data_end);
+                let rate = pacing::rate(
+                    self.cc.cwnd(),
+                    self.cc.ssthresh(),
+                    self.snd_max.max(end).since(self.snd_una),
+                    self.rtt.srtt(),
+                );
+                self.pacer.on_send(now, p.len, buffer_end, rate);
             }
             match p.retransmit {
                 Some(cause) => {

@@ -229,3 +229,29 @@ fn send_room_follows_linux_buffer_accounting() {
     // A larger limit takes more: 3 buffers charged 6840; two more fit under 9216.
     assert_eq!(c.send_room_linux(9216, 10_000), 2000);
 }
+
+/// Pacing (`set_max_pacing_rate`, Linux's SO_MAX_PACING_RATE): ten segments go at once, then
+/// each two-segment buffer waits its length at the rate (100 kB/s: 20 ms per 2000 bytes,
+/// counted from the tenth segment); the connection asks to be polled when the next may go.
+#[test]
+fn pacing_spaces_buffers_after_the_first_ten_segments() {
+    let mut c = established_with(&nodelay(), mss(1000));
+    c.set_max_pacing_rate(Some(100_000));
+    assert_eq!(c.send(&[1; 16_000]), Ok(16_000));
+    assert_eq!(output(&mut c, t(20)).len(), 10);
+    input(&mut c, t(30), &peer_ack(10_000));
+    assert!(
+        output(&mut c, t(30)).is_empty(),
+        "the window is open, the pace is not"
+    );
+    assert_eq!(c.poll_timeout(), Some(t(40)));
+    for (at, from) in [(40, 10_000), (60, 12_000), (80, 14_000)] {
+        assert!(output(&mut c, t(at - 1)).is_empty());
+        c.handle_timeout(t(at));
+        assert_eq!(
+            rel(&output(&mut c, t(at))),
+            vec![(from, NO, 1000), (from + 1000, PSH, 1000)],
+            "at {at} ms"
+        );
+    }
+}

@@ -7,7 +7,8 @@
 //! drained to the new window (or, as RFC 6675 alone does, sending a burst when many holes are
 //! found at once). Each ACK (RFC 6937 §3.1):
 //!
-//! - `prr_delivered += DeliveredData` (bytes newly acknowledged or SACKed);
+//! - `prr_delivered += DeliveredData` (bytes newly acknowledged or SACKed, rounded up to
+//!   whole segments: Linux counts packets, so a short segment delivered frees a full one);
 //! - while `pipe > ssthresh`, the proportional part:
 //!   `sndcnt = ceil(prr_delivered * ssthresh / RecoverFS) - prr_out`;
 //! - else the slow-start reduction bound: with an ACK that advanced `SND.UNA` and marked no
@@ -61,6 +62,8 @@ impl Prr {
         if delivered == 0 {
             return self.cwnd;
         }
+        // Linux counts in packets: a segment delivered lets a segment go, however short.
+        let delivered = delivered.div_ceil(mss.max(1)) * mss.max(1);
         self.delivered += delivered;
         let sndcnt = if pipe > ssthresh {
             // RFC 6937 §3.1, the proportional part, rounded up to whole segments as Linux
