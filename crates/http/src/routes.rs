@@ -273,11 +273,10 @@ impl Routes {
     where
         B: Body + Unpin,
     {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
+        let (parts, mut body) = req.into_parts();
+        let (path, method) = (parts.uri.path(), parts.method.clone());
         // Read any request body as it comes (counting it, not keeping it), so that the
         // connection stays usable.
-        let mut body = req.into_body();
         let mut got = 0u64;
         while let Some(frame) = body.frame().await {
             match frame {
@@ -311,7 +310,8 @@ impl Routes {
         if let Some(ms) = path.strip_prefix("/delay/") {
             return match number(ms) {
                 Some(ms) if ms <= MAX_DELAY_MS => {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    // Boxed: the timer would otherwise make every request's future larger.
+                    Box::pin(tokio::time::sleep(Duration::from_millis(ms))).await;
                     text(StatusCode::OK, format!("delayed {ms} ms\n"))
                 }
                 _ => text(
@@ -321,8 +321,8 @@ impl Routes {
             };
         }
         match &self.dir {
-            Some(dir) => match under(dir, &path) {
-                Some(p) => file_or_listing(p, &path).await,
+            Some(dir) => match under(dir, path) {
+                Some(p) => Box::pin(file_or_listing(p, path)).await,
                 None => text(StatusCode::FORBIDDEN, "forbidden\n"),
             },
             None if path == "/" => text(StatusCode::OK, "hello from synack\n"),
