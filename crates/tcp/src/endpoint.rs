@@ -3,6 +3,7 @@
 //! that match nothing, and one timer queue for every connection. Still sans-IO: the stack hands
 //! it parsed segments and `now`, and polls it for segments and its next deadline.
 
+use core::hash::BuildHasher;
 use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -18,6 +19,7 @@ use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, State};
+use crate::table::ConnTable;
 use crate::time::Instant;
 use crate::trace::{Direction, SegmentInfo, TraceEvent, TraceRecord};
 
@@ -237,7 +239,12 @@ pub struct Endpoint {
     isn: IsnGenerator,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_tuple: HashMap<FourTuple, ConnId, TupleHashBuilder>,
+    /// Connections by 4-tuple: slot indices under the tuple's keyed hash, each confirmed
+    /// against the tuple its slot holds (see [`ConnTable`]).
+    by_tuple: ConnTable,
+    /// The connection table's hash (keyed by the secret, RFC 6056's concern for ports applies
+    /// to buckets too: a peer must not be able to aim at one).
+    tuple_hash: TupleHashBuilder,
     /// The last tuple `handle_segment` found there: segments come in runs of one connection
     /// (a transfer, an exchange, a handshake), and a hit skips the hash and the table's
     /// memory, which among many connections is a cache miss. Cleared whenever a tuple is
@@ -291,7 +298,8 @@ impl Endpoint {
             isn: IsnGenerator::new(secret),
             slots: Vec::new(),
             free: Vec::new(),
-            by_tuple: HashMap::with_hasher(TupleHashBuilder::new(secret)),
+            by_tuple: ConnTable::default(),
+            tuple_hash: TupleHashBuilder::new(secret),
             last_found: None,
             listeners: Vec::new(),
             by_port: HashMap::with_hasher(TupleHashBuilder::new(secret)),
@@ -573,7 +581,7 @@ impl Endpoint {
                     local: SocketAddr::new(local_ip, p),
                     remote,
                 };
-                if self.by_tuple.contains_key(&tuple) {
+                if self.lookup(&tuple).is_some() {
                     return Err(ConnectError::AddrInUse);
                 }
                 p
@@ -625,7 +633,7 @@ impl Endpoint {
                 local: SocketAddr::new(local_ip, port),
                 remote,
             };
-            if self.listener_for(local_ip, port).is_none() && !self.by_tuple.contains_key(&tuple) {
+            if self.listener_for(local_ip, port).is_none() && self.lookup(&tuple).is_none() {
                 return Ok(port);
             }
         }
@@ -700,7 +708,10 @@ impl Endpoint {
             index,
             generation: slot.generation,
         };
-        self.by_tuple.insert(tuple, id);
+        let hash = self.tuple_hash.hash_one(tuple);
+        let slots = &self.slots;
+        self.by_tuple
+            .insert(hash, index, |i| slot_is(slots, i, &tuple));
         self.last_found = None;
         id
     }
@@ -883,6 +894,18 @@ impl Endpoint {
         }
     }
 
+    /// The connection of `tuple`, if the table has one.
+    #[inline]
+    fn lookup(&self, tuple: &FourTuple) -> Option<ConnId> {
+        let hash = self.tuple_hash.hash_one(tuple);
+        let slots = &self.slots;
+        let index = self.by_tuple.find(hash, |i| slot_is(slots, i, tuple))?;
+        Some(ConnId {
+            index,
+            generation: slots[index as usize].generation,
+        })
+    }
+
     /// Number of connection slots in use (any state).
     pub fn connection_count(&self) -> usize {
         self.by_tuple.len()
@@ -896,7 +919,10 @@ impl Endpoint {
 
     /// Every live connection handle.
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.by_tuple.values().copied()
+        self.by_tuple.indices().map(|index| ConnId {
+            index,
+            generation: self.slots[index as usize].generation,
+        })
     }
 
     // ---------------------------------------------------------------------------------------
@@ -935,7 +961,7 @@ impl Endpoint {
         let found = match self.last_found {
             Some((t, id)) if t == tuple => Some(id),
             _ => {
-                let found = self.by_tuple.get(&tuple).copied();
+                let found = self.lookup(&tuple);
                 if let Some(id) = found {
                     self.last_found = Some((tuple, id));
                 }
@@ -1337,7 +1363,7 @@ impl Endpoint {
         seq: u32,
     ) {
         let tuple = FourTuple { local, remote };
-        let Some(&id) = self.by_tuple.get(&tuple) else {
+        let Some(id) = self.lookup(&tuple) else {
             self.stats.dropped += 1;
             return;
         };
@@ -1682,9 +1708,8 @@ impl Endpoint {
             self.compact_time_waits -= 1;
             let tuple = tw.tuple();
             self.last_found = None;
-            if self.by_tuple.get(&tuple) == Some(&id) {
-                self.by_tuple.remove(&tuple);
-            }
+            self.by_tuple
+                .remove(self.tuple_hash.hash_one(tuple), id.index);
             if self.spare_tw.len() < SPARE_MAX {
                 self.spare_tw.push(tw);
             }
@@ -1693,9 +1718,8 @@ impl Endpoint {
             // The tuple may belong to a newer connection by now (this one closed, and a new
             // SYN for the same tuple came): only our own entry goes.
             self.last_found = None;
-            if self.by_tuple.get(c.tuple_ref()) == Some(&id) {
-                self.by_tuple.remove(c.tuple_ref());
-            }
+            self.by_tuple
+                .remove(self.tuple_hash.hash_one(c.tuple_ref()), id.index);
             for storage in c.take_storage() {
                 if self.spare.len() < SPARE_MAX
                     && !storage.is_empty()
@@ -1737,6 +1761,19 @@ fn record_conn_event(trace: &mut Vec<TraceRecord>, time: Instant, conn: &Connect
         time,
         event: TraceEvent::from_conn(*conn.tuple_ref(), ev),
     });
+}
+
+/// Whether slot `index` holds the connection of `tuple` (live or a compact TIME-WAIT).
+#[inline]
+fn slot_is(slots: &[Slot], index: u32, tuple: &FourTuple) -> bool {
+    let Some(s) = slots.get(index as usize) else {
+        return false;
+    };
+    match (s.conn.as_deref(), s.tw.as_deref()) {
+        (Some(c), _) => c.tuple_ref() == tuple,
+        (None, Some(tw)) => tw.tuple() == *tuple,
+        (None, None) => false,
+    }
 }
 
 /// The `by_port` key of a listener on `ip` and `port`.
