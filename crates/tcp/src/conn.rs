@@ -101,6 +101,38 @@ struct SendMark {
     hard: bool,
 }
 
+/// The write queue's buffers ([`SendMark`]), allocated only while some are kept: an idle
+/// connection holds one word for them. Reads of none see an empty queue.
+#[derive(Debug, Default)]
+struct SendMarks(Option<Box<VecDeque<SendMark>>>);
+
+static NO_MARKS: VecDeque<SendMark> = VecDeque::new();
+
+impl core::ops::Deref for SendMarks {
+    type Target = VecDeque<SendMark>;
+    #[inline]
+    fn deref(&self) -> &VecDeque<SendMark> {
+        self.0.as_deref().unwrap_or(&NO_MARKS)
+    }
+}
+
+impl core::ops::DerefMut for SendMarks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut VecDeque<SendMark> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl SendMarks {
+    /// Free the queue once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
 /// What the sender is doing, for Linux's chronographs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chrono {
@@ -123,10 +155,11 @@ const MAX_SEND_MARKS: usize = 4096;
 
 /// Events waiting for the endpoint, which drains them after every call, in order, none lost.
 /// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
-/// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
+/// queue then never allocates (an idle connection keeps 16 bytes for it: the queue is made on
+/// the first event and dropped once drained).
 #[derive(Debug, Default)]
 struct EventQueue {
-    queue: VecDeque<Event>,
+    queue: Option<Box<VecDeque<Event>>>,
     off: bool,
 }
 
@@ -134,17 +167,22 @@ impl EventQueue {
     #[inline]
     fn push(&mut self, e: Event) {
         if !self.off {
-            self.queue.push_back(e);
+            self.queue.get_or_insert_default().push_back(e);
         }
     }
 
     #[inline]
     fn pop(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let q = self.queue.as_mut()?;
+        let e = q.pop_front();
+        if q.is_empty() {
+            self.queue = None;
+        }
+        e
     }
 
     fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_none()
     }
 }
 
@@ -191,7 +229,47 @@ impl HyStart {
 #[derive(Debug, Default, Clone)]
 struct Scoreboard {
     /// Sorted, disjoint `[left, right)` ranges.
-    blocks: Vec<(SeqNum, SeqNum)>,
+    blocks: Blocks,
+}
+
+/// The scoreboard's ranges, allocated only while the peer SACKs something: an idle connection
+/// keeps one word for them. Reads of none see an empty list.
+#[derive(Debug, Default, Clone)]
+struct Blocks(Option<Box<Vec<(SeqNum, SeqNum)>>>);
+
+static NO_BLOCKS: Vec<(SeqNum, SeqNum)> = Vec::new();
+
+impl core::ops::Deref for Blocks {
+    type Target = Vec<(SeqNum, SeqNum)>;
+    #[inline]
+    fn deref(&self) -> &Vec<(SeqNum, SeqNum)> {
+        self.0.as_deref().unwrap_or(&NO_BLOCKS)
+    }
+}
+
+impl core::ops::DerefMut for Blocks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Vec<(SeqNum, SeqNum)> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl<'a> IntoIterator for &'a Blocks {
+    type Item = &'a (SeqNum, SeqNum);
+    type IntoIter = core::slice::Iter<'a, (SeqNum, SeqNum)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Blocks {
+    /// Free the list once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            self.0 = None;
+        }
+    }
 }
 
 impl Scoreboard {
@@ -222,6 +300,9 @@ impl Scoreboard {
     }
 
     fn trim(&mut self, una: SeqNum) {
+        if self.blocks.is_empty() {
+            return;
+        }
         self.blocks.retain_mut(|b| {
             if b.1.le(una) {
                 return false;
@@ -229,6 +310,7 @@ impl Scoreboard {
             b.0 = b.0.max(una);
             true
         });
+        self.blocks.tidy();
     }
 
     /// The end of the SACKed range holding `seq`, if any.
@@ -248,7 +330,7 @@ impl Scoreboard {
     }
 
     fn clear(&mut self) {
-        self.blocks.clear();
+        self.blocks = Blocks::default();
     }
 }
 
@@ -418,7 +500,7 @@ pub struct Connection {
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
-    send_marks: VecDeque<SendMark>,
+    send_marks: SendMarks,
     /// `TCP_CORK`: a short last segment waits until uncorked (or the persist timer's probe).
     cork: bool,
     /// The last write said `MSG_MORE`: a short last segment waits for the next ACK or push.
@@ -676,7 +758,7 @@ impl Connection {
             read_since_ack: false,
             urg_seq: None,
             snd_sml: iss,
-            send_marks: VecDeque::new(),
+            send_marks: SendMarks::default(),
             cork: false,
             more_hold: false,
             push_once: false,
@@ -1306,6 +1388,7 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
+        self.send_marks.tidy();
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1513,6 +1596,7 @@ impl Connection {
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
+        self.send_marks.tidy();
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());

@@ -8,6 +8,7 @@ use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 
 use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
@@ -31,8 +32,26 @@ pub struct ConnId {
 }
 
 /// A listening socket of this endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenerId(u32);
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(NonZeroU32);
+
+impl core::fmt::Debug for ListenerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("ListenerId").field(&self.index()).finish()
+    }
+}
+
+impl ListenerId {
+    /// Listener `index` (stored plus one, so that `Option<ListenerId>` takes 4 bytes).
+    fn from_index(index: usize) -> ListenerId {
+        ListenerId(NonZeroU32::MIN.saturating_add(index as u32))
+    }
+
+    #[inline]
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
 
 /// How an active open starts (see [`Endpoint::connect_with`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -203,7 +222,7 @@ struct Slot {
     /// An application holds a handle (returned by `connect` or `accept`).
     held: bool,
     /// The earliest deadline this connection has in the timer heap.
-    in_heap: Option<Instant>,
+    in_heap: HeapMark,
     /// Its ring storage, as last counted into `Endpoint::buffer_bytes`.
     buffer_bytes: usize,
     /// Queued in `ready`.
@@ -212,6 +231,25 @@ struct Slot {
     tw: Option<Box<TimeWait>>,
     /// The TCB of a compacted TIME-WAIT rebuilt for [`Endpoint::conn`], on demand.
     view: OnceCell<Box<Connection>>,
+}
+
+/// A slot's earliest deadline in the timer heap, in 8 bytes (`u64::MAX`: none; no deadline
+/// is ever that late: timers saturate below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeapMark(u64);
+
+impl HeapMark {
+    const NONE: HeapMark = HeapMark(u64::MAX);
+
+    #[inline]
+    fn at(at: Instant) -> HeapMark {
+        HeapMark(at.as_micros())
+    }
+
+    #[inline]
+    fn get(self) -> Option<Instant> {
+        (self != HeapMark::NONE).then_some(Instant::from_micros(self.0))
+    }
 }
 
 /// A reply to a segment that matched nothing: RFC 9293 §3.10.7.1.
@@ -396,7 +434,7 @@ impl Endpoint {
         if self.by_port.contains_key(&key) {
             return Err(ListenError::AddrInUse);
         }
-        let id = ListenerId(self.listeners.len() as u32);
+        let id = ListenerId::from_index(self.listeners.len());
         // Linux's `TFO_SERVER_WO_SOCKOPT1`: Fast Open on every listener, as deep as its backlog.
         let fo = self.config.fast_open;
         let fo_qlen = if fo.server && fo.server_all_listeners {
@@ -421,7 +459,7 @@ impl Endpoint {
     /// Stop listening; every connection not yet accepted is reset and forgotten, whether it
     /// waits in the accept queue or is still in SYN-RECEIVED (as Linux's close of a listener).
     pub fn unlisten(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(id.0 as usize).and_then(Option::take) else {
+        let Some(l) = self.listeners.get_mut(id.index()).and_then(Option::take) else {
             return;
         };
         self.by_port.remove(&listen_key(l.addr.ip(), l.addr.port()));
@@ -456,7 +494,7 @@ impl Endpoint {
     }
 
     fn listener(&self, id: ListenerId) -> Option<&Listener> {
-        self.listeners.get(id.0 as usize).and_then(Option::as_ref)
+        self.listeners.get(id.index()).and_then(Option::as_ref)
     }
 
     /// Enable TCP Fast Open on a listener (RFC 7413), or disable it (`qlen` 0): at most `qlen`
@@ -464,11 +502,7 @@ impl Endpoint {
     /// are answered as plain ones. Data in SYNs is taken only while the endpoint's server side
     /// is on (`Config::fast_open.server`). Linux's `TCP_FASTOPEN` socket option.
     pub fn set_fast_open(&mut self, id: ListenerId, qlen: usize) {
-        if let Some(l) = self
-            .listeners
-            .get_mut(id.0 as usize)
-            .and_then(Option::as_mut)
-        {
+        if let Some(l) = self.listeners.get_mut(id.index()).and_then(Option::as_mut) {
             l.fo_qlen = qlen;
         }
     }
@@ -486,11 +520,7 @@ impl Endpoint {
         key: FastOpenKey,
         backup: Option<FastOpenKey>,
     ) {
-        if let Some(l) = self
-            .listeners
-            .get_mut(id.0 as usize)
-            .and_then(Option::as_mut)
-        {
+        if let Some(l) = self.listeners.get_mut(id.index()).and_then(Option::as_mut) {
             l.fo_key = Some((key, backup));
         }
     }
@@ -531,7 +561,7 @@ impl Endpoint {
 
     /// Take the next established connection from a listener's accept queue.
     pub fn accept(&mut self, id: ListenerId) -> Option<ConnId> {
-        let l = self.listeners.get_mut(id.0 as usize)?.as_mut()?;
+        let l = self.listeners.get_mut(id.index())?.as_mut()?;
         let c = l.accept_queue.pop_front()?;
         let slot = &mut self.slots[c.index as usize];
         slot.held = true;
@@ -686,7 +716,7 @@ impl Endpoint {
                     in_accept_queue: false,
                     fo_pending: false,
                     held: false,
-                    in_heap: None,
+                    in_heap: HeapMark::NONE,
                     buffer_bytes: 0,
                     queued: false,
                     tw: None,
@@ -702,7 +732,7 @@ impl Endpoint {
         slot.in_accept_queue = false;
         slot.fo_pending = false;
         slot.held = held;
-        slot.in_heap = None;
+        slot.in_heap = HeapMark::NONE;
         slot.queued = false;
         let id = ConnId {
             index,
@@ -807,8 +837,8 @@ impl Endpoint {
         self.compact_time_waits += 1;
         let mut conn = slot.conn.take().expect("checked above");
         self.buffer_bytes -= std::mem::take(&mut slot.buffer_bytes);
-        if slot.in_heap.is_none_or(|h| expiry < h) {
-            slot.in_heap = Some(expiry);
+        if slot.in_heap.get().is_none_or(|h| expiry < h) {
+            slot.in_heap = HeapMark::at(expiry);
             self.timers.push(Reverse((expiry, id)));
         }
         for storage in conn.take_storage() {
@@ -1093,14 +1123,14 @@ impl Endpoint {
             let slot = &mut self.slots[id.index as usize];
             slot.in_accept_queue = true;
             slot.fo_pending = true;
-            if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+            if let Some(listener) = self.listeners[l.index()].as_mut() {
                 listener.fo_pending += 1;
                 listener.accept_queue.push_back(id);
             }
             self.after(now, id);
             return;
         }
-        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+        if let Some(listener) = self.listeners[l.index()].as_mut() {
             listener.half_open += 1;
         }
         let id = self.insert(now, tuple, Some(l), false, |c, _| {
@@ -1235,7 +1265,7 @@ impl Endpoint {
                 peer_scale.map(|_| crate::conn::wscale_for(self.config.recv_buffer));
             options.sack_permitted = sack;
         }
-        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+        if let Some(listener) = self.listeners[l.index()].as_mut() {
             listener.cookies_since = Some(now);
         }
         self.stats.syn_cookies_sent += 1;
@@ -1303,7 +1333,7 @@ impl Endpoint {
         };
         let window = self.config.recv_buffer.min(65535);
         self.stats.syn_cookies_accepted += 1;
-        if let Some(listener) = self.listeners[l.0 as usize].as_mut() {
+        if let Some(listener) = self.listeners[l.index()].as_mut() {
             listener.half_open += 1;
         }
         let id = self.insert_with(now, tuple, Some(l), false, Some(SeqNum(cookie)), |c, _| {
@@ -1383,17 +1413,17 @@ impl Endpoint {
             let Some(slot) = self.slots.get_mut(id.index as usize) else {
                 continue;
             };
-            if slot.generation != id.generation || slot.in_heap != Some(at) {
+            if slot.generation != id.generation || slot.in_heap.get() != Some(at) {
                 continue;
             }
-            slot.in_heap = None;
+            slot.in_heap = HeapMark::NONE;
             if let Some(tw) = slot.tw.as_deref() {
                 // A compact TIME-WAIT: 2·MSL ran out, or was restarted since this deadline.
                 let expiry = tw.expiry();
                 if expiry <= now {
                     self.remove(id);
                 } else {
-                    slot.in_heap = Some(expiry);
+                    slot.in_heap = HeapMark::at(expiry);
                     self.timers.push(Reverse((expiry, id)));
                 }
                 continue;
@@ -1402,6 +1432,12 @@ impl Endpoint {
                 c.handle_timeout(now);
             }
             self.after(now, id);
+        }
+        // A burst of connections (a million handshakes) leaves the heap's storage behind
+        // once their timers are gone: give most of it back.
+        let (len, cap) = (self.timers.len(), self.timers.capacity());
+        if cap > 4096 && len < cap / 4 {
+            self.timers.shrink_to(len * 2);
         }
     }
 
@@ -1412,7 +1448,7 @@ impl Endpoint {
             let valid = self
                 .slots
                 .get(id.index as usize)
-                .is_some_and(|s| s.generation == id.generation && s.in_heap == Some(at));
+                .is_some_and(|s| s.generation == id.generation && s.in_heap.get() == Some(at));
             if valid {
                 return Some(at);
             }
@@ -1623,8 +1659,8 @@ impl Endpoint {
         let may_transmit = conn.may_transmit();
         let next = conn.poll_timeout();
         if let Some(at) = next {
-            if slot.in_heap.is_none_or(|h| at < h) {
-                slot.in_heap = Some(at);
+            if slot.in_heap.get().is_none_or(|h| at < h) {
+                slot.in_heap = HeapMark::at(at);
                 self.timers.push(Reverse((at, id)));
             }
         }
@@ -1639,20 +1675,14 @@ impl Endpoint {
             let state = conn.state();
             let closed = state == State::Closed;
             let queued = slot.in_accept_queue;
-            let listener = self
-                .listeners
-                .get_mut(l.0 as usize)
-                .and_then(Option::as_mut);
+            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
             if slot.fo_pending && (closed || state.is_synchronized()) {
                 slot.fo_pending = false;
                 if let Some(listener) = listener {
                     listener.fo_pending = listener.fo_pending.saturating_sub(1);
                 }
             }
-            let listener = self
-                .listeners
-                .get_mut(l.0 as usize)
-                .and_then(Option::as_mut);
+            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
             let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
             if !queued && (closed || state.is_synchronized()) {
                 if closed {
@@ -1733,16 +1763,12 @@ impl Endpoint {
             }
         }
         if let Some(l) = slot.listener.take() {
-            if let Some(listener) = self
-                .listeners
-                .get_mut(l.0 as usize)
-                .and_then(Option::as_mut)
-            {
+            if let Some(listener) = self.listeners.get_mut(l.index()).and_then(Option::as_mut) {
                 listener.accept_queue.retain(|&c| c != id);
             }
         }
         slot.held = false;
-        slot.in_heap = None;
+        slot.in_heap = HeapMark::NONE;
         slot.queued = false;
         self.buffer_bytes -= std::mem::take(&mut slot.buffer_bytes);
         self.free.push(id.index);
