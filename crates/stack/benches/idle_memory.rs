@@ -8,8 +8,12 @@
 //! ```
 //!
 //! N defaults to 100 000 idle connections (`1000000` for the issue's million), CHURN to
-//! 20 000 connections timed each way. Printed, per connection (both ends: two TCBs, one per
-//! `Interface`) and per TCB:
+//! 20 000 connections timed each way. Both ends of every connection live in this one process
+//! (two `Interface`s, a TCB in each), so the heap and the RSS counted are those of 2·N TCBs:
+//! printed per connection (both ends) and per TCB (one end, what issue 15's "1 KiB per idle
+//! connection" is about). Before each measurement the pair sits idle for 10 s of virtual time,
+//! so that timers stopped since (the handshake's retransmission timers, delayed ACKs) have run
+//! out of the timer heap as they would on any host left idle that long.
 //! - `established, never used`: after the handshakes, nothing sent;
 //! - `after 1 B each way`: every connection moved one byte each way and the application read
 //!   it: buffers drained (a ring is released once drained, so this should match the first);
@@ -179,6 +183,13 @@ impl Pair {
         self.pump();
     }
 
+    /// Sit idle for 10 s of virtual time.
+    fn idle(&mut self) {
+        for _ in 0..10 {
+            self.advance(Duration::from_secs(1));
+        }
+    }
+
     fn connect(&mut self, i: usize) -> ConnId {
         let now = self.now;
         self.client
@@ -312,8 +323,9 @@ fn main() {
     let n = nums.first().copied().unwrap_or(100_000);
     let churn_count = nums.get(1).copied().unwrap_or(20_000);
     println!(
-        "size_of::<Connection>() = {} B",
-        std::mem::size_of::<synack_tcp::Connection>()
+        "size_of::<Connection>() = {} B, size_of::<TimeWait>() = {} B",
+        std::mem::size_of::<synack_tcp::Connection>(),
+        std::mem::size_of::<synack_tcp::conn::TimeWait>()
     );
 
     // N idle connections; the churn uses the last client address, unused by them.
@@ -324,6 +336,7 @@ fn main() {
     let t = WallInstant::now();
     p.open(0, n, &mut conns);
     let open_secs = t.elapsed().as_secs_f64();
+    p.idle();
     // The handles are the application's, not the stack's.
     let handles = conns.capacity() * std::mem::size_of::<(ConnId, ConnId)>();
     let (held1, rss1) = (held() - handles, rss());
@@ -343,6 +356,7 @@ fn main() {
     };
     show("established, never used", held1 - held0, rss1 - rss0);
     p.exchange_byte(&conns);
+    p.idle();
     let (held2, rss2) = (held() - handles, rss());
     show("after 1 B each way", held2 - held0, rss2 - rss0);
     println!(
