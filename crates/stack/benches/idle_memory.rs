@@ -303,16 +303,29 @@ fn per(bytes: usize, n: usize) -> f64 {
     bytes as f64 / n.max(1) as f64
 }
 
-fn churn(p: &mut Pair, from: usize, count: usize) -> f64 {
-    // Warm the pools first.
+/// Warm the pools: churn `count / 10` connections untimed.
+fn warm(p: &mut Pair, from: usize, count: usize) {
     for i in 0..count / 10 {
         p.churn_one(from + i);
     }
+}
+
+/// Churn `count` connections; connections per second.
+fn churn(p: &mut Pair, from: usize, count: usize) -> f64 {
     let start = WallInstant::now();
     for i in 0..count {
         p.churn_one(from + (i % (PORTS_PER_IP / 2)));
     }
     count as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rounds of churn, alternating between the pair with the idle connections and the one
+/// without, so that both see the same machine (a busy machine's load comes and goes).
+const ROUNDS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -366,16 +379,31 @@ fn main() {
     );
 
     let churn_from = (ips - 1) * PORTS_PER_IP;
-    let busy = churn(&mut p, churn_from, churn_count);
+    let mut q = Pair::new(ips);
+    warm(&mut p, churn_from, churn_count);
+    warm(&mut q, churn_from, churn_count);
+    let per_round = churn_count.div_ceil(ROUNDS);
+    let (mut busy, mut alone, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let b = churn(&mut p, churn_from, per_round);
+        let a = churn(&mut q, churn_from, per_round);
+        busy.push(b);
+        alone.push(a);
+        ratios.push(b / a);
+    }
+    println!(
+        "churn ({ROUNDS} interleaved rounds of {per_round}, medians): {:.0} conn/s alone, {:.0} conn/s among {n} idle: {:.2}x (rounds: {})",
+        median(alone),
+        median(busy),
+        median(ratios.clone()),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     drop(conns);
     drop(p);
-
-    let mut q = Pair::new(ips);
-    let alone = churn(&mut q, churn_from, churn_count);
-    println!(
-        "churn: {alone:.0} conn/s alone, {busy:.0} conn/s among {n} idle: {:.2}x",
-        busy / alone
-    );
     drop(q);
 
     // TIME-WAIT: the client closes first on `tw` connections and keeps TIME-WAIT for each.
