@@ -602,7 +602,7 @@ pub struct Connection {
     bytes_unacked: usize,
     /// The peer's segment size as seen: the largest payload received (Linux's `rcv_mss`
     /// estimate), for "acknowledge at least every second full-sized segment".
-    rcv_mss_seen: usize,
+    rcv_mss_seen: u32,
     /// The application read since the last ACK: a window update may be due.
     read_since_ack: bool,
     /// The urgent byte the peer last marked (URG), while not yet read past.
@@ -673,7 +673,7 @@ pub struct Connection {
     /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
     syn_fastopen: Option<bool>,
     /// Client: bytes of data the first SYN carried.
-    syn_data: usize,
+    syn_data: u32,
     /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all of ours
     /// (client), or the SYN's data was accepted (server). Linux's `TCPI_OPT_SYN_DATA`.
     syn_data_acked: bool,
@@ -1359,7 +1359,7 @@ impl Connection {
         self.stats.last_data_recv = Some(now);
         self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
         self.syn_data_acked = n > 0;
-        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
         self.note_data_received(now);
     }
 
@@ -2153,7 +2153,7 @@ impl Connection {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
         }
-        let all_data = self.iss + 1 + self.syn_data;
+        let all_data = self.iss + 1 + self.syn_data as usize;
         let cookie = match (self.syn_fastopen, seg.options.fast_open) {
             // A cookie we did not ask for is not cached (RFC 7413 §4.1.3).
             (Some(_), Some(fo)) if !fo.cookie.is_request() => Some(fo),
@@ -2870,12 +2870,12 @@ impl Connection {
             self.stats.bytes_received += n as u64;
             self.stats.last_data_recv = Some(now);
             self.bytes_unacked += n;
-            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
             let quick = self.note_data_received(now);
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
             // sized as the peer sends them; and at once if not everything fit, or in
             // quick-ACK mode.
-            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() || quick {
+            if self.bytes_unacked > self.rcv_mss_seen as usize || n < data.len() || quick {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -2922,7 +2922,7 @@ impl Connection {
     /// Linux's `tcp_incr_quickack`: as many quick ACKs as half the window holds segments of
     /// the peer's size, at least 2, at most 16.
     fn incr_quickack(&mut self) {
-        let mss = self.rcv_mss_seen.clamp(1, 536);
+        let mss = (self.rcv_mss_seen as usize).clamp(1, 536);
         let n = (self.rcv_window() / (2 * mss)).clamp(2, 16) as u32;
         self.quick = self.quick.max(n);
     }
@@ -3353,7 +3353,7 @@ impl Connection {
                             .as_deref()
                             .and_then(|p| p.option)
                             .map(|o| o.experimental);
-                        self.syn_data = data;
+                        self.syn_data = data as u32;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));
                         }

@@ -1836,7 +1836,7 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         assert!(
-            core::mem::size_of::<Connection>() <= 944,
+            core::mem::size_of::<Connection>() <= 936,
             "Connection is {} bytes",
             core::mem::size_of::<Connection>()
         );
