@@ -14,6 +14,7 @@
 //! Time passed in must never go backwards.
 
 use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
@@ -101,6 +102,122 @@ struct SendMark {
     hard: bool,
 }
 
+/// The write queue's buffers ([`SendMark`]), allocated only while some are kept: an idle
+/// connection holds one word for them. Reads of none see an empty queue.
+#[derive(Debug, Default)]
+// Boxed on purpose: one word while empty, not a `VecDeque`'s four.
+#[allow(clippy::box_collection)]
+struct SendMarks(Option<Box<VecDeque<SendMark>>>);
+
+static NO_MARKS: VecDeque<SendMark> = VecDeque::new();
+
+impl core::ops::Deref for SendMarks {
+    type Target = VecDeque<SendMark>;
+    #[inline]
+    fn deref(&self) -> &VecDeque<SendMark> {
+        self.0.as_deref().unwrap_or(&NO_MARKS)
+    }
+}
+
+impl core::ops::DerefMut for SendMarks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut VecDeque<SendMark> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl SendMarks {
+    /// Free the queue once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
+/// `TCP_NOTSENT_LOWAT` in 4 bytes (`u32::MAX`: none).
+fn lowat_mark(lowat: Option<usize>) -> u32 {
+    lowat.map_or(u32::MAX, |l| l.min(u32::MAX as usize - 1) as u32)
+}
+
+/// A `Duration` in 8 bytes instead of 16: nanoseconds, exact below 584 years (longer ones
+/// saturate there, which no timer reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Nanos(u64);
+
+impl Nanos {
+    const ZERO: Nanos = Nanos(0);
+
+    #[inline]
+    fn new(d: Duration) -> Nanos {
+        Nanos(u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+    }
+
+    #[inline]
+    fn get(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+}
+
+/// An `Option<Duration>` in 8 bytes (see [`Nanos`]; `u64::MAX` is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OptNanos(u64);
+
+impl OptNanos {
+    #[inline]
+    fn new(d: Option<Duration>) -> OptNanos {
+        OptNanos(d.map_or(u64::MAX, |d| Nanos::new(d).0))
+    }
+
+    #[inline]
+    fn get(self) -> Option<Duration> {
+        (self.0 != u64::MAX).then(|| Duration::from_nanos(self.0))
+    }
+}
+
+/// The 4-tuple as a connection keeps it: 12 bytes for IPv4 (two `SocketAddrV4`s), an IPv6 one
+/// boxed (flow labels and scope ids kept), instead of 64 bytes inline for either.
+#[derive(Debug, Clone)]
+enum TupleStore {
+    V4 {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    },
+    Other(Box<FourTuple>),
+}
+
+impl TupleStore {
+    fn new(t: FourTuple) -> TupleStore {
+        match (t.local, t.remote) {
+            (SocketAddr::V4(local), SocketAddr::V4(remote)) => TupleStore::V4 { local, remote },
+            _ => TupleStore::Other(Box::new(t)),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> FourTuple {
+        match self {
+            TupleStore::V4 { local, remote } => FourTuple {
+                local: SocketAddr::V4(*local),
+                remote: SocketAddr::V4(*remote),
+            },
+            TupleStore::Other(t) => **t,
+        }
+    }
+
+    #[inline]
+    fn is(&self, t: &FourTuple) -> bool {
+        match (self, t.local, t.remote) {
+            (TupleStore::V4 { local, remote }, SocketAddr::V4(l), SocketAddr::V4(r)) => {
+                *local == l && *remote == r
+            }
+            (TupleStore::Other(mine), ..) => **mine == *t,
+            _ => false,
+        }
+    }
+}
+
 /// What the sender is doing, for Linux's chronographs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chrono {
@@ -113,8 +230,9 @@ enum Chrono {
 struct ChronoStats {
     kind: Chrono,
     since: Instant,
-    busy: Duration,
-    rwnd_limited: Duration,
+    /// Microseconds (whole: spans between `Instant`s), 8 bytes each instead of a `Duration`'s 16.
+    busy: u64,
+    rwnd_limited: u64,
 }
 
 /// At most this many write-queue buffers are tracked; past it a write joins the last one
@@ -123,10 +241,13 @@ const MAX_SEND_MARKS: usize = 4096;
 
 /// Events waiting for the endpoint, which drains them after every call, in order, none lost.
 /// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
-/// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
+/// queue then never allocates (an idle connection keeps 16 bytes for it: the queue is made on
+/// the first event and dropped once drained).
 #[derive(Debug, Default)]
 struct EventQueue {
-    queue: VecDeque<Event>,
+    // Boxed on purpose: one word while empty, not a `VecDeque`'s four.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Event>>>,
     off: bool,
 }
 
@@ -134,17 +255,22 @@ impl EventQueue {
     #[inline]
     fn push(&mut self, e: Event) {
         if !self.off {
-            self.queue.push_back(e);
+            self.queue.get_or_insert_default().push_back(e);
         }
     }
 
     #[inline]
     fn pop(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let q = self.queue.as_mut()?;
+        let e = q.pop_front();
+        if q.is_empty() {
+            self.queue = None;
+        }
+        e
     }
 
     fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_none()
     }
 }
 
@@ -152,12 +278,27 @@ impl EventQueue {
 /// starts to build, before slow start overfills it. Rounds are delimited by `SND.NXT`; the RTT
 /// samples are the echoed timestamps of each ACK. (The conservative slow start phase of §4.2 is
 /// folded into going straight to congestion avoidance.)
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct HyStart {
     window_end: Option<SeqNum>,
-    last_round_min: Option<Duration>,
-    current_round_min: Option<Duration>,
+    /// Round minima in microseconds (samples are whole milliseconds), [`NO_RTT`]: none yet.
+    last_round_min: u64,
+    current_round_min: u64,
     samples: u32,
+}
+
+/// No RTT sample in a round yet.
+const NO_RTT: u64 = u64::MAX;
+
+impl Default for HyStart {
+    fn default() -> HyStart {
+        HyStart {
+            window_end: None,
+            last_round_min: NO_RTT,
+            current_round_min: NO_RTT,
+            samples: 0,
+        }
+    }
 }
 
 /// RFC 9406 §4.3 constants.
@@ -170,20 +311,23 @@ impl HyStart {
     fn on_ack(&mut self, ack: SeqNum, snd_nxt: SeqNum, rtt: Option<Duration>) -> bool {
         if self.window_end.is_none_or(|end| ack.ge(end)) {
             self.last_round_min = self.current_round_min;
-            self.current_round_min = None;
+            self.current_round_min = NO_RTT;
             self.samples = 0;
             self.window_end = Some(snd_nxt);
         }
         let Some(rtt) = rtt else { return false };
-        self.current_round_min = Some(self.current_round_min.map_or(rtt, |m| m.min(rtt)));
+        let us = u64::try_from(rtt.as_micros()).map_or(NO_RTT - 1, |us| us.min(NO_RTT - 1));
+        self.current_round_min = self.current_round_min.min(us);
         self.samples += 1;
-        match (self.current_round_min, self.last_round_min) {
-            (Some(cur), Some(last)) if self.samples >= HS_N_RTT_SAMPLE => {
-                let thresh = (last / 8).clamp(HS_MIN_RTT_THRESH, HS_MAX_RTT_THRESH);
-                cur >= last + thresh
-            }
-            _ => false,
+        if self.samples < HS_N_RTT_SAMPLE || self.last_round_min == NO_RTT {
+            return false;
         }
+        let (cur, last) = (
+            Duration::from_micros(self.current_round_min),
+            Duration::from_micros(self.last_round_min),
+        );
+        let thresh = (last / 8).clamp(HS_MIN_RTT_THRESH, HS_MAX_RTT_THRESH);
+        cur >= last + thresh
     }
 }
 
@@ -191,7 +335,49 @@ impl HyStart {
 #[derive(Debug, Default, Clone)]
 struct Scoreboard {
     /// Sorted, disjoint `[left, right)` ranges.
-    blocks: Vec<(SeqNum, SeqNum)>,
+    blocks: Blocks,
+}
+
+/// The scoreboard's ranges, allocated only while the peer SACKs something: an idle connection
+/// keeps one word for them. Reads of none see an empty list.
+#[derive(Debug, Default, Clone)]
+// Boxed on purpose: one word while empty, not a `Vec`'s three.
+#[allow(clippy::box_collection)]
+struct Blocks(Option<Box<Vec<(SeqNum, SeqNum)>>>);
+
+static NO_BLOCKS: Vec<(SeqNum, SeqNum)> = Vec::new();
+
+impl core::ops::Deref for Blocks {
+    type Target = Vec<(SeqNum, SeqNum)>;
+    #[inline]
+    fn deref(&self) -> &Vec<(SeqNum, SeqNum)> {
+        self.0.as_deref().unwrap_or(&NO_BLOCKS)
+    }
+}
+
+impl core::ops::DerefMut for Blocks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Vec<(SeqNum, SeqNum)> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl<'a> IntoIterator for &'a Blocks {
+    type Item = &'a (SeqNum, SeqNum);
+    type IntoIter = core::slice::Iter<'a, (SeqNum, SeqNum)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Blocks {
+    /// Free the list once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            self.0 = None;
+        }
+    }
 }
 
 impl Scoreboard {
@@ -222,6 +408,9 @@ impl Scoreboard {
     }
 
     fn trim(&mut self, una: SeqNum) {
+        if self.blocks.is_empty() {
+            return;
+        }
         self.blocks.retain_mut(|b| {
             if b.1.le(una) {
                 return false;
@@ -229,6 +418,7 @@ impl Scoreboard {
             b.0 = b.0.max(una);
             true
         });
+        self.blocks.tidy();
     }
 
     /// The end of the SACKed range holding `seq`, if any.
@@ -248,7 +438,7 @@ impl Scoreboard {
     }
 
     fn clear(&mut self) {
-        self.blocks.clear();
+        self.blocks = Blocks::default();
     }
 }
 
@@ -278,7 +468,7 @@ struct Undo {
 
 /// A TCP connection.
 pub struct Connection {
-    tuple: FourTuple,
+    tuple: TupleStore,
     state: State,
     /// Opened from LISTEN (RFC 9293 §3.10.7.4: a RST in SYN-RECEIVED returns it there).
     passive: bool,
@@ -357,7 +547,8 @@ pub struct Connection {
 
     cc: Controller,
     cc_algorithm: Algorithm,
-    iw_segments: usize,
+    /// The configured initial window in segments (`u32`: a few fit in any window).
+    iw_segments: u32,
     dupacks: u32,
     /// RFC 6582 `recover`: set on entering recovery, recovery ends when it is acknowledged.
     recover: Option<SeqNum>,
@@ -398,19 +589,20 @@ pub struct Connection {
     reorder_head: Option<SeqNum>,
     /// Out-of-order segments dropped because keeping them would have grown the receive ring
     /// far beyond what it holds.
-    ooo_dropped: u64,
+    ooo_dropped: u32,
     /// When the last challenge or out-of-window ACK was owed (RFC 5961 §7 rate limit).
-    last_oow_ack: Option<Instant>,
-    challenge_ack_interval: Duration,
+    /// Microseconds; `u64::MAX`: never.
+    last_oow_ack: u64,
+    challenge_ack_interval: Nanos,
     /// The ACK owed now is a challenge (the endpoint's global limit applies).
     challenge_pending: bool,
-    challenges_limited: u64,
+    challenges_limited: u32,
 
     ack_due: AckDue,
     bytes_unacked: usize,
     /// The peer's segment size as seen: the largest payload received (Linux's `rcv_mss`
     /// estimate), for "acknowledge at least every second full-sized segment".
-    rcv_mss_seen: usize,
+    rcv_mss_seen: u32,
     /// The application read since the last ACK: a window update may be due.
     read_since_ack: bool,
     /// The urgent byte the peer last marked (URG), while not yet read past.
@@ -418,7 +610,7 @@ pub struct Connection {
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
-    send_marks: VecDeque<SendMark>,
+    send_marks: SendMarks,
     /// `TCP_CORK`: a short last segment waits until uncorked (or the persist timer's probe).
     cork: bool,
     /// The last write said `MSG_MORE`: a short last segment waits for the next ACK or push.
@@ -426,7 +618,8 @@ pub struct Connection {
     /// Send what a cork holds once (`TCP_NODELAY` set while corked).
     push_once: bool,
     /// `TCP_NOTSENT_LOWAT`: at most about this many bytes queued and not yet sent.
-    notsent_lowat: Option<usize>,
+    /// `u32::MAX`: none (marks beyond 4 GiB act as that, beyond any send buffer).
+    notsent_lowat: u32,
     /// Busy and receive-window-limited time (see `update_chrono`).
     chrono: ChronoStats,
     /// The persist timer fired on data a cork or `MSG_MORE` held with nothing in flight:
@@ -449,15 +642,15 @@ pub struct Connection {
     events: EventQueue,
 
     nagle: bool,
-    delayed_ack: Option<Duration>,
-    user_timeout: Option<Duration>,
+    delayed_ack: OptNanos,
+    user_timeout: OptNanos,
     max_retransmissions: u32,
     syn_retries: u32,
     synack_retries: u32,
-    msl: Duration,
+    msl: Nanos,
     /// Boxed: most connections run without.
     keepalive: Option<Box<Keepalive>>,
-    fin_wait2_timeout: Duration,
+    fin_wait2_timeout: Nanos,
     /// The application no longer holds this connection.
     orphaned: bool,
 
@@ -466,7 +659,7 @@ pub struct Connection {
     /// ACKs still to send at once (Linux's `icsk_ack.quick`).
     quick: u32,
     /// The ACK timeout estimate (Linux's `icsk_ack.ato`); zero until the first data arrives.
-    ato: Duration,
+    ato: Nanos,
     /// When data last arrived.
     lrcvtime: Instant,
     /// Interactive: we sent data within `ato` of receiving some, so ACKs wait to ride it.
@@ -480,7 +673,7 @@ pub struct Connection {
     /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
     syn_fastopen: Option<bool>,
     /// Client: bytes of data the first SYN carried.
-    syn_data: usize,
+    syn_data: u32,
     /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all of ours
     /// (client), or the SYN's data was accepted (server). Linux's `TCPI_OPT_SYN_DATA`.
     syn_data_acked: bool,
@@ -545,7 +738,7 @@ pub struct ConnStats {
 impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection")
-            .field("tuple", &self.tuple)
+            .field("tuple", &self.tuple())
             .field("state", &self.state)
             .field("snd_una", &self.snd_una)
             .field("snd_nxt", &self.snd_nxt)
@@ -596,7 +789,7 @@ impl Connection {
                 .max(2 * unit)
         });
         Connection {
-            tuple,
+            tuple: TupleStore::new(tuple),
             state: State::Closed,
             passive: false,
             iss,
@@ -647,7 +840,7 @@ impl Connection {
             keepalive_probes: 0,
             cc,
             cc_algorithm: config.congestion,
-            iw_segments: config.initial_window,
+            iw_segments: config.initial_window.min(u32::MAX as usize) as u32,
             dupacks: 0,
             recover: None,
             recover_mark: iss,
@@ -666,8 +859,8 @@ impl Connection {
             reorder_window: config.reorder_window,
             reorder_head: None,
             ooo_dropped: 0,
-            last_oow_ack: None,
-            challenge_ack_interval: config.challenge_ack_interval,
+            last_oow_ack: u64::MAX,
+            challenge_ack_interval: Nanos::new(config.challenge_ack_interval),
             challenge_pending: false,
             challenges_limited: 0,
             ack_due: AckDue::None,
@@ -676,16 +869,16 @@ impl Connection {
             read_since_ack: false,
             urg_seq: None,
             snd_sml: iss,
-            send_marks: VecDeque::new(),
+            send_marks: SendMarks::default(),
             cork: false,
             more_hold: false,
             push_once: false,
-            notsent_lowat: config.notsent_lowat,
+            notsent_lowat: lowat_mark(config.notsent_lowat),
             chrono: ChronoStats {
                 kind: Chrono::Idle,
                 since: now,
-                busy: Duration::ZERO,
-                rwnd_limited: Duration::ZERO,
+                busy: 0,
+                rwnd_limited: 0,
             },
             wakeup_due: false,
             send_rst: false,
@@ -696,18 +889,18 @@ impl Connection {
             soft_error: None,
             events: EventQueue::default(),
             nagle: config.nagle,
-            delayed_ack: config.delayed_ack,
-            user_timeout: config.user_timeout,
+            delayed_ack: OptNanos::new(config.delayed_ack),
+            user_timeout: OptNanos::new(config.user_timeout),
             max_retransmissions: config.max_retransmissions,
             syn_retries: config.syn_retries,
             synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
-            msl: config.msl,
+            msl: Nanos::new(config.msl),
             keepalive: config.keepalive.map(Box::new),
-            fin_wait2_timeout: config.fin_wait2_timeout,
+            fin_wait2_timeout: Nanos::new(config.fin_wait2_timeout),
             orphaned: false,
             quick_ack: config.quick_ack,
             quick: 0,
-            ato: Duration::ZERO,
+            ato: Nanos::ZERO,
             lrcvtime: now,
             pingpong: false,
             fo_plan: None,
@@ -819,14 +1012,15 @@ impl Connection {
         self.state
     }
 
+    #[inline]
     pub fn tuple(&self) -> FourTuple {
-        self.tuple
+        self.tuple.get()
     }
 
-    /// The tuple, without copying it.
+    /// Whether this connection's tuple is `t` (without building it).
     #[inline]
-    pub fn tuple_ref(&self) -> &FourTuple {
-        &self.tuple
+    pub fn has_tuple(&self, t: &FourTuple) -> bool {
+        self.tuple.is(t)
     }
 
     pub fn is_passive(&self) -> bool {
@@ -874,14 +1068,19 @@ impl Connection {
     /// `TCP_NOTSENT_LOWAT`, once less than half the mark is left unsent (Linux's
     /// `tcp_stream_memory_free` as `poll` asks it).
     pub fn is_writable(&self) -> bool {
-        let lowat_ok = self.notsent_lowat.is_none_or(|l| 2 * self.unsent() < l);
+        let lowat_ok = self.notsent_lowat().is_none_or(|l| 2 * self.unsent() < l);
         (self.send_capacity() > 0 && lowat_ok) || !self.state.may_send() || self.error.is_some()
+    }
+
+    #[inline]
+    fn notsent_lowat(&self) -> Option<usize> {
+        (self.notsent_lowat != u32::MAX).then_some(self.notsent_lowat as usize)
     }
 
     /// `TCP_NOTSENT_LOWAT` (`None`: no limit): a write queues new buffers only while fewer
     /// than `lowat` bytes wait unsent, and the socket polls writable below half of it.
     pub fn set_notsent_lowat(&mut self, lowat: Option<usize>) {
-        self.notsent_lowat = lowat;
+        self.notsent_lowat = lowat_mark(lowat);
     }
 
     /// How much of a `want`-byte write `TCP_NOTSENT_LOWAT` lets in, as Linux's
@@ -889,7 +1088,7 @@ impl Connection {
     /// within 64 KiB, in whole segments), sends what the windows allow as each fills, and
     /// opens a new buffer only while fewer than `lowat` bytes wait unsent.
     fn lowat_room(&self, want: usize) -> usize {
-        let Some(lowat) = self.notsent_lowat else {
+        let Some(lowat) = self.notsent_lowat() else {
             return want;
         };
         let mss = self.snd_mss.max(1);
@@ -996,7 +1195,7 @@ impl Connection {
 
     /// Out-of-order segments dropped rather than grow the receive ring to hold them.
     pub fn ooo_dropped(&self) -> u64 {
-        self.ooo_dropped
+        u64::from(self.ooo_dropped)
     }
 
     /// Under the endpoint's memory pressure (`Config::max_buffer_bytes` reached), the rings
@@ -1160,7 +1359,7 @@ impl Connection {
         self.stats.last_data_recv = Some(now);
         self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
         self.syn_data_acked = n > 0;
-        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
         self.note_data_received(now);
     }
 
@@ -1306,6 +1505,7 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
+        self.send_marks.tidy();
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1427,7 +1627,8 @@ impl Connection {
     pub fn orphan(&mut self, now: Instant) {
         self.orphaned = true;
         if self.state == State::FinWait2 {
-            self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+            self.timers
+                .set(Timer::Close, now + self.fin_wait2_timeout.get());
         }
     }
 
@@ -1465,7 +1666,7 @@ impl Connection {
     }
 
     pub fn set_user_timeout(&mut self, t: Option<Duration>) {
-        self.user_timeout = t;
+        self.user_timeout = OptNanos::new(t);
     }
 
     /// SYN retransmissions before an active open fails, from now on (Linux's `TCP_SYNCNT`).
@@ -1474,7 +1675,7 @@ impl Connection {
     }
 
     pub fn set_delayed_ack(&mut self, d: Option<Duration>) {
-        self.delayed_ack = d;
+        self.delayed_ack = OptNanos::new(d);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1513,6 +1714,7 @@ impl Connection {
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
+        self.send_marks.tidy();
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
@@ -1697,7 +1899,7 @@ impl Connection {
 
     /// Apply the options of the peer's SYN (or SYN-ACK) to this TCB.
     fn negotiate(&mut self, opts: &TcpOptions) {
-        let ipv6 = self.tuple.local.is_ipv6();
+        let ipv6 = self.tuple().local.is_ipv6();
         let peer_mss = opts
             .mss
             .map(|m| m as usize)
@@ -1727,7 +1929,7 @@ impl Connection {
         self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
-        let iw = initial_window(self.snd_mss, self.iw_segments);
+        let iw = initial_window(self.snd_mss, self.iw_segments as usize);
         // The initial window is set once the MSS is known (RFC 5681 §3.1, RFC 6928).
         if self.cc.cwnd() != iw {
             self.cc = self.cc_algorithm.controller(self.snd_mss, iw);
@@ -1767,7 +1969,7 @@ impl Connection {
             }
         }
         if self.ack_due == AckDue::Delayed && !self.timers.is_set(Timer::DelayedAck) {
-            match self.delayed_ack {
+            match self.delayed_ack.get() {
                 Some(d) => self.timers.set(Timer::DelayedAck, now + d),
                 None => self.ack_due = AckDue::Now,
             }
@@ -1797,11 +1999,15 @@ impl Connection {
         if kind == self.chrono.kind {
             return;
         }
-        let spent = now.saturating_duration_since(self.chrono.since);
+        let spent = now
+            .as_micros()
+            .saturating_sub(self.chrono.since.as_micros());
         match self.chrono.kind {
             Chrono::Idle => {}
-            Chrono::Busy => self.chrono.busy += spent,
-            Chrono::RwndLimited => self.chrono.rwnd_limited += spent,
+            Chrono::Busy => self.chrono.busy = self.chrono.busy.saturating_add(spent),
+            Chrono::RwndLimited => {
+                self.chrono.rwnd_limited = self.chrono.rwnd_limited.saturating_add(spent)
+            }
         }
         self.chrono.kind = kind;
         self.chrono.since = now;
@@ -1812,10 +2018,14 @@ impl Connection {
     pub fn chrono_times(&self, now: Instant) -> (Duration, Duration) {
         let c = &self.chrono;
         let running = now.saturating_duration_since(c.since);
+        let (busy, rwnd) = (
+            Duration::from_micros(c.busy),
+            Duration::from_micros(c.rwnd_limited),
+        );
         let (busy, rwnd) = match c.kind {
-            Chrono::Idle => (c.busy, c.rwnd_limited),
-            Chrono::Busy => (c.busy + running, c.rwnd_limited),
-            Chrono::RwndLimited => (c.busy, c.rwnd_limited + running),
+            Chrono::Idle => (busy, rwnd),
+            Chrono::Busy => (busy + running, rwnd),
+            Chrono::RwndLimited => (busy, rwnd + running),
         };
         (busy + rwnd, rwnd)
     }
@@ -1910,7 +2120,7 @@ impl Connection {
                 // Data waits to go with the handshake's ACK (Linux: a writer is pending, it
                 // "saves one ACK" and enters quick-ACK mode); sent at once, it makes the
                 // exchange interactive (see `emit`), so replies to it are ACKed with a delay.
-                self.ato = Duration::from_millis(40);
+                self.ato = Nanos::new(Duration::from_millis(40));
                 self.pingpong = false;
                 self.incr_quickack();
             }
@@ -1943,7 +2153,7 @@ impl Connection {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
         }
-        let all_data = self.iss + 1 + self.syn_data;
+        let all_data = self.iss + 1 + self.syn_data as usize;
         let cookie = match (self.syn_fastopen, seg.options.fast_open) {
             // A cookie we did not ask for is not cached (RFC 7413 §4.1.3).
             (Some(_), Some(fo)) if !fo.cookie.is_request() => Some(fo),
@@ -2040,7 +2250,7 @@ impl Connection {
             && seq + seg.payload.len() + 1 == self.rcv_nxt
         {
             self.ack_due = AckDue::Now;
-            self.timers.set(Timer::Close, now + self.msl * 2);
+            self.timers.set(Timer::Close, now + self.msl.get() * 2);
             return;
         }
 
@@ -2268,7 +2478,8 @@ impl Connection {
             State::FinWait1 if self.fin_acked() => {
                 self.set_state(State::FinWait2);
                 if self.orphaned {
-                    self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+                    self.timers
+                        .set(Timer::Close, now + self.fin_wait2_timeout.get());
                 }
             }
             State::Closing if self.fin_acked() => self.enter_time_wait(now),
@@ -2422,7 +2633,7 @@ impl Connection {
         } else {
             // RFC 5482: the user timeout counts from the last progress, whatever the
             // retransmission timer does.
-            if let Some(t) = self.user_timeout {
+            if let Some(t) = self.user_timeout.get() {
                 self.timers.set(Timer::UserTimeout, now + t);
             }
             if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
@@ -2462,14 +2673,12 @@ impl Connection {
     /// The per-connection pace of challenge and out-of-window ACKs: one per
     /// `challenge_ack_interval`; what comes sooner is counted and not answered.
     fn oow_ack_allowed(&mut self, now: Instant) -> bool {
-        if self
-            .last_oow_ack
-            .is_some_and(|t| now < t + self.challenge_ack_interval)
-        {
-            self.challenges_limited += 1;
+        let last = (self.last_oow_ack != u64::MAX).then(|| Instant::from_micros(self.last_oow_ack));
+        if last.is_some_and(|t| now < t + self.challenge_ack_interval.get()) {
+            self.challenges_limited = self.challenges_limited.saturating_add(1);
             return false;
         }
-        self.last_oow_ack = Some(now);
+        self.last_oow_ack = now.as_micros();
         true
     }
 
@@ -2493,12 +2702,12 @@ impl Connection {
         if self.ack_due == AckDue::Now {
             self.ack_due = AckDue::None;
         }
-        self.challenges_limited += 1;
+        self.challenges_limited = self.challenges_limited.saturating_add(1);
     }
 
     /// Challenge and out-of-window ACKs not sent because of the rate limits (RFC 5961 §7).
     pub fn challenges_limited(&self) -> u64 {
-        self.challenges_limited
+        u64::from(self.challenges_limited)
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
@@ -2642,7 +2851,7 @@ impl Connection {
             let end = self.recv_buf.len() + offset + data.len();
             let held = self.recv_buf.len() + self.assembler.held() + data.len();
             if end > self.recv_buf.allocated() && end > 2 * held + OOO_GROWTH_ALLOWANCE {
-                self.ooo_dropped += 1;
+                self.ooo_dropped = self.ooo_dropped.saturating_add(1);
                 self.ack_due = AckDue::Now;
                 return;
             }
@@ -2661,12 +2870,12 @@ impl Connection {
             self.stats.bytes_received += n as u64;
             self.stats.last_data_recv = Some(now);
             self.bytes_unacked += n;
-            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
             let quick = self.note_data_received(now);
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
             // sized as the peer sends them; and at once if not everything fit, or in
             // quick-ACK mode.
-            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() || quick {
+            if self.bytes_unacked > self.rcv_mss_seen as usize || n < data.len() || quick {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -2691,16 +2900,17 @@ impl Connection {
             return false;
         }
         const ATO_MIN: Duration = Duration::from_millis(40);
-        if self.ato.is_zero() {
+        let ato = self.ato.get();
+        if ato.is_zero() {
             self.incr_quickack();
-            self.ato = ATO_MIN;
+            self.ato = Nanos::new(ATO_MIN);
         } else {
             let m = now.saturating_duration_since(self.lrcvtime);
             let rto = self.rtt.rto();
             if m <= ATO_MIN / 2 {
-                self.ato = self.ato / 2 + ATO_MIN / 2;
-            } else if m < self.ato {
-                self.ato = (self.ato / 2 + m).min(rto);
+                self.ato = Nanos::new(ato / 2 + ATO_MIN / 2);
+            } else if m < ato {
+                self.ato = Nanos::new((ato / 2 + m).min(rto));
             } else if m > rto {
                 self.incr_quickack();
             }
@@ -2712,7 +2922,7 @@ impl Connection {
     /// Linux's `tcp_incr_quickack`: as many quick ACKs as half the window holds segments of
     /// the peer's size, at least 2, at most 16.
     fn incr_quickack(&mut self) {
-        let mss = self.rcv_mss_seen.clamp(1, 536);
+        let mss = (self.rcv_mss_seen as usize).clamp(1, 536);
         let n = (self.rcv_window() / (2 * mss)).clamp(2, 16) as u32;
         self.quick = self.quick.max(n);
     }
@@ -2732,7 +2942,7 @@ impl Connection {
                 }
             }
             State::FinWait2 => self.enter_time_wait(now),
-            State::TimeWait => self.timers.set(Timer::Close, now + self.msl * 2),
+            State::TimeWait => self.timers.set(Timer::Close, now + self.msl.get() * 2),
             _ => {}
         }
     }
@@ -2741,7 +2951,7 @@ impl Connection {
         self.timers.stop_all();
         self.set_state(State::TimeWait);
         // RFC 9293 §3.10.7.4: "Start the time-wait timer, turn off the other timers."
-        self.timers.set(Timer::Close, now + self.msl * 2);
+        self.timers.set(Timer::Close, now + self.msl.get() * 2);
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
@@ -2810,7 +3020,7 @@ impl Connection {
                 self.soft_error = Some(ConnectionError::Unreachable)
             }
             IcmpError::PacketTooBig { mtu } => {
-                let ipv6 = self.tuple.local.is_ipv6();
+                let ipv6 = self.tuple().local.is_ipv6();
                 let floor = if ipv6 { 1280 } else { 576 };
                 let ts = if self.ts_enabled { 12 } else { 0 };
                 let budget = mss_for_mtu((mtu as usize).max(floor), ipv6);
@@ -3143,7 +3353,7 @@ impl Connection {
                             .as_deref()
                             .and_then(|p| p.option)
                             .map(|o| o.experimental);
-                        self.syn_data = data;
+                        self.syn_data = data as u32;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));
                         }
@@ -3243,7 +3453,7 @@ impl Connection {
                 }
                 self.arm_tlp(now);
             }
-            if let Some(t) = self.user_timeout {
+            if let Some(t) = self.user_timeout.get() {
                 if !self.timers.is_set(Timer::UserTimeout) {
                     self.timers.set(Timer::UserTimeout, now + t);
                 }
@@ -3612,8 +3822,8 @@ impl Connection {
             self.window_to_advertise()
         };
         let repr = TcpRepr {
-            src_port: self.tuple.local.port(),
-            dst_port: self.tuple.remote.port(),
+            src_port: self.tuple().local.port(),
+            dst_port: self.tuple().remote.port(),
             seq: seq.0,
             ack: if with_ack { self.rcv_nxt.0 } else { 0 },
             flags,
@@ -3632,11 +3842,11 @@ impl Connection {
         if self.tx_checksum {
             fill_checksum(
                 &mut buf[..total],
-                self.tuple.local.ip(),
-                self.tuple.remote.ip(),
+                self.tuple().local.ip(),
+                self.tuple().remote.ip(),
             );
         }
-        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
+        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,
             // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").
             self.pingpong = true;
