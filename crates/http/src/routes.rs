@@ -63,9 +63,10 @@ enum Kind {
         next: u64,
         end: u64,
     },
-    /// The `left` bytes still to read of a file.
+    /// The `left` bytes still to read of a file (boxed: every response's body would
+    /// otherwise be as large as a file's state).
     File {
-        file: tokio::fs::File,
+        file: Box<tokio::fs::File>,
         left: u64,
     },
 }
@@ -90,7 +91,10 @@ impl RouteBody {
     /// file is an error).
     pub fn file(file: tokio::fs::File, len: u64) -> RouteBody {
         RouteBody {
-            kind: Kind::File { file, left: len },
+            kind: Kind::File {
+                file: Box::new(file),
+                left: len,
+            },
         }
     }
 
@@ -129,7 +133,7 @@ impl Body for RouteBody {
                 let n = (*left).min(CHUNK as u64) as usize;
                 let mut buf = BytesMut::zeroed(n);
                 let mut rb = ReadBuf::new(&mut buf);
-                std::task::ready!(Pin::new(file).poll_read(cx, &mut rb))?;
+                std::task::ready!(Pin::new(&mut **file).poll_read(cx, &mut rb))?;
                 let got = rb.filled().len();
                 if got == 0 {
                     return Poll::Ready(Some(Err(io::Error::new(
