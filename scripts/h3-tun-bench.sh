@@ -8,11 +8,15 @@
 #
 # Build first: cargo build --release -p synack. Addresses are in 198.18.0.0/15; every process
 # runs under `timeout`, and the namespaces go when the script ends.
+#
+# On a machine shared with other work, H3B_NICE=-15 runs the server and every client at that
+# nice level (the same for all three transports), so that background load skews them less.
 set -euo pipefail
 bin=$(realpath "${1:-target/release/synack}")
 rounds=${2:-3}
 bytes=${3:-100000000}
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 2; }
+prio=(nice -n "${H3B_NICE:-0}")
 srv=synack-h3b-srv-$$
 cli=synack-h3b-cli-$$
 dir=$(mktemp -d)
@@ -37,7 +41,7 @@ ip -n "$srv" link set veth-h3s-$$ up
 ip -n "$cli" link set veth-h3c-$$ up
 
 # The server: kernel UDP on every address of its namespace.
-ip netns exec "$srv" timeout 600 "$bin" serve --kernel --listen 0.0.0.0:4433 --http3 \
+ip netns exec "$srv" "${prio[@]}" timeout 600 "$bin" serve --kernel --listen 0.0.0.0:4433 --http3 \
   >"$dir/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 200); do grep -q "listening on" "$dir/serve.log" && break; sleep 0.1; done
@@ -50,11 +54,11 @@ run() { # NAME: seconds for one fetch, as the client measured it (from the call 
   # byte, QUIC handshake included), so that making the TUN device and the process's start
   # are not counted against either side
   case $1 in
-    veth) ip netns exec "$cli" timeout 120 "$bin" get --kernel --http3 -k -v --no-body "$url_veth" ;;
-    tun) ip netns exec "$srv" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 --http3 -k \
+    veth) ip netns exec "$cli" "${prio[@]}" timeout 120 "$bin" get --kernel --http3 -k -v --no-body "$url_veth" ;;
+    tun) ip netns exec "$srv" "${prio[@]}" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 --http3 -k \
            -v --no-body "$url_tun" ;;
     # The same over a device with batches and the kernel's offloads (USO/GRO for UDP).
-    tunoff) ip netns exec "$srv" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 \
+    tunoff) ip netns exec "$srv" "${prio[@]}" timeout 120 "$bin" get --tun tun-h3b --ip 198.18.0.2/24 \
            --tun-offload --http3 -k -v --no-body "$url_tun" ;;
   esac >/dev/null 2>"$dir/$1.err" || { cat "$dir/$1.err" >&2; return 1; }
   # "GET URL -> 200 OK (N bytes in T ms): ..."

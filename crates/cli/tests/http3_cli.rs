@@ -93,7 +93,16 @@ fn stop(mut s: Served, rx: mpsc::Receiver<String>) -> Vec<String> {
             panic!("synack serve did not stop on SIGINT");
         }
     }
-    rx.try_iter().collect()
+    // The process is gone, but its last lines may still be in the pipe or on their way from
+    // the reader thread: read until that thread sees the end of the pipe and hangs up.
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(l) => lines.push(l),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("synack serve's stderr stayed open"),
+        }
+    }
 }
 
 #[test]

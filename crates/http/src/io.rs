@@ -9,21 +9,35 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// What a [`Tracked`] stream has seen, shared with its owner.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct IoState {
     read: AtomicU64,
     eof: AtomicBool,
     /// When set, the next read of at least one byte records its time in `first_byte` (the
     /// server arms it when a connection becomes idle).
     armed: AtomicBool,
-    first_byte: Mutex<Option<Instant>>,
+    /// When that byte came, in nanoseconds since `born` plus one; 0: it has not.
+    first_byte: AtomicU64,
+    born: Instant,
+}
+
+impl Default for IoState {
+    fn default() -> IoState {
+        IoState {
+            read: AtomicU64::new(0),
+            eof: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            first_byte: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
 }
 
 impl IoState {
@@ -39,28 +53,28 @@ impl IoState {
 
     /// Forgets the last first byte and waits for the next one.
     pub(crate) fn arm(&self) {
-        *self
-            .first_byte
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.first_byte.store(0, Ordering::Release);
         self.armed.store(true, Ordering::Release);
     }
 
     /// Stops waiting for a first byte.
     pub(crate) fn disarm(&self) {
         self.armed.store(false, Ordering::Release);
-        *self
-            .first_byte
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.first_byte.store(0, Ordering::Release);
     }
 
     /// When the first byte after [`arm`](Self::arm) arrived, if it did.
     pub(crate) fn first_byte(&self) -> Option<Instant> {
-        *self
-            .first_byte
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        match self.first_byte.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.born + std::time::Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn note_first_byte(&self) {
+        let n = self.born.elapsed().as_nanos();
+        let n = u64::try_from(n).unwrap_or(u64::MAX - 1) + 1;
+        self.first_byte.store(n, Ordering::Release);
     }
 }
 
@@ -105,8 +119,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
                 // deadline the server armed when the connection went idle, so nobody needs
                 // waking.
                 if st.armed.load(Ordering::Relaxed) && st.armed.swap(false, Ordering::AcqRel) {
-                    *st.first_byte.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(Instant::now());
+                    st.note_first_byte();
                 }
             }
         }

@@ -63,9 +63,10 @@ enum Kind {
         next: u64,
         end: u64,
     },
-    /// The `left` bytes still to read of a file.
+    /// The `left` bytes still to read of a file (boxed: every response's body would
+    /// otherwise be as large as a file's state).
     File {
-        file: tokio::fs::File,
+        file: Box<tokio::fs::File>,
         left: u64,
     },
 }
@@ -90,7 +91,10 @@ impl RouteBody {
     /// file is an error).
     pub fn file(file: tokio::fs::File, len: u64) -> RouteBody {
         RouteBody {
-            kind: Kind::File { file, left: len },
+            kind: Kind::File {
+                file: Box::new(file),
+                left: len,
+            },
         }
     }
 
@@ -129,7 +133,7 @@ impl Body for RouteBody {
                 let n = (*left).min(CHUNK as u64) as usize;
                 let mut buf = BytesMut::zeroed(n);
                 let mut rb = ReadBuf::new(&mut buf);
-                std::task::ready!(Pin::new(file).poll_read(cx, &mut rb))?;
+                std::task::ready!(Pin::new(&mut **file).poll_read(cx, &mut rb))?;
                 let got = rb.filled().len();
                 if got == 0 {
                     return Poll::Ready(Some(Err(io::Error::new(
@@ -273,11 +277,10 @@ impl Routes {
     where
         B: Body + Unpin,
     {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
+        let (parts, mut body) = req.into_parts();
+        let (path, method) = (parts.uri.path(), parts.method.clone());
         // Read any request body as it comes (counting it, not keeping it), so that the
         // connection stays usable.
-        let mut body = req.into_body();
         let mut got = 0u64;
         while let Some(frame) = body.frame().await {
             match frame {
@@ -311,7 +314,8 @@ impl Routes {
         if let Some(ms) = path.strip_prefix("/delay/") {
             return match number(ms) {
                 Some(ms) if ms <= MAX_DELAY_MS => {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    // Boxed: the timer would otherwise make every request's future larger.
+                    Box::pin(tokio::time::sleep(Duration::from_millis(ms))).await;
                     text(StatusCode::OK, format!("delayed {ms} ms\n"))
                 }
                 _ => text(
@@ -321,8 +325,8 @@ impl Routes {
             };
         }
         match &self.dir {
-            Some(dir) => match under(dir, &path) {
-                Some(p) => file_or_listing(p, &path).await,
+            Some(dir) => match under(dir, path) {
+                Some(p) => Box::pin(file_or_listing(p, path)).await,
                 None => text(StatusCode::FORBIDDEN, "forbidden\n"),
             },
             None if path == "/" => text(StatusCode::OK, "hello from synack\n"),

@@ -8,8 +8,12 @@
 //! ```
 //!
 //! N defaults to 100 000 idle connections (`1000000` for the issue's million), CHURN to
-//! 20 000 connections timed each way. Printed, per connection (both ends: two TCBs, one per
-//! `Interface`) and per TCB:
+//! 20 000 connections timed each way. Both ends of every connection live in this one process
+//! (two `Interface`s, a TCB in each), so the heap and the RSS counted are those of 2·N TCBs:
+//! printed per connection (both ends) and per TCB (one end, what issue 15's "1 KiB per idle
+//! connection" is about). Before each measurement the pair sits idle for 10 s of virtual time,
+//! so that timers stopped since (the handshake's retransmission timers, delayed ACKs) have run
+//! out of the timer heap as they would on any host left idle that long.
 //! - `established, never used`: after the handshakes, nothing sent;
 //! - `after 1 B each way`: every connection moved one byte each way and the application read
 //!   it: buffers drained (a ring is released once drained, so this should match the first);
@@ -179,6 +183,13 @@ impl Pair {
         self.pump();
     }
 
+    /// Sit idle for 10 s of virtual time.
+    fn idle(&mut self) {
+        for _ in 0..10 {
+            self.advance(Duration::from_secs(1));
+        }
+    }
+
     fn connect(&mut self, i: usize) -> ConnId {
         let now = self.now;
         self.client
@@ -292,16 +303,29 @@ fn per(bytes: usize, n: usize) -> f64 {
     bytes as f64 / n.max(1) as f64
 }
 
-fn churn(p: &mut Pair, from: usize, count: usize) -> f64 {
-    // Warm the pools first.
+/// Warm the pools: churn `count / 10` connections untimed.
+fn warm(p: &mut Pair, from: usize, count: usize) {
     for i in 0..count / 10 {
         p.churn_one(from + i);
     }
+}
+
+/// Churn `count` connections; connections per second.
+fn churn(p: &mut Pair, from: usize, count: usize) -> f64 {
     let start = WallInstant::now();
     for i in 0..count {
         p.churn_one(from + (i % (PORTS_PER_IP / 2)));
     }
     count as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rounds of churn, alternating between the pair with the idle connections and the one
+/// without, so that both see the same machine (a busy machine's load comes and goes).
+const ROUNDS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -312,8 +336,9 @@ fn main() {
     let n = nums.first().copied().unwrap_or(100_000);
     let churn_count = nums.get(1).copied().unwrap_or(20_000);
     println!(
-        "size_of::<Connection>() = {} B",
-        std::mem::size_of::<synack_tcp::Connection>()
+        "size_of::<Connection>() = {} B, size_of::<TimeWait>() = {} B",
+        std::mem::size_of::<synack_tcp::Connection>(),
+        std::mem::size_of::<synack_tcp::conn::TimeWait>()
     );
 
     // N idle connections; the churn uses the last client address, unused by them.
@@ -324,6 +349,7 @@ fn main() {
     let t = WallInstant::now();
     p.open(0, n, &mut conns);
     let open_secs = t.elapsed().as_secs_f64();
+    p.idle();
     // The handles are the application's, not the stack's.
     let handles = conns.capacity() * std::mem::size_of::<(ConnId, ConnId)>();
     let (held1, rss1) = (held() - handles, rss());
@@ -343,6 +369,7 @@ fn main() {
     };
     show("established, never used", held1 - held0, rss1 - rss0);
     p.exchange_byte(&conns);
+    p.idle();
     let (held2, rss2) = (held() - handles, rss());
     show("after 1 B each way", held2 - held0, rss2 - rss0);
     println!(
@@ -352,16 +379,31 @@ fn main() {
     );
 
     let churn_from = (ips - 1) * PORTS_PER_IP;
-    let busy = churn(&mut p, churn_from, churn_count);
+    let mut q = Pair::new(ips);
+    warm(&mut p, churn_from, churn_count);
+    warm(&mut q, churn_from, churn_count);
+    let per_round = churn_count.div_ceil(ROUNDS);
+    let (mut busy, mut alone, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let b = churn(&mut p, churn_from, per_round);
+        let a = churn(&mut q, churn_from, per_round);
+        busy.push(b);
+        alone.push(a);
+        ratios.push(b / a);
+    }
+    println!(
+        "churn ({ROUNDS} interleaved rounds of {per_round}, medians): {:.0} conn/s alone, {:.0} conn/s among {n} idle: {:.2}x (rounds: {})",
+        median(alone),
+        median(busy),
+        median(ratios.clone()),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     drop(conns);
     drop(p);
-
-    let mut q = Pair::new(ips);
-    let alone = churn(&mut q, churn_from, churn_count);
-    println!(
-        "churn: {alone:.0} conn/s alone, {busy:.0} conn/s among {n} idle: {:.2}x",
-        busy / alone
-    );
     drop(q);
 
     // TIME-WAIT: the client closes first on `tw` connections and keeps TIME-WAIT for each.

@@ -14,6 +14,12 @@
 //!   sent it: port unreachable as `ECONNREFUSED` (RFC 1122 §4.1.3.3: "UDP MUST pass to the
 //!   application layer all ICMP error messages that it receives from the IP layer"), the
 //!   next send or receive on the socket reports it once.
+//!
+//! Receiving is cheap on the bulk path: a datagram's bytes go into a buffer from the table's
+//! pool ([`BufferPool`]) rather than a fresh allocation, and
+//! [`recv_coalesced`](UdpTable::recv_coalesced) hands a run of queued datagrams of one
+//! 4-tuple and one size over as one buffer with their segment size, as Linux's UDP GRO does
+//! (`UDP_GRO`, `udp_gro_receive`), so that a QUIC endpoint takes a burst in one call.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -61,6 +67,89 @@ const ICMP_BURST: u64 = 50;
 const ICMP_REFILL_US: u64 = 1000;
 const TTL: u8 = 64;
 
+/// Buffers the pool keeps for datagrams received: a queue's worth (the receive queue holds at
+/// most [`RX_LIMIT_BYTES`], about 145 full-sized datagrams).
+pub const POOL_BUFFERS: usize = 256;
+
+/// Recycled datagram buffers, so that receiving a datagram does not allocate once the pool
+/// is warm. A buffer keeps its capacity (the interface MTU) between uses; one that grew past
+/// [`BufferPool::MAX_CAPACITY`] or finds the pool full is freed instead.
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+    limit: usize,
+    capacity: usize,
+    allocated: u64,
+    reused: u64,
+}
+
+impl BufferPool {
+    /// Buffers larger than this are not kept (a jumbo datagram's buffer is freed after use).
+    pub const MAX_CAPACITY: usize = 65_536;
+
+    /// A pool keeping at most `limit` free buffers, each allocated with `capacity` bytes.
+    pub fn new(limit: usize, capacity: usize) -> BufferPool {
+        BufferPool {
+            free: Vec::new(),
+            limit,
+            capacity,
+            allocated: 0,
+            reused: 0,
+        }
+    }
+
+    /// A buffer holding a copy of `bytes`: a recycled one if there is one.
+    pub fn take_copy(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut v = match self.free.pop() {
+            Some(v) => {
+                self.reused += 1;
+                v
+            }
+            None => {
+                self.allocated += 1;
+                Vec::with_capacity(self.capacity.max(bytes.len()))
+            }
+        };
+        v.clear();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    /// Gives a buffer back for reuse.
+    pub fn put(&mut self, v: Vec<u8>) {
+        if self.free.len() < self.limit && v.capacity() <= Self::MAX_CAPACITY {
+            self.free.push(v);
+        }
+    }
+
+    /// Free buffers held now.
+    pub fn len(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
+
+    /// Buffers allocated (the pool had none free) and buffers reused, since it was made.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.allocated, self.reused)
+    }
+}
+
+/// A run of datagrams handed over in one buffer by
+/// [`UdpTable::recv_coalesced`]: `segments` datagrams from `from` to `to`, laid end to end in
+/// `len` bytes, each `stride` bytes long but the last, which may be shorter (Linux's
+/// `UDP_GRO` contract, and what `quinn_udp::RecvMeta::stride` means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesced {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub len: usize,
+    pub stride: usize,
+    pub segments: usize,
+}
+
 /// One received datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
@@ -91,6 +180,8 @@ pub struct UdpTable {
     icmp_last: Option<Instant>,
     /// Verify checksums of datagrams received (off when the device did: `ChecksumCaps`).
     verify: bool,
+    /// Buffers for the datagrams received.
+    pool: BufferPool,
 }
 
 fn unspecified(ip: IpAddr) -> IpAddr {
@@ -125,6 +216,7 @@ impl UdpTable {
             icmp_tokens: 0,
             icmp_last: None,
             verify: true,
+            pool: BufferPool::new(POOL_BUFFERS, mtu),
         }
     }
 
@@ -135,6 +227,16 @@ impl UdpTable {
 
     pub fn stats(&self) -> UdpStats {
         self.stats
+    }
+
+    /// The pool of receive buffers.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// Gives the buffer of a datagram taken with [`recv`](Self::recv) back for reuse.
+    pub fn recycle(&mut self, data: Vec<u8>) {
+        self.pool.put(data);
     }
 
     /// The bound sockets' local addresses.
@@ -196,7 +298,11 @@ impl UdpTable {
 
     /// Closes the socket bound to `local`; its unread datagrams are dropped.
     pub fn unbind(&mut self, local: SocketAddr) {
-        self.sockets.remove(&local);
+        if let Some(s) = self.sockets.remove(&local) {
+            for d in s.rx {
+                self.pool.put(d.data);
+            }
+        }
     }
 
     /// Connects the socket bound to `local` to `peer`: it receives only from `peer` (what it
@@ -212,7 +318,14 @@ impl UdpTable {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         s.peer = Some(peer);
         s.error = None;
-        s.rx.retain(|d| d.from == peer);
+        let pool = &mut self.pool;
+        s.rx.retain_mut(|d| {
+            if d.from == peer {
+                return true;
+            }
+            pool.put(std::mem::take(&mut d.data));
+            false
+        });
         s.rx_bytes = s.rx.iter().map(|d| d.data.len()).sum();
         Ok(())
     }
@@ -232,6 +345,11 @@ impl UdpTable {
     /// Whether a send would be taken now.
     pub fn writable(&self) -> bool {
         self.out.len() < OUT_LIMIT
+    }
+
+    /// Whether an ICMP error waits to be reported on the socket bound to `local`.
+    pub fn error_pending(&self, local: SocketAddr) -> bool {
+        self.sockets.get(&local).is_some_and(|s| s.error.is_some())
     }
 
     fn take_error(&mut self, local: SocketAddr) -> io::Result<()> {
@@ -314,6 +432,63 @@ impl UdpTable {
         Ok(d)
     }
 
+    /// The next datagram for the socket bound to `local` copied into `buf` (truncated to its
+    /// length, as a kernel socket does), and the datagrams queued behind it from the same
+    /// source to the same destination, end to end, while they have the first one's size and
+    /// fit, up to `max_segments` in all; a shorter datagram is taken as the last of the run
+    /// (RFC 9000 §14.2 lets the last packet of a burst be smaller; Linux's UDP GRO coalesces
+    /// the same way). A datagram of another 4-tuple or a longer one stays queued for the next
+    /// call. Errors as [`recv`](Self::recv): the pending ICMP error once, else `WouldBlock`
+    /// when nothing is queued.
+    pub fn recv_coalesced(
+        &mut self,
+        local: SocketAddr,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> io::Result<Coalesced> {
+        self.take_error(local)?;
+        let s = self
+            .sockets
+            .get_mut(&local)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let d =
+            s.rx.pop_front()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        s.rx_bytes -= d.data.len();
+        let stride = d.data.len().min(buf.len());
+        buf[..stride].copy_from_slice(&d.data[..stride]);
+        let mut c = Coalesced {
+            from: d.from,
+            to: d.to,
+            len: stride,
+            stride,
+            segments: 1,
+        };
+        // A truncated or empty datagram ends the run (an empty one cannot be a segment).
+        let mut open = stride == d.data.len() && stride > 0;
+        self.pool.put(d.data);
+        while open && c.segments < max_segments {
+            let Some(next) = s.rx.front() else { break };
+            let n = next.data.len();
+            if next.from != c.from
+                || next.to != c.to
+                || n > stride
+                || n == 0
+                || c.len + n > buf.len()
+            {
+                break;
+            }
+            let next = s.rx.pop_front().expect("front exists");
+            s.rx_bytes -= n;
+            buf[c.len..c.len + n].copy_from_slice(&next.data);
+            c.len += n;
+            c.segments += 1;
+            open = n == stride;
+            self.pool.put(next.data);
+        }
+        Ok(c)
+    }
+
     /// A UDP datagram (`payload` of the IP packet `ip`) addressed to one of the host's
     /// addresses; `packet` is the IP packet as received, up to its total length (quoted in an
     /// ICMP error if nobody listens).
@@ -347,7 +522,7 @@ impl UdpTable {
                     sock.rx.push_back(Datagram {
                         from,
                         to,
-                        data: udp.payload.to_vec(),
+                        data: self.pool.take_copy(udp.payload),
                     });
                     self.stats.rx_datagrams += 1;
                 }

@@ -197,3 +197,202 @@ async fn connected_socket_gets_econnrefused_on_the_simulator() {
     let n = bounded(u.recv(&mut buf)).await.unwrap();
     assert_eq!(&buf[..n], b"hi");
 }
+
+/// The packets of datagrams `payloads` sent from `from` (a socket of `a`) to `to`.
+fn packets(
+    a: &mut Interface,
+    from: SocketAddr,
+    to: SocketAddr,
+    payloads: &[&[u8]],
+) -> Vec<Vec<u8>> {
+    for p in payloads {
+        a.udp_mut().send_to(from, to, p).unwrap();
+    }
+    drain(a, Instant::from_micros(0))
+}
+
+/// A payload of `len` bytes that says which datagram it is (`tag`) in every byte.
+fn payload(tag: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| tag.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+/// GRO-like receive (`recv_coalesced`): five queued datagrams of one size from one source
+/// come out as one run with that size as its stride, byte-exact and in order; a datagram
+/// from another source, a longer one, a run limit, or a buffer too small for the next end a
+/// run, and a shorter one is taken as the last of it (as Linux's UDP GRO does).
+#[test]
+fn recv_coalesced_runs_of_one_flow_and_size() {
+    let now = Instant::from_micros(0);
+    let mut a = Interface::new(Config::default(), &[ip(A)], [1; 16]);
+    let mut b = Interface::new(Config::default(), &[ip(B)], [2; 16]);
+    let la = a.udp_mut().bind(sa(A, 5000)).unwrap();
+    let la2 = a.udp_mut().bind(sa(A, 5001)).unwrap();
+    let lb = b.udp_mut().bind(sa(B, 6000)).unwrap();
+    let to = sa(B, 6000);
+
+    let five: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 1200)).collect();
+    let refs: Vec<&[u8]> = five.iter().map(|v| &v[..]).collect();
+    for p in packets(&mut a, la, to, &refs) {
+        b.receive(now, &p);
+    }
+    let mut buf = vec![0u8; 64 * 1500];
+    let c = b.udp_mut().recv_coalesced(lb, &mut buf, 64).unwrap();
+    assert_eq!(
+        (c.from, c.to, c.len, c.stride, c.segments),
+        (sa(A, 5000), to, 5 * 1200, 1200, 5)
+    );
+    assert_eq!(buf[..c.len], five.concat()[..], "byte-exact, in order");
+    assert_eq!(
+        b.udp_mut()
+            .recv_coalesced(lb, &mut buf, 64)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::WouldBlock
+    );
+
+    // 2 x 1000 from 5000, 1 x 1000 from 5001, 1 x 1000 from 5000, then 1300 (longer),
+    // 700 (shorter: last of a run), 700.
+    let mut pk = packets(&mut a, la, to, &[&payload(10, 1000), &payload(11, 1000)]);
+    pk.extend(packets(&mut a, la2, to, &[&payload(12, 1000)]));
+    pk.extend(packets(
+        &mut a,
+        la,
+        to,
+        &[
+            &payload(13, 1000),
+            &payload(14, 1300),
+            &payload(15, 700),
+            &payload(16, 700),
+        ],
+    ));
+    for p in &pk {
+        b.receive(now, p);
+    }
+    let mut runs = Vec::new();
+    while let Ok(c) = b.udp_mut().recv_coalesced(lb, &mut buf, 64) {
+        runs.push((c.from.port(), c.stride, c.segments, buf[..c.len].to_vec()));
+    }
+    let cat = |v: &[Vec<u8>]| v.concat();
+    assert_eq!(
+        runs,
+        vec![
+            (5000, 1000, 2, cat(&[payload(10, 1000), payload(11, 1000)])),
+            (5001, 1000, 1, payload(12, 1000)),
+            (5000, 1000, 1, payload(13, 1000)),
+            (5000, 1300, 2, cat(&[payload(14, 1300), payload(15, 700)])),
+            (5000, 700, 1, payload(16, 700)),
+        ]
+    );
+
+    // The run limit and the buffer's room end a run; a buffer shorter than the first
+    // datagram truncates it (as a kernel socket does) and ends the run there.
+    for p in packets(&mut a, la, to, &refs) {
+        b.receive(now, &p);
+    }
+    let c = b.udp_mut().recv_coalesced(lb, &mut buf, 3).unwrap();
+    assert_eq!((c.len, c.segments), (3 * 1200, 3));
+    assert_eq!(buf[..c.len], five[..3].concat()[..]);
+    let mut small = [0u8; 2000];
+    let c = b.udp_mut().recv_coalesced(lb, &mut small, 64).unwrap();
+    assert_eq!(
+        (c.len, c.stride, c.segments),
+        (1200, 1200, 1),
+        "no room for two"
+    );
+    assert_eq!(small[..1200], five[3][..]);
+    let mut tiny = [0u8; 500];
+    let c = b.udp_mut().recv_coalesced(lb, &mut tiny, 64).unwrap();
+    assert_eq!((c.len, c.stride, c.segments), (500, 500, 1));
+    assert_eq!(tiny[..], five[4][..500]);
+    assert_eq!(
+        b.udp_mut()
+            .recv_coalesced(lb, &mut buf, 64)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::WouldBlock
+    );
+    assert_eq!(b.udp().stats().rx_datagrams, 17);
+}
+
+/// The receive buffer pool: once warm, receiving allocates nothing; buffers come back from
+/// `recv_coalesced`, from `recycle` after `recv`, from a socket closed with datagrams queued
+/// and from what `connect` drops; the pool keeps at most `POOL_BUFFERS`, and a buffer that
+/// grew too large is not kept.
+#[test]
+fn receive_buffers_are_pooled() {
+    use synack_stack::udp::{BufferPool, POOL_BUFFERS};
+    let now = Instant::from_micros(0);
+    let mut a = Interface::new(Config::default(), &[ip(A)], [1; 16]);
+    let mut b = Interface::new(Config::default(), &[ip(B)], [2; 16]);
+    let la = a.udp_mut().bind(sa(A, 5000)).unwrap();
+    let lb = b.udp_mut().bind(sa(B, 6000)).unwrap();
+    let to = sa(B, 6000);
+    let data: Vec<Vec<u8>> = (0..8).map(|i| payload(i, 100 + usize::from(i))).collect();
+    let refs: Vec<&[u8]> = data.iter().map(|v| &v[..]).collect();
+    let pk = packets(&mut a, la, to, &refs);
+    for p in &pk {
+        b.receive(now, p);
+    }
+    assert_eq!(b.udp().pool().counts(), (8, 0), "a cold pool allocates");
+    let mut buf = [0u8; 1500];
+    let mut got = Vec::new();
+    while let Ok(c) = b.udp_mut().recv_coalesced(lb, &mut buf, 64) {
+        got.push(buf[..c.len].to_vec());
+    }
+    assert_eq!(got, data, "sizes differ: one datagram per run, byte-exact");
+    assert_eq!(b.udp().pool().len(), 8);
+    for round in 0..3 {
+        for p in &pk {
+            b.receive(now, p);
+        }
+        assert_eq!(
+            b.udp().pool().counts(),
+            (8, 8 * (round + 1)),
+            "warm: no allocation"
+        );
+        for d in &data {
+            let r = b.udp_mut().recv(lb).unwrap();
+            assert_eq!(&r.data, d);
+            b.udp_mut().recycle(r.data);
+        }
+    }
+    assert_eq!(b.udp().pool().len(), 8);
+
+    // Unread datagrams come back when the socket closes, and when connect drops them.
+    for p in &pk {
+        b.receive(now, p);
+    }
+    assert_eq!(b.udp().pool().len(), 0);
+    b.udp_mut().unbind(lb);
+    assert_eq!(b.udp().pool().len(), 8);
+    let lb = b.udp_mut().bind(sa(B, 6000)).unwrap();
+    for p in &pk {
+        b.receive(now, p);
+    }
+    b.udp_mut().connect(lb, sa(A, 9999)).unwrap();
+    assert_eq!(b.udp().pool().len(), 8, "datagrams from others dropped");
+    assert_eq!(
+        b.udp().pool().counts().0,
+        8,
+        "never allocated past the first eight"
+    );
+
+    // Bounds.
+    let mut pool = BufferPool::new(2, 64);
+    let x = pool.take_copy(b"x");
+    assert!(x.capacity() >= 64);
+    for _ in 0..3 {
+        pool.put(Vec::with_capacity(64));
+    }
+    assert_eq!(pool.len(), 2, "at most the limit kept");
+    let mut pool = BufferPool::new(POOL_BUFFERS, 64);
+    pool.put(Vec::with_capacity(BufferPool::MAX_CAPACITY + 1));
+    assert!(pool.is_empty(), "an oversized buffer is freed");
+    assert_eq!(
+        pool.take_copy(&[7; 100]),
+        vec![7; 100],
+        "grows past its capacity"
+    );
+}

@@ -12,17 +12,33 @@ use crate::seq::SeqNum;
 /// `RCV.NXT` is worth more. (The bytes live in the receive ring, bounded by the window.)
 pub const MAX_RANGES: usize = 256;
 
-/// Ranges of received bytes, as offsets from the current `RCV.NXT`.
+/// Ranges of received bytes, as offsets from the current `RCV.NXT`. Nothing is allocated while
+/// nothing is held out of order (an idle connection keeps one word here); the ranges go once
+/// the hole fills.
 #[derive(Debug, Default, Clone)]
 pub struct Assembler {
-    /// Sorted, disjoint, non-adjacent `(start, end)` offsets, with the age of their last update.
+    inner: Option<Box<Ranges>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Ranges {
+    /// Sorted, disjoint, non-adjacent `(start, end)` offsets, with the age of their last update
+    /// (ages only order the ranges held: the clock may start over once none is).
     ranges: Vec<(usize, usize, u64)>,
     clock: u64,
 }
 
 impl Assembler {
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.inner.is_none()
+    }
+
+    /// Drop the storage once nothing is held.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.inner.as_ref().is_some_and(|r| r.ranges.is_empty()) {
+            self.inner = None;
+        }
     }
 
     /// Record `[offset, offset+len)` as received. Returns false if it could not be recorded.
@@ -30,6 +46,57 @@ impl Assembler {
         if len == 0 {
             return true;
         }
+        let ok = self.inner.get_or_insert_default().add(offset, len);
+        self.tidy();
+        ok
+    }
+
+    /// `n` in-order bytes arrived at offset 0: returns how far the data is now contiguous from
+    /// offset 0 (at least `n`), taking out every range that joined, and shifts the rest down by
+    /// that much. Never fails, however many ranges are held.
+    pub fn fill_front(&mut self, n: usize) -> usize {
+        let Some(r) = self.inner.as_mut() else {
+            return n;
+        };
+        let end = r.fill_front(n);
+        self.tidy();
+        end
+    }
+
+    /// Shift every range down by `n` after `RCV.NXT` advanced by `n` in-order bytes that were
+    /// not themselves recorded here.
+    pub fn advance(&mut self, n: usize) {
+        if let Some(r) = self.inner.as_mut() {
+            r.advance(n);
+            self.tidy();
+        }
+    }
+
+    /// SACK blocks for `rcv_nxt`, most recently updated first (RFC 2018 §4).
+    pub fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [(SeqNum, SeqNum)]) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |r| r.sack_blocks(rcv_nxt, out))
+    }
+
+    /// Bytes held out of order.
+    pub fn held(&self) -> usize {
+        self.inner.as_ref().map_or(0, |r| r.held())
+    }
+
+    /// The end of the last range (the highest offset holding data).
+    pub fn highest(&self) -> usize {
+        self.inner.as_ref().map_or(0, |r| r.highest())
+    }
+
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.inner
+            .iter()
+            .flat_map(|r| r.ranges.iter().map(|r| (r.0, r.1)))
+    }
+}
+impl Ranges {
+    fn add(&mut self, offset: usize, len: usize) -> bool {
         self.clock += 1;
         let (mut start, mut end) = (offset, offset + len);
         // Merge with every range it touches or overlaps.
@@ -65,7 +132,7 @@ impl Assembler {
     /// `n` in-order bytes arrived at offset 0: returns how far the data is now contiguous from
     /// offset 0 (at least `n`), taking out every range that joined, and shifts the rest down by
     /// that much. Never fails, however many ranges are held.
-    pub fn fill_front(&mut self, n: usize) -> usize {
+    fn fill_front(&mut self, n: usize) -> usize {
         let mut end = n;
         while let Some(&(s, e, _)) = self.ranges.first() {
             if s > end {
@@ -83,7 +150,7 @@ impl Assembler {
 
     /// Shift every range down by `n` after `RCV.NXT` advanced by `n` in-order bytes that were
     /// not themselves recorded here.
-    pub fn advance(&mut self, n: usize) {
+    fn advance(&mut self, n: usize) {
         self.ranges.retain_mut(|r| {
             if r.1 <= n {
                 return false;
@@ -95,7 +162,7 @@ impl Assembler {
     }
 
     /// SACK blocks for `rcv_nxt`, most recently updated first (RFC 2018 §4).
-    pub fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [(SeqNum, SeqNum)]) -> usize {
+    fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [(SeqNum, SeqNum)]) -> usize {
         let mut order: Vec<&(usize, usize, u64)> = self.ranges.iter().collect();
         order.sort_by_key(|r| std::cmp::Reverse(r.2));
         let n = order.len().min(out.len());
@@ -106,17 +173,13 @@ impl Assembler {
     }
 
     /// Bytes held out of order.
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.ranges.iter().map(|r| r.1 - r.0).sum()
     }
 
     /// The end of the last range (the highest offset holding data).
-    pub fn highest(&self) -> usize {
+    fn highest(&self) -> usize {
         self.ranges.last().map_or(0, |r| r.1)
-    }
-
-    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.ranges.iter().map(|r| (r.0, r.1))
     }
 }
 

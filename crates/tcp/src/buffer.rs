@@ -21,7 +21,8 @@ fn wrap(x: usize, cap: usize) -> usize {
 /// that an idle connection's two rings take 40 bytes each).
 #[derive(Debug, Default)]
 pub struct RingBuffer {
-    storage: Vec<u8>,
+    /// A boxed slice, not a `Vec`: its length is its capacity, and it saves a word.
+    storage: Box<[u8]>,
     head: u32,
     len: u32,
     capacity: u32,
@@ -35,7 +36,7 @@ impl RingBuffer {
     /// A ring of `capacity` bytes (at most `u32::MAX - 1`).
     pub fn new(capacity: usize) -> RingBuffer {
         RingBuffer {
-            storage: Vec::new(),
+            storage: Box::default(),
             head: 0,
             len: 0,
             capacity: capacity.min(NO_LIMIT as usize - 1) as u32,
@@ -74,7 +75,8 @@ impl RingBuffer {
     /// never read before being written.
     pub fn adopt(&mut self, storage: Vec<u8>) {
         if self.storage.is_empty() && self.len == 0 && !storage.is_empty() {
-            self.storage = storage;
+            // From `take_storage`: length and capacity agree, so this does not reallocate.
+            self.storage = storage.into_boxed_slice();
             self.head = 0;
         }
     }
@@ -83,7 +85,7 @@ impl RingBuffer {
     pub fn take_storage(&mut self) -> Vec<u8> {
         self.head = 0;
         self.len = 0;
-        std::mem::take(&mut self.storage)
+        std::mem::take(&mut self.storage).into_vec()
     }
 
     /// Bytes held in order from the front.
@@ -128,7 +130,7 @@ impl RingBuffer {
             .max(self.storage.len() * 2)
             .max(64)
             .min(ceiling);
-        let mut storage = vec![0u8; new_len];
+        let mut storage = vec![0u8; new_len].into_boxed_slice();
         // Linearize everything the ring may hold (including out-of-order bytes past `len`).
         let old = self.storage.len();
         if old > 0 {

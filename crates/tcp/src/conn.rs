@@ -14,6 +14,7 @@
 //! Time passed in must never go backwards.
 
 use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
@@ -60,7 +61,7 @@ pub enum RetransmitCause {
 mod pacing;
 mod prr;
 mod timewait;
-use pacing::Pacer;
+use pacing::RateState;
 use prr::Prr;
 pub use timewait::TimeWait;
 
@@ -105,6 +106,122 @@ struct SendMark {
     hard: bool,
 }
 
+/// The write queue's buffers ([`SendMark`]), allocated only while some are kept: an idle
+/// connection holds one word for them. Reads of none see an empty queue.
+#[derive(Debug, Default)]
+// Boxed on purpose: one word while empty, not a `VecDeque`'s four.
+#[allow(clippy::box_collection)]
+struct SendMarks(Option<Box<VecDeque<SendMark>>>);
+
+static NO_MARKS: VecDeque<SendMark> = VecDeque::new();
+
+impl core::ops::Deref for SendMarks {
+    type Target = VecDeque<SendMark>;
+    #[inline]
+    fn deref(&self) -> &VecDeque<SendMark> {
+        self.0.as_deref().unwrap_or(&NO_MARKS)
+    }
+}
+
+impl core::ops::DerefMut for SendMarks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut VecDeque<SendMark> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl SendMarks {
+    /// Free the queue once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
+/// `TCP_NOTSENT_LOWAT` in 4 bytes (`u32::MAX`: none).
+fn lowat_mark(lowat: Option<usize>) -> u32 {
+    lowat.map_or(u32::MAX, |l| l.min(u32::MAX as usize - 1) as u32)
+}
+
+/// A `Duration` in 8 bytes instead of 16: nanoseconds, exact below 584 years (longer ones
+/// saturate there, which no timer reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Nanos(u64);
+
+impl Nanos {
+    const ZERO: Nanos = Nanos(0);
+
+    #[inline]
+    fn new(d: Duration) -> Nanos {
+        Nanos(u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+    }
+
+    #[inline]
+    fn get(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+}
+
+/// An `Option<Duration>` in 8 bytes (see [`Nanos`]; `u64::MAX` is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OptNanos(u64);
+
+impl OptNanos {
+    #[inline]
+    fn new(d: Option<Duration>) -> OptNanos {
+        OptNanos(d.map_or(u64::MAX, |d| Nanos::new(d).0))
+    }
+
+    #[inline]
+    fn get(self) -> Option<Duration> {
+        (self.0 != u64::MAX).then(|| Duration::from_nanos(self.0))
+    }
+}
+
+/// The 4-tuple as a connection keeps it: 12 bytes for IPv4 (two `SocketAddrV4`s), an IPv6 one
+/// boxed (flow labels and scope ids kept), instead of 64 bytes inline for either.
+#[derive(Debug, Clone)]
+enum TupleStore {
+    V4 {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    },
+    Other(Box<FourTuple>),
+}
+
+impl TupleStore {
+    fn new(t: FourTuple) -> TupleStore {
+        match (t.local, t.remote) {
+            (SocketAddr::V4(local), SocketAddr::V4(remote)) => TupleStore::V4 { local, remote },
+            _ => TupleStore::Other(Box::new(t)),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> FourTuple {
+        match self {
+            TupleStore::V4 { local, remote } => FourTuple {
+                local: SocketAddr::V4(*local),
+                remote: SocketAddr::V4(*remote),
+            },
+            TupleStore::Other(t) => **t,
+        }
+    }
+
+    #[inline]
+    fn is(&self, t: &FourTuple) -> bool {
+        match (self, t.local, t.remote) {
+            (TupleStore::V4 { local, remote }, SocketAddr::V4(l), SocketAddr::V4(r)) => {
+                *local == l && *remote == r
+            }
+            (TupleStore::Other(mine), ..) => **mine == *t,
+            _ => false,
+        }
+    }
+}
+
 /// What the sender is doing, for Linux's chronographs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chrono {
@@ -117,8 +234,9 @@ enum Chrono {
 struct ChronoStats {
     kind: Chrono,
     since: Instant,
-    busy: Duration,
-    rwnd_limited: Duration,
+    /// Microseconds (whole: spans between `Instant`s), 8 bytes each instead of a `Duration`'s 16.
+    busy: u64,
+    rwnd_limited: u64,
 }
 
 /// At most this many write-queue buffers are tracked; past it a write joins the last one
@@ -131,10 +249,13 @@ pub const SKB_TRUESIZE_OVERHEAD: usize = 1280;
 
 /// Events waiting for the endpoint, which drains them after every call, in order, none lost.
 /// Nobody may want them (an endpoint that does not trace): `off` skips the queueing, and the
-/// queue then never allocates (an idle connection keeps 33 bytes for it, not an inline array).
+/// queue then never allocates (an idle connection keeps 16 bytes for it: the queue is made on
+/// the first event and dropped once drained).
 #[derive(Debug, Default)]
 struct EventQueue {
-    queue: VecDeque<Event>,
+    // Boxed on purpose: one word while empty, not a `VecDeque`'s four.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Event>>>,
     off: bool,
 }
 
@@ -142,17 +263,22 @@ impl EventQueue {
     #[inline]
     fn push(&mut self, e: Event) {
         if !self.off {
-            self.queue.push_back(e);
+            self.queue.get_or_insert_default().push_back(e);
         }
     }
 
     #[inline]
     fn pop(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        let q = self.queue.as_mut()?;
+        let e = q.pop_front();
+        if q.is_empty() {
+            self.queue = None;
+        }
+        e
     }
 
     fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_none()
     }
 }
 
@@ -160,12 +286,27 @@ impl EventQueue {
 /// starts to build, before slow start overfills it. Rounds are delimited by `SND.NXT`; the RTT
 /// samples are the echoed timestamps of each ACK. (The conservative slow start phase of §4.2 is
 /// folded into going straight to congestion avoidance.)
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct HyStart {
     window_end: Option<SeqNum>,
-    last_round_min: Option<Duration>,
-    current_round_min: Option<Duration>,
+    /// Round minima in microseconds (samples are whole milliseconds), [`NO_RTT`]: none yet.
+    last_round_min: u64,
+    current_round_min: u64,
     samples: u32,
+}
+
+/// No RTT sample in a round yet.
+const NO_RTT: u64 = u64::MAX;
+
+impl Default for HyStart {
+    fn default() -> HyStart {
+        HyStart {
+            window_end: None,
+            last_round_min: NO_RTT,
+            current_round_min: NO_RTT,
+            samples: 0,
+        }
+    }
 }
 
 /// RFC 9406 §4.3 constants.
@@ -178,20 +319,23 @@ impl HyStart {
     fn on_ack(&mut self, ack: SeqNum, snd_nxt: SeqNum, rtt: Option<Duration>) -> bool {
         if self.window_end.is_none_or(|end| ack.ge(end)) {
             self.last_round_min = self.current_round_min;
-            self.current_round_min = None;
+            self.current_round_min = NO_RTT;
             self.samples = 0;
             self.window_end = Some(snd_nxt);
         }
         let Some(rtt) = rtt else { return false };
-        self.current_round_min = Some(self.current_round_min.map_or(rtt, |m| m.min(rtt)));
+        let us = u64::try_from(rtt.as_micros()).map_or(NO_RTT - 1, |us| us.min(NO_RTT - 1));
+        self.current_round_min = self.current_round_min.min(us);
         self.samples += 1;
-        match (self.current_round_min, self.last_round_min) {
-            (Some(cur), Some(last)) if self.samples >= HS_N_RTT_SAMPLE => {
-                let thresh = (last / 8).clamp(HS_MIN_RTT_THRESH, HS_MAX_RTT_THRESH);
-                cur >= last + thresh
-            }
-            _ => false,
+        if self.samples < HS_N_RTT_SAMPLE || self.last_round_min == NO_RTT {
+            return false;
         }
+        let (cur, last) = (
+            Duration::from_micros(self.current_round_min),
+            Duration::from_micros(self.last_round_min),
+        );
+        let thresh = (last / 8).clamp(HS_MIN_RTT_THRESH, HS_MAX_RTT_THRESH);
+        cur >= last + thresh
     }
 }
 
@@ -199,7 +343,49 @@ impl HyStart {
 #[derive(Debug, Default, Clone)]
 struct Scoreboard {
     /// Sorted, disjoint `[left, right)` ranges.
-    blocks: Vec<(SeqNum, SeqNum)>,
+    blocks: Blocks,
+}
+
+/// The scoreboard's ranges, allocated only while the peer SACKs something: an idle connection
+/// keeps one word for them. Reads of none see an empty list.
+#[derive(Debug, Default, Clone)]
+// Boxed on purpose: one word while empty, not a `Vec`'s three.
+#[allow(clippy::box_collection)]
+struct Blocks(Option<Box<Vec<(SeqNum, SeqNum)>>>);
+
+static NO_BLOCKS: Vec<(SeqNum, SeqNum)> = Vec::new();
+
+impl core::ops::Deref for Blocks {
+    type Target = Vec<(SeqNum, SeqNum)>;
+    #[inline]
+    fn deref(&self) -> &Vec<(SeqNum, SeqNum)> {
+        self.0.as_deref().unwrap_or(&NO_BLOCKS)
+    }
+}
+
+impl core::ops::DerefMut for Blocks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Vec<(SeqNum, SeqNum)> {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl<'a> IntoIterator for &'a Blocks {
+    type Item = &'a (SeqNum, SeqNum);
+    type IntoIter = core::slice::Iter<'a, (SeqNum, SeqNum)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Blocks {
+    /// Free the list once it holds nothing.
+    #[inline]
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            self.0 = None;
+        }
+    }
 }
 
 impl Scoreboard {
@@ -230,6 +416,9 @@ impl Scoreboard {
     }
 
     fn trim(&mut self, una: SeqNum) {
+        if self.blocks.is_empty() {
+            return;
+        }
         self.blocks.retain_mut(|b| {
             if b.1.le(una) {
                 return false;
@@ -237,6 +426,7 @@ impl Scoreboard {
             b.0 = b.0.max(una);
             true
         });
+        self.blocks.tidy();
     }
 
     /// The end of the SACKed range holding `seq`, if any.
@@ -256,7 +446,7 @@ impl Scoreboard {
     }
 
     fn clear(&mut self) {
-        self.blocks.clear();
+        self.blocks = Blocks::default();
     }
 }
 
@@ -286,7 +476,7 @@ struct Undo {
 
 /// A TCP connection.
 pub struct Connection {
-    tuple: FourTuple,
+    tuple: TupleStore,
     state: State,
     /// Opened from LISTEN (RFC 9293 §3.10.7.4: a RST in SYN-RECEIVED returns it there).
     passive: bool,
@@ -365,7 +555,8 @@ pub struct Connection {
 
     cc: Controller,
     cc_algorithm: Algorithm,
-    iw_segments: usize,
+    /// The configured initial window in segments (`u32`: a few fit in any window).
+    iw_segments: u32,
     dupacks: u32,
     /// RFC 6582 `recover`: set on entering recovery, recovery ends when it is acknowledged.
     recover: Option<SeqNum>,
@@ -388,11 +579,9 @@ pub struct Connection {
     scoreboard: Scoreboard,
     /// RFC 6675 `HighRxt`: the highest sequence number retransmitted in this recovery.
     high_rxt: SeqNum,
-    /// Proportional Rate Reduction (RFC 6937) during a SACK recovery.
-    prr: Prr,
-    /// Pacing (`Config::pacing`), and when the next buffer may go.
-    pacing: bool,
-    pacer: Pacer,
+    /// Proportional Rate Reduction (RFC 6937) during a SACK recovery, and pacing
+    /// (`Config::pacing`, `SO_MAX_PACING_RATE`) when on: boxed, only while either is.
+    rate: RateState,
     /// The end of the highest segment sent again, by any cause: below it, what is neither
     /// acknowledged nor SACKed is out a second time (Linux's `retrans_out`).
     rexmit_high: SeqNum,
@@ -411,33 +600,28 @@ pub struct Connection {
     reorder_head: Option<SeqNum>,
     /// Out-of-order segments dropped because keeping them would have grown the receive ring
     /// far beyond what it holds.
-    ooo_dropped: u64,
+    ooo_dropped: u32,
     /// When the last challenge or out-of-window ACK was owed (RFC 5961 §7 rate limit).
-    last_oow_ack: Option<Instant>,
-    challenge_ack_interval: Duration,
+    /// Microseconds; `u64::MAX`: never.
+    last_oow_ack: u64,
+    challenge_ack_interval: Nanos,
     /// The ACK owed now is a challenge (the endpoint's global limit applies).
     challenge_pending: bool,
-    challenges_limited: u64,
+    challenges_limited: u32,
 
     ack_due: AckDue,
     bytes_unacked: usize,
     /// The peer's segment size as seen: the largest payload received (Linux's `rcv_mss`
     /// estimate), for "acknowledge at least every second full-sized segment".
-    rcv_mss_seen: usize,
+    rcv_mss_seen: u32,
     /// The application read since the last ACK: a window update may be due.
     read_since_ack: bool,
     /// The urgent byte the peer last marked (URG), while not yet read past.
     urg_seq: Option<SeqNum>,
     /// The end of the last less-than-full segment sent (Minshall's variant of Nagle).
     snd_sml: SeqNum,
-    /// Where the write queue was last marked for a push (Linux's `pushed_seq`).
-    pushed_seq: SeqNum,
-    /// The peer's largest window as Linux's `max_window` keeps it for pushing: the window
-    /// of the handshake segment that completed the open, unscaled, raised only when an ACK
-    /// changes the window to more.
-    push_wnd: u32,
     /// The write queue's buffers over the send buffer, oldest first (see [`SendMark`]).
-    send_marks: VecDeque<SendMark>,
+    send_marks: SendMarks,
     /// `TCP_CORK`: a short last segment waits until uncorked (or the persist timer's probe).
     cork: bool,
     /// The last write said `MSG_MORE`: a short last segment waits for the next ACK or push.
@@ -445,7 +629,8 @@ pub struct Connection {
     /// Send what a cork holds once (`TCP_NODELAY` set while corked).
     push_once: bool,
     /// `TCP_NOTSENT_LOWAT`: at most about this many bytes queued and not yet sent.
-    notsent_lowat: Option<usize>,
+    /// `u32::MAX`: none (marks beyond 4 GiB act as that, beyond any send buffer).
+    notsent_lowat: u32,
     /// Busy and receive-window-limited time (see `update_chrono`).
     chrono: ChronoStats,
     /// The persist timer fired on data a cork or `MSG_MORE` held with nothing in flight:
@@ -468,15 +653,15 @@ pub struct Connection {
     events: EventQueue,
 
     nagle: bool,
-    delayed_ack: Option<Duration>,
-    user_timeout: Option<Duration>,
+    delayed_ack: OptNanos,
+    user_timeout: OptNanos,
     max_retransmissions: u32,
     syn_retries: u32,
     synack_retries: u32,
-    msl: Duration,
+    msl: Nanos,
     /// Boxed: most connections run without.
     keepalive: Option<Box<Keepalive>>,
-    fin_wait2_timeout: Duration,
+    fin_wait2_timeout: Nanos,
     /// The application no longer holds this connection.
     orphaned: bool,
 
@@ -485,7 +670,7 @@ pub struct Connection {
     /// ACKs still to send at once (Linux's `icsk_ack.quick`).
     quick: u32,
     /// The ACK timeout estimate (Linux's `icsk_ack.ato`); zero until the first data arrives.
-    ato: Duration,
+    ato: Nanos,
     /// When data last arrived.
     lrcvtime: Instant,
     /// Interactive: we sent data within `ato` of receiving some, so ACKs wait to ride it.
@@ -499,7 +684,7 @@ pub struct Connection {
     /// Client: the first SYN carried a Fast Open option (`Some(experimental)`).
     syn_fastopen: Option<bool>,
     /// Client: bytes of data the first SYN carried.
-    syn_data: usize,
+    syn_data: u32,
     /// Data rode the SYN and was taken with it: the SYN-ACK acknowledged all of ours
     /// (client), or the SYN's data was accepted (server). Linux's `TCPI_OPT_SYN_DATA`.
     syn_data_acked: bool,
@@ -564,7 +749,7 @@ pub struct ConnStats {
 impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection")
-            .field("tuple", &self.tuple)
+            .field("tuple", &self.tuple())
             .field("state", &self.state)
             .field("snd_una", &self.snd_una)
             .field("snd_nxt", &self.snd_nxt)
@@ -615,7 +800,7 @@ impl Connection {
                 .max(2 * unit)
         });
         Connection {
-            tuple,
+            tuple: TupleStore::new(tuple),
             state: State::Closed,
             passive: false,
             iss,
@@ -666,7 +851,7 @@ impl Connection {
             keepalive_probes: 0,
             cc,
             cc_algorithm: config.congestion,
-            iw_segments: config.initial_window,
+            iw_segments: config.initial_window.min(u32::MAX as usize) as u32,
             dupacks: 0,
             recover: None,
             recover_mark: iss,
@@ -677,9 +862,11 @@ impl Connection {
             inflation: 0,
             retransmit_at: None,
             scoreboard: Scoreboard::default(),
-            prr: Prr::default(),
-            pacing: config.pacing,
-            pacer: Pacer::default(),
+            rate: if config.pacing {
+                RateState::with_pacer()
+            } else {
+                RateState::default()
+            },
             high_rxt: iss,
             rexmit_high: iss,
             reordering: 3,
@@ -688,8 +875,8 @@ impl Connection {
             reorder_window: config.reorder_window,
             reorder_head: None,
             ooo_dropped: 0,
-            last_oow_ack: None,
-            challenge_ack_interval: config.challenge_ack_interval,
+            last_oow_ack: u64::MAX,
+            challenge_ack_interval: Nanos::new(config.challenge_ack_interval),
             challenge_pending: false,
             challenges_limited: 0,
             ack_due: AckDue::None,
@@ -698,18 +885,16 @@ impl Connection {
             read_since_ack: false,
             urg_seq: None,
             snd_sml: iss,
-            pushed_seq: iss + 1,
-            push_wnd: 0,
-            send_marks: VecDeque::new(),
+            send_marks: SendMarks::default(),
             cork: false,
             more_hold: false,
             push_once: false,
-            notsent_lowat: config.notsent_lowat,
+            notsent_lowat: lowat_mark(config.notsent_lowat),
             chrono: ChronoStats {
                 kind: Chrono::Idle,
                 since: now,
-                busy: Duration::ZERO,
-                rwnd_limited: Duration::ZERO,
+                busy: 0,
+                rwnd_limited: 0,
             },
             wakeup_due: false,
             send_rst: false,
@@ -720,18 +905,18 @@ impl Connection {
             soft_error: None,
             events: EventQueue::default(),
             nagle: config.nagle,
-            delayed_ack: config.delayed_ack,
-            user_timeout: config.user_timeout,
+            delayed_ack: OptNanos::new(config.delayed_ack),
+            user_timeout: OptNanos::new(config.user_timeout),
             max_retransmissions: config.max_retransmissions,
             syn_retries: config.syn_retries,
             synack_retries: config.synack_retries.unwrap_or(config.syn_retries),
-            msl: config.msl,
+            msl: Nanos::new(config.msl),
             keepalive: config.keepalive.map(Box::new),
-            fin_wait2_timeout: config.fin_wait2_timeout,
+            fin_wait2_timeout: Nanos::new(config.fin_wait2_timeout),
             orphaned: false,
             quick_ack: config.quick_ack,
             quick: 0,
-            ato: Duration::ZERO,
+            ato: Nanos::ZERO,
             lrcvtime: now,
             pingpong: false,
             fo_plan: None,
@@ -820,7 +1005,6 @@ impl Connection {
         self.ecn = self.ecn_mode != Ecn::Off && syn.flags.contains(TcpFlags::ECE | TcpFlags::CWR);
         self.snd_wnd = syn.window as usize; // never scaled on a SYN (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd;
-        self.push_wnd = u32::from(syn.window);
         self.snd_wl1 = self.irs;
         self.set_state(State::SynReceived);
     }
@@ -844,14 +1028,15 @@ impl Connection {
         self.state
     }
 
+    #[inline]
     pub fn tuple(&self) -> FourTuple {
-        self.tuple
+        self.tuple.get()
     }
 
-    /// The tuple, without copying it.
+    /// Whether this connection's tuple is `t` (without building it).
     #[inline]
-    pub fn tuple_ref(&self) -> &FourTuple {
-        &self.tuple
+    pub fn has_tuple(&self, t: &FourTuple) -> bool {
+        self.tuple.is(t)
     }
 
     pub fn is_passive(&self) -> bool {
@@ -899,14 +1084,19 @@ impl Connection {
     /// `TCP_NOTSENT_LOWAT`, once less than half the mark is left unsent (Linux's
     /// `tcp_stream_memory_free` as `poll` asks it).
     pub fn is_writable(&self) -> bool {
-        let lowat_ok = self.notsent_lowat.is_none_or(|l| 2 * self.unsent() < l);
+        let lowat_ok = self.notsent_lowat().is_none_or(|l| 2 * self.unsent() < l);
         (self.send_capacity() > 0 && lowat_ok) || !self.state.may_send() || self.error.is_some()
+    }
+
+    #[inline]
+    fn notsent_lowat(&self) -> Option<usize> {
+        (self.notsent_lowat != u32::MAX).then_some(self.notsent_lowat as usize)
     }
 
     /// `TCP_NOTSENT_LOWAT` (`None`: no limit): a write queues new buffers only while fewer
     /// than `lowat` bytes wait unsent, and the socket polls writable below half of it.
     pub fn set_notsent_lowat(&mut self, lowat: Option<usize>) {
-        self.notsent_lowat = lowat;
+        self.notsent_lowat = lowat_mark(lowat);
     }
 
     /// How much of a `want`-byte write `TCP_NOTSENT_LOWAT` lets in, as Linux's
@@ -914,7 +1104,7 @@ impl Connection {
     /// within 64 KiB, in whole segments), sends what the windows allow as each fills, and
     /// opens a new buffer only while fewer than `lowat` bytes wait unsent.
     fn lowat_room(&self, want: usize) -> usize {
-        let Some(lowat) = self.notsent_lowat else {
+        let Some(lowat) = self.notsent_lowat() else {
             return want;
         };
         let mss = self.snd_mss.max(1);
@@ -1061,7 +1251,7 @@ impl Connection {
 
     /// Out-of-order segments dropped rather than grow the receive ring to hold them.
     pub fn ooo_dropped(&self) -> u64 {
-        self.ooo_dropped
+        u64::from(self.ooo_dropped)
     }
 
     /// Under the endpoint's memory pressure (`Config::max_buffer_bytes` reached), the rings
@@ -1225,7 +1415,7 @@ impl Connection {
         self.stats.last_data_recv = Some(now);
         self.rcv_adv = self.rcv_adv.max(self.rcv_nxt);
         self.syn_data_acked = n > 0;
-        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+        self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
         self.note_data_received(now);
     }
 
@@ -1324,25 +1514,34 @@ impl Connection {
                 // more than that half was written since the last push (Linux's
                 // `forced_push`); a larger window pushes each two-segment buffer, as Linux's
                 // segments on a TUN path show.
-                let half = self.push_wnd as usize / 2;
-                let forced = half >= 2 * self.snd_mss.max(1) || pos.gt(self.pushed_seq + half);
+                // (A passive open's Linux socket keeps the handshake ACK's window unscaled
+                // as its `max_window`: there, every buffer.)
+                let half = if self.passive {
+                    0
+                } else {
+                    self.max_snd_wnd / 2
+                };
+                let forced = half >= 2 * self.snd_mss.max(1) || pos.gt(self.pushed_seq() + half);
                 if let Some(m) = self.send_marks.back_mut() {
                     m.filled = forced;
-                }
-                if forced {
-                    self.pushed_seq = pos;
                 }
             }
         }
         if let Some(m) = self.send_marks.back_mut() {
             if !flags.more {
                 m.push = true;
-                self.pushed_seq = end;
             }
             if flags.eor || flags.seal {
                 m.hard = true;
             }
         }
+    }
+
+    /// Where the write queue was last marked for a push (Linux's `pushed_seq`): the end of the
+    /// last buffer pushed, else of what the peer acknowledged.
+    fn pushed_seq(&self) -> SeqNum {
+        let last = self.send_marks.iter().rev().find(|m| m.push || m.filled);
+        last.map_or(self.send_buf_seq.max(self.iss + 1), |m| m.end)
     }
 
     /// The size a write-queue buffer grows to (Linux's `tcp_xmit_size_goal`): two segments,
@@ -1432,6 +1631,7 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
+        self.send_marks.tidy();
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1455,10 +1655,10 @@ impl Connection {
     /// turns on) at no more than `max` bytes per second; `None` lifts the cap (pacing stays
     /// on if it was).
     pub fn set_max_pacing_rate(&mut self, max: Option<u64>) {
-        if max.is_some() {
-            self.pacing = true;
+        if max.is_none() && self.rate.pacer().is_none() {
+            return;
         }
-        self.pacer.max_rate = max.unwrap_or(0);
+        self.rate.pacer_or_default().max_rate = max.unwrap_or(0);
     }
 
     /// `TCP_CORK`: while on, a short last segment waits (until uncorked, `TCP_NODELAY`, or
@@ -1563,7 +1763,8 @@ impl Connection {
     pub fn orphan(&mut self, now: Instant) {
         self.orphaned = true;
         if self.state == State::FinWait2 {
-            self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+            self.timers
+                .set(Timer::Close, now + self.fin_wait2_timeout.get());
         }
     }
 
@@ -1601,7 +1802,7 @@ impl Connection {
     }
 
     pub fn set_user_timeout(&mut self, t: Option<Duration>) {
-        self.user_timeout = t;
+        self.user_timeout = OptNanos::new(t);
     }
 
     /// SYN retransmissions before an active open fails, from now on (Linux's `TCP_SYNCNT`).
@@ -1610,7 +1811,7 @@ impl Connection {
     }
 
     pub fn set_delayed_ack(&mut self, d: Option<Duration>) {
-        self.delayed_ack = d;
+        self.delayed_ack = OptNanos::new(d);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1649,6 +1850,7 @@ impl Connection {
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
+        self.send_marks.tidy();
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
@@ -1689,7 +1891,10 @@ impl Connection {
 
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next(), self.pacer.wake_at()) {
+        match (
+            self.timers.next(),
+            self.rate.pacer().and_then(|p| p.wake_at()),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -1836,7 +2041,7 @@ impl Connection {
 
     /// Apply the options of the peer's SYN (or SYN-ACK) to this TCB.
     fn negotiate(&mut self, opts: &TcpOptions) {
-        let ipv6 = self.tuple.local.is_ipv6();
+        let ipv6 = self.tuple().local.is_ipv6();
         let peer_mss = opts
             .mss
             .map(|m| m as usize)
@@ -1866,7 +2071,7 @@ impl Connection {
         self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
-        let iw = initial_window(self.snd_mss, self.iw_segments);
+        let iw = initial_window(self.snd_mss, self.iw_segments as usize);
         // The initial window is set once the MSS is known (RFC 5681 §3.1, RFC 6928).
         if self.cc.cwnd() != iw {
             self.cc = self.cc_algorithm.controller(self.snd_mss, iw);
@@ -1906,7 +2111,7 @@ impl Connection {
             }
         }
         if self.ack_due == AckDue::Delayed && !self.timers.is_set(Timer::DelayedAck) {
-            match self.delayed_ack {
+            match self.delayed_ack.get() {
                 Some(d) => self.timers.set(Timer::DelayedAck, now + d),
                 None => self.ack_due = AckDue::Now,
             }
@@ -1936,11 +2141,15 @@ impl Connection {
         if kind == self.chrono.kind {
             return;
         }
-        let spent = now.saturating_duration_since(self.chrono.since);
+        let spent = now
+            .as_micros()
+            .saturating_sub(self.chrono.since.as_micros());
         match self.chrono.kind {
             Chrono::Idle => {}
-            Chrono::Busy => self.chrono.busy += spent,
-            Chrono::RwndLimited => self.chrono.rwnd_limited += spent,
+            Chrono::Busy => self.chrono.busy = self.chrono.busy.saturating_add(spent),
+            Chrono::RwndLimited => {
+                self.chrono.rwnd_limited = self.chrono.rwnd_limited.saturating_add(spent)
+            }
         }
         self.chrono.kind = kind;
         self.chrono.since = now;
@@ -1951,10 +2160,14 @@ impl Connection {
     pub fn chrono_times(&self, now: Instant) -> (Duration, Duration) {
         let c = &self.chrono;
         let running = now.saturating_duration_since(c.since);
+        let (busy, rwnd) = (
+            Duration::from_micros(c.busy),
+            Duration::from_micros(c.rwnd_limited),
+        );
         let (busy, rwnd) = match c.kind {
-            Chrono::Idle => (c.busy, c.rwnd_limited),
-            Chrono::Busy => (c.busy + running, c.rwnd_limited),
-            Chrono::RwndLimited => (c.busy, c.rwnd_limited + running),
+            Chrono::Idle => (busy, rwnd),
+            Chrono::Busy => (busy + running, rwnd),
+            Chrono::RwndLimited => (busy, rwnd + running),
         };
         (busy + rwnd, rwnd)
     }
@@ -2012,7 +2225,6 @@ impl Connection {
         // RFC 7323 §2.2: the window of a segment with SYN is never scaled.
         self.snd_wnd = seg.window as usize;
         self.max_snd_wnd = self.snd_wnd;
-        self.push_wnd = u32::from(seg.window);
         self.snd_wl1 = self.irs;
         self.snd_wl2 = ack;
         if has_ack {
@@ -2050,7 +2262,7 @@ impl Connection {
                 // Data waits to go with the handshake's ACK (Linux: a writer is pending, it
                 // "saves one ACK" and enters quick-ACK mode); sent at once, it makes the
                 // exchange interactive (see `emit`), so replies to it are ACKed with a delay.
-                self.ato = Duration::from_millis(40);
+                self.ato = Nanos::new(Duration::from_millis(40));
                 self.pingpong = false;
                 self.incr_quickack();
             }
@@ -2083,7 +2295,7 @@ impl Connection {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
         }
-        let all_data = self.iss + 1 + self.syn_data;
+        let all_data = self.iss + 1 + self.syn_data as usize;
         let cookie = match (self.syn_fastopen, seg.options.fast_open) {
             // A cookie we did not ask for is not cached (RFC 7413 §4.1.3).
             (Some(_), Some(fo)) if !fo.cookie.is_request() => Some(fo),
@@ -2180,7 +2392,7 @@ impl Connection {
             && seq + seg.payload.len() + 1 == self.rcv_nxt
         {
             self.ack_due = AckDue::Now;
-            self.timers.set(Timer::Close, now + self.msl * 2);
+            self.timers.set(Timer::Close, now + self.msl.get() * 2);
             return;
         }
 
@@ -2338,8 +2550,6 @@ impl Connection {
             if ack.gt(self.snd_una) && ack.le(self.snd_max) {
                 self.snd_wnd = (seg.window as usize) << self.snd_wscale;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
-                // Linux's child socket takes this ACK's window unscaled as its max_window.
-                self.push_wnd = u32::from(seg.window);
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
                 self.stats.delivered += 1;
@@ -2408,21 +2618,24 @@ impl Connection {
             let from = fack_before.max(self.snd_una);
             let newly_lost = fack.gt(from) && self.unsacked_between(from, fack) > 0;
             let pipe = self.pipe();
-            self.prr.on_ack(
+            if self.rate.prr().is_none() {
+                self.rate.set_prr(Some(Prr::start(0, pipe)));
+            }
+            let ssthresh = self.cc.ssthresh();
+            let mss = self.snd_mss;
+            let prr = self.rate.prr_mut().expect("set above");
+            prr.on_ack(
                 delivered,
                 pipe,
-                self.cc.ssthresh(),
+                ssthresh,
                 ack.gt(una_before),
                 newly_lost,
-                self.snd_mss,
+                mss,
             );
         }
         self.arm_rack_reorder(now);
         // Window update: "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)".
         if self.snd_wl1.lt(seq) || (self.snd_wl1 == seq && self.snd_wl2.le(ack)) {
-            if wnd != self.snd_wnd && wnd > self.push_wnd as usize {
-                self.push_wnd = wnd.min(u32::MAX as usize) as u32;
-            }
             self.snd_wnd = wnd;
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
@@ -2436,7 +2649,8 @@ impl Connection {
             State::FinWait1 if self.fin_acked() => {
                 self.set_state(State::FinWait2);
                 if self.orphaned {
-                    self.timers.set(Timer::Close, now + self.fin_wait2_timeout);
+                    self.timers
+                        .set(Timer::Close, now + self.fin_wait2_timeout.get());
                 }
             }
             State::Closing if self.fin_acked() => self.enter_time_wait(now),
@@ -2578,6 +2792,7 @@ impl Connection {
             Some(recover) if ack.ge(recover) => {
                 // Full acknowledgment: recovery ends (RFC 6582 §3.2 step 3, RFC 6675 §5).
                 self.recover = None;
+                self.rate.set_prr(None);
                 self.inflation = 0;
                 self.dupacks = 0;
                 self.cc.on_recovery_end(now);
@@ -2619,7 +2834,7 @@ impl Connection {
         } else {
             // RFC 5482: the user timeout counts from the last progress, whatever the
             // retransmission timer does.
-            if let Some(t) = self.user_timeout {
+            if let Some(t) = self.user_timeout.get() {
                 self.timers.set(Timer::UserTimeout, now + t);
             }
             if self.recover.is_none() || self.sack_enabled || self.partial_acks <= 1 {
@@ -2659,14 +2874,12 @@ impl Connection {
     /// The per-connection pace of challenge and out-of-window ACKs: one per
     /// `challenge_ack_interval`; what comes sooner is counted and not answered.
     fn oow_ack_allowed(&mut self, now: Instant) -> bool {
-        if self
-            .last_oow_ack
-            .is_some_and(|t| now < t + self.challenge_ack_interval)
-        {
-            self.challenges_limited += 1;
+        let last = (self.last_oow_ack != u64::MAX).then(|| Instant::from_micros(self.last_oow_ack));
+        if last.is_some_and(|t| now < t + self.challenge_ack_interval.get()) {
+            self.challenges_limited = self.challenges_limited.saturating_add(1);
             return false;
         }
-        self.last_oow_ack = Some(now);
+        self.last_oow_ack = now.as_micros();
         true
     }
 
@@ -2690,12 +2903,12 @@ impl Connection {
         if self.ack_due == AckDue::Now {
             self.ack_due = AckDue::None;
         }
-        self.challenges_limited += 1;
+        self.challenges_limited = self.challenges_limited.saturating_add(1);
     }
 
     /// Challenge and out-of-window ACKs not sent because of the rate limits (RFC 5961 §7).
     pub fn challenges_limited(&self) -> u64 {
-        self.challenges_limited
+        u64::from(self.challenges_limited)
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
@@ -2718,6 +2931,7 @@ impl Connection {
         }
         self.cc = u.cc;
         self.recover = None;
+        self.rate.set_prr(None);
         self.inflation = 0;
         self.dupacks = 0;
         self.partial_acks = 0;
@@ -2769,8 +2983,9 @@ impl Connection {
 
     /// RACK's loss detection below DupThresh (RFC 8985 §6.2, as Linux's `tcp_rack_mark_lost`):
     /// SACKed bytes above a hole at `SND.UNA` were sent after it, so the hole is lost once it
-    /// has gone unacknowledged for the reordering window, `min_RTT / 4` (at most SRTT), past
-    /// what the SACKed data took: the `Reorder` timer then starts the recovery, which sends
+    /// has gone unacknowledged for the reordering window, a quarter of the RTT (RFC 8985's
+    /// `min_RTT / 4`; SRTT here, as the reordering window of `Config::reorder_window`, which
+    /// keeps the TCB from growing for another estimator), past what the SACKed data took: the `Reorder` timer then starts the recovery, which sends
     /// the hole again. (Enough SACKed bytes for DupThresh start it at once, `on_dup_ack`.)
     /// Without per-segment send times the hole is taken as sent with the SACKed data; the
     /// timer has Linux's slack, 2 ms past the window rounded up to a millisecond
@@ -2792,10 +3007,10 @@ impl Connection {
         {
             return;
         }
-        let (Some(min_rtt), Some(srtt)) = (self.rtt.min_rtt(), self.rtt.srtt()) else {
+        let Some(srtt) = self.rtt.srtt() else {
             return;
         };
-        let reo_wnd = (min_rtt / 4).min(srtt);
+        let reo_wnd = srtt / 4;
         let ms = reo_wnd.as_micros().div_ceil(1000) as u64;
         self.reorder_head = Some(self.snd_una);
         self.timers
@@ -2826,7 +3041,10 @@ impl Connection {
         self.cc.on_congestion_event(now, flight);
         self.recover = Some(self.snd_max);
         self.high_rxt = self.high_rxt.max(self.snd_una);
-        self.prr = Prr::start(prior_cwnd, self.pipe());
+        let prr = self
+            .sack_enabled
+            .then(|| Prr::start(prior_cwnd, self.pipe()));
+        self.rate.set_prr(prr);
         if !head_resent {
             self.retransmit_at = Some((self.snd_una, RetransmitCause::FastRetransmit));
         }
@@ -2876,7 +3094,7 @@ impl Connection {
             let end = self.recv_buf.len() + offset + data.len();
             let held = self.recv_buf.len() + self.assembler.held() + data.len();
             if end > self.recv_buf.allocated() && end > 2 * held + OOO_GROWTH_ALLOWANCE {
-                self.ooo_dropped += 1;
+                self.ooo_dropped = self.ooo_dropped.saturating_add(1);
                 self.ack_due = AckDue::Now;
                 return;
             }
@@ -2895,12 +3113,12 @@ impl Connection {
             self.stats.bytes_received += n as u64;
             self.stats.last_data_recv = Some(now);
             self.bytes_unacked += n;
-            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss));
+            self.rcv_mss_seen = self.rcv_mss_seen.max(n.min(self.rcv_mss) as u32);
             let quick = self.note_data_received(now);
             // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: at least every second full-sized segment,
             // sized as the peer sends them; and at once if not everything fit, or in
             // quick-ACK mode.
-            if self.bytes_unacked > self.rcv_mss_seen || n < data.len() || quick {
+            if self.bytes_unacked > self.rcv_mss_seen as usize || n < data.len() || quick {
                 self.ack_due = AckDue::Now;
             } else if self.ack_due < AckDue::Delayed {
                 self.ack_due = AckDue::Delayed;
@@ -2925,16 +3143,17 @@ impl Connection {
             return false;
         }
         const ATO_MIN: Duration = Duration::from_millis(40);
-        if self.ato.is_zero() {
+        let ato = self.ato.get();
+        if ato.is_zero() {
             self.incr_quickack();
-            self.ato = ATO_MIN;
+            self.ato = Nanos::new(ATO_MIN);
         } else {
             let m = now.saturating_duration_since(self.lrcvtime);
             let rto = self.rtt.rto();
             if m <= ATO_MIN / 2 {
-                self.ato = self.ato / 2 + ATO_MIN / 2;
-            } else if m < self.ato {
-                self.ato = (self.ato / 2 + m).min(rto);
+                self.ato = Nanos::new(ato / 2 + ATO_MIN / 2);
+            } else if m < ato {
+                self.ato = Nanos::new((ato / 2 + m).min(rto));
             } else if m > rto {
                 self.incr_quickack();
             }
@@ -2946,7 +3165,7 @@ impl Connection {
     /// Linux's `tcp_incr_quickack`: as many quick ACKs as half the window holds segments of
     /// the peer's size, at least 2, at most 16.
     fn incr_quickack(&mut self) {
-        let mss = self.rcv_mss_seen.clamp(1, 536);
+        let mss = (self.rcv_mss_seen as usize).clamp(1, 536);
         let n = (self.rcv_window() / (2 * mss)).clamp(2, 16) as u32;
         self.quick = self.quick.max(n);
     }
@@ -2966,7 +3185,7 @@ impl Connection {
                 }
             }
             State::FinWait2 => self.enter_time_wait(now),
-            State::TimeWait => self.timers.set(Timer::Close, now + self.msl * 2),
+            State::TimeWait => self.timers.set(Timer::Close, now + self.msl.get() * 2),
             _ => {}
         }
     }
@@ -2975,7 +3194,7 @@ impl Connection {
         self.timers.stop_all();
         self.set_state(State::TimeWait);
         // RFC 9293 §3.10.7.4: "Start the time-wait timer, turn off the other timers."
-        self.timers.set(Timer::Close, now + self.msl * 2);
+        self.timers.set(Timer::Close, now + self.msl.get() * 2);
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
@@ -3044,7 +3263,7 @@ impl Connection {
                 self.soft_error = Some(ConnectionError::Unreachable)
             }
             IcmpError::PacketTooBig { mtu } => {
-                let ipv6 = self.tuple.local.is_ipv6();
+                let ipv6 = self.tuple().local.is_ipv6();
                 let floor = if ipv6 { 1280 } else { 576 };
                 let ts = if self.ts_enabled { 12 } else { 0 };
                 let budget = mss_for_mtu((mtu as usize).max(floor), ipv6);
@@ -3079,7 +3298,9 @@ impl Connection {
 impl Connection {
     /// Run every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.pacer.on_timeout(now);
+        if let Some(p) = self.rate.pacer_mut() {
+            p.on_timeout(now);
+        }
         while let Some(t) = self.timers.take_expired(now) {
             self.on_timer(now, t);
         }
@@ -3240,6 +3461,7 @@ impl Connection {
                 self.snd_nxt = self.snd_una;
                 self.recover_mark = self.snd_max;
                 self.recover = None;
+                self.rate.set_prr(None);
                 self.dupacks = 0;
                 self.inflation = 0;
                 self.retransmit_at = None;
@@ -3378,7 +3600,7 @@ impl Connection {
                             .as_deref()
                             .and_then(|p| p.option)
                             .map(|o| o.experimental);
-                        self.syn_data = data;
+                        self.syn_data = data as u32;
                         if self.ts_offer {
                             self.syn_tsval = Some(self.tsval(now));
                         }
@@ -3414,9 +3636,9 @@ impl Connection {
     fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.update_chrono(now);
         // Pacing holds data back until the next buffer's time (pure ACKs still go).
-        let paced = self.pacing && !self.pacer.may_send(now);
-        let planned = if paced {
-            self.pacer.hold();
+        let paced = self.rate.pacer_mut().filter(|p| !p.may_send(now));
+        let planned = if let Some(p) = paced {
+            p.hold();
             None
         } else {
             self.plan(self.payload_room(buf.len()))
@@ -3447,10 +3669,12 @@ impl Connection {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
-            if self.recover.is_some() && self.sack_enabled {
-                self.prr.on_send(end.since(p.seq));
+            if self.recover.is_some() {
+                if let Some(prr) = self.rate.prr_mut() {
+                    prr.on_send(end.since(p.seq));
+                }
             }
-            if self.pacing && p.len > 0 {
+            if self.rate.pacer().is_some() && p.len > 0 {
                 let data_end = p.seq + p.len;
                 let i = self.send_marks.partition_point(|m| m.end.lt(data_end));
                 let buffer_end = self.send_marks.get(i).is_none_or(|m| m.end == data_end);
@@ -3460,7 +3684,9 @@ impl Connection {
                     self.snd_max.max(end).since(self.snd_una),
                     self.rtt.srtt(),
                 );
-                self.pacer.on_send(now, p.len, buffer_end, rate);
+                if let Some(pacer) = self.rate.pacer_mut() {
+                    pacer.on_send(now, p.len, buffer_end, rate);
+                }
             }
             match p.retransmit {
                 Some(cause) => {
@@ -3501,7 +3727,7 @@ impl Connection {
                 }
                 self.arm_tlp(now);
             }
-            if let Some(t) = self.user_timeout {
+            if let Some(t) = self.user_timeout.get() {
                 if !self.timers.is_set(Timer::UserTimeout) {
                     self.timers.set(Timer::UserTimeout, now + t);
                 }
@@ -3778,7 +4004,7 @@ impl Connection {
     /// congestion controller's.
     fn send_cwnd(&self) -> usize {
         if self.recover.is_some() && self.sack_enabled {
-            self.prr.cwnd()
+            self.rate.prr().map_or(0, |p| p.cwnd())
         } else {
             self.cc.cwnd()
         }
@@ -3898,8 +4124,8 @@ impl Connection {
             self.window_to_advertise()
         };
         let repr = TcpRepr {
-            src_port: self.tuple.local.port(),
-            dst_port: self.tuple.remote.port(),
+            src_port: self.tuple().local.port(),
+            dst_port: self.tuple().remote.port(),
             seq: seq.0,
             ack: if with_ack { self.rcv_nxt.0 } else { 0 },
             flags,
@@ -3918,11 +4144,11 @@ impl Connection {
         if self.tx_checksum {
             fill_checksum(
                 &mut buf[..total],
-                self.tuple.local.ip(),
-                self.tuple.remote.ip(),
+                self.tuple().local.ip(),
+                self.tuple().remote.ip(),
             );
         }
-        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato {
+        if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,
             // whose ACKs ride the replies (Linux's `tcp_event_data_sent`, "ping-pong").
             self.pingpong = true;

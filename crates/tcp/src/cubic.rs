@@ -19,16 +19,21 @@ pub struct Cubic {
     w_max: f64,
     /// K in seconds.
     k: f64,
-    /// Start of the current congestion-avoidance epoch.
-    epoch: Option<Instant>,
+    /// Start of the current congestion-avoidance epoch, in microseconds ([`NONE`]: none).
+    epoch: u64,
     /// cwnd at the start of the epoch, in segments.
     cwnd_epoch: f64,
     /// W_est of the Reno-friendly region, in segments.
     w_est: f64,
     /// Bytes acknowledged not yet turned into window growth.
     acked: usize,
-    min_rtt: Option<Duration>,
+    /// The smallest RTT seen, in nanoseconds ([`NONE`]: none yet).
+    min_rtt: u64,
 }
+
+/// No epoch, no RTT: kept as plain integers, so that the controller takes 16 bytes less in
+/// every connection than with `Option<Instant>` and `Option<Duration>`.
+const NONE: u64 = u64::MAX;
 
 impl Cubic {
     pub fn new(mss: usize, initial_window: usize) -> Cubic {
@@ -38,11 +43,11 @@ impl Cubic {
             ssthresh: usize::MAX,
             w_max: 0.0,
             k: 0.0,
-            epoch: None,
+            epoch: NONE,
             cwnd_epoch: 0.0,
             w_est: 0.0,
             acked: 0,
-            min_rtt: None,
+            min_rtt: NONE,
         }
     }
 
@@ -66,13 +71,14 @@ impl CongestionControl for Cubic {
 
     fn on_ack(&mut self, now: Instant, acked: usize, _flight: usize, rtt: Option<Duration>) {
         if let Some(r) = rtt {
-            self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
+            let ns = u64::try_from(r.as_nanos()).map_or(NONE - 1, |n| n.min(NONE - 1));
+            self.min_rtt = self.min_rtt.min(ns);
         }
         if self.cwnd < self.ssthresh {
             self.cwnd = (self.cwnd + acked).min(self.ssthresh.max(self.cwnd + self.mss));
             return;
         }
-        let epoch = *self.epoch.get_or_insert_with(|| {
+        if self.epoch == NONE {
             // RFC 9438 §4.2: a new epoch; K from the current window when W_max is below it.
             self.cwnd_epoch = self.cwnd as f64 / self.mss as f64;
             self.w_est = self.cwnd_epoch;
@@ -82,12 +88,15 @@ impl CongestionControl for Cubic {
             } else {
                 self.k = ((self.w_max - self.cwnd_epoch) / C).cbrt();
             }
-            now
-        });
-        let rtt = self
-            .min_rtt
-            .unwrap_or(Duration::from_millis(100))
-            .as_secs_f64();
+            self.epoch = now.as_micros().min(NONE - 1);
+        }
+        let epoch = Instant::from_micros(self.epoch);
+        let rtt = if self.min_rtt == NONE {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_nanos(self.min_rtt)
+        }
+        .as_secs_f64();
         let t = (now - epoch).as_secs_f64();
         // RFC 9438 §4.2, equation (1), evaluated one RTT ahead.
         let target = C * (t + rtt - self.k).powi(3) + self.w_max;
@@ -122,7 +131,7 @@ impl CongestionControl for Cubic {
         };
         self.ssthresh = ((self.cwnd as f64 * BETA) as usize).max(2 * self.mss);
         self.cwnd = self.ssthresh;
-        self.epoch = None;
+        self.epoch = NONE;
         self.acked = 0;
     }
 
@@ -141,7 +150,7 @@ impl CongestionControl for Cubic {
 
     fn exit_slow_start(&mut self) {
         self.ssthresh = self.cwnd;
-        self.epoch = None;
+        self.epoch = NONE;
     }
 }
 

@@ -34,6 +34,7 @@ pub use state::{ConnectionError, FourTuple, RecvError, SendError, State};
 pub use timer::Timer;
 pub mod endpoint;
 pub mod hash;
+mod table;
 pub mod trace;
 
 pub use endpoint::{

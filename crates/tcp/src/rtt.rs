@@ -2,13 +2,17 @@
 
 use crate::time::Duration;
 
+/// No RTT sample yet.
+const NO_SRTT: u64 = u64::MAX;
+
 /// SRTT, RTTVAR and RTO as RFC 6298 §2 computes them, with the clock granularity `G` taken as
 /// 1 ms and the floor and ceiling configurable (RFC 6298 §2.4 asks for 1 s; Linux uses 200 ms).
 /// Kept in integer microseconds: this runs on every acknowledgment.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    /// Smoothed RTT in µs; `None` before the first measurement.
-    srtt: Option<u64>,
+    /// Smoothed RTT in µs; [`NO_SRTT`] before the first measurement (8 bytes, not an
+    /// `Option`'s 16).
+    srtt: u64,
     rttvar: u64,
     rto: u64,
     min_rto: u64,
@@ -17,8 +21,6 @@ pub struct RttEstimator {
     backoff: u32,
     /// The floor applies to the variance term (Linux), not to the sum (RFC 6298 §2.4).
     linux: bool,
-    /// The smallest sample so far in µs (RACK's `min_RTT`, RFC 8985 §6.2).
-    min_rtt: Option<u64>,
 }
 
 const G_US: u64 = 1000;
@@ -32,14 +34,13 @@ impl RttEstimator {
     pub fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
         let (min_rto, max_rto) = (us(min_rto), us(max_rto).max(us(min_rto)));
         RttEstimator {
-            srtt: None,
+            srtt: NO_SRTT,
             rttvar: 0,
             rto: us(initial).clamp(min_rto, max_rto),
             min_rto,
             max_rto,
             backoff: 0,
             linux: false,
-            min_rtt: None,
         }
     }
 
@@ -52,8 +53,9 @@ impl RttEstimator {
     /// no sample from a retransmitted segment unless timestamps disambiguate it.
     pub fn sample(&mut self, r: Duration) {
         let r = us(r);
-        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
-        let srtt = match self.srtt {
+        let r = r.min(NO_SRTT - 1);
+        let prev = (self.srtt != NO_SRTT).then_some(self.srtt);
+        let srtt = match prev {
             None => {
                 self.rttvar = r / 2;
                 r
@@ -65,7 +67,7 @@ impl RttEstimator {
                 srtt * 7 / 8 + r / 8
             }
         };
-        self.srtt = Some(srtt);
+        self.srtt = srtt;
         let var = self.rttvar.saturating_mul(4).max(G_US);
         let var = if self.linux {
             var.max(self.min_rto)
@@ -101,12 +103,7 @@ impl RttEstimator {
     }
 
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt.map(Duration::from_micros)
-    }
-
-    /// The smallest RTT measured (RFC 8985 §6.2 `RACK.min_RTT`).
-    pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt.map(Duration::from_micros)
+        (self.srtt != NO_SRTT).then(|| Duration::from_micros(self.srtt))
     }
 
     pub fn rttvar(&self) -> Duration {

@@ -216,22 +216,44 @@ impl<S> AltSvc<S> {
 impl<S, Req, B> Service<Req> for AltSvc<S>
 where
     S: Service<Req, Response = Response<B>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<B>;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<B>, S::Error>> + Send>>;
+    type Future = AltSvcFuture<S::Future>;
 
     fn call(&self, req: Req) -> Self::Future {
-        let fut = self.inner.call(req);
-        let value = self.value.clone();
-        Box::pin(async move {
-            let mut r = fut.await?;
-            if let Some(v) = value {
-                r.headers_mut().insert(http::header::ALT_SVC, v);
-            }
-            Ok(r)
-        })
+        AltSvcFuture {
+            inner: self.inner.call(req),
+            value: self.value.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`AltSvc`]'s response: the inner service's, with the header added (no allocation per
+    /// request).
+    pub struct AltSvcFuture<F> {
+        #[pin]
+        inner: F,
+        value: Option<http::HeaderValue>,
+    }
+}
+
+impl<F, B, E> std::future::Future for AltSvcFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let me = self.project();
+        let mut r = std::task::ready!(me.inner.poll(cx))?;
+        if let Some(v) = me.value.take() {
+            r.headers_mut().insert(http::header::ALT_SVC, v);
+        }
+        std::task::Poll::Ready(Ok(r))
     }
 }

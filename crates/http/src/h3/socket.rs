@@ -5,7 +5,11 @@
 //! lets quinn hand over up to N datagrams of one size at once (as to a kernel socket with
 //! UDP GSO), which the stack queues together, so that a batching TUN device
 //! ([`synack_stack::tun::TunOptions`]) writes them in one system call, coalesced with UDP
-//! segmentation offload where the kernel has it.
+//! segmentation offload where the kernel has it. With it comes the receiving half, as on a
+//! kernel socket with `UDP_GRO`: each buffer quinn offers is filled with a run of queued
+//! datagrams of one 4-tuple and one size (`RecvMeta::stride`, which quinn splits by), every
+//! buffer in one lock of the stack, so that a burst costs quinn one copy and one allocation
+//! per run rather than per datagram.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -52,11 +56,20 @@ impl SocketCounters {
     }
 }
 
+/// Datagrams coalesced into one of quinn's receive buffers when GSO is on (Linux's UDP GRO
+/// also coalesces up to 64, `UDP_GRO_CNT_MAX`).
+pub const GRO_SEGMENTS: usize = 64;
+
+/// Receive buffers filled per `poll_recv` at most (quinn offers `quinn_udp::BATCH_SIZE`, 32
+/// on Linux).
+const MAX_SLOTS: usize = 64;
+
 /// A synack UDP socket as quinn's abstract socket.
 pub struct SynackUdp {
     socket: UdpSocket,
     counters: Arc<SocketCounters>,
     segments: usize,
+    receive_segments: usize,
 }
 
 impl SynackUdp {
@@ -65,17 +78,30 @@ impl SynackUdp {
         SynackUdp::with_segments(socket, 1)
     }
 
-    /// Up to `segments` datagrams of one size per `Transmit` (quinn's GSO batches).
+    /// Up to `segments` datagrams of one size per `Transmit` (quinn's GSO batches), and when
+    /// that is more than one, up to [`GRO_SEGMENTS`] datagrams per receive buffer (as a kernel
+    /// socket offers GSO and GRO together); with 1, one datagram per buffer each way.
     pub fn with_segments(
         socket: UdpSocket,
         segments: usize,
+    ) -> (Arc<SynackUdp>, Arc<SocketCounters>) {
+        let receive = if segments > 1 { GRO_SEGMENTS } else { 1 };
+        SynackUdp::with_batches(socket, segments, receive)
+    }
+
+    /// Up to `transmit` datagrams per `Transmit` and up to `receive` per receive buffer.
+    pub fn with_batches(
+        socket: UdpSocket,
+        transmit: usize,
+        receive: usize,
     ) -> (Arc<SynackUdp>, Arc<SocketCounters>) {
         let counters = Arc::new(SocketCounters::default());
         (
             Arc::new(SynackUdp {
                 socket,
                 counters: counters.clone(),
-                segments: segments.max(1),
+                segments: transmit.max(1),
+                receive_segments: receive.max(1),
             }),
             counters,
         )
@@ -136,41 +162,46 @@ impl AsyncUdpSocket for SynackUdp {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            match self.socket.poll_recv_datagram(cx) {
-                Poll::Ready(Ok(d)) => {
-                    let len = d.data.len().min(bufs[n].len());
-                    bufs[n][..len].copy_from_slice(&d.data[..len]);
-                    meta[n] = RecvMeta {
-                        addr: d.from,
-                        len,
-                        stride: len,
-                        ecn: None,
-                        dst_ip: Some(d.to.ip()),
-                    };
-                    self.counters.rx_datagrams.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .rx_bytes
-                        .fetch_add(len as u64, Ordering::Relaxed);
-                    n += 1;
-                }
-                // An ICMP error (the socket is not connected, so only in odd cases): quinn
-                // goes on after ConnectionReset, as after the kernel's.
-                Poll::Ready(Err(e)) if n == 0 => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        e.to_string(),
-                    )))
-                }
-                Poll::Ready(Err(_)) | Poll::Pending => break,
+        let slots = bufs.len().min(meta.len()).min(MAX_SLOTS);
+        if slots == 0 {
+            return Poll::Pending;
+        }
+        let mut runs = [None; MAX_SLOTS];
+        let n = match self.socket.poll_recv_coalesced(
+            cx,
+            &mut bufs[..slots],
+            self.receive_segments,
+            &mut runs[..slots],
+        ) {
+            Poll::Ready(Ok(n)) => n,
+            // An ICMP error (the socket is not connected, so only in odd cases): quinn goes
+            // on after ConnectionReset, as after the kernel's.
+            Poll::Ready(Err(e)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    e.to_string(),
+                )))
             }
+            Poll::Pending => return Poll::Pending,
+        };
+        let (mut datagrams, mut bytes) = (0, 0);
+        for (m, run) in meta.iter_mut().zip(&runs[..n]) {
+            let c = run.expect("a filled slot");
+            *m = RecvMeta {
+                addr: c.from,
+                len: c.len,
+                stride: c.stride,
+                ecn: None,
+                dst_ip: Some(c.to.ip()),
+            };
+            datagrams += c.segments as u64;
+            bytes += c.len as u64;
         }
-        if n == 0 {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(n))
-        }
+        self.counters
+            .rx_datagrams
+            .fetch_add(datagrams, Ordering::Relaxed);
+        self.counters.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -182,7 +213,7 @@ impl AsyncUdpSocket for SynackUdp {
     }
 
     fn max_receive_segments(&self) -> usize {
-        1
+        self.receive_segments
     }
 
     fn max_transmit_segments(&self) -> usize {
@@ -196,5 +227,104 @@ pub fn any_addr(remote: SocketAddr) -> SocketAddr {
     match remote {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use synack_stack::net::{SimNet, Stack};
+    use synack_stack::sim::PathConfig;
+    use synack_tcp::{Config, Duration};
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn two_hosts() -> (SimNet, Stack, Stack) {
+        let net = SimNet::new(7);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = net.add_host("a", &[ip("198.18.0.1")], Config::default());
+        let b = net.add_host("b", &[ip("198.18.0.2")], Config::default());
+        let half = PathConfig::delay(Duration::from_millis(5));
+        net.link(&a, &b, half.clone(), half);
+        (net, a, b)
+    }
+
+    fn payload(tag: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| tag ^ (i as u8)).collect()
+    }
+
+    /// What quinn's endpoint gets from one `poll_recv` once `count` datagrams are queued:
+    /// per filled buffer, its source, stride and bytes.
+    async fn receive(sock: &SynackUdp, count: u64) -> Vec<(SocketAddr, usize, Vec<u8>)> {
+        let mut store = vec![vec![0u8; 64 * 1472]; 32];
+        let mut meta = [RecvMeta::default(); 32];
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut bufs: Vec<IoSliceMut> = store.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let n = std::future::poll_fn(|cx| sock.poll_recv(cx, &mut bufs, &mut meta))
+            .await
+            .unwrap();
+        assert_eq!(sock.counters.snapshot().rx_datagrams, count);
+        (0..n)
+            .map(|i| {
+                (
+                    meta[i].addr,
+                    meta[i].stride,
+                    bufs[i][..meta[i].len].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// With GSO on, quinn gets the datagrams queued for it coalesced: five of 1200 bytes and
+    /// a shorter one from one peer in one buffer with a stride of 1200, byte-exact, and the
+    /// next peer's datagram in the next buffer; without, one datagram per buffer. Either way
+    /// every datagram queued is handed over in one call.
+    #[tokio::test(start_paused = true)]
+    async fn poll_recv_hands_quinn_gro_runs() {
+        let (_net, a, b) = two_hosts();
+        let p1 = UdpSocket::bind(&b, "198.18.0.2:7001").await.unwrap();
+        let p2 = UdpSocket::bind(&b, "198.18.0.2:7002").await.unwrap();
+        let data: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 1200)).collect();
+        let last = payload(9, 800);
+        let other = payload(10, 1200);
+        for (gso, port) in [(10, 4433), (1, 4434)] {
+            let local = UdpSocket::bind(&a, SocketAddr::new(sa("198.18.0.1:0").ip(), port))
+                .await
+                .unwrap();
+            let (sock, _) = SynackUdp::with_segments(local, gso);
+            assert_eq!(
+                sock.max_receive_segments(),
+                if gso > 1 { GRO_SEGMENTS } else { 1 }
+            );
+            let to = sock.local_addr().unwrap();
+            for d in &data {
+                p1.send_to(d, to).await.unwrap();
+            }
+            p1.send_to(&last, to).await.unwrap();
+            p2.send_to(&other, to).await.unwrap();
+            let got = receive(&sock, 7).await;
+            let mut run = data.concat();
+            run.extend_from_slice(&last);
+            if gso > 1 {
+                assert_eq!(
+                    got,
+                    vec![
+                        (sa("198.18.0.2:7001"), 1200, run),
+                        (sa("198.18.0.2:7002"), 1200, other.clone()),
+                    ]
+                );
+            } else {
+                let mut each: Vec<_> = data
+                    .iter()
+                    .map(|d| (sa("198.18.0.2:7001"), 1200, d.clone()))
+                    .collect();
+                each.push((sa("198.18.0.2:7001"), 800, last.clone()));
+                each.push((sa("198.18.0.2:7002"), 1200, other.clone()));
+                assert_eq!(got, each);
+            }
+        }
     }
 }

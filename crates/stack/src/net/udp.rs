@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
-pub use crate::udp::UdpStats;
+pub use crate::udp::{Coalesced, UdpStats};
 
 use crate::net::host::register;
 use crate::net::{Stack, ToSocketAddr};
@@ -185,11 +185,62 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.poll_recv_datagram(cx).map_ok(|d| {
-            let n = d.data.len().min(buf.len());
-            buf[..n].copy_from_slice(&d.data[..n]);
-            (n, d.from)
-        })
+        let mut out = [None];
+        match self.poll_recv_coalesced(cx, &mut [IoSliceMut::new(buf)], 1, &mut out) {
+            Poll::Ready(Ok(_)) => {
+                let c = out[0].expect("one run received");
+                Poll::Ready(Ok((c.len, c.from)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Receives what is queued, under one lock of the stack: into each buffer of `bufs` in
+    /// turn a run of up to `max_segments` datagrams of one 4-tuple and one size (see
+    /// [`UdpTable::recv_coalesced`]), described in the same slot of `out`; returns how many
+    /// buffers were filled, or registers the task to be woken when a datagram arrives. A
+    /// pending ICMP error is returned once, when it is first in line (after the datagrams
+    /// received before it).
+    pub fn poll_recv_coalesced(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        max_segments: usize,
+        out: &mut [Option<Coalesced>],
+    ) -> Poll<io::Result<usize>> {
+        let local = self.local;
+        let slots = bufs.len().min(out.len());
+        let max_segments = max_segments.max(1);
+        let r = self.stack.with_host(|h, _| {
+            let table = h.iface.udp_mut();
+            let mut n = 0;
+            while n < slots {
+                if n > 0 && table.error_pending(local) {
+                    break;
+                }
+                match table.recv_coalesced(local, &mut bufs[n], max_segments) {
+                    Ok(c) => {
+                        out[n] = Some(c);
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if n == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            if n == 0 && slots > 0 {
+                let mut slot = h.udp.readers.remove(&local);
+                register(&mut slot, cx.waker());
+                h.udp.readers.extend(slot.map(|w| (local, w)));
+            }
+            Ok(n)
+        });
+        match r {
+            Err(e) | Ok(Err(e)) => Poll::Ready(Err(e)),
+            Ok(Ok(0)) if slots > 0 => Poll::Pending,
+            Ok(Ok(n)) => Poll::Ready(Ok(n)),
+        }
     }
 
     /// Receives one whole datagram (with its source and destination addresses), or registers

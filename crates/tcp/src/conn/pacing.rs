@@ -140,3 +140,65 @@ mod tests {
         assert_eq!(p.wake_at(), None);
     }
 }
+
+/// PRR's state (during a SACK recovery) and the pacer (when pacing), boxed together and only
+/// while either exists: most connections carry one empty pointer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RateState(Option<Box<RateInner>>);
+
+#[derive(Debug, Clone, Default)]
+struct RateInner {
+    prr: Option<super::Prr>,
+    pacer: Option<Pacer>,
+}
+
+impl RateState {
+    pub(crate) fn with_pacer() -> RateState {
+        let mut r = RateState::default();
+        r.pacer_or_default();
+        r
+    }
+
+    pub(crate) fn prr(&self) -> Option<&super::Prr> {
+        self.0.as_ref()?.prr.as_ref()
+    }
+
+    pub(crate) fn prr_mut(&mut self) -> Option<&mut super::Prr> {
+        self.0.as_mut()?.prr.as_mut()
+    }
+
+    pub(crate) fn set_prr(&mut self, prr: Option<super::Prr>) {
+        match (prr, self.0.as_mut()) {
+            (None, None) => {}
+            (p, Some(inner)) => inner.prr = p,
+            (p, None) => {
+                self.0 = Some(Box::new(RateInner {
+                    prr: p,
+                    pacer: None,
+                }))
+            }
+        }
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|i| i.prr.is_none() && i.pacer.is_none())
+        {
+            self.0 = None;
+        }
+    }
+
+    pub(crate) fn pacer(&self) -> Option<&Pacer> {
+        self.0.as_ref()?.pacer.as_ref()
+    }
+
+    pub(crate) fn pacer_mut(&mut self) -> Option<&mut Pacer> {
+        self.0.as_mut()?.pacer.as_mut()
+    }
+
+    pub(crate) fn pacer_or_default(&mut self) -> &mut Pacer {
+        self.0
+            .get_or_insert_with(Box::default)
+            .pacer
+            .get_or_insert_with(Pacer::default)
+    }
+}

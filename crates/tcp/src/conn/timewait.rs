@@ -81,7 +81,7 @@ impl Connection {
     /// offset is the endpoint's keyed function of the tuple, drawn again on restore.)
     pub(crate) fn compact_time_wait(&self, config: &Config) -> Option<TimeWait> {
         let (IpAddr::V4(local), IpAddr::V4(remote)) =
-            (self.tuple.local.ip(), self.tuple.remote.ip())
+            (self.tuple().local.ip(), self.tuple().remote.ip())
         else {
             return None;
         };
@@ -108,8 +108,8 @@ impl Connection {
             && self.dsack.is_none()
             && self.timers.only(Timer::Close)
             && self.events.is_empty();
-        let same_settings = self.msl == config.msl
-            && self.challenge_ack_interval == config.challenge_ack_interval
+        let same_settings = self.msl.get() == config.msl
+            && self.challenge_ack_interval.get() == config.challenge_ack_interval
             && self.ecn_mode == config.ecn;
         if !quiet || !same_settings {
             return None;
@@ -129,11 +129,11 @@ impl Connection {
         }
         Some(TimeWait {
             expiry: self.timers.get(Timer::Close)?.as_micros(),
-            last_oow_ack: self.last_oow_ack.map_or(u64::MAX, Instant::as_micros),
+            last_oow_ack: self.last_oow_ack,
             local: local.octets(),
             remote: remote.octets(),
-            local_port: self.tuple.local.port(),
-            remote_port: self.tuple.remote.port(),
+            local_port: self.tuple().local.port(),
+            remote_port: self.tuple().remote.port(),
             snd_nxt: self.snd_nxt.0,
             rcv_nxt: self.rcv_nxt.0,
             ts_recent: self.ts_recent,
@@ -197,8 +197,7 @@ impl Connection {
         self.read_closed = true;
         self.orphaned = true;
         self.timers.set(Timer::Close, tw.expiry());
-        self.last_oow_ack =
-            (tw.last_oow_ack != u64::MAX).then(|| Instant::from_micros(tw.last_oow_ack));
+        self.last_oow_ack = tw.last_oow_ack;
         self.ecn = flag(ECN);
         self.ecn_echo = flag(ECN_ECHO);
     }
