@@ -276,7 +276,40 @@ fn valid_host(v: &[u8]) -> bool {
     if v.contains(&b'@') {
         return false;
     }
-    http::uri::Authority::try_from(v).is_ok()
+    plain_host(v) || http::uri::Authority::try_from(v).is_ok()
+}
+
+/// A host name or IPv4 address with an optional port (`example.com`, `10.0.0.1:8080`):
+/// the usual `Host`, accepted without the allocation of `http`'s full parser (which accepts
+/// every value this does, and is asked about the rest).
+fn plain_host(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().position(|&b| b == b':') {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| {
+            (1..=5).contains(&p.len())
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_some()
+        })
+}
+
+/// An origin-form request target of common characters (`/`, `/bytes/10?x=1`): accepted
+/// without the allocation of `http`'s full parser (which accepts every target this does,
+/// and is asked about the rest).
+fn plain_target(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.first() == Some(&b'/')
+        && b.get(1) != Some(&b'/')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"/-._~?=&%+:@!$'()*,;".contains(&c))
 }
 
 /// `HTTP/x.y` with x other than 1 at the end of a request line that httparse refused.
@@ -485,7 +518,7 @@ impl Framer {
         if http::Method::from_bytes(method.as_bytes()).is_err() {
             return Err(bad("invalid method"));
         }
-        if http::Uri::try_from(target).is_err() {
+        if !plain_target(target) && http::Uri::try_from(target).is_err() {
             return Err(bad("invalid request target"));
         }
         let http11 = req.version == Some(1);
@@ -866,6 +899,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocation-free checks accept nothing that `http`'s parsers refuse: every target
+    /// and host of their alphabets up to a few bytes (and longer ones from a fixed
+    /// generator), where they say yes, `http` says yes too.
+    #[test]
+    fn the_fast_checks_accept_only_what_http_accepts() {
+        let t_alpha: Vec<u8> = (b'a'..=b'c')
+            .chain(b'0'..=b'1')
+            .chain(b"/-._~?=&%+:@!$'()*,;#[]{}| \"".iter().copied())
+            .collect();
+        let h_alpha: Vec<u8> = b"a0-.:9@[]_".to_vec();
+        let mut seen = (0, 0);
+        let mut check = |t: &[u8], host: bool| {
+            let s = std::str::from_utf8(t).unwrap();
+            if host {
+                if plain_host(t) {
+                    seen.1 += 1;
+                    assert!(http::uri::Authority::try_from(t).is_ok(), "{s:?}");
+                }
+            } else if plain_target(s) {
+                seen.0 += 1;
+                assert!(http::Uri::try_from(s).is_ok(), "{s:?}");
+            }
+        };
+        // Every string of up to 4 bytes after "/", and every host of up to 5 bytes.
+        let mut stack: Vec<Vec<u8>> = vec![b"/".to_vec()];
+        while let Some(t) = stack.pop() {
+            check(&t, false);
+            if t.len() < 5 {
+                for &c in &t_alpha {
+                    let mut n = t.clone();
+                    n.push(c);
+                    stack.push(n);
+                }
+            }
+        }
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(t) = stack.pop() {
+            check(&t, true);
+            if t.len() < 5 {
+                for &c in &h_alpha {
+                    let mut n = t.clone();
+                    n.push(c);
+                    stack.push(n);
+                }
+            }
+        }
+        // Longer ones, and ports around the limit.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut t = vec![b'/'];
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t.push(t_alpha[(x % t_alpha.len() as u64) as usize]);
+            }
+            check(&t, false);
+        }
+        for p in ["0", "1", "80", "65535", "65536", "99999", "123456", ""] {
+            check(format!("example.com:{p}").as_bytes(), true);
+        }
+        assert!(seen.0 > 1000 && seen.1 > 100, "{seen:?}");
+        assert!(plain_target("/bytes/10?x=1") && plain_host(b"example.com:8080"));
+        assert!(!plain_target("//x") && !plain_host(b"example.com:65536"));
+    }
     use proptest::prelude::*;
 
     const LIMITS: Limits = Limits {
