@@ -1007,12 +1007,7 @@ fn tun_outer_inner(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     if eprint_bar {
         eprintln!("synack bench: synack over TUN in netns {NS_TUN}...");
     }
-    let synack = Command::new("ip")
-        .args(["netns", "exec", NS_TUN])
-        .arg(&exe)
-        .args(&common)
-        .args(["--in-netns", "tun"])
-        .output()?;
+    let synack = in_netns(&exe, &common, NS_TUN, "tun").output()?;
     if !synack.status.success() {
         return Err(io::Error::other(format!(
             "the run inside {NS_TUN} failed: {}",
@@ -1023,24 +1018,23 @@ fn tun_outer_inner(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         eprintln!("synack bench: the kernel over veth in {NS_VETH_A}/{NS_VETH_B}...");
     }
     // The kernel's servers in one namespace, its clients (this same command) in the other.
-    let server = Command::new("ip")
-        .args(["netns", "exec", NS_VETH_B])
-        .arg(&exe)
-        .args(&common)
-        .args(["--in-netns", "veth-server"])
-        .stdout(std::process::Stdio::null())
+    let mut server = in_netns(&exe, &common, NS_VETH_B, "veth-server")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let server_pid = server.id();
-    let mut server = server;
-    // Wait for its listeners.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let kernel = Command::new("ip")
-        .args(["netns", "exec", NS_VETH_A])
-        .arg(&exe)
-        .args(&common)
-        .args(["--in-netns", "veth-client"])
-        .output();
+    // Wait until it says its listeners are bound (it says nothing else; no line: it failed).
+    let ready = server.stdout.take().and_then(|o| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(o), &mut line).ok()?;
+        (line.trim() == VETH_READY).then_some(())
+    });
+    let kernel = match ready {
+        Some(()) => in_netns(&exe, &common, NS_VETH_A, "veth-client").output(),
+        None => Err(io::Error::other(format!(
+            "the kernel's servers in {NS_VETH_B} did not start"
+        ))),
+    };
     // Stop the server by its pid (never by name).
     let _ = sh(&["kill", &server_pid.to_string()]);
     let _ = server.wait();
@@ -1060,6 +1054,19 @@ fn tun_outer_inner(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         write_table(args, &runs, load, load, out)
     }
 }
+
+/// This same command in network namespace `ns`, playing `role` there (`--in-netns`).
+fn in_netns(exe: &std::path::Path, common: &[String], ns: &str, role: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(exe)
+        .args(common)
+        .args(["--in-netns", role]);
+    c
+}
+
+/// What `veth-server` prints once every listener is bound.
+const VETH_READY: &str = "ready";
 
 fn parse_runs(json: &[u8]) -> io::Result<Vec<Run>> {
     let doc: serde_json::Value = serde_json::from_slice(json)
@@ -1172,6 +1179,7 @@ fn veth_server(args: &BenchArgs) -> io::Result<()> {
                 }
             }));
         }
+        println!("{VETH_READY}");
         tokio::time::sleep(limit).await;
         io::Result::Ok(())
     })

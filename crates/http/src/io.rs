@@ -72,10 +72,15 @@ impl IoState {
     }
 
     fn note_first_byte(&self) {
-        let n = self.born.elapsed().as_nanos();
-        let n = u64::try_from(n).unwrap_or(u64::MAX - 1) + 1;
-        self.first_byte.store(n, Ordering::Release);
+        self.first_byte
+            .store(stamp(self.born, Instant::now()), Ordering::Release);
     }
+}
+
+/// `t` as nanoseconds since `base` plus one, for an atomic where 0 means "none".
+pub(crate) fn stamp(base: Instant, t: Instant) -> u64 {
+    let n = t.saturating_duration_since(base).as_nanos();
+    u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// A stream that counts what passes through it into an [`IoState`].

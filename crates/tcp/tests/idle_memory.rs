@@ -6,48 +6,14 @@
 //! The count is of `Layout` sizes (what the program asks for, not the allocator's own
 //! overhead), taken while this file's one test runs alone in its binary.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use synack_tcp::{Config, ConnId, Duration, Endpoint, Instant, State};
 use synack_wire::TcpRepr;
 
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            HELD.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            HELD.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-            HELD.fetch_add(new_size, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::held;
 
 const CLIENT: &str = "198.18.0.1";
 const SERVER: &str = "198.18.0.2";
@@ -104,7 +70,7 @@ fn an_idle_connection_holds_at_most_1_kib() {
         syn_backlog: 4096,
         ..Config::default()
     };
-    let before = HELD.load(Ordering::Relaxed);
+    let before = held();
     let mut p = Pair {
         client: Endpoint::new(config.clone(), [1; 16]),
         server: Endpoint::new(config, [2; 16]),
@@ -170,7 +136,7 @@ fn an_idle_connection_holds_at_most_1_kib() {
     assert_eq!(p.server.connection_count(), N);
     assert_eq!(p.client.buffer_bytes() + p.server.buffer_bytes(), 0);
     let handles = conns.capacity() * std::mem::size_of::<(ConnId, ConnId)>();
-    let held = HELD.load(Ordering::Relaxed) - before - handles - p.buf.capacity();
+    let held = held() - before - handles - p.buf.capacity();
     let per_tcb = held as f64 / (2 * N) as f64;
     println!("{per_tcb:.0} B per idle connection (per TCB, allocator-counted)");
     assert!(per_tcb <= 1024.0, "{per_tcb:.0} B per idle TCB");

@@ -153,8 +153,7 @@ impl ConnCtl {
     }
 
     fn since_born(&self, t: Instant) -> u64 {
-        let n = t.saturating_duration_since(self.born).as_nanos();
-        u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
+        crate::io::stamp(self.born, t)
     }
 
     /// Wakes the driver if a deadline at `at` comes before its alarm.
