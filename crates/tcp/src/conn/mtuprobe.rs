@@ -28,11 +28,13 @@
 //! worth more than one segment) is out, and rescales the window by old over new MTU when the
 //! segment size grows. synack counts bytes, in which both come out the same without either.
 //!
-//! Without segmentation offload (`Config::segmentation_offload` off), Linux still queues
-//! large buffers (its size goal is half the peer's largest window, at most 64 KB) and sends each
-//! burst of at most half the congestion window (`tcp_cwnd_test`) as one packet that software
-//! segmentation cuts up; the last segment of each carries PSH. That is modelled here too, as
-//! the probe is one such packet.
+//! Without segmentation offload (`Config::segmentation_offload` off, `ethtool -K dev gso off
+//! tso off`), Linux still queues large buffers (its size goal is half the peer's largest
+//! window, at most 64 KB) and sends each burst as one packet that software segmentation cuts
+//! up, the last segment of each carrying PSH: a burst holds what the pacing rate allows in one
+//! packet (`tcp_tso_autosize`: two segments on a 100 ms path, up to 64 KB on a sub-millisecond
+//! one), at most half the congestion window (`tcp_cwnd_test`). That is modelled here too, as
+//! a probe is one such packet of its own.
 
 use crate::cc::CongestionControl;
 use crate::config::Config;
@@ -555,10 +557,35 @@ impl Connection {
         Some((goal / mss).max(1) * mss)
     }
 
+    /// The segments one packet may hold at the pacing rate (Linux's `tcp_tso_autosize`): a
+    /// millisecond's worth (`rate >> sk_pacing_shift`), plus up to 64 KB on a path whose RTT
+    /// is under a few hundred microseconds (`tcp_tso_rtt_log`), and at least two
+    /// (`tcp_min_tso_segs`). Before an RTT is known the rate is unlimited.
+    fn autosize_segments(&self, mss: usize) -> usize {
+        let srtt = self.rtt.srtt();
+        let rate = super::pacing::rate(
+            self.cc.cwnd(),
+            self.cc.ssthresh(),
+            self.snd_max.since(self.snd_una),
+            srtt,
+        );
+        let mut bytes = if rate == 0 {
+            GSO_MAX_SIZE
+        } else {
+            (rate >> 10) as usize
+        };
+        let shift = srtt.map_or(0, |d| d.as_micros() >> 9);
+        if shift < 32 {
+            bytes += GSO_MAX_SIZE >> shift;
+        }
+        (bytes.min(GSO_MAX_SIZE) / mss).max(2)
+    }
+
     /// Without segmentation offload, whether the new data `[seq, seq + len)` ends its burst
-    /// and so carries PSH. A burst (Linux's GSO packet from `tcp_write_xmit`) is at most half
-    /// the congestion window and what it leaves free (`tcp_cwnd_test`), within one write-queue
-    /// buffer and the peer's window; a probe is a burst of its own.
+    /// and so carries PSH. A burst (Linux's GSO packet from `tcp_write_xmit`) is at most what
+    /// the pacing rate allows in one packet, half the congestion window and what it leaves
+    /// free (`tcp_cwnd_test`), within one write-queue buffer and the peer's window; a probe is
+    /// a burst of its own.
     pub(super) fn burst_push(&mut self, seq: SeqNum, len: usize, new_data: bool) -> bool {
         let Some(p) = self.path.as_deref() else {
             return false;
@@ -579,7 +606,11 @@ impl Connection {
                 let mss = self.snd_mss.max(1);
                 let cwnd = (self.cc.cwnd() / mss).max(1);
                 let in_flight = self.snd_nxt.since(self.snd_una).div_ceil(mss);
-                let quota = (cwnd / 2).max(1).min(cwnd.saturating_sub(in_flight)).max(1);
+                let quota = self
+                    .autosize_segments(mss)
+                    .min((cwnd / 2).max(1))
+                    .min(cwnd.saturating_sub(in_flight))
+                    .max(1);
                 let i = self.send_marks.partition_point(|m| m.end.le(seq));
                 let buffer_end = self.send_marks.get(i).map_or(self.fin_seq(), |m| m.end);
                 (seq + quota * mss)
