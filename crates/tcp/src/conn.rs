@@ -1894,6 +1894,7 @@ impl Connection {
                     || (self.fin_queued && self.snd_nxt.le(self.fin_seq()))
                     || (self.recover.is_some() && self.sack_enabled)
                     || self.window_update_due()
+                    || self.path_repair_due()
             }
         }
     }

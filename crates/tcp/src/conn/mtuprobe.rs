@@ -483,6 +483,11 @@ impl Connection {
         true
     }
 
+    /// A lost probe's bytes wait to be sent again.
+    pub(super) fn path_repair_due(&self) -> bool {
+        self.path.as_deref().is_some_and(|p| p.repair.is_some())
+    }
+
     /// The next piece of a lost probe to send again, `[seq, end)`, at most `mss` bytes,
     /// skipping what the peer SACKed.
     pub(super) fn path_repair_next(&mut self, mss: usize) -> Option<(SeqNum, SeqNum)> {
