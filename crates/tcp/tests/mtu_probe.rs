@@ -229,3 +229,31 @@ fn without_offload_each_burst_ends_pushed() {
         ]
     );
 }
+
+/// `BlackHole` mode (Linux's `tcp_mtu_probing=1`): no probing while all goes well; once
+/// timeouts keep coming (past `tcp_retries1`, 3), segments drop to `base_mss` (1024) and the
+/// search is on; a further timeout halves its lower bound (MSS 512), as Linux's
+/// `tcp_mtu_probing()` does for a path that silently drops large segments.
+#[test]
+fn black_hole_mode_shrinks_segments_after_repeated_timeouts() {
+    let mut c = open(&Config {
+        mtu_probing: MtuProbing {
+            mode: MtuProbeMode::BlackHole,
+            ..MtuProbing::default()
+        },
+        ..plain()
+    });
+    assert_eq!(c.mss(), 1460);
+    assert_eq!(c.mtu_search_range(), None);
+    c.send(&[7u8; 3000]).unwrap();
+    assert_eq!(sent(&mut c, 20)[0].1, 1460);
+    let mut first_resent = Vec::new();
+    for _ in 0..5 {
+        let at = c.poll_timeout().unwrap();
+        c.handle_timeout(at);
+        let out = sent(&mut c, at.as_millis());
+        first_resent.push(out[0].1);
+    }
+    assert_eq!(first_resent, vec![1460, 1460, 1460, 1024, 512]);
+    assert_eq!(c.mtu_search_range(), Some((552, 1500)));
+}
