@@ -257,3 +257,36 @@ fn black_hole_mode_shrinks_segments_after_repeated_timeouts() {
     assert_eq!(first_resent, vec![1460, 1460, 1460, 1024, 512]);
     assert_eq!(c.mtu_search_range(), Some((552, 1500)));
 }
+
+/// With SACK: the peer SACKs everything after the probe, which is lost. No fast recovery:
+/// only the probe's bytes go again, in 512-byte segments, and the window stays.
+#[test]
+fn a_probe_lost_under_sack_is_resent_alone() {
+    let cfg = Config {
+        sack: true,
+        ..probing()
+    };
+    let mut c = established_with(
+        &cfg,
+        TcpOptions {
+            mss: Some(1460),
+            sack_permitted: true,
+            ..TcpOptions::default()
+        },
+    );
+    c.send(&[7u8; 4000]).unwrap();
+    assert_eq!(sent(&mut c, 20)[0], (0, 986, false));
+    let cwnd = c.cwnd();
+    let mut ack = peer_ack(0);
+    ack.options.push_sack(synack_wire::SackBlock {
+        left: ISS + 1 + 986,
+        right: ISS + 1 + 4000,
+    });
+    input(&mut c, t(30), &ack);
+    assert_eq!(sent(&mut c, 30), vec![(0, 512, false), (512, 474, false)]);
+    assert_eq!(c.cwnd(), cwnd);
+    assert_eq!(c.mtu_search_range(), Some((552, 1025)));
+    input(&mut c, t(40), &peer_ack(4000));
+    assert_eq!(c.mss(), 512);
+    assert_eq!(c.cwnd(), cwnd + 4000);
+}
