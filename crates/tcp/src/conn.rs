@@ -58,6 +58,7 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+pub(crate) mod mtuprobe;
 mod pacing;
 mod prr;
 mod timewait;
@@ -521,6 +522,9 @@ pub struct Connection {
     adv_mss: usize,
     /// Payload bytes per full segment we expect from the peer (options taken off).
     rcv_mss: usize,
+    /// The path MTU and RFC 4821 probing (`conn::mtuprobe`); boxed, and only where a setting
+    /// asks for them.
+    path: Option<Box<mtuprobe::PathMtu>>,
 
     ts_enabled: bool,
     ts_offer: bool,
@@ -782,7 +786,7 @@ impl Connection {
         now: Instant,
     ) -> Self {
         let ipv6 = tuple.local.is_ipv6();
-        let rcv_mss = mss_for_mtu(config.mtu, ipv6);
+        let rcv_mss = config.announced_mss(ipv6);
         // Until the peer's SYN says otherwise, RFC 9293 §3.7.1's default send MSS.
         let snd_mss = if ipv6 { 1220 } else { 536 };
         let cc = config
@@ -823,6 +827,7 @@ impl Connection {
             seg_budget: snd_mss,
             adv_mss: rcv_mss,
             rcv_mss,
+            path: mtuprobe::PathMtu::for_config(config, ipv6),
             ts_enabled: false,
             ts_offer: config.timestamps,
             ts_recent: 0,
@@ -1442,6 +1447,7 @@ impl Connection {
         // one, as Linux's `tcp_sendmsg_fastopen`.
         self.defer_syn = false;
         self.push_once = false;
+        self.path_refresh();
         let start = self.fin_seq();
         let data = &data[..self.lowat_room(data.len())];
         let n = self.send_buf.push(data);
@@ -1548,6 +1554,9 @@ impl Connection {
     /// but no more than half the largest window the peer offered (`tcp_bound_to_half_wnd`),
     /// in whole segments, and at least one.
     fn size_goal(&self) -> usize {
+        if let Some(goal) = self.unoffloaded_size_goal() {
+            return goal;
+        }
         let mss = self.snd_mss.max(1);
         let mut goal = 2 * mss;
         if self.max_snd_wnd > 536 {
@@ -1885,6 +1894,7 @@ impl Connection {
                     || (self.fin_queued && self.snd_nxt.le(self.fin_seq()))
                     || (self.recover.is_some() && self.sack_enabled)
                     || self.window_update_due()
+                    || self.path_repair_due()
             }
         }
     }
@@ -2069,6 +2079,7 @@ impl Connection {
         // MIN_SND_MSS bytes of options and data per segment, as Linux's `tcp_min_snd_mss`.
         self.seg_budget = peer_mss.max(MIN_SND_MSS).min(self.adv_mss);
         self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
+        self.path_on_negotiated(peer_mss);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
         let iw = initial_window(self.snd_mss, self.iw_segments as usize);
@@ -2341,6 +2352,7 @@ impl Connection {
         } else {
             self.set_state(State::Established);
         }
+        self.path_on_established(now);
         self.rechunk_unsent();
         self.arm_keepalive(now);
     }
@@ -2827,6 +2839,7 @@ impl Connection {
         if self.tlp_high.is_some_and(|h| ack.ge(h)) {
             self.tlp_high = None;
         }
+        self.path_on_ack();
         if flight == 0 {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::UserTimeout);
@@ -3019,6 +3032,9 @@ impl Connection {
 
     /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
     fn enter_recovery(&mut self, now: Instant) {
+        if self.path_probe_lost() {
+            return;
+        }
         let flight = self.snd_nxt.since(self.snd_una);
         // Holes the last recovery already sent again (below its HighRxt) are in flight,
         // not lost anew: this recovery starts above them. And Eifel's test only means
@@ -3279,6 +3295,7 @@ impl Connection {
                     }
                     return;
                 }
+                self.path_on_too_big((mtu as usize).max(floor) as u32);
                 if budget < self.seg_budget {
                     self.seg_budget = budget;
                     self.snd_mss = budget.saturating_sub(ts).max(1);
@@ -3445,6 +3462,7 @@ impl Connection {
                     self.fail(ConnectionError::TimedOut);
                     return;
                 }
+                self.path_on_rto(now);
                 let flight = self.snd_max.since(self.snd_una);
                 self.cc.on_rto(now, flight);
                 self.rtt.back_off();
@@ -3641,7 +3659,7 @@ impl Connection {
             p.hold();
             None
         } else {
-            self.plan(self.payload_room(buf.len()))
+            self.plan(now, self.payload_room(buf.len()), buf.len())
         };
         if let Some(p) = planned {
             let mut flags = TcpFlags::ACK;
@@ -3649,7 +3667,9 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let again = p.retransmit.is_some();
-            if p.len > 0 && (p.push || self.push_mark_in(p.seq, p.seq + p.len, again)) {
+            let burst_end = self.burst_push(p.seq, p.len, !again);
+            if p.len > 0 && (p.push || burst_end || self.push_mark_in(p.seq, p.seq + p.len, again))
+            {
                 flags |= TcpFlags::PSH;
             }
             // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
@@ -3802,7 +3822,7 @@ impl Connection {
     }
 
     /// Decide the next segment that carries data or a FIN, if any may go now.
-    fn plan(&mut self, room: usize) -> Option<Planned> {
+    fn plan(&mut self, now: Instant, room: usize, buf_len: usize) -> Option<Planned> {
         let mss = self.snd_mss.min(room);
         if mss == 0 {
             return None;
@@ -3844,6 +3864,17 @@ impl Connection {
                     push: false,
                 });
             }
+        }
+        // A lost MTU probe's bytes, in segments of the current size (`conn::mtuprobe`).
+        if let Some((seq, end)) = self.path_repair_next(mss) {
+            return Some(Planned {
+                seq,
+                len: end.since(seq),
+                fin: false,
+                retransmit: Some(RetransmitCause::FastRetransmit),
+                probe: false,
+                push: false,
+            });
         }
         // 1. A retransmission asked for by fast retransmit or a partial ACK.
         if let Some((seq, cause)) = self.retransmit_at.take() {
@@ -3901,6 +3932,21 @@ impl Connection {
         } else {
             self.snd_nxt.since(self.snd_una)
         };
+        // RFC 4821 §7.3: an MTU probe built from the head of the new data (`conn::mtuprobe`).
+        match self.mtu_probe_plan(now, seq, buf_len) {
+            mtuprobe::ProbePlan::Continue => {}
+            mtuprobe::ProbePlan::Wait => return None,
+            mtuprobe::ProbePlan::Send(len) => {
+                return Some(Planned {
+                    seq,
+                    len,
+                    fin: false,
+                    retransmit: None,
+                    probe: false,
+                    push: false,
+                })
+            }
+        }
         let cwnd = self.send_cwnd() + self.inflation;
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
