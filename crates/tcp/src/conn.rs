@@ -94,7 +94,7 @@ pub struct SendFlags {
 /// flag from here (RFC 9293 §3.9.1, "PUSH"): a segment that reaches the end of a pushed buffer
 /// carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SendMark {
+pub(crate) struct SendMark {
     end: SeqNum,
     /// The end of a write (but `MSG_MORE`): PSH on the segment that ends here, sent first or
     /// again.
@@ -130,12 +130,21 @@ impl core::ops::DerefMut for SendMarks {
     }
 }
 
+/// The storage of a write queue that holds nothing, kept by the endpoint for the next
+/// connection that writes (as drained rings are): a write then allocates nothing.
+pub(crate) type MarksStorage = Box<VecDeque<SendMark>>;
+
+/// Most empty write-queue storages an endpoint keeps.
+pub(crate) const SPARE_MARKS_MAX: usize = 256;
+
 impl SendMarks {
-    /// Free the queue once it holds nothing.
+    /// The queue's storage, once it holds nothing (the connection keeps one word).
     #[inline]
-    fn tidy(&mut self) {
+    fn take_empty(&mut self) -> Option<MarksStorage> {
         if self.0.as_ref().is_some_and(|q| q.is_empty()) {
-            self.0 = None;
+            self.0.take()
+        } else {
+            None
         }
     }
 }
@@ -1631,7 +1640,8 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
-        self.send_marks.tidy();
+        // An empty queue keeps its storage until `release_drained` gives it to the endpoint
+        // for the next write.
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1840,17 +1850,36 @@ impl Connection {
         }
     }
 
+    /// Lend an empty write queue's storage from `spare` before the application may write
+    /// (see [`release_drained`](Self::release_drained)).
+    #[inline]
+    pub(crate) fn lend_marks(&mut self, spare: &mut Vec<MarksStorage>) {
+        if self.send_marks.0.is_none() {
+            self.send_marks.0 = spare.pop();
+        }
+    }
+
     /// Hand the storage of each ring that holds nothing (everything sent was acknowledged;
     /// everything received was read, nothing out of order) and is at most `max` bytes to
     /// `give`: an idle connection keeps no buffer memory. Larger rings (a connection moving
-    /// bulk data) are kept.
+    /// bulk data) are kept. So is the write queue's storage once it holds nothing, to `marks`
+    /// (up to [`SPARE_MARKS_MAX`] there; the rest is freed).
     #[inline]
-    pub(crate) fn release_drained(&mut self, max: usize, give: &mut impl FnMut(Vec<u8>)) {
+    pub(crate) fn release_drained(
+        &mut self,
+        max: usize,
+        give: &mut impl FnMut(Vec<u8>),
+        marks: &mut Vec<MarksStorage>,
+    ) {
         let a = self.send_buf.allocated();
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
-        self.send_marks.tidy();
+        if let Some(m) = self.send_marks.take_empty() {
+            if marks.len() < SPARE_MARKS_MAX {
+                marks.push(m);
+            }
+        }
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
@@ -3382,18 +3411,19 @@ impl Connection {
     /// delayed ACK when one segment is in flight, and never later than the RTO.
     fn arm_tlp(&mut self, now: Instant) {
         let open = self.recover.is_none() && self.rto_count == 0 && self.tlp_high.is_none();
-        let Some(srtt) = self.rtt.srtt() else {
+        // In microseconds: this runs on every segment of new data sent.
+        let Some(srtt) = self.rtt.srtt_us() else {
             return;
         };
         if !self.sack_enabled || !open || self.snd_max == self.snd_una {
             return;
         }
-        let mut pto = srtt * 2;
+        let mut pto = srtt.saturating_mul(2);
         if self.snd_max.since(self.snd_una) <= self.snd_mss {
-            pto += Duration::from_millis(200);
+            pto = pto.saturating_add(200_000);
         }
-        let pto = pto.max(Duration::from_millis(10));
-        let at = now + pto;
+        let pto = pto.max(10_000);
+        let at = Instant::from_micros(now.as_micros().saturating_add(pto));
         match self.timers.get(Timer::Retransmit) {
             // "If the RTO formula yields an earlier time, then use that time" (Linux's
             // `tcp_schedule_loss_probe`, RFC 8985 §7.2's PTO never later than the RTO): the
@@ -4123,9 +4153,10 @@ impl Connection {
             }
             self.window_to_advertise()
         };
+        let tuple = self.tuple();
         let repr = TcpRepr {
-            src_port: self.tuple().local.port(),
-            dst_port: self.tuple().remote.port(),
+            src_port: tuple.local.port(),
+            dst_port: tuple.remote.port(),
             seq: seq.0,
             ack: if with_ack { self.rcv_nxt.0 } else { 0 },
             flags,
@@ -4134,19 +4165,14 @@ impl Connection {
             options,
             payload: &[],
         };
-        let hlen = repr.header_len();
+        let hlen = repr.write_header(buf);
         let total = hlen + len;
         self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
-        repr.emit_header(&mut buf[..hlen]);
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
         if self.tx_checksum {
-            fill_checksum(
-                &mut buf[..total],
-                self.tuple().local.ip(),
-                self.tuple().remote.ip(),
-            );
+            fill_checksum(&mut buf[..total], tuple.local.ip(), tuple.remote.ip());
         }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,

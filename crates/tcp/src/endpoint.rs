@@ -14,7 +14,7 @@ use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
 
 use crate::config::Config;
-use crate::conn::{Connection, Event, TimeWait};
+use crate::conn::{Connection, Event, MarksStorage, TimeWait};
 use crate::fastopen::{ClientCache, FastOpenKey};
 use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
@@ -319,6 +319,9 @@ pub struct Endpoint {
     /// Compact TIME-WAIT entries of expired ones, for the next.
     #[allow(clippy::vec_box)]
     spare_tw: Vec<Box<TimeWait>>,
+    /// Write-queue storage of connections whose queues drained, lent to the next write (as
+    /// `spare` is for rings): a write allocates nothing in the steady state.
+    spare_marks: Vec<MarksStorage>,
     /// Fill in TCP checksums of what we send (see [`set_tx_checksum`](Self::set_tx_checksum)).
     tx_checksum: bool,
     /// Connections held as compact TIME-WAIT entries.
@@ -357,6 +360,7 @@ impl Endpoint {
             fo_cache: ClientCache::default(),
             fo_default_key: FastOpenKey::from_bytes(IsnGenerator::new(secret).derive_key(3)),
             spare_tw: Vec::new(),
+            spare_marks: Vec::new(),
             tx_checksum: true,
             compact_time_waits: 0,
         }
@@ -876,6 +880,7 @@ impl Endpoint {
         // Drained rings were given back to the pool: data the application writes now goes
         // into storage from it.
         conn.lend_storage(&mut self.spare, true);
+        conn.lend_marks(&mut self.spare_marks);
         let r = f(conn);
         self.after(now, id);
         Some(r)
@@ -1653,11 +1658,15 @@ impl Endpoint {
         }
         // An idle connection holds no ring storage: drained rings go back to the pool.
         let spare = &mut self.spare;
-        conn.release_drained(SPARE_MAX_BYTES, &mut |storage| {
-            if spare.len() < SPARE_MAX {
-                spare.push(storage);
-            }
-        });
+        conn.release_drained(
+            SPARE_MAX_BYTES,
+            &mut |storage| {
+                if spare.len() < SPARE_MAX {
+                    spare.push(storage);
+                }
+            },
+            &mut self.spare_marks,
+        );
         let bytes = conn.buffer_bytes().min(u32::MAX as usize) as u32;
         self.buffer_bytes = self.buffer_bytes + bytes as usize - slot.buffer_bytes as usize;
         slot.buffer_bytes = bytes;

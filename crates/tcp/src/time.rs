@@ -40,11 +40,21 @@ impl Instant {
     }
 }
 
+/// `d` in whole microseconds, saturating at `u64::MAX` (as `d.as_micros()`, without its
+/// 128-bit arithmetic: this runs on every timer set).
+#[inline]
+pub(crate) fn duration_micros(d: Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(u64::from(d.subsec_micros())))
+        .unwrap_or(u64::MAX)
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
+    #[inline]
     fn add(self, d: Duration) -> Instant {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_add(us))
+        Instant(self.0.saturating_add(duration_micros(d)))
     }
 }
 
