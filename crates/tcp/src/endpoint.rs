@@ -1684,45 +1684,56 @@ impl Endpoint {
         if let Some(outcome) = conn.take_fast_open_outcome() {
             self.fo_cache.update(conn.tuple().remote.ip(), outcome);
         }
-        if let Some(l) = slot.listener {
-            // A passive connection: queued for accept once synchronized (it may have moved
-            // past ESTABLISHED within one segment), dropped from its listener when CLOSED —
-            // unless it is queued with data to read or is a Fast Open child, which Linux
-            // still hands to accept() (its data readable, then its error).
-            let state = conn.state();
-            let closed = state == State::Closed;
-            let queued = slot.in_accept_queue;
-            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
-            if slot.fo_pending && (closed || state.is_synchronized()) {
-                slot.fo_pending = false;
-                if let Some(listener) = listener {
-                    listener.fo_pending = listener.fo_pending.saturating_sub(1);
-                }
-            }
-            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
-            let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
-            if !queued && (closed || state.is_synchronized()) {
-                if closed {
-                    slot.listener = None;
-                } else {
-                    slot.in_accept_queue = true;
-                }
-                if let Some(listener) = listener {
-                    listener.half_open = listener.half_open.saturating_sub(1);
-                    if !closed {
-                        listener.accept_queue.push_back(id);
-                        self.stats.accepted += 1;
-                    }
-                }
-            } else if queued && closed && !keep {
-                slot.listener = None;
-                slot.in_accept_queue = false;
-                if let Some(listener) = listener {
-                    listener.accept_queue.retain(|&c| c != id);
-                }
-            }
+        if slot.listener.is_some() {
+            self.after_passive(id);
         }
         may_transmit
+    }
+
+    /// [`after_quiet`](Self::after_quiet) for a passive connection not yet accepted: its
+    /// place in its listener's queues. Out of line: most calls are for other connections.
+    #[inline(never)]
+    fn after_passive(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.index as usize];
+        let (Some(l), Some(conn)) = (slot.listener, slot.conn.as_ref()) else {
+            return;
+        };
+        // A passive connection: queued for accept once synchronized (it may have moved
+        // past ESTABLISHED within one segment), dropped from its listener when CLOSED —
+        // unless it is queued with data to read or is a Fast Open child, which Linux
+        // still hands to accept() (its data readable, then its error).
+        let state = conn.state();
+        let closed = state == State::Closed;
+        let queued = slot.in_accept_queue;
+        let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
+        if slot.fo_pending && (closed || state.is_synchronized()) {
+            slot.fo_pending = false;
+            if let Some(listener) = listener {
+                listener.fo_pending = listener.fo_pending.saturating_sub(1);
+            }
+        }
+        let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
+        let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
+        if !queued && (closed || state.is_synchronized()) {
+            if closed {
+                slot.listener = None;
+            } else {
+                slot.in_accept_queue = true;
+            }
+            if let Some(listener) = listener {
+                listener.half_open = listener.half_open.saturating_sub(1);
+                if !closed {
+                    listener.accept_queue.push_back(id);
+                    self.stats.accepted += 1;
+                }
+            }
+        } else if queued && closed && !keep {
+            slot.listener = None;
+            slot.in_accept_queue = false;
+            if let Some(listener) = listener {
+                listener.accept_queue.retain(|&c| c != id);
+            }
+        }
     }
 
     /// Forget a CLOSED connection nobody holds, once it has nothing left to send.
