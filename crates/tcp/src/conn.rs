@@ -1607,6 +1607,7 @@ impl Connection {
     /// Once the handshake sets the segment size, cut what was written before it and not yet
     /// sent into buffers of the size goal, as written now: Linux's SYN-data skb keeps what
     /// the SYN carried, and a blocking Fast Open `sendto` writes the rest once connected.
+    #[cold]
     fn rechunk_unsent(&mut self) {
         let from = self.snd_max.max(self.send_buf_seq);
         let end = self.fin_seq();
@@ -1951,6 +1952,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn fail(&mut self, e: ConnectionError) {
         let e = match (e, self.soft_error) {
             (ConnectionError::TimedOut, Some(soft)) => soft,
@@ -2320,6 +2322,7 @@ impl Connection {
     /// take is sent again at once, not after a timeout ("the client MUST retransmit"), and
     /// what the SYN-ACK says of the server (its MSS, a cookie) is kept for the cache, as Linux's
     /// `tcp_rcv_fastopen_synack`.
+    #[cold]
     fn on_fast_open_synack(&mut self, seg: &TcpRepr<'_>, ack: SeqNum) {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
@@ -2893,6 +2896,7 @@ impl Connection {
     /// `tcp_invalid_ratelimit`). The endpoint also caps them across connections
     /// (`challenge_ack_limit`), so a blind attacker learns nothing from counting them and a
     /// flood of forged segments draws no flood of ACKs.
+    #[cold]
     fn challenge_ack(&mut self, now: Instant) {
         if self.oow_ack_allowed(now) {
             self.challenge_pending = true;
@@ -2915,6 +2919,7 @@ impl Connection {
     /// The ACK owed to an unacceptable segment (RFC 9293 §3.10.7.4). A segment with data gets
     /// it always (a zero-window probe, a retransmission below the window); one without, which
     /// could be half of an ACK loop, at the challenge ACKs' pace, as Linux does.
+    #[cold]
     fn out_of_window_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let syn = seg.flags.contains(TcpFlags::SYN);
         if (!seg.payload.is_empty() && !syn) || self.oow_ack_allowed(now) {
@@ -2941,6 +2946,7 @@ impl Connection {
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
+    #[cold]
     fn note_reordering(&mut self, depth: usize) {
         let segments = depth.div_ceil(self.snd_mss.max(1)) + 1;
         self.reordering = self.reordering.max(segments).min(MAX_REORDERING);
@@ -2948,6 +2954,7 @@ impl Connection {
 
     /// The fast retransmission was spurious (RFC 3522): the original arrived, only late.
     /// Restore the congestion state from before the recovery (RFC 4015 §3) and leave it.
+    #[cold]
     fn undo_recovery(&mut self) {
         let Some(u) = self.undo.take() else {
             return;
@@ -2970,6 +2977,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn on_dup_ack(&mut self, now: Instant) {
         self.dupacks += 1;
         if self.recover.is_some() {
@@ -3047,6 +3055,7 @@ impl Connection {
     }
 
     /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
+    #[cold]
     fn enter_recovery(&mut self, now: Instant) {
         let flight = self.snd_nxt.since(self.snd_una);
         // Holes the last recovery already sent again (below its HighRxt) are in flight,
@@ -3090,6 +3099,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn push_congestion_event(&mut self) {
         self.events.push(Event::Congestion {
             cwnd: self.cc.cwnd(),
@@ -3438,6 +3448,7 @@ impl Connection {
     }
 
     /// RFC 6298 §5.4–5.6: retransmit the earliest unacknowledged segment, back off the timer.
+    #[cold]
     fn on_rto(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
@@ -3509,6 +3520,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn arm_persist(&mut self, now: Instant) {
         let base = self.rtt.rto();
         let t = base

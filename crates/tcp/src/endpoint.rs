@@ -698,6 +698,20 @@ impl Endpoint {
         given_iss: Option<SeqNum>,
         open: impl FnOnce(&mut Connection, &Config),
     ) -> ConnId {
+        // Only `open` differs between callers: the rest is one copy, not one per caller.
+        let mut conn = self.new_conn(now, tuple, given_iss);
+        open(&mut conn, &self.config);
+        self.place(conn, tuple, listener, held)
+    }
+
+    /// A fresh TCB for `tuple` (in a reused box when there is one), its ISS given or drawn.
+    #[inline(never)]
+    fn new_conn(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        given_iss: Option<SeqNum>,
+    ) -> Box<Connection> {
         let (drawn, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
         let iss = given_iss.unwrap_or(drawn);
         let mut conn = match self.spare_conns.pop() {
@@ -710,7 +724,18 @@ impl Endpoint {
         conn.set_tx_checksum(self.tx_checksum);
         // Events only feed the trace: the accept queue follows states.
         conn.set_events(self.trace.is_some());
-        open(&mut conn, &self.config);
+        conn
+    }
+
+    /// Give `conn` a slot and enter its tuple in the table.
+    #[inline(never)]
+    fn place(
+        &mut self,
+        conn: Box<Connection>,
+        tuple: FourTuple,
+        listener: Option<ListenerId>,
+        held: bool,
+    ) -> ConnId {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -1232,6 +1257,7 @@ impl Endpoint {
 
     /// Answer a SYN with a SYN cookie (RFC 4987 §3.6): a SYN-ACK whose ISS encodes what the
     /// connection needs, and nothing kept.
+    #[cold]
     fn send_cookie(&mut self, now: Instant, l: ListenerId, tuple: FourTuple, seg: &TcpRepr<'_>) {
         if self.cookies.len() >= MAX_STATELESS_REPLIES {
             self.stats.syn_dropped += 1;
@@ -1287,6 +1313,7 @@ impl Endpoint {
 
     /// The handshake's ACK to a listener with no connection: if it carries a valid cookie,
     /// the connection is made now, ESTABLISHED, as if its SYN had been queued.
+    #[cold]
     fn accept_cookie(
         &mut self,
         now: Instant,
@@ -1355,6 +1382,7 @@ impl Endpoint {
     /// RFC 9293 §3.10.7.1, CLOSED: "all data in the incoming segment is discarded. An incoming
     /// segment containing a RST is discarded. An incoming segment not containing a RST causes a
     /// RST to be sent in response."
+    #[cold]
     fn on_closed_segment(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
         if seg.flags.contains(TcpFlags::RST) {
             self.stats.dropped += 1;
@@ -1363,6 +1391,7 @@ impl Endpoint {
         self.queue_reset(tuple, seg);
     }
 
+    #[cold]
     fn queue_reset(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let reset = if seg.flags.contains(TcpFlags::ACK) {
             // <SEQ=SEG.ACK><CTL=RST>
