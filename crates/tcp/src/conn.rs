@@ -164,7 +164,8 @@ impl Nanos {
 
     #[inline]
     fn new(d: Duration) -> Nanos {
-        Nanos(u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+        // As `d.as_nanos()` saturated below `u64::MAX`, without 128-bit arithmetic.
+        Nanos(crate::time::duration_nanos(d).min(u64::MAX - 1))
     }
 
     #[inline]
@@ -333,7 +334,7 @@ impl HyStart {
             self.window_end = Some(snd_nxt);
         }
         let Some(rtt) = rtt else { return false };
-        let us = u64::try_from(rtt.as_micros()).map_or(NO_RTT - 1, |us| us.min(NO_RTT - 1));
+        let us = crate::time::duration_micros(rtt).min(NO_RTT - 1);
         self.current_round_min = self.current_round_min.min(us);
         self.samples += 1;
         if self.samples < HS_N_RTT_SAMPLE || self.last_round_min == NO_RTT {
