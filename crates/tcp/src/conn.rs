@@ -95,7 +95,7 @@ pub struct SendFlags {
 /// flag from here (RFC 9293 §3.9.1, "PUSH"): a segment that reaches the end of a pushed buffer
 /// carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SendMark {
+pub(crate) struct SendMark {
     end: SeqNum,
     /// The end of a write (but `MSG_MORE`): PSH on the segment that ends here, sent first or
     /// again.
@@ -131,12 +131,21 @@ impl core::ops::DerefMut for SendMarks {
     }
 }
 
+/// The storage of a write queue that holds nothing, kept by the endpoint for the next
+/// connection that writes (as drained rings are): a write then allocates nothing.
+pub(crate) type MarksStorage = Box<VecDeque<SendMark>>;
+
+/// Most empty write-queue storages an endpoint keeps.
+pub(crate) const SPARE_MARKS_MAX: usize = 256;
+
 impl SendMarks {
-    /// Free the queue once it holds nothing.
+    /// The queue's storage, once it holds nothing (the connection keeps one word).
     #[inline]
-    fn tidy(&mut self) {
+    fn take_empty(&mut self) -> Option<MarksStorage> {
         if self.0.as_ref().is_some_and(|q| q.is_empty()) {
-            self.0 = None;
+            self.0.take()
+        } else {
+            None
         }
     }
 }
@@ -156,7 +165,8 @@ impl Nanos {
 
     #[inline]
     fn new(d: Duration) -> Nanos {
-        Nanos(u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+        // As `d.as_nanos()` saturated below `u64::MAX`, without 128-bit arithmetic.
+        Nanos(crate::time::duration_nanos(d).min(u64::MAX - 1))
     }
 
     #[inline]
@@ -325,7 +335,7 @@ impl HyStart {
             self.window_end = Some(snd_nxt);
         }
         let Some(rtt) = rtt else { return false };
-        let us = u64::try_from(rtt.as_micros()).map_or(NO_RTT - 1, |us| us.min(NO_RTT - 1));
+        let us = crate::time::duration_micros(rtt).min(NO_RTT - 1);
         self.current_round_min = self.current_round_min.min(us);
         self.samples += 1;
         if self.samples < HS_N_RTT_SAMPLE || self.last_round_min == NO_RTT {
@@ -1607,6 +1617,7 @@ impl Connection {
     /// Once the handshake sets the segment size, cut what was written before it and not yet
     /// sent into buffers of the size goal, as written now: Linux's SYN-data skb keeps what
     /// the SYN carried, and a blocking Fast Open `sendto` writes the rest once connected.
+    #[cold]
     fn rechunk_unsent(&mut self) {
         let from = self.snd_max.max(self.send_buf_seq);
         let end = self.fin_seq();
@@ -1640,7 +1651,8 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
-        self.send_marks.tidy();
+        // An empty queue keeps its storage until `release_drained` gives it to the endpoint
+        // for the next write.
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1849,17 +1861,36 @@ impl Connection {
         }
     }
 
+    /// Lend an empty write queue's storage from `spare` before the application may write
+    /// (see [`release_drained`](Self::release_drained)).
+    #[inline]
+    pub(crate) fn lend_marks(&mut self, spare: &mut Vec<MarksStorage>) {
+        if self.send_marks.0.is_none() {
+            self.send_marks.0 = spare.pop();
+        }
+    }
+
     /// Hand the storage of each ring that holds nothing (everything sent was acknowledged;
     /// everything received was read, nothing out of order) and is at most `max` bytes to
     /// `give`: an idle connection keeps no buffer memory. Larger rings (a connection moving
-    /// bulk data) are kept.
+    /// bulk data) are kept. So is the write queue's storage once it holds nothing, to `marks`
+    /// (up to [`SPARE_MARKS_MAX`] there; the rest is freed).
     #[inline]
-    pub(crate) fn release_drained(&mut self, max: usize, give: &mut impl FnMut(Vec<u8>)) {
+    pub(crate) fn release_drained(
+        &mut self,
+        max: usize,
+        give: &mut impl FnMut(Vec<u8>),
+        marks: &mut Vec<MarksStorage>,
+    ) {
         let a = self.send_buf.allocated();
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
-        self.send_marks.tidy();
+        if let Some(m) = self.send_marks.take_empty() {
+            if marks.len() < SPARE_MARKS_MAX {
+                marks.push(m);
+            }
+        }
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
@@ -1932,6 +1963,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn fail(&mut self, e: ConnectionError) {
         let e = match (e, self.soft_error) {
             (ConnectionError::TimedOut, Some(soft)) => soft,
@@ -2302,6 +2334,7 @@ impl Connection {
     /// take is sent again at once, not after a timeout ("the client MUST retransmit"), and
     /// what the SYN-ACK says of the server (its MSS, a cookie) is kept for the cache, as Linux's
     /// `tcp_rcv_fastopen_synack`.
+    #[cold]
     fn on_fast_open_synack(&mut self, seg: &TcpRepr<'_>, ack: SeqNum) {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
@@ -2877,6 +2910,7 @@ impl Connection {
     /// `tcp_invalid_ratelimit`). The endpoint also caps them across connections
     /// (`challenge_ack_limit`), so a blind attacker learns nothing from counting them and a
     /// flood of forged segments draws no flood of ACKs.
+    #[cold]
     fn challenge_ack(&mut self, now: Instant) {
         if self.oow_ack_allowed(now) {
             self.challenge_pending = true;
@@ -2899,6 +2933,7 @@ impl Connection {
     /// The ACK owed to an unacceptable segment (RFC 9293 §3.10.7.4). A segment with data gets
     /// it always (a zero-window probe, a retransmission below the window); one without, which
     /// could be half of an ACK loop, at the challenge ACKs' pace, as Linux does.
+    #[cold]
     fn out_of_window_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let syn = seg.flags.contains(TcpFlags::SYN);
         if (!seg.payload.is_empty() && !syn) || self.oow_ack_allowed(now) {
@@ -2925,6 +2960,7 @@ impl Connection {
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
+    #[cold]
     fn note_reordering(&mut self, depth: usize) {
         let segments = depth.div_ceil(self.snd_mss.max(1)) + 1;
         self.reordering = self.reordering.max(segments).min(MAX_REORDERING);
@@ -2932,6 +2968,7 @@ impl Connection {
 
     /// The fast retransmission was spurious (RFC 3522): the original arrived, only late.
     /// Restore the congestion state from before the recovery (RFC 4015 §3) and leave it.
+    #[cold]
     fn undo_recovery(&mut self) {
         let Some(u) = self.undo.take() else {
             return;
@@ -2954,6 +2991,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn on_dup_ack(&mut self, now: Instant) {
         self.dupacks += 1;
         if self.recover.is_some() {
@@ -3031,6 +3069,7 @@ impl Connection {
     }
 
     /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
+    #[cold]
     fn enter_recovery(&mut self, now: Instant) {
         if self.path_probe_lost() {
             return;
@@ -3077,6 +3116,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn push_congestion_event(&mut self) {
         self.events.push(Event::Congestion {
             cwnd: self.cc.cwnd(),
@@ -3399,18 +3439,19 @@ impl Connection {
     /// delayed ACK when one segment is in flight, and never later than the RTO.
     fn arm_tlp(&mut self, now: Instant) {
         let open = self.recover.is_none() && self.rto_count == 0 && self.tlp_high.is_none();
-        let Some(srtt) = self.rtt.srtt() else {
+        // In microseconds: this runs on every segment of new data sent.
+        let Some(srtt) = self.rtt.srtt_us() else {
             return;
         };
         if !self.sack_enabled || !open || self.snd_max == self.snd_una {
             return;
         }
-        let mut pto = srtt * 2;
+        let mut pto = srtt.saturating_mul(2);
         if self.snd_max.since(self.snd_una) <= self.snd_mss {
-            pto += Duration::from_millis(200);
+            pto = pto.saturating_add(200_000);
         }
-        let pto = pto.max(Duration::from_millis(10));
-        let at = now + pto;
+        let pto = pto.max(10_000);
+        let at = Instant::from_micros(now.as_micros().saturating_add(pto));
         match self.timers.get(Timer::Retransmit) {
             // "If the RTO formula yields an earlier time, then use that time" (Linux's
             // `tcp_schedule_loss_probe`, RFC 8985 §7.2's PTO never later than the RTO): the
@@ -3425,6 +3466,7 @@ impl Connection {
     }
 
     /// RFC 6298 §5.4–5.6: retransmit the earliest unacknowledged segment, back off the timer.
+    #[cold]
     fn on_rto(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
@@ -3497,6 +3539,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn arm_persist(&mut self, now: Instant) {
         let base = self.rtt.rto();
         let t = base
@@ -4169,9 +4212,10 @@ impl Connection {
             }
             self.window_to_advertise()
         };
+        let tuple = self.tuple();
         let repr = TcpRepr {
-            src_port: self.tuple().local.port(),
-            dst_port: self.tuple().remote.port(),
+            src_port: tuple.local.port(),
+            dst_port: tuple.remote.port(),
             seq: seq.0,
             ack: if with_ack { self.rcv_nxt.0 } else { 0 },
             flags,
@@ -4180,19 +4224,14 @@ impl Connection {
             options,
             payload: &[],
         };
-        let hlen = repr.header_len();
+        let hlen = repr.write_header(buf);
         let total = hlen + len;
         self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
-        repr.emit_header(&mut buf[..hlen]);
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
         if self.tx_checksum {
-            fill_checksum(
-                &mut buf[..total],
-                self.tuple().local.ip(),
-                self.tuple().remote.ip(),
-            );
+            fill_checksum(&mut buf[..total], tuple.local.ip(), tuple.remote.ip());
         }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,
