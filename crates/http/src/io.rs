@@ -198,11 +198,56 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spins (no sleep) until the clock has moved past `t`.
+    fn clock_passes(t: Instant) {
+        while Instant::now() <= t {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Inside one poll of a `Coarse` future, `now()` is one reading of the clock however
+    /// often it is asked and however long the poll takes; the next poll reads it anew.
+    #[tokio::test]
+    async fn the_clock_is_read_once_per_poll() {
+        let (a, b, c) = Coarse::new(async {
+            let a = now();
+            clock_passes(a);
+            let b = now();
+            tokio::task::yield_now().await;
+            clock_passes(a);
+            (a, b, now())
+        })
+        .await;
+        assert_eq!(a, b);
+        assert!(c > a);
+        // Outside one, `now()` is the clock (and the scope was left as it was found).
+        let t = now();
+        clock_passes(t);
+        assert!(now() > t);
     }
 }

@@ -457,6 +457,36 @@ mod tests {
         assert!(r.headers().get(http::header::DATE).is_none());
     }
 
+    /// A request without a body whose answer needs no waiting is answered by a future that
+    /// is ready at once (no box); a body to read, a delay or a file take the boxed path,
+    /// and both give the same responses.
+    #[tokio::test(start_paused = true)]
+    async fn answers_without_waiting_are_not_boxed() {
+        let routes = Routes::new();
+        let req = |m: Method, path: &str, body: &'static str| {
+            Request::builder()
+                .method(m)
+                .uri(path)
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap()
+        };
+        let cases = [
+            (Method::GET, "/", "", true, "hello from synack\n"),
+            (Method::GET, "/nope", "", true, "not found\n"),
+            (Method::POST, "/", "", true, "received 0 bytes\n"),
+            (Method::POST, "/", "abc", false, "received 3 bytes\n"),
+            (Method::GET, "/delay/1", "", false, "delayed 1 ms\n"),
+        ];
+        for (m, path, body, ready, text) in cases {
+            let fut = routes.call(req(m, path, body));
+            assert_eq!(matches!(fut.0, Step::Ready(_)), ready, "{path} {body:?}");
+            let r = fut.await.unwrap();
+            assert_eq!(frames(r.into_body()).await.concat(), text.as_bytes());
+        }
+    }
+
     #[tokio::test]
     async fn the_pattern_comes_in_chunks_and_is_exact() {
         for n in [
