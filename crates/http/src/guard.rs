@@ -37,6 +37,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -122,12 +123,17 @@ impl Reject {
 #[derive(Debug, Default)]
 pub(crate) struct GuardState {
     reject: Mutex<Option<Reject>>,
+    /// Whether `reject` is set: every request asks, and the lock is taken only when it is.
+    refused: AtomicBool,
     notify: Arc<Notify>,
 }
 
 impl GuardState {
     /// The refused request, if any.
     pub(crate) fn reject(&self) -> Option<Reject> {
+        if !self.refused() {
+            return None;
+        }
         self.reject
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -136,10 +142,7 @@ impl GuardState {
 
     /// Whether a request was refused.
     pub(crate) fn refused(&self) -> bool {
-        self.reject
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.refused.load(Ordering::Acquire)
     }
 
     /// The refusal of request `n`'s body, if that is what happened.
@@ -151,12 +154,14 @@ impl GuardState {
     pub(crate) fn notifying(notify: Arc<Notify>) -> GuardState {
         GuardState {
             reject: Mutex::default(),
+            refused: AtomicBool::new(false),
             notify,
         }
     }
 
     fn set(&self, r: Reject) {
         *self.reject.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        self.refused.store(true, Ordering::Release);
         self.notify.notify_one();
     }
 }
@@ -479,9 +484,12 @@ impl Framer {
     /// its length and framing if good.
     #[allow(clippy::type_complexity)]
     fn check_head(&self, buf: &[u8]) -> Result<Option<(usize, Framing)>, (StatusCode, String)> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut fields);
-        let len = match req.parse(buf) {
+        // Left uninitialized: httparse writes the fields it finds (hyper does the same), and
+        // every request does not pay for clearing 100 of them.
+        let mut fields =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(buf, &mut fields) {
             Ok(httparse::Status::Partial) => return Ok(None),
             Ok(httparse::Status::Complete(len)) => len,
             Err(httparse::Error::TooManyHeaders) => {
@@ -529,6 +537,11 @@ impl Framer {
         let (mut upgrade, mut connection_upgrade) = (false, false);
         for f in req.headers.iter() {
             let name = f.name;
+            // Only the names of these lengths can matter: most fields are passed over at one
+            // comparison.
+            if !matches!(name.len(), 4 | 7 | 10 | 14 | 17) {
+                continue;
+            }
             if name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
                 let n = content_length(f.value).ok_or_else(|| bad("invalid Content-Length"))?;
@@ -825,6 +838,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    /// Passed through, so that hyper writes a response's head and body with one `writev`
+    /// instead of copying the body behind the head.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -6,6 +6,8 @@
 //! read off the stream here, below hyper, so they do not depend on how hyper classifies
 //! errors.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,7 +75,62 @@ impl IoState {
 
     fn note_first_byte(&self) {
         self.first_byte
-            .store(stamp(self.born, Instant::now()), Ordering::Release);
+            .store(stamp(self.born, now()), Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// The time of the current poll of a [`Coarse`] future: `None` outside one, `Some(None)`
+    /// inside one before anybody asked.
+    static POLL_TIME: Cell<Option<Option<Instant>>> = const { Cell::new(None) };
+}
+
+/// The time, for timeouts of a connection (keep-alive, header, send timeouts, all in
+/// seconds): inside a [`Coarse`] future's poll, the clock is read once, the first time it is
+/// asked for, and that reading is the answer for the rest of the poll, as nginx caches its
+/// time once per turn of its event loop. Outside one, the clock itself.
+pub(crate) fn now() -> Instant {
+    POLL_TIME.with(|c| match c.get() {
+        None => Instant::now(),
+        Some(Some(t)) => t,
+        Some(None) => {
+            let t = Instant::now();
+            c.set(Some(Some(t)));
+            t
+        }
+    })
+}
+
+/// Restores the outer poll's time when a [`Coarse`] poll ends (or unwinds).
+struct PollTimeScope(Option<Option<Instant>>);
+
+impl Drop for PollTimeScope {
+    fn drop(&mut self) {
+        POLL_TIME.with(|c| c.set(self.0));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future (a connection's task) during each poll of which [`now`] reads the clock at
+    /// most once. A poll lasts microseconds; the deadlines it serves are seconds away.
+    pub(crate) struct Coarse<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Coarse<F> {
+    pub(crate) fn new(inner: F) -> Coarse<F> {
+        Coarse { inner }
+    }
+}
+
+impl<F: Future> Future for Coarse<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = PollTimeScope(POLL_TIME.with(|c| c.replace(Some(None))));
+        self.project().inner.poll(cx)
     }
 }
 
@@ -141,11 +198,56 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spins (no sleep) until the clock has moved past `t`.
+    fn clock_passes(t: Instant) {
+        while Instant::now() <= t {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Inside one poll of a `Coarse` future, `now()` is one reading of the clock however
+    /// often it is asked and however long the poll takes; the next poll reads it anew.
+    #[tokio::test]
+    async fn the_clock_is_read_once_per_poll() {
+        let (a, b, c) = Coarse::new(async {
+            let a = now();
+            clock_passes(a);
+            let b = now();
+            tokio::task::yield_now().await;
+            clock_passes(a);
+            (a, b, now())
+        })
+        .await;
+        assert_eq!(a, b);
+        assert!(c > a);
+        // Outside one, `now()` is the clock (and the scope was left as it was found).
+        let t = now();
+        clock_passes(t);
+        assert!(now() > t);
     }
 }

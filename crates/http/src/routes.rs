@@ -272,31 +272,24 @@ async fn file_or_listing(path: PathBuf, shown: &str) -> Response<RouteBody> {
     }
 }
 
+/// What a request gets: an answer at once, or one that waits (a delay, a file).
+enum Plan {
+    Now(Response<RouteBody>),
+    Delay(u64),
+    Dir(PathBuf),
+}
+
 impl Routes {
-    async fn handle<B>(self, req: Request<B>) -> Response<RouteBody>
-    where
-        B: Body + Unpin,
-    {
-        let (parts, mut body) = req.into_parts();
-        let (path, method) = (parts.uri.path(), parts.method.clone());
-        // Read any request body as it comes (counting it, not keeping it), so that the
-        // connection stays usable.
-        let mut got = 0u64;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => got += f.data_ref().map_or(0, |d| bytes::Buf::remaining(d) as u64),
-                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request body\n"),
-            }
-        }
+    /// The answer to `method` on `path`, after a request body of `got` bytes.
+    fn plan(&self, method: &Method, path: &str, got: u64) -> Plan {
         if method == Method::POST || method == Method::PUT {
-            return text(StatusCode::OK, format!("received {got} bytes\n"));
+            return Plan::Now(text(StatusCode::OK, format!("received {got} bytes\n")));
         }
-        let head = method == Method::HEAD;
-        if method != Method::GET && !head {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        if method != Method::GET && method != Method::HEAD {
+            return Plan::Now(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
         }
         if let Some(n) = path.strip_prefix("/bytes/") {
-            return match number(n) {
+            return Plan::Now(match number(n) {
                 Some(n) if n <= MAX_BYTES => {
                     let mut r = with_body(StatusCode::OK, RouteBody::pattern(n));
                     r.headers_mut().insert(
@@ -309,28 +302,92 @@ impl Routes {
                     StatusCode::BAD_REQUEST,
                     format!("/bytes/N: N must be a number of at most {MAX_BYTES}\n"),
                 ),
-            };
+            });
         }
         if let Some(ms) = path.strip_prefix("/delay/") {
             return match number(ms) {
-                Some(ms) if ms <= MAX_DELAY_MS => {
-                    // Boxed: the timer would otherwise make every request's future larger.
-                    Box::pin(tokio::time::sleep(Duration::from_millis(ms))).await;
-                    text(StatusCode::OK, format!("delayed {ms} ms\n"))
-                }
-                _ => text(
+                Some(ms) if ms <= MAX_DELAY_MS => Plan::Delay(ms),
+                _ => Plan::Now(text(
                     StatusCode::BAD_REQUEST,
                     format!("/delay/MS: MS must be a number of at most {MAX_DELAY_MS}\n"),
-                ),
+                )),
             };
         }
         match &self.dir {
             Some(dir) => match under(dir, path) {
-                Some(p) => Box::pin(file_or_listing(p, path)).await,
-                None => text(StatusCode::FORBIDDEN, "forbidden\n"),
+                Some(p) => Plan::Dir(p),
+                None => Plan::Now(text(StatusCode::FORBIDDEN, "forbidden\n")),
             },
-            None if path == "/" => text(StatusCode::OK, "hello from synack\n"),
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
+            None if path == "/" => Plan::Now(text(
+                StatusCode::OK,
+                Bytes::from_static(b"hello from synack\n"),
+            )),
+            None => Plan::Now(text(StatusCode::NOT_FOUND, "not found\n")),
+        }
+    }
+
+    async fn handle<B>(self, req: Request<B>) -> Response<RouteBody>
+    where
+        B: Body + Unpin,
+    {
+        let (parts, mut body) = req.into_parts();
+        let path = parts.uri.path();
+        // Read any request body as it comes (counting it, not keeping it), so that the
+        // connection stays usable.
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got += f.data_ref().map_or(0, |d| bytes::Buf::remaining(d) as u64),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request body\n"),
+            }
+        }
+        match self.plan(&parts.method, path, got) {
+            Plan::Now(r) => r,
+            Plan::Delay(ms) => {
+                // Boxed: the timer would otherwise make every request's future larger.
+                Box::pin(tokio::time::sleep(Duration::from_millis(ms))).await;
+                text(StatusCode::OK, format!("delayed {ms} ms\n"))
+            }
+            Plan::Dir(p) => Box::pin(file_or_listing(p, path)).await,
+        }
+    }
+
+    /// Dates `r` by the virtual clock, if there is one.
+    fn dated(
+        clock: Option<(std::time::SystemTime, tokio::time::Instant)>,
+        r: &mut Response<RouteBody>,
+    ) {
+        if let Some((epoch, start)) = clock {
+            let now = epoch + start.elapsed();
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                r.headers_mut().insert(http::header::DATE, v);
+            }
+        }
+    }
+}
+
+/// The response future of [`Routes`]: ready at once when the request has no body and its
+/// answer needs no waiting (no allocation then), boxed otherwise.
+pub struct RoutesFuture(Step);
+
+enum Step {
+    Ready(Option<Response<RouteBody>>),
+    Boxed(Pin<Box<dyn Future<Output = Response<RouteBody>> + Send>>),
+}
+
+impl Future for RoutesFuture {
+    type Output = Result<Response<RouteBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Step::Ready(r) => match r.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Ready(Ok(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "polled after completion\n",
+                ))),
+            },
+            Step::Boxed(f) => f.as_mut().poll(cx).map(Ok),
         }
     }
 }
@@ -342,21 +399,22 @@ where
 {
     type Response = Response<RouteBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = RoutesFuture;
 
     fn call(&self, req: Request<B>) -> Self::Future {
+        if req.body().is_end_stream() {
+            if let Plan::Now(mut r) = self.plan(req.method(), req.uri().path(), 0) {
+                Routes::dated(self.clock, &mut r);
+                return RoutesFuture(Step::Ready(Some(r)));
+            }
+        }
         let me = self.clone();
-        Box::pin(async move {
+        RoutesFuture(Step::Boxed(Box::pin(async move {
             let clock = me.clock;
             let mut r = me.handle(req).await;
-            if let Some((epoch, start)) = clock {
-                let now = epoch + start.elapsed();
-                if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-                    r.headers_mut().insert(http::header::DATE, v);
-                }
-            }
-            Ok(r)
-        })
+            Routes::dated(clock, &mut r);
+            r
+        })))
     }
 }
 
@@ -397,6 +455,36 @@ mod tests {
         // Without it, the date is hyper's to add, from the wall clock.
         let r = Routes::new().call(get()).await.unwrap();
         assert!(r.headers().get(http::header::DATE).is_none());
+    }
+
+    /// A request without a body whose answer needs no waiting is answered by a future that
+    /// is ready at once (no box); a body to read, a delay or a file take the boxed path,
+    /// and both give the same responses.
+    #[tokio::test(start_paused = true)]
+    async fn answers_without_waiting_are_not_boxed() {
+        let routes = Routes::new();
+        let req = |m: Method, path: &str, body: &'static str| {
+            Request::builder()
+                .method(m)
+                .uri(path)
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap()
+        };
+        let cases = [
+            (Method::GET, "/", "", true, "hello from synack\n"),
+            (Method::GET, "/nope", "", true, "not found\n"),
+            (Method::POST, "/", "", true, "received 0 bytes\n"),
+            (Method::POST, "/", "abc", false, "received 3 bytes\n"),
+            (Method::GET, "/delay/1", "", false, "delayed 1 ms\n"),
+        ];
+        for (m, path, body, ready, text) in cases {
+            let fut = routes.call(req(m, path, body));
+            assert_eq!(matches!(fut.0, Step::Ready(_)), ready, "{path} {body:?}");
+            let r = fut.await.unwrap();
+            assert_eq!(frames(r.into_body()).await.concat(), text.as_bytes());
+        }
     }
 
     #[tokio::test]

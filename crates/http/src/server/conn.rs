@@ -152,6 +152,11 @@ impl ConnCtl {
         self.alarm_at.store(v, Ordering::SeqCst);
     }
 
+    /// How old the connection is (by the [coarse](crate::io::now) clock).
+    fn age(&self) -> Duration {
+        crate::io::now().saturating_duration_since(self.born)
+    }
+
     fn since_born(&self, t: Instant) -> u64 {
         crate::io::stamp(self.born, t)
     }
@@ -188,7 +193,7 @@ impl ConnCtl {
             st.last = if st.requests >= cfg.keepalive_requests.max(1) {
                 inc(&self.counters.closed_max_requests);
                 Some(Last::MaxRequests)
-            } else if self.born.elapsed() >= cfg.keepalive_time {
+            } else if self.age() >= cfg.keepalive_time {
                 inc(&self.counters.closed_max_time);
                 Some(Last::MaxTime)
             } else {
@@ -219,7 +224,7 @@ impl ConnCtl {
         if st.active > 0 {
             return;
         }
-        let now = Instant::now();
+        let now = crate::io::now();
         st.idle_since = now;
         if self.proto == Proto::Http1 {
             self.io.arm();
@@ -241,7 +246,7 @@ impl ConnCtl {
 
     /// Hyper asked a response body for data: the client took what came before.
     fn progressed(&self) {
-        let t = self.born.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let t = self.age().as_nanos().min(u128::from(u64::MAX)) as u64;
         self.progress.fetch_max(t, Ordering::Relaxed);
     }
 
@@ -276,7 +281,7 @@ impl ConnCtl {
                 Some(Last::Shutdown)
             } else if n >= cfg.keepalive_requests {
                 Some(Last::MaxRequests)
-            } else if self.born.elapsed() >= cfg.keepalive_time {
+            } else if self.age() >= cfg.keepalive_time {
                 Some(Last::MaxTime)
             } else {
                 None
@@ -354,33 +359,35 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A response body that marks the connection idle once hyper has written it all (and
-/// dropped it): the service's, or the server's own when it refused the request. It also
-/// notes when hyper asks it for more (the client took what came before), for
-/// `send_timeout`.
-pub struct TrackedBody<B> {
-    inner: Inner<B>,
+pin_project_lite::pin_project! {
+    /// A response body that marks the connection idle once hyper has written it all (and
+    /// dropped it): the service's, or the server's own when it refused the request. It also
+    /// notes when hyper asks it for more (the client took what came before), for
+    /// `send_timeout`. The service's body is held in place, not boxed.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: Inner<B>,
+        activity: Activity,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = InnerProj]
+    enum Inner<B> {
+        Service { #[pin] body: B },
+        Own { body: Option<Bytes> },
+    }
+}
+
+/// A response's activity: whether its body waits for the client, and the guard that ends
+/// the response when dropped (after the waiting stops).
+struct Activity {
     /// It gave hyper data (or was just made) and has not been asked for more since.
     waiting: bool,
     guard: ActiveGuard,
 }
 
-enum Inner<B> {
-    Service(Pin<Box<B>>),
-    Own(Option<Bytes>),
-}
-
-impl<B> TrackedBody<B> {
-    fn new(inner: Inner<B>, guard: ActiveGuard) -> TrackedBody<B> {
-        guard.0.progressed();
-        guard.0.start_waiting();
-        TrackedBody {
-            inner,
-            waiting: true,
-            guard,
-        }
-    }
-
+impl Activity {
     fn set_waiting(&mut self, w: bool) {
         if w != self.waiting {
             self.waiting = w;
@@ -393,10 +400,24 @@ impl<B> TrackedBody<B> {
     }
 }
 
-impl<B> Drop for TrackedBody<B> {
+impl Drop for Activity {
     fn drop(&mut self) {
         if self.waiting {
             self.guard.0.stop_waiting();
+        }
+    }
+}
+
+impl<B> TrackedBody<B> {
+    fn new(inner: Inner<B>, guard: ActiveGuard) -> TrackedBody<B> {
+        guard.0.progressed();
+        guard.0.start_waiting();
+        TrackedBody {
+            inner,
+            activity: Activity {
+                waiting: true,
+                guard,
+            },
         }
     }
 }
@@ -409,27 +430,30 @@ impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let me = self.get_mut();
-        me.guard.0.progressed();
-        let r = match &mut me.inner {
-            Inner::Service(b) => b.as_mut().poll_frame(cx),
-            Inner::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        let me = self.project();
+        me.activity.guard.0.progressed();
+        let r = match me.inner.project() {
+            InnerProj::Service { body } => body.poll_frame(cx),
+            InnerProj::Own { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
         };
-        me.set_waiting(matches!(r, Poll::Ready(Some(Ok(_)))));
+        me.activity
+            .set_waiting(matches!(r, Poll::Ready(Some(Ok(_)))));
         r
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Service(b) => b.is_end_stream(),
-            Inner::Own(b) => b.is_none(),
+            Inner::Service { body } => body.is_end_stream(),
+            Inner::Own { body } => body.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Service(b) => b.size_hint(),
-            Inner::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Service { body } => body.size_hint(),
+            Inner::Own { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }
@@ -439,9 +463,6 @@ pub(crate) struct KeepAliveService<S> {
     pub inner: S,
     pub ctl: Arc<ConnCtl>,
 }
-
-type ServiceFuture<B> =
-    Pin<Box<dyn Future<Output = Result<Response<TrackedBody<B>>, BoxError>> + Send>>;
 
 /// A response of the server's own: `status`, a line of text.
 fn own_response(status: StatusCode, body: Bytes) -> http::response::Parts {
@@ -460,50 +481,114 @@ fn own_response(status: StatusCode, body: Bytes) -> http::response::Parts {
     resp.into_parts().0
 }
 
+/// What [`ServiceFuture`] does with the service's response.
+enum Then<B> {
+    /// The `n`th HTTP/1.1 request's: the persistence headers, or the guard's refusal.
+    Http1 { n: u64, guard: ActiveGuard },
+    /// An HTTP/2 stream's: tracked as it is.
+    Http2 { guard: ActiveGuard },
+    /// No service call: this answer.
+    Ready(Result<Response<TrackedBody<B>>, BoxError>),
+}
+
+pin_project_lite::pin_project! {
+    /// [`KeepAliveService`]'s response future: the service's future held in place (no box
+    /// per request), then the policy applied to its response.
+    pub(crate) struct ServiceFuture<F, B> {
+        #[pin]
+        call: Option<F>,
+        then: Option<Then<B>>,
+    }
+}
+
+impl<F, B> ServiceFuture<F, B> {
+    fn ready(r: Result<Response<TrackedBody<B>>, BoxError>) -> ServiceFuture<F, B> {
+        ServiceFuture {
+            call: None,
+            then: Some(Then::Ready(r)),
+        }
+    }
+}
+
+impl<F, B, E> Future for ServiceFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TrackedBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.project();
+        let r = match me.call.as_pin_mut() {
+            Some(f) => Some(std::task::ready!(f.poll(cx))),
+            None => None,
+        };
+        Poll::Ready(match (me.then.take(), r) {
+            (Some(Then::Ready(out)), _) => out,
+            (Some(Then::Http1 { n, guard }), Some(r)) => http1_response(n, guard, r),
+            (Some(Then::Http2 { guard }), Some(r)) => {
+                let (parts, body) = r.map_err(Into::into)?.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    TrackedBody::new(Inner::Service { body }, guard),
+                ))
+            }
+            _ => Err("a response future polled after it completed".into()),
+        })
+    }
+}
+
+/// The `n`th HTTP/1.1 response, from the service's.
+fn http1_response<B, E: Into<BoxError>>(
+    n: u64,
+    guard: ActiveGuard,
+    r: Result<Response<B>, E>,
+) -> Result<Response<TrackedBody<B>>, BoxError> {
+    let ctl = &guard.0;
+    // The guard cut this request's body (malformed, or over the limit): the service saw it
+    // fail; the client gets the reason, whatever the service said.
+    let (mut parts, inner) = match (ctl.guard.body_reject(n), r) {
+        (Some(rej), _) => {
+            ctl.lock().last = Some(Last::Rejected);
+            ctl.count_reject();
+            let body = rej.body();
+            (
+                own_response(rej.status, body.clone()),
+                Inner::Own { body: Some(body) },
+            )
+        }
+        (None, Ok(resp)) => {
+            let (parts, body) = resp.into_parts();
+            (parts, Inner::Service { body })
+        }
+        (None, Err(e)) => return Err(e.into()),
+    };
+    ctl.decorate(&mut parts.headers, n);
+    Ok(Response::from_parts(parts, TrackedBody::new(inner, guard)))
+}
+
 impl<S, B> KeepAliveService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes>,
 {
-    fn call_http1(&self, req: Request<Incoming>) -> ServiceFuture<B> {
+    fn call_http1(&self, req: Request<Incoming>) -> ServiceFuture<S::Future, B> {
         let n = self.ctl.begin(&req);
         let guard = ActiveGuard(self.ctl.clone());
-        let ctl = self.ctl.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let r = fut.await;
-            // The guard cut this request's body (malformed, or over the limit): the service
-            // saw it fail; the client gets the reason, whatever the service said.
-            let (mut parts, inner) = match (ctl.guard.body_reject(n), r) {
-                (Some(rej), _) => {
-                    ctl.lock().last = Some(Last::Rejected);
-                    ctl.count_reject();
-                    let body = rej.body();
-                    (
-                        own_response(rej.status, body.clone()),
-                        Inner::Own(Some(body)),
-                    )
-                }
-                (None, Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    (parts, Inner::Service(Box::pin(body)))
-                }
-                (None, Err(e)) => return Err(e.into()),
-            };
-            ctl.decorate(&mut parts.headers, n);
-            Ok(Response::from_parts(parts, TrackedBody::new(inner, guard)))
-        })
+        ServiceFuture {
+            call: Some(self.inner.call(req)),
+            then: Some(Then::Http1 { n, guard }),
+        }
     }
 
-    fn call_http2(&self, req: Request<Incoming>) -> ServiceFuture<B> {
+    fn call_http2(&self, req: Request<Incoming>) -> ServiceFuture<S::Future, B> {
         if self.ctl.begin_stream().is_none() {
             // RFC 9113 §8.7: REFUSED_STREAM says the request was not processed at all, so
             // the client may retry it on another connection whatever its method.
-            return Box::pin(std::future::ready(Err(Box::new(h2::Error::from(
+            return ServiceFuture::ready(Err(Box::new(h2::Error::from(
                 h2::Reason::REFUSED_STREAM,
-            )) as BoxError)));
+            ))));
         }
         let guard = ActiveGuard(self.ctl.clone());
         let max = self.ctl.config.client_max_body_size;
@@ -522,32 +607,27 @@ where
                 declared.unwrap_or(0)
             ));
             let parts = own_response(StatusCode::PAYLOAD_TOO_LARGE, body.clone());
-            return Box::pin(std::future::ready(Ok(Response::from_parts(
+            return ServiceFuture::ready(Ok(Response::from_parts(
                 parts,
-                TrackedBody::new(Inner::Own(Some(body)), guard),
-            ))));
+                TrackedBody::new(Inner::Own { body: Some(body) }, guard),
+            )));
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let (parts, body) = fut.await.map_err(Into::into)?.into_parts();
-            Ok(Response::from_parts(
-                parts,
-                TrackedBody::new(Inner::Service(Box::pin(body)), guard),
-            ))
-        })
+        ServiceFuture {
+            call: Some(self.inner.call(req)),
+            then: Some(Then::Http2 { guard }),
+        }
     }
 }
 
 impl<S, B> Service<Request<Incoming>> for KeepAliveService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes>,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = BoxError;
-    type Future = ServiceFuture<B>;
+    type Future = ServiceFuture<S::Future, B>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         match self.ctl.proto {

@@ -10,7 +10,6 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
 
 use crate::guard::{Guarded, Limits};
 use crate::io::Tracked;
@@ -94,7 +93,7 @@ pub(crate) async fn serve<S, B>(
         }
         let deadline = ctl.deadline();
         if let Some((at, why)) = deadline {
-            if at <= Instant::now() {
+            if at <= crate::io::now() {
                 match why {
                     Timeout::Idle => inc(&counters.closed_idle),
                     Timeout::Header => inc(&counters.header_timeouts),

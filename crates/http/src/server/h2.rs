@@ -105,12 +105,12 @@ pub(crate) async fn serve<S, B>(
             }
             if shutting || ctl.lock().last.is_some() {
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
+                closing = Some(crate::io::now());
             }
         }
         let deadline = ctl.stream_deadline(closing, CLOSE_GRACE);
         if let Some((at, why)) = deadline {
-            if at <= Instant::now() {
+            if at <= crate::io::now() {
                 match why {
                     Timeout::Idle | Timeout::Header => {
                         inc(if why == Timeout::Idle {
@@ -120,7 +120,7 @@ pub(crate) async fn serve<S, B>(
                         });
                         // nginx closes an idle HTTP/2 connection with a GOAWAY too.
                         conn.as_mut().graceful_shutdown();
-                        closing = Some(Instant::now());
+                        closing = Some(crate::io::now());
                         continue;
                     }
                     Timeout::Send => {

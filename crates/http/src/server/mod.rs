@@ -394,13 +394,14 @@ async fn accept_loop<L, S, B>(
                 Ok((io, _peer)) => {
                     inc(&counters.connections);
                     inc(&counters.active_connections);
-                    conns.spawn(connection(
+                    // The connection's timeouts read the clock once per poll of its task.
+                    conns.spawn(crate::io::Coarse::new(connection(
                         io,
                         config.clone(),
                         service.clone(),
                         counters.clone(),
                         shutdown.clone(),
-                    ));
+                    )));
                 }
                 // synack's listener says NotConnected only when it is closed or its stack
                 // stopped; tokio's never does.
