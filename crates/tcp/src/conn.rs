@@ -732,6 +732,9 @@ pub struct Connection {
     rx_ce: bool,
     /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
     tx_ect: bool,
+    /// The segment size to cut the super-segment `poll_transmit_tso` just wrote at (0: a
+    /// plain segment).
+    tx_gso: u16,
 
     /// Fill in the TCP checksum of what we send (off when the device computes it or needs
     /// none: [`set_tx_checksum`](Self::set_tx_checksum)).
@@ -953,6 +956,7 @@ impl Connection {
             ecn_high: None,
             rx_ce: false,
             tx_ect: false,
+            tx_gso: 0,
             tx_checksum: true,
             stats: ConnStats::default(),
         }
@@ -1359,6 +1363,12 @@ impl Connection {
     /// 3168 §6.1.2; not SYNs, pure ACKs or retransmissions, §6.1.4–6.1.5).
     pub fn last_segment_ect(&self) -> bool {
         self.tx_ect
+    }
+
+    /// The segment size the super-segment [`poll_transmit_tso`](Self::poll_transmit_tso)
+    /// wrote last is to be cut at by the device (TSO), or 0 for a plain segment.
+    pub fn last_segment_gso(&self) -> u16 {
+        self.tx_gso
     }
 
     /// The IP header of the next segment handed to [`handle_segment`](Self::handle_segment)
@@ -3598,7 +3608,24 @@ impl Connection {
     /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
     /// the segment (the caller passes the room the MTU leaves after the IP header).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.poll_transmit_tso(now, buf, 0)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), for a device that segments TCP itself
+    /// (TSO): new data of up to `max_payload` bytes may go as one super-segment, exactly the
+    /// concatenation of the segments of [`last_segment_gso`](Self::last_segment_gso) bytes
+    /// that `poll_transmit` would have sent one after another (the same sequence numbers,
+    /// flags for the last of them, PSH if any of them had it). Everything else (retransmissions,
+    /// probes, control segments) goes as it would have. `max_payload` at or below the segment
+    /// size (0, say) is `poll_transmit`.
+    pub fn poll_transmit_tso(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_payload: usize,
+    ) -> Option<usize> {
         self.tx_ect = false;
+        self.tx_gso = 0;
         if let Some(seq) = self.rst_reply.take() {
             return Some(self.emit(now, buf, TcpFlags::RST, seq, false, 0, 0));
         }
@@ -3683,18 +3710,23 @@ impl Connection {
                 } else if self.fast_open_child && self.state == State::SynReceived {
                     // RFC 7413 §4.2.2: a Fast Open server may send data before the
                     // handshake's ACK.
-                    self.poll_transmit_synchronized(now, buf)
+                    self.poll_transmit_synchronized(now, buf, 0)
                 } else if self.state == State::SynReceived && self.ack_due == AckDue::Now {
                     Some(self.emit(now, buf, TcpFlags::ACK, self.snd_nxt, true, 0, 0))
                 } else {
                     None
                 }
             }
-            _ => self.poll_transmit_synchronized(now, buf),
+            _ => self.poll_transmit_synchronized(now, buf, max_payload),
         }
     }
 
-    fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    fn poll_transmit_synchronized(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        tso: usize,
+    ) -> Option<usize> {
         self.update_chrono(now);
         // Pacing holds data back until the next buffer's time (pure ACKs still go).
         let paced = self.rate.pacer_mut().filter(|p| !p.may_send(now));
@@ -3702,7 +3734,13 @@ impl Connection {
             p.hold();
             None
         } else {
-            self.plan(now, self.payload_room(buf.len()), buf.len())
+            // Room for the largest TCP header (60 bytes) in front of a super-segment.
+            self.plan(
+                now,
+                self.payload_room(buf.len()),
+                buf.len(),
+                tso.min(buf.len().saturating_sub(60)),
+            )
         };
         if let Some(p) = planned {
             let mut flags = TcpFlags::ACK;
@@ -3724,11 +3762,21 @@ impl Connection {
             }
             let offset = p.seq.since(self.send_buf_seq);
             let full = self.payload_room(buf.len());
+            let mss = self.snd_mss.min(full).max(1);
+            if p.len > mss {
+                // A super-segment: the device cuts it and fills in each segment's checksum
+                // (so `emit` leaves it); its segments count one each, as Linux's
+                // `tcp_skb_pcount`.
+                self.tx_gso = mss as u16;
+                let pieces = p.len.div_ceil(mss) as u32;
+                self.stats.segs_out = self.stats.segs_out.wrapping_add(pieces - 1);
+            }
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
             self.tx_ect = self.ecn && new_data;
             // Minshall's mark follows new data only: a short retransmission (or the data a SYN
-            // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`.
-            if p.len < full && p.retransmit.is_none() {
+            // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`. (A
+            // super-segment's short last segment counts.)
+            if (p.len < full || (p.len > mss && p.len % mss != 0)) && p.retransmit.is_none() {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
@@ -3864,8 +3912,10 @@ impl Connection {
         self.rcv_window().min(65535 << self.rcv_wscale)
     }
 
-    /// Decide the next segment that carries data or a FIN, if any may go now.
-    fn plan(&mut self, now: Instant, room: usize, buf_len: usize) -> Option<Planned> {
+    /// Decide the next segment that carries data or a FIN, if any may go now. With `tso` above
+    /// the segment size, new data that would go as several segments in a row goes as one
+    /// super-segment of up to `tso` bytes instead (see `poll_transmit_tso`).
+    fn plan(&mut self, now: Instant, room: usize, buf_len: usize, tso: usize) -> Option<Planned> {
         let mss = self.snd_mss.min(room);
         if mss == 0 {
             return None;
@@ -4059,6 +4109,32 @@ impl Connection {
             if !(full || half_window || whole_rwnd || tail || hole || piece || record || wakeup) {
                 return None;
             }
+            // TSO: the full segments that would follow this one in a row go with it; a short
+            // last one too if it would go after them (the end of what is queued, sent as
+            // Nagle allows, or the end of a record or of a hole), and not behind a cork.
+            // Never the CWR segment (the flag belongs to its first segment alone: RFC 3168
+            // §6.1.2) nor a resend.
+            let cwr = self.ecn && self.ecn_cwr_due;
+            let ext = avail.min(by_cwnd).min(by_rwnd).min(tso);
+            if full && ext > mss && !resend && !wakeup && !cwr && !fo_piece {
+                let whole = ext / mss * mss;
+                let rest_goes = ext > whole
+                    && ext == avail
+                    && !held
+                    && (record_end
+                        || fills_hole
+                        || (seq + ext == data_end
+                            && (!self.nagle || !small_in_flight || fin_allowed)));
+                let len = if rest_goes { ext } else { whole };
+                return Some(Planned {
+                    seq,
+                    len,
+                    fin: fin_allowed && seq + len == data_end,
+                    retransmit: None,
+                    probe: false,
+                    push: false,
+                });
+            }
         }
         Some(Planned {
             seq,
@@ -4230,7 +4306,7 @@ impl Connection {
         if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
-        if self.tx_checksum {
+        if self.tx_checksum && self.tx_gso == 0 {
             fill_checksum(&mut buf[..total], tuple.local.ip(), tuple.remote.ip());
         }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {

@@ -270,6 +270,9 @@ pub struct Transmit {
     /// The IP header's ECN field (RFC 3168 §5): ECT(0) (2) for new data of a connection that
     /// agreed to ECN, else 0.
     pub ecn: u8,
+    /// For a super-segment of [`Endpoint::poll_transmit_tso`]: the payload size the device
+    /// cuts it into segments of (TSO's `gso_size`, the MSS); 0 for a plain segment.
+    pub gso_size: u16,
 }
 
 /// The TCP of one host.
@@ -1505,6 +1508,19 @@ impl Endpoint {
     /// Write the next TCP segment into `buf` (header, payload and checksum). Returns its
     /// addresses and length, or `None` when nothing is due.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_transmit_tso(now, buf, 0)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), for a device that cuts TCP super-segments
+    /// into segments itself (TSO): a connection's new data may go as one segment of up to
+    /// `max_payload` bytes (see [`Connection::poll_transmit_tso`]), its
+    /// [`Transmit::gso_size`] the size to cut it at. `buf` must hold it.
+    pub fn poll_transmit_tso(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_payload: usize,
+    ) -> Option<Transmit> {
         if let Some(r) = self.resets.pop_front() {
             return Some(self.emit_reset(now, r, buf));
         }
@@ -1530,9 +1546,10 @@ impl Endpoint {
                 conn.cancel_challenge();
                 self.stats.challenge_acks_limited += 1;
             }
-            match conn.poll_transmit(now, buf) {
+            match conn.poll_transmit_tso(now, buf, max_payload) {
                 Some(len) => {
                     let ecn = if conn.last_segment_ect() { 2 } else { 0 };
+                    let gso_size = conn.last_segment_gso();
                     let t = conn.tuple();
                     let (src, dst) = (t.local.ip(), t.remote.ip());
                     let tuple = if self.trace.is_some() { Some(t) } else { None };
@@ -1546,7 +1563,13 @@ impl Endpoint {
                     if let Some(tuple) = tuple {
                         self.record_sent(now, tuple, &buf[..len]);
                     }
-                    return Some(Transmit { src, dst, len, ecn });
+                    return Some(Transmit {
+                        src,
+                        dst,
+                        len,
+                        ecn,
+                        gso_size,
+                    });
                 }
                 None => {
                     self.after_quiet(now, id);
@@ -1621,6 +1644,7 @@ impl Endpoint {
             dst: dst.ip(),
             len,
             ecn: 0,
+            gso_size: 0,
         }
     }
 
