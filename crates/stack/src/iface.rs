@@ -30,6 +30,33 @@ pub struct IfaceStats {
     pub icmp_echo_replies: u64,
     /// ICMP errors about our TCP segments handed to the TCP endpoint.
     pub icmp_errors: u64,
+    /// TCP super-segments received whole (several segments the kernel coalesced, GRO, or
+    /// never cut, GSO: see [`RxMeta`]).
+    pub rx_super_segments: u64,
+    /// TCP super-segments sent for the device to cut (TSO: see [`Interface::set_tso_max`]).
+    pub tx_super_segments: u64,
+}
+
+/// What a device knows of a packet it hands over beyond its bytes (a TUN device with
+/// offloads reads it from the packet's virtio-net header). The default, nothing, is a plain
+/// packet whose checksums are verified as [`ChecksumCaps::rx`] says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// The transport checksum is not to be verified: the packet never crossed a wire (the
+    /// kernel made it and left its checksum partial, virtio-net's `NEEDS_CSUM`) or the
+    /// device verified it (`DATA_VALID`).
+    pub csum_trusted: bool,
+    /// For a TCP super-segment, the size of the segments it stands for (virtio-net's
+    /// `gso_size`); 0 for a plain packet.
+    pub gso_size: u16,
+}
+
+/// What goes with a packet [`Interface::transmit_with`] hands out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxMeta {
+    /// For a TCP super-segment (TSO), the payload size the device is to cut it into
+    /// segments of; 0 for a plain packet.
+    pub gso_size: u16,
 }
 
 /// What a device does about transport checksums (TCP and UDP; the IPv4 header checksum is
@@ -66,6 +93,9 @@ impl Default for ChecksumCaps {
 /// Room before the TCP segment in the scratch buffer: enough for an IPv6 header.
 const HEADROOM: usize = 40;
 
+/// The longest TCP segment in one IP packet: IPv4's total length (65535) less its header.
+const MAX_TCP_SEGMENT: usize = 65_535 - 20;
+
 /// A host's IP layer over its TCP endpoint.
 pub struct Interface {
     addrs: Vec<IpAddr>,
@@ -78,6 +108,8 @@ pub struct Interface {
     stats: IfaceStats,
     ttl: u8,
     checksum: ChecksumCaps,
+    /// The largest TCP payload sent as one super-segment (TSO); 0: none.
+    tso_max: usize,
 }
 
 impl Interface {
@@ -95,7 +127,28 @@ impl Interface {
             stats: IfaceStats::default(),
             ttl: 64,
             checksum: ChecksumCaps::FULL,
+            tso_max: 0,
         }
+    }
+
+    /// Lets TCP send new data in super-segments of up to `max_payload` bytes (at most what
+    /// one IP packet holds), for a device that cuts them into segments itself (TCP
+    /// segmentation offload: a TUN device with `IFF_VNET_HDR` and `TUN_F_TSO4/6`); each goes
+    /// out of [`transmit_with`](Self::transmit_with) with the size to cut it at. 0 (the
+    /// default) turns it off.
+    pub fn set_tso_max(&mut self, max_payload: usize) {
+        self.tso_max = max_payload.min(MAX_TCP_SEGMENT - 60);
+        let room = if self.tso_max > 0 {
+            MAX_TCP_SEGMENT.max(self.mtu)
+        } else {
+            self.mtu
+        };
+        self.scratch.resize(HEADROOM + room, 0);
+    }
+
+    /// See [`set_tso_max`](Self::set_tso_max).
+    pub fn tso_max(&self) -> usize {
+        self.tso_max
     }
 
     /// What the device does about checksums (see [`ChecksumCaps`]); a driver sets it from
@@ -163,6 +216,13 @@ impl Interface {
 
     /// An IP packet arrived.
     pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.receive_with(now, packet, RxMeta::default());
+    }
+
+    /// An IP packet arrived with what the device knows of it: a TCP super-segment (GRO) is
+    /// handed to TCP whole, as one segment longer than the MSS (nothing in RFC 9293 bounds a
+    /// received segment but the window); a checksum the device vouches for is not verified.
+    pub fn receive_with(&mut self, now: Instant, packet: &[u8], meta: RxMeta) {
         self.stats.rx_packets += 1;
         let (ip, payload) = match IpRepr::parse(packet) {
             Ok(p) => p,
@@ -181,10 +241,15 @@ impl Interface {
         }
         match ip.protocol() {
             IpProtocol::Tcp => {
-                match TcpRepr::parse(payload, self.checksum.rx.then(|| (ip.src(), ip.dst()))) {
-                    Ok(seg) => self
-                        .tcp
-                        .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg),
+                let verify = self.checksum.rx && !meta.csum_trusted;
+                match TcpRepr::parse(payload, verify.then(|| (ip.src(), ip.dst()))) {
+                    Ok(seg) => {
+                        if meta.gso_size > 0 && seg.payload.len() > usize::from(meta.gso_size) {
+                            self.stats.rx_super_segments += 1;
+                        }
+                        self.tcp
+                            .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg)
+                    }
                     Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
                     Err(_) => self.stats.rx_malformed_transport += 1,
                 }
@@ -299,33 +364,51 @@ impl Interface {
 
     /// Hand every packet due now to `send`, one call per packet.
     pub fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
+        self.transmit_with(now, &mut |p, _| send(p));
+    }
+
+    /// As [`transmit`](Self::transmit), each packet with what the device is to do with it
+    /// (cut a TCP super-segment: [`set_tso_max`](Self::set_tso_max)).
+    pub fn transmit_with(&mut self, now: Instant, send: &mut dyn FnMut(&[u8], TxMeta)) {
         while let Some(p) = self.queued.pop_front() {
             self.stats.tx_packets += 1;
-            send(&p);
+            send(&p, TxMeta::default());
         }
         while let Some(p) = self.udp.poll_transmit() {
             self.stats.tx_packets += 1;
-            send(&p);
+            send(&p, TxMeta::default());
         }
-        while let Some(len) = self.transmit_one(now) {
+        while let Some((start, end, gso_size)) = self.transmit_one(now) {
             self.stats.tx_packets += 1;
-            let (start, end) = len;
-            send(&self.scratch[start..end]);
+            if gso_size > 0 {
+                self.stats.tx_super_segments += 1;
+            }
+            send(&self.scratch[start..end], TxMeta { gso_size });
         }
     }
 
-    /// Write the next TCP packet into the scratch buffer; returns its range there.
-    fn transmit_one(&mut self, now: Instant) -> Option<(usize, usize)> {
+    /// Write the next TCP packet into the scratch buffer; returns its range there and the
+    /// size to cut it at (0: a plain segment).
+    fn transmit_one(&mut self, now: Instant) -> Option<(usize, usize, u16)> {
         let Interface {
-            tcp, scratch, ttl, ..
+            tcp,
+            scratch,
+            ttl,
+            tso_max,
+            mtu,
+            ..
         } = self;
-        let t = tcp.poll_transmit(now, &mut scratch[HEADROOM..])?;
+        let t = if *tso_max > 0 {
+            tcp.poll_transmit_tso(now, &mut scratch[HEADROOM..], *tso_max)?
+        } else {
+            tcp.poll_transmit(now, &mut scratch[HEADROOM..HEADROOM + *mtu])?
+        };
         let mut ip = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, *ttl)?;
         // ECT(0) on the new data of a connection that agreed to ECN (RFC 3168 §6.1.2).
         ip.set_ecn(t.ecn);
         let start = HEADROOM - ip.header_len();
         ip.emit(&mut scratch[start..HEADROOM]);
-        Some((start, HEADROOM + t.len))
+        Some((start, HEADROOM + t.len, t.gso_size))
     }
 
     /// The next deadline, if any.

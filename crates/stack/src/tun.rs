@@ -10,11 +10,14 @@
 //! attaches to that device (a persistent one, made by `ip tuntap add`); the device made here is
 //! not persistent and disappears with the descriptor.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
+use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+
 use crate::net::Device;
+use crate::{RxMeta, TxMeta};
 
 /// How to create (or attach to) a TUN device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +47,14 @@ impl TunConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunOptions {
     /// Opens the device with `IFF_VNET_HDR` and the TCP offloads (`TUN_F_CSUM`, `TUN_F_TSO4`,
-    /// `TUN_F_TSO6`), as virtio-net does: the kernel may hand over one TCP segment of up to
-    /// 64 KiB with a partial checksum, which is split here into MTU-sized segments with
-    /// complete checksums before the stack sees them; and consecutive segments the stack
-    /// sends in one batch are coalesced here into one such segment, which the kernel takes in
-    /// one write.
+    /// `TUN_F_TSO6`), as virtio-net does. The kernel may then hand over one TCP segment of up
+    /// to 64 KiB with a partial checksum (GSO, or segments it coalesced: GRO), which goes to
+    /// the stack's TCP whole, in one read and no copy (see [`classify_rx`]); what cannot go
+    /// whole (ECN's CE or CWR on it, UDP) is split here into MTU-sized packets with complete
+    /// checksums. The other way, the stack's TCP sends new data in super-segments of up to
+    /// 64 KiB ([`Device::tso_max`]), written with a virtio-net header that has the kernel cut
+    /// them (TSO); consecutive plain segments the stack sends in one batch are coalesced
+    /// here into one such segment.
     pub offload: bool,
     /// At most this many packets the stack sends are held and written together when the
     /// driver has emitted everything it had (or when the batch is full); 1 writes each packet
@@ -75,8 +81,6 @@ struct Batch {
     tx: Vec<Vec<u8>>,
     tx_len: usize,
     gro: tun_rs::GROTable,
-    /// One raw read: the virtio-net header and a packet of up to 64 KiB.
-    rx_raw: Vec<u8>,
     /// The segments of the last read, `rx_sizes[i]` bytes each; `rx_next..rx_count` are not
     /// handed to the stack yet.
     rx: Vec<Vec<u8>>,
@@ -85,6 +89,13 @@ struct Batch {
     rx_count: usize,
     /// Reads dropped because the packet could not be split (malformed offload metadata).
     rx_dropped: u64,
+    /// What the device knows of the packet handed over last.
+    rx_meta: RxMeta,
+    /// TCP super-segments handed over whole, and reads split.
+    rx_whole: u64,
+    rx_split: u64,
+    /// Super-segments written for the kernel to cut (TSO).
+    tx_tso: u64,
 }
 
 /// An open TUN device (layer 3, no packet information header): by default one IP packet per
@@ -233,19 +244,15 @@ impl TunDevice {
                 tx: Vec::new(),
                 tx_len: 0,
                 gro: tun_rs::GROTable::default(),
-                rx_raw: vec![
-                    0;
-                    if options.offload {
-                        headroom + 65_535
-                    } else {
-                        0
-                    }
-                ],
                 rx: vec![vec![0; usize::from(config.mtu).max(1280)]; segs],
                 rx_sizes: vec![0; segs],
                 rx_next: 0,
                 rx_count: 0,
                 rx_dropped: 0,
+                rx_meta: RxMeta::default(),
+                rx_whole: 0,
+                rx_split: 0,
+                tx_tso: 0,
             })
         }
     }
@@ -254,6 +261,14 @@ impl TunDevice {
     /// offloads).
     pub fn rx_dropped(&self) -> u64 {
         self.batch.as_ref().map_or(0, |b| b.rx_dropped)
+    }
+
+    /// What the offloads did so far: (TCP super-segments handed to the stack whole, reads
+    /// split into packets here, super-segments written for the kernel to cut).
+    pub fn offload_counts(&self) -> (u64, u64, u64) {
+        self.batch
+            .as_ref()
+            .map_or((0, 0, 0), |b| (b.rx_whole, b.rx_split, b.tx_tso))
     }
 
     /// The interface name.
@@ -310,19 +325,50 @@ impl Device for TunDevice {
         let Some(b) = self.batch.as_mut().filter(|b| b.offload) else {
             return self.dev.poll_recv(cx, buf);
         };
+        b.rx_meta = RxMeta::default();
         if let Some(n) = b.pop_rx(buf) {
             return Poll::Ready(Ok(n));
         }
         loop {
-            match self
+            // The virtio-net header apart, the packet straight into the driver's buffer.
+            let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+            let read = self
                 .dev
-                .try_recv_multiple(&mut b.rx_raw, &mut b.rx, &mut b.rx_sizes, 0)
-            {
-                Ok(count) => {
-                    b.rx_next = 0;
-                    b.rx_count = count;
-                    if let Some(n) = b.pop_rx(buf) {
-                        return Poll::Ready(Ok(n));
+                .try_recv_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)]);
+            match read {
+                Ok(len) => {
+                    let n = len.saturating_sub(VIRTIO_NET_HDR_LEN);
+                    let hdr = VirtioNetHdr::decode(&hdr)?;
+                    match classify_rx(&hdr, &mut buf[..n]) {
+                        RxAction::Whole(meta) => {
+                            if meta.gso_size > 0 {
+                                b.rx_whole += 1;
+                            }
+                            b.rx_meta = meta;
+                            return Poll::Ready(Ok(n));
+                        }
+                        RxAction::Split(hdr) => {
+                            b.rx_split += 1;
+                            let v6 = buf[0] >> 4 == 6;
+                            match tun_rs::gso_split(
+                                &mut buf[..n],
+                                hdr,
+                                &mut b.rx,
+                                &mut b.rx_sizes,
+                                0,
+                                v6,
+                            ) {
+                                Ok(count) => {
+                                    b.rx_next = 0;
+                                    b.rx_count = count;
+                                    if let Some(n) = b.pop_rx(buf) {
+                                        return Poll::Ready(Ok(n));
+                                    }
+                                }
+                                Err(_) => b.rx_dropped += 1,
+                            }
+                        }
+                        RxAction::Drop => b.rx_dropped += 1,
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -334,6 +380,69 @@ impl Device for TunDevice {
                 }
                 Err(e) if os_error(&e) => return Poll::Ready(Err(e)),
                 Err(_) => b.rx_dropped += 1,
+            }
+        }
+    }
+
+    fn rx_meta(&self) -> RxMeta {
+        self.batch.as_ref().map_or(RxMeta::default(), |b| b.rx_meta)
+    }
+
+    fn tso_max(&self) -> usize {
+        if self.batch.as_ref().is_some_and(|b| b.offload) {
+            64 * 1024
+        } else {
+            0
+        }
+    }
+
+    fn poll_send_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        packet: &[u8],
+        meta: TxMeta,
+    ) -> Poll<io::Result<()>> {
+        let Some(b) = self
+            .batch
+            .as_mut()
+            .filter(|b| b.offload && meta.gso_size > 0)
+        else {
+            return self.poll_send(cx, packet);
+        };
+        let Some(tso) = tso_header(packet, meta.gso_size) else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TCP super-segment whose headers cannot be read",
+            )));
+        };
+        // What the batch holds was sent before this.
+        b.flush(&self.dev)?;
+        let mut vnet = [0u8; VIRTIO_NET_HDR_LEN];
+        tso.hdr.encode(&mut vnet)?;
+        let at = tso.csum_at;
+        loop {
+            // Four pieces, so that the stack's buffer is written as it is: the virtio-net
+            // header, the packet up to the checksum, the pseudo-header's sum in its place, the
+            // rest.
+            let iov = [
+                IoSlice::new(&vnet),
+                IoSlice::new(&packet[..at]),
+                IoSlice::new(&tso.partial),
+                IoSlice::new(&packet[at + 2..]),
+            ];
+            match self.dev.try_send_vectored(&iov) {
+                Ok(_) => {
+                    b.tx_tso += 1;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.dev.poll_writable(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -372,4 +481,178 @@ impl Device for TunDevice {
             None => Ok(()),
         }
     }
+}
+
+/// virtio-net header flags and GSO types (Linux's `include/uapi/linux/virtio_net.h`).
+const F_NEEDS_CSUM: u8 = 1;
+const F_DATA_VALID: u8 = 2;
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
+const GSO_ECN: u8 = 0x80;
+
+/// What to do with a packet read with its virtio-net header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RxAction {
+    /// Hand it to the stack as it is (its checksum completed here if it was partial and not
+    /// TCP's), with this metadata.
+    Whole(RxMeta),
+    /// Cut it into packets here (tun-rs's `gso_split`), with this header (its `hdr_len`
+    /// computed from the packet).
+    Split(VirtioNetHdr),
+    /// Unusable offload metadata: a counted drop.
+    Drop,
+}
+
+/// The IP header's length and protocol, and the offset of the transport header: IPv4 with
+/// its options, IPv6 without extension headers (the kernel's GSO packets have none).
+fn ip_layout(p: &[u8]) -> Option<(u8, usize, u8)> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            (ihl >= 20 && p.len() >= ihl).then(|| (4, ihl, p[9]))
+        }
+        6 => (p.len() >= 40).then(|| (6, 40, p[6])),
+        _ => None,
+    }
+}
+
+/// What to do with packet `p` the kernel handed over with virtio-net header `hdr`.
+///
+/// A TCP GSO packet (`gso_type` TCPV4/TCPV6 with a `gso_size`, `NEEDS_CSUM`: its checksum
+/// partial, never crossed a wire) goes to TCP whole, one segment of up to 64 KiB, as Linux's
+/// GRO hands a coalesced segment up; its checksum is not verified (the kernel made it). Cut
+/// here instead: one with CE in its IP header or `GSO_ECN` (ECN counts marks per segment;
+/// CWR belongs to the first segment alone), one whose IP length disagrees with what was read,
+/// and UDP (the stack's UDP layer coalesces datagrams again itself). A packet without GSO and
+/// with a partial checksum is TCP's as it is (checksum trusted), or anything else's with the
+/// checksum completed here. Metadata that does not fit the packet is a drop, never a panic.
+pub(crate) fn classify_rx(hdr: &VirtioNetHdr, p: &mut [u8]) -> RxAction {
+    let Some((version, ip_len, proto)) = ip_layout(p) else {
+        return RxAction::Drop;
+    };
+    let needs_csum = hdr.flags & F_NEEDS_CSUM != 0;
+    let csum_start = usize::from(hdr.csum_start);
+    let csum_at = csum_start + usize::from(hdr.csum_offset);
+    if needs_csum && csum_at + 2 > p.len() {
+        return RxAction::Drop;
+    }
+    let gso = hdr.gso_type & !GSO_ECN;
+    if gso == GSO_NONE {
+        if !needs_csum {
+            return RxAction::Whole(RxMeta {
+                csum_trusted: hdr.flags & F_DATA_VALID != 0,
+                gso_size: 0,
+            });
+        }
+        if proto == 6 && csum_start == ip_len && hdr.csum_offset == 16 {
+            return RxAction::Whole(RxMeta {
+                csum_trusted: true,
+                gso_size: 0,
+            });
+        }
+        // Complete the checksum: it covers csum_start on, starting from the pseudo-header's
+        // sum the kernel left in the field (virtio 1.1 §5.1.6.2.1).
+        let initial = u64::from(u16::from_be_bytes([p[csum_at], p[csum_at + 1]]));
+        p[csum_at] = 0;
+        p[csum_at + 1] = 0;
+        let sum = synack_wire::checksum::checksum(&p[csum_start..], initial);
+        p[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+        return RxAction::Whole(RxMeta::default());
+    }
+    let tcp = match gso {
+        GSO_TCPV4 => version == 4,
+        GSO_TCPV6 => version == 6,
+        GSO_UDP_L4 => false,
+        _ => return RxAction::Drop,
+    };
+    if hdr.gso_size == 0 || !needs_csum || csum_start != ip_len {
+        return RxAction::Drop;
+    }
+    let l4_len = if tcp {
+        if proto != 6 || hdr.csum_offset != 16 {
+            return RxAction::Drop;
+        }
+        match p.get(ip_len + 12) {
+            Some(&b) if (20..=60).contains(&(usize::from(b >> 4) * 4)) => usize::from(b >> 4) * 4,
+            _ => return RxAction::Drop,
+        }
+    } else {
+        if proto != 17 || hdr.csum_offset != 6 {
+            return RxAction::Drop;
+        }
+        8
+    };
+    let hdr_len = ip_len + l4_len;
+    if p.len() < hdr_len {
+        return RxAction::Drop;
+    }
+    let mut split = *hdr;
+    split.hdr_len = hdr_len as u16;
+    let ip_total = if version == 4 {
+        usize::from(u16::from_be_bytes([p[2], p[3]]))
+    } else {
+        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
+    };
+    let ce = if version == 4 {
+        p[1] & 3 == 3
+    } else {
+        (p[1] >> 4) & 3 == 3
+    };
+    if !tcp || ce || hdr.gso_type & GSO_ECN != 0 || ip_total != p.len() {
+        return RxAction::Split(split);
+    }
+    RxAction::Whole(RxMeta {
+        csum_trusted: true,
+        gso_size: hdr.gso_size,
+    })
+}
+
+/// The virtio-net header of a TCP super-segment to write, and its checksum field.
+pub(crate) struct TsoHeader {
+    pub(crate) hdr: VirtioNetHdr,
+    /// Where the TCP checksum is in the packet.
+    pub(crate) csum_at: usize,
+    /// What goes there: the pseudo-header's folded sum, which the kernel completes per
+    /// segment (a partial checksum, `NEEDS_CSUM`).
+    pub(crate) partial: [u8; 2],
+}
+
+/// The virtio-net header that has the kernel cut TCP packet `p` into segments of `gso_size`
+/// payload bytes (TSO: `GSO_TCPV4`/`GSO_TCPV6`, `hdr_len` the IP and TCP headers,
+/// `csum_start`/`csum_offset` the TCP checksum, `NEEDS_CSUM`). `None` if `p` is no TCP
+/// packet.
+pub(crate) fn tso_header(p: &[u8], gso_size: u16) -> Option<TsoHeader> {
+    let (version, ip_len, proto) = ip_layout(p)?;
+    let tcp_len = usize::from(p.get(ip_len + 12)? >> 4) * 4;
+    if proto != 6 || tcp_len < 20 || p.len() < ip_len + tcp_len {
+        return None;
+    }
+    let (src, dst): (IpAddr, IpAddr) = if version == 4 {
+        (
+            <[u8; 4]>::try_from(&p[12..16]).ok()?.into(),
+            <[u8; 4]>::try_from(&p[16..20]).ok()?.into(),
+        )
+    } else {
+        (
+            <[u8; 16]>::try_from(&p[8..24]).ok()?.into(),
+            <[u8; 16]>::try_from(&p[24..40]).ok()?.into(),
+        )
+    };
+    let seg_len = u32::try_from(p.len() - ip_len).ok()?;
+    let sum = synack_wire::checksum::pseudo_header_sum(src, dst, 6, seg_len);
+    let partial = synack_wire::checksum::fold(sum).to_be_bytes();
+    Some(TsoHeader {
+        hdr: VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if version == 4 { GSO_TCPV4 } else { GSO_TCPV6 },
+            hdr_len: (ip_len + tcp_len) as u16,
+            gso_size,
+            csum_start: ip_len as u16,
+            csum_offset: 16,
+        },
+        csum_at: ip_len + 16,
+        partial,
+    })
 }

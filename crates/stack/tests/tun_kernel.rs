@@ -200,6 +200,7 @@ fn transfer_with(fam: Fam, impair: Option<PathConfig>, tag: &str, options: TunOp
     let tag = tag.to_owned();
     ns.run(move || {
         runtime().block_on(async move {
+            let impaired = impair.is_some();
             let stack = open_stack_with(impair, options);
             // Kernel client → synack listener.
             let listener = TcpListener::bind(&stack, (fam.ours(), 7000)).await.unwrap();
@@ -233,10 +234,19 @@ fn transfer_with(fam: Fam, impair: Option<PathConfig>, tag: &str, options: TunOp
             assert_eq!(join(server).await.unwrap(), total, "synack → kernel");
             let st = stack.tcp_stats();
             let dev = stack.device_stats().unwrap();
+            let ifs = stack.iface_stats();
             eprintln!(
-                "{fam:?} {tag}: tcp {st:?}\ndevice {dev:?}\nimpairment {:?}",
+                "{fam:?} {tag}: tcp {st:?}\ndevice {dev:?}\niface {ifs:?}\nimpairment {:?}",
                 stack.impairment_stats()
             );
+            if options.offload {
+                // The kernel's GSO packets reached TCP whole (through the receive impairment
+                // too), and without a send impairment synack sent super-segments (TSO).
+                assert!(ifs.rx_super_segments > 0, "no super-segment received whole");
+                if !impaired {
+                    assert!(ifs.tx_super_segments > 0, "no super-segment sent");
+                }
+            }
         })
     });
 }
@@ -561,6 +571,24 @@ fn tcp_v4_transfer_with_offload_and_loss() {
         transfer_with(Fam::V4, None, "offload", options);
         let hostile = PathConfig::default().with_loss(0.01);
         transfer_with(Fam::V4, Some(hostile), "offload-lossy", options);
+    }
+}
+
+/// The same over IPv6 (GSO_TCPV6 both ways), and over IPv4 with offloads but one write per
+/// packet (super-segments both ways, no batch).
+#[test]
+fn tcp_transfer_with_offload_v6_and_unbatched() {
+    if privileged("tcp_transfer_with_offload_v6_and_unbatched") {
+        let options = TunOptions {
+            offload: true,
+            batch: 64,
+        };
+        transfer_with(Fam::V6, None, "offload-v6", options);
+        let unbatched = TunOptions {
+            offload: true,
+            batch: 1,
+        };
+        transfer_with(Fam::V4, None, "offload-b1", unbatched);
     }
 }
 

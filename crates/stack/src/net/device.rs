@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::sim::rng::Xoshiro256StarStar;
 use crate::sim::{PathConfig, PathStats};
+use crate::{RxMeta, TxMeta};
 
 /// A packet device: raw IP packets in and out, one per call (a TUN device, a pipe).
 ///
@@ -41,6 +42,34 @@ pub trait Device: Send + 'static {
     fn checksum_caps(&self) -> crate::ChecksumCaps {
         crate::ChecksumCaps::FULL
     }
+
+    /// What the device knows of the packet the last [`poll_recv`](Self::poll_recv) returned
+    /// (asked right after it): a checksum it vouches for, a TCP super-segment (GRO). By
+    /// default nothing.
+    fn rx_meta(&self) -> RxMeta {
+        RxMeta::default()
+    }
+
+    /// The largest TCP payload the device takes in one packet and cuts into segments itself
+    /// (TCP segmentation offload); 0, the default, for none. When above the MSS, the driver
+    /// lets TCP send super-segments of up to this many bytes, through
+    /// [`poll_send_with`](Self::poll_send_with).
+    fn tso_max(&self) -> usize {
+        0
+    }
+
+    /// As [`poll_send`](Self::poll_send), with what the device is to do with the packet: a
+    /// [`TxMeta::gso_size`] above 0 (only when [`tso_max`](Self::tso_max) is) asks it to cut
+    /// a TCP super-segment into segments of that payload size. By default `poll_send`.
+    fn poll_send_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        packet: &[u8],
+        meta: TxMeta,
+    ) -> Poll<io::Result<()>> {
+        let _ = meta;
+        self.poll_send(cx, packet)
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -55,6 +84,20 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn checksum_caps(&self) -> crate::ChecksumCaps {
         (**self).checksum_caps()
+    }
+    fn rx_meta(&self) -> RxMeta {
+        (**self).rx_meta()
+    }
+    fn tso_max(&self) -> usize {
+        (**self).tso_max()
+    }
+    fn poll_send_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        packet: &[u8],
+        meta: TxMeta,
+    ) -> Poll<io::Result<()>> {
+        (**self).poll_send_with(cx, packet, meta)
     }
 }
 
@@ -158,6 +201,7 @@ struct Held {
     at: Instant,
     seq: u64,
     bytes: Vec<u8>,
+    meta: RxMeta,
 }
 
 impl PartialEq for Held {
@@ -203,6 +247,12 @@ impl Impairment {
 
     /// A packet enters the path at `now`.
     pub(crate) fn offer(&mut self, now: Instant, packet: &[u8]) {
+        self.offer_with(now, packet, RxMeta::default());
+    }
+
+    /// A packet enters the path at `now` with what its device knew of it (kept, but a
+    /// corrupted packet's checksum is no longer vouched for).
+    pub(crate) fn offer_with(&mut self, now: Instant, packet: &[u8], meta: RxMeta) {
         self.stats.sent += 1;
         let loss = self.rng.next_f64();
         let corrupt = self.rng.next_f64();
@@ -227,36 +277,44 @@ impl Impairment {
         // An intact copy, delivered right after the original (taken before corruption, as
         // netem does).
         let copy = (duplicate < self.cfg.duplicate).then(|| bytes.clone());
+        let mut first = meta;
         if corrupt < self.cfg.corrupt && !bytes.is_empty() {
             let bit = corrupt_bit % (bytes.len() as u64 * 8);
             bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
             self.stats.corrupted += 1;
+            first.csum_trusted = false;
         }
-        self.push(at, bytes);
+        self.push(at, bytes, first);
         if let Some(copy) = copy {
             self.stats.duplicated += 1;
-            self.push(at, copy);
+            self.push(at, copy, meta);
         }
     }
 
-    fn push(&mut self, at: Instant, bytes: Vec<u8>) {
+    fn push(&mut self, at: Instant, bytes: Vec<u8>, meta: RxMeta) {
         self.seq += 1;
         self.held.push(Reverse(Held {
             at,
             seq: self.seq,
             bytes,
+            meta,
         }));
     }
 
     /// The next packet due at `now`, in (due time, arrival) order.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.pop_due_with(now).map(|(p, _)| p)
+    }
+
+    /// As `pop_due`, with what the device knew of the packet.
+    pub(crate) fn pop_due_with(&mut self, now: Instant) -> Option<(Vec<u8>, RxMeta)> {
         if self.held.peek()?.0.at > now {
             return None;
         }
         let Reverse(h) = self.held.pop()?;
         self.stats.delivered += 1;
         self.stats.bytes_delivered += h.bytes.len() as u64;
-        Some(h.bytes)
+        Some((h.bytes, h.meta))
     }
 
     /// When the next held packet is due.

@@ -17,7 +17,7 @@ use synack_tcp::{ConnId, Connection, Instant, ListenerId, State, TraceRecord};
 use crate::net::flow;
 use crate::net::udp::UdpLayer;
 use crate::sim::Node;
-use crate::Interface;
+use crate::{Interface, RxMeta, TxMeta};
 
 /// A callback the driver hands every trace record of a host to (with tracing switched on):
 /// segments, state changes, retransmissions, congestion events.
@@ -167,23 +167,35 @@ impl Host {
 
     /// An IP packet arrives (the one way in).
     pub(crate) fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.receive_with(now, packet, RxMeta::default());
+    }
+
+    /// An IP packet arrives with what its device knows of it (a TCP super-segment, a
+    /// checksum the device vouches for).
+    pub(crate) fn receive_with(&mut self, now: Instant, packet: &[u8], meta: RxMeta) {
         self.touch(flow::rx_flow(packet));
-        self.iface.receive(now, packet);
+        self.iface.receive_with(now, packet, meta);
     }
 
     /// Every packet due now goes to `send` (the one way out).
     pub(crate) fn transmit(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
+        self.transmit_with(now, &mut |p, _| send(p));
+    }
+
+    /// As [`transmit`](Self::transmit), each packet with what the device is to do with it
+    /// (cut a TCP super-segment).
+    pub(crate) fn transmit_with(&mut self, now: Instant, send: &mut dyn FnMut(&[u8], TxMeta)) {
         let Host {
             iface,
             by_flow,
             dirty,
             ..
         } = self;
-        iface.transmit(now, &mut |p: &[u8]| {
+        iface.transmit_with(now, &mut |p: &[u8], meta| {
             if let Some(id) = flow::tx_flow(p).and_then(|f| by_flow.get(&f)) {
                 dirty.push(*id);
             }
-            send(p)
+            send(p, meta)
         });
     }
 

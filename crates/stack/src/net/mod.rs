@@ -96,7 +96,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::pcap::PcapWriter;
 use crate::sim::rng::mix64;
 use crate::sim::{HostId, NetStats, Network, Node, PathConfig, PathStats, Tap};
-use crate::{IfaceStats, Interface};
+use crate::{IfaceStats, Interface, RxMeta, TxMeta};
 
 use device::Impairment;
 use host::Host;
@@ -191,14 +191,14 @@ impl DeviceCore {
         }
     }
 
-    /// A packet read from the device.
-    fn input(&mut self, now: Instant, p: &[u8]) {
+    /// A packet read from the device, with what the device knew of it.
+    fn input(&mut self, now: Instant, p: &[u8], meta: RxMeta) {
         self.stats.rx_packets += 1;
         match self.rx_impair.as_mut() {
-            Some(imp) => imp.offer(now, p),
+            Some(imp) => imp.offer_with(now, p, meta),
             None => {
                 Self::capture(&mut self.pcap, &mut self.pcap_error, now, p);
-                self.host.receive(now, p);
+                self.host.receive_with(now, p, meta);
             }
         }
     }
@@ -206,9 +206,9 @@ impl DeviceCore {
     /// Delivers the packets the receive impairment releases now, and runs due timers.
     fn advance(&mut self, now: Instant) {
         if let Some(imp) = self.rx_impair.as_mut() {
-            while let Some(p) = imp.pop_due(now) {
+            while let Some((p, meta)) = imp.pop_due_with(now) {
                 Self::capture(&mut self.pcap, &mut self.pcap_error, now, &p);
-                self.host.receive(now, &p);
+                self.host.receive_with(now, &p, meta);
             }
         }
         if self.host.poll_timeout().is_some_and(|t| t <= now) {
@@ -217,7 +217,7 @@ impl DeviceCore {
     }
 
     /// Everything the host sends now, through the send impairment, to `send`.
-    fn output(&mut self, now: Instant, send: &mut dyn FnMut(&[u8])) {
+    fn output(&mut self, now: Instant, send: &mut dyn FnMut(&[u8], TxMeta)) {
         let DeviceCore {
             host,
             tx_impair,
@@ -225,16 +225,17 @@ impl DeviceCore {
             pcap_error,
             ..
         } = self;
-        host.transmit(now, &mut |p: &[u8]| {
+        host.transmit_with(now, &mut |p: &[u8], meta| {
             Self::capture(pcap, pcap_error, now, p);
             match tx_impair.as_mut() {
+                // (No super-segments behind a send impairment: see `new_multiqueue_on`.)
                 Some(imp) => imp.offer(now, p),
-                None => send(p),
+                None => send(p, meta),
             }
         });
         if let Some(imp) = tx_impair.as_mut() {
             while let Some(p) = imp.pop_due(now) {
-                send(&p);
+                send(&p, TxMeta::default());
             }
         }
     }
@@ -491,7 +492,13 @@ impl Stack {
         let mut shards = Vec::with_capacity(n);
         for i in 0..n {
             let shard_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let iface = Interface::new(config.tcp.clone(), &config.addrs, secret);
+            let mut iface = Interface::new(config.tcp.clone(), &config.addrs, secret);
+            // What the device does for the stack: checksums, and TCP segmentation (TSO),
+            // which the send impairment (a packet at a time) leaves off.
+            iface.set_checksum(queues[i].checksum_caps());
+            if config.impair_tx.is_none() {
+                iface.set_tso_max(queues[i].tso_max());
+            }
             let core = DeviceCore {
                 host: Host::new(iface),
                 rx_impair: config
@@ -758,8 +765,8 @@ impl Drop for SimNet {
 /// wrong queue.
 struct Steer {
     me: usize,
-    peers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    peers: Vec<mpsc::UnboundedSender<(Vec<u8>, RxMeta)>>,
+    rx: mpsc::UnboundedReceiver<(Vec<u8>, RxMeta)>,
 }
 
 impl Steer {
@@ -782,18 +789,18 @@ impl Steer {
     }
 
     /// Whether `p`, read from this shard's queue, is another shard's: then it is handed on.
-    fn forward(&self, p: &[u8]) -> bool {
+    fn forward(&self, p: &[u8], meta: RxMeta) -> bool {
         let owner = flow::rx_shard(p, self.peers.len());
         if owner == self.me {
             return false;
         }
         // A closed channel means that shard's driver stopped: the packet is dropped.
-        let _ = self.peers[owner].send(p.to_vec());
+        let _ = self.peers[owner].send((p.to_vec(), meta));
         true
     }
 }
 
-async fn steered(steer: &mut Option<Steer>) -> Option<Vec<u8>> {
+async fn steered(steer: &mut Option<Steer>) -> Option<(Vec<u8>, RxMeta)> {
     match steer {
         Some(s) => s.rx.recv().await,
         None => std::future::pending().await,
@@ -803,13 +810,14 @@ async fn steered(steer: &mut Option<Steer>) -> Option<Vec<u8>> {
 /// Sends `p` to the device now if it takes it, else keeps it (in order) for later.
 fn send_or_keep<D: Device>(
     dev: &mut D,
-    backlog: &mut VecDeque<Vec<u8>>,
+    backlog: &mut VecDeque<(Vec<u8>, TxMeta)>,
     stats: &mut DeviceStats,
     p: &[u8],
+    meta: TxMeta,
 ) {
     if backlog.is_empty() {
         let mut cx = Context::from_waker(Waker::noop());
-        match dev.poll_send(&mut cx, p) {
+        match dev.poll_send_with(&mut cx, p, meta) {
             Poll::Ready(Ok(())) => {
                 stats.tx_packets += 1;
                 return;
@@ -822,7 +830,7 @@ fn send_or_keep<D: Device>(
         }
     }
     if backlog.len() < BACKLOG_LIMIT {
-        backlog.push_back(p.to_vec());
+        backlog.push_back((p.to_vec(), meta));
     } else {
         stats.tx_dropped += 1;
     }
@@ -830,7 +838,7 @@ fn send_or_keep<D: Device>(
 
 /// What woke the device driver.
 enum DevEvent {
-    Received(io::Result<usize>),
+    Received(io::Result<usize>, RxMeta),
     Drained { sent: u64, errors: u64 },
 }
 
@@ -844,10 +852,10 @@ async fn device_driver<D: Device>(
 ) {
     // Large enough for any packet a TUN device can hand over.
     let mut buf = vec![0u8; 65_536];
-    let mut held: Option<io::Result<usize>> = None;
-    let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut held: Option<(io::Result<usize>, RxMeta)> = None;
+    let mut backlog: VecDeque<(Vec<u8>, TxMeta)> = VecDeque::new();
     let mut drained = (0u64, 0u64);
-    let mut from_shards: Vec<Vec<u8>> = Vec::new();
+    let mut from_shards: Vec<(Vec<u8>, RxMeta)> = Vec::new();
     loop {
         let deadline = {
             let mut guard = shared.lock();
@@ -873,19 +881,19 @@ async fn device_driver<D: Device>(
                     from_shards.push(p);
                 }
             }
-            for p in from_shards.drain(..) {
+            for (p, meta) in from_shards.drain(..) {
                 core.stats.rx_from_shards += 1;
-                core.input(now, &p);
+                core.input(now, &p, meta);
             }
             // Where a packet enters: from this shard's queue (handed on if another shard owns
             // its flow) or from another shard.
-            let input = |core: &mut DeviceCore, p: &[u8]| match steer.as_ref() {
-                Some(s) if s.forward(p) => core.stats.rx_forwarded += 1,
-                _ => core.input(now, p),
+            let input = |core: &mut DeviceCore, p: &[u8], meta| match steer.as_ref() {
+                Some(s) if s.forward(p, meta) => core.stats.rx_forwarded += 1,
+                _ => core.input(now, p, meta),
             };
             match held.take() {
-                Some(Ok(n)) => input(core, &buf[..n]),
-                Some(Err(e)) => fatal = Some(e),
+                Some((Ok(n), meta)) => input(core, &buf[..n], meta),
+                Some((Err(e), _)) => fatal = Some(e),
                 None => {}
             }
             let mut cx = Context::from_waker(Waker::noop());
@@ -894,7 +902,7 @@ async fn device_driver<D: Device>(
                     break;
                 }
                 match dev.poll_recv(&mut cx, &mut buf) {
-                    Poll::Ready(Ok(n)) => input(core, &buf[..n]),
+                    Poll::Ready(Ok(n)) => input(core, &buf[..n], dev.rx_meta()),
                     Poll::Ready(Err(e)) => fatal = Some(e),
                     Poll::Pending => break,
                 }
@@ -902,8 +910,8 @@ async fn device_driver<D: Device>(
             core.advance(now);
             // Where packets leave: this shard's queue.
             let mut stats = core.stats;
-            core.output(now, &mut |p| {
-                send_or_keep(&mut dev, &mut backlog, &mut stats, p)
+            core.output(now, &mut |p, meta| {
+                send_or_keep(&mut dev, &mut backlog, &mut stats, p, meta)
             });
             if dev.flush().is_err() {
                 stats.tx_errors += 1;
@@ -927,8 +935,8 @@ async fn device_driver<D: Device>(
         let io = poll_fn(|cx| {
             if !backlog.is_empty() {
                 let (mut sent, mut errors) = (0, 0);
-                while let Some(p) = backlog.front() {
-                    match dev.poll_send(cx, p) {
+                while let Some((p, meta)) = backlog.front() {
+                    match dev.poll_send_with(cx, p, *meta) {
                         Poll::Ready(r) => {
                             if r.is_ok() {
                                 sent += 1;
@@ -947,14 +955,15 @@ async fn device_driver<D: Device>(
                     return Poll::Ready(DevEvent::Drained { sent, errors });
                 }
             }
-            dev.poll_recv(cx, &mut buf).map(DevEvent::Received)
+            dev.poll_recv(cx, &mut buf)
+                .map(|r| DevEvent::Received(r, dev.rx_meta()))
         });
         tokio::select! {
             biased;
             _ = notify.notified() => {}
             Some(p) = steered(&mut steer) => from_shards.push(p),
             ev = io => match ev {
-                DevEvent::Received(r) => held = Some(r),
+                DevEvent::Received(r, meta) => held = Some((r, meta)),
                 DevEvent::Drained { sent, errors } => {
                     drained.0 += sent;
                     drained.1 += errors;
