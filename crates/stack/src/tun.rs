@@ -656,3 +656,292 @@ pub(crate) fn tso_header(p: &[u8], gso_size: u16) -> Option<TsoHeader> {
         partial,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP packet of `payload` bytes (20-byte IP header, 32-byte TCP header with the
+    /// timestamp option), ECN field `ecn`.
+    fn tcp4(payload: usize, ecn: u8) -> Vec<u8> {
+        let total = 20 + 32 + payload;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[1] = ecn;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 1]);
+        p[16..20].copy_from_slice(&[198, 18, 0, 2]);
+        p[20 + 12] = 8 << 4;
+        p[20 + 13] = 0x18;
+        for (i, b) in p[52..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        p
+    }
+
+    fn gso4(gso_size: u16) -> VirtioNetHdr {
+        VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 52,
+            gso_size,
+            csum_start: 20,
+            csum_offset: 16,
+        }
+    }
+
+    #[test]
+    fn tcp_gso_goes_whole_with_its_segment_size() {
+        let mut p = tcp4(10 * 1448, 0);
+        match classify_rx(&gso4(1448), &mut p) {
+            RxAction::Whole(m) => assert_eq!(
+                m,
+                RxMeta {
+                    csum_trusted: true,
+                    gso_size: 1448
+                }
+            ),
+            a => panic!("{a:?}"),
+        }
+        // ECT(0) is no reason to cut it.
+        let mut p = tcp4(3000, 2);
+        assert!(matches!(
+            classify_rx(&gso4(1448), &mut p),
+            RxAction::Whole(_)
+        ));
+    }
+
+    #[test]
+    fn ce_ecn_flag_length_mismatch_and_udp_are_split() {
+        let mut p = tcp4(3000, 3);
+        let RxAction::Split(h) = classify_rx(&gso4(1448), &mut p) else {
+            panic!("CE: split");
+        };
+        assert_eq!(h.hdr_len, 52);
+        let mut h = gso4(1448);
+        h.gso_type |= GSO_ECN;
+        assert!(matches!(
+            classify_rx(&h, &mut tcp4(3000, 0)),
+            RxAction::Split(_)
+        ));
+        let mut p = tcp4(3000, 0);
+        p[2..4].copy_from_slice(&0u16.to_be_bytes());
+        assert!(matches!(
+            classify_rx(&gso4(1448), &mut p),
+            RxAction::Split(_)
+        ));
+        let mut u = tcp4(3000, 0);
+        u[9] = 17;
+        let h = VirtioNetHdr {
+            gso_type: GSO_UDP_L4,
+            csum_offset: 6,
+            ..gso4(1200)
+        };
+        let RxAction::Split(h) = classify_rx(&h, &mut u) else {
+            panic!("UDP: split");
+        };
+        assert_eq!(h.hdr_len, 28);
+    }
+
+    #[test]
+    fn plain_packets_keep_or_complete_their_checksum() {
+        // No offload metadata: verified by the stack.
+        let none = VirtioNetHdr::default();
+        assert!(matches!(
+            classify_rx(&none, &mut tcp4(100, 0)),
+            RxAction::Whole(RxMeta {
+                csum_trusted: false,
+                gso_size: 0
+            })
+        ));
+        // DATA_VALID: the device verified it.
+        let valid = VirtioNetHdr {
+            flags: F_DATA_VALID,
+            ..none
+        };
+        assert!(matches!(
+            classify_rx(&valid, &mut tcp4(100, 0)),
+            RxAction::Whole(RxMeta {
+                csum_trusted: true,
+                ..
+            })
+        ));
+        // TCP, partial: trusted as it is.
+        let partial = VirtioNetHdr {
+            gso_type: GSO_NONE,
+            gso_size: 0,
+            ..gso4(0)
+        };
+        assert!(matches!(
+            classify_rx(&partial, &mut tcp4(100, 0)),
+            RxAction::Whole(RxMeta {
+                csum_trusted: true,
+                gso_size: 0
+            })
+        ));
+        // UDP, partial: the checksum is completed here and then verifies.
+        let mut u = tcp4(100, 0);
+        u[9] = 17;
+        let ulen = (u.len() - 20) as u16;
+        u[24..26].copy_from_slice(&ulen.to_be_bytes());
+        let pseudo = synack_wire::checksum::pseudo_header_sum(
+            [198, 18, 0, 1].into(),
+            [198, 18, 0, 2].into(),
+            17,
+            u32::from(ulen),
+        );
+        let folded = synack_wire::checksum::fold(pseudo);
+        u[26..28].copy_from_slice(&folded.to_be_bytes());
+        let h = VirtioNetHdr {
+            csum_offset: 6,
+            ..partial
+        };
+        assert!(matches!(
+            classify_rx(&h, &mut u),
+            RxAction::Whole(RxMeta {
+                csum_trusted: false,
+                ..
+            })
+        ));
+        assert_eq!(synack_wire::checksum::checksum(&u[20..], pseudo), 0);
+    }
+
+    #[test]
+    fn malformed_metadata_is_a_drop_never_a_panic() {
+        let p = tcp4(3000, 0);
+        let drops: Vec<(&str, VirtioNetHdr, Vec<u8>)> = vec![
+            ("gso_size 0", gso4(0), p.clone()),
+            (
+                "no NEEDS_CSUM",
+                VirtioNetHdr {
+                    flags: 0,
+                    ..gso4(1448)
+                },
+                p.clone(),
+            ),
+            (
+                "csum_start off the IP header",
+                VirtioNetHdr {
+                    csum_start: 24,
+                    ..gso4(1448)
+                },
+                p.clone(),
+            ),
+            (
+                "csum beyond the packet",
+                VirtioNetHdr {
+                    csum_start: 60_000,
+                    ..gso4(1448)
+                },
+                p.clone(),
+            ),
+            (
+                "TCPV6 on IPv4",
+                VirtioNetHdr {
+                    gso_type: GSO_TCPV6,
+                    ..gso4(1448)
+                },
+                p.clone(),
+            ),
+            (
+                "unknown GSO type",
+                VirtioNetHdr {
+                    gso_type: 3,
+                    ..gso4(1448)
+                },
+                p.clone(),
+            ),
+            ("empty", gso4(1448), Vec::new()),
+            ("IP version 5", gso4(1448), {
+                let mut q = p.clone();
+                q[0] = 0x55;
+                q
+            }),
+            ("TCP data offset 4", gso4(1448), {
+                let mut q = p.clone();
+                q[32] = 4 << 4;
+                q
+            }),
+            ("truncated TCP header", gso4(1448), p[..30].to_vec()),
+        ];
+        for (what, h, mut q) in drops {
+            assert!(
+                matches!(classify_rx(&h, &mut q), RxAction::Drop),
+                "{what}: a drop"
+            );
+        }
+        // Every header over every prefix of the packet: no panic.
+        for gso_type in [0, 1, 3, 4, 5, 0x81, 0xff] {
+            for flags in [0, 1, 2, 3] {
+                for csum_start in [0, 19, 20, 40, 51, 52, 0xffff] {
+                    for csum_offset in [0, 6, 16, 0xffff] {
+                        let h = VirtioNetHdr {
+                            flags,
+                            gso_type,
+                            hdr_len: 52,
+                            gso_size: 1448,
+                            csum_start,
+                            csum_offset,
+                        };
+                        for len in [0, 1, 20, 33, 52, 60, p.len()] {
+                            let mut q = p[..len].to_vec();
+                            let _ = classify_rx(&h, &mut q);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tso_header_fields() {
+        let p = tcp4(5 * 1448 + 100, 0);
+        let t = tso_header(&p, 1448).unwrap();
+        assert_eq!(t.hdr.flags, F_NEEDS_CSUM);
+        assert_eq!(t.hdr.gso_type, GSO_TCPV4);
+        assert_eq!(t.hdr.gso_size, 1448);
+        assert_eq!(t.hdr.hdr_len, 52);
+        assert_eq!(t.hdr.csum_start, 20);
+        assert_eq!(t.hdr.csum_offset, 16);
+        assert_eq!(t.csum_at, 36);
+        // The partial checksum: the pseudo-header's folded sum, so that summing the segment
+        // from csum_start on (with it in place) gives the full checksum, as the kernel does.
+        let mut q = p.clone();
+        q[36..38].copy_from_slice(&t.partial);
+        let full = synack_wire::checksum::checksum(&q[20..], 0);
+        q[36..38].copy_from_slice(&full.to_be_bytes());
+        assert!(synack_wire::tcp::verify_checksum(
+            &q[20..],
+            [198, 18, 0, 1].into(),
+            [198, 18, 0, 2].into()
+        ));
+        // What the kernel reads back: the same header through its encoding.
+        let mut raw = [0u8; VIRTIO_NET_HDR_LEN];
+        t.hdr.encode(&mut raw).unwrap();
+        let back = VirtioNetHdr::decode(&raw).unwrap();
+        assert_eq!((back.gso_type, back.gso_size), (GSO_TCPV4, 1448));
+        // IPv6.
+        let mut v6 = vec![0u8; 40 + 20 + 3000];
+        v6[0] = 0x60;
+        v6[6] = 6;
+        v6[40 + 12] = 5 << 4;
+        let t6 = tso_header(&v6, 1220).unwrap();
+        assert_eq!(
+            (
+                t6.hdr.gso_type,
+                t6.hdr.hdr_len,
+                t6.hdr.csum_start,
+                t6.csum_at
+            ),
+            (GSO_TCPV6, 60, 40, 56)
+        );
+        // Not TCP, or cut short: none.
+        let mut u = p.clone();
+        u[9] = 17;
+        assert!(tso_header(&u, 1448).is_none());
+        assert!(tso_header(&p[..40], 1448).is_none());
+        assert!(tso_header(&[], 1448).is_none());
+    }
+}

@@ -3748,8 +3748,13 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let again = p.retransmit.is_some();
+            let full = self.payload_room(buf.len());
+            let mss = self.snd_mss.min(full).max(1);
+            // A super-segment has the PSH of its last segment (which the device keeps on
+            // that segment alone).
+            let last = p.seq + (p.len.max(1) - 1) / mss * mss;
             let burst_end = self.burst_push(p.seq, p.len, !again);
-            if p.len > 0 && (p.push || burst_end || self.push_mark_in(p.seq, p.seq + p.len, again))
+            if p.len > 0 && (p.push || burst_end || self.push_mark_in(last, p.seq + p.len, again))
             {
                 flags |= TcpFlags::PSH;
             }
@@ -3761,8 +3766,6 @@ impl Connection {
                 self.ecn_cwr_due = false;
             }
             let offset = p.seq.since(self.send_buf_seq);
-            let full = self.payload_room(buf.len());
-            let mss = self.snd_mss.min(full).max(1);
             if p.len > mss {
                 // A super-segment: the device cuts it and fills in each segment's checksum
                 // (so `emit` leaves it); its segments count one each, as Linux's
@@ -4115,7 +4118,19 @@ impl Connection {
             // Never the CWR segment (the flag belongs to its first segment alone: RFC 3168
             // §6.1.2) nor a resend.
             let cwr = self.ecn && self.ecn_cwr_due;
-            let ext = avail.min(by_cwnd).min(by_rwnd).min(tso);
+            let mut ext = avail.min(by_cwnd).min(by_rwnd).min(tso);
+            // It ends with the segment that ends a write (PSH: the device sets it on its
+            // last segment alone). The PSH of a buffer filled inside it goes, as with Linux's
+            // buffers, which TSO makes 64 KiB long and marks as a whole.
+            let i = self.send_marks.partition_point(|m| m.end.le(seq));
+            if let Some(m) = self
+                .send_marks
+                .range(i..)
+                .take_while(|m| m.end.lt(seq + ext))
+                .find(|m| m.push)
+            {
+                ext = ext.min(m.end.since(seq).div_ceil(mss) * mss);
+            }
             if full && ext > mss && !resend && !wakeup && !cwr && !fo_piece {
                 let whole = ext / mss * mss;
                 let rest_goes = ext > whole

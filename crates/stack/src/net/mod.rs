@@ -490,14 +490,14 @@ impl Stack {
         let epoch = tokio::time::Instant::now();
         let mut pcap = config.pcap;
         let mut shards = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, dev) in queues.iter().enumerate() {
             let shard_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut iface = Interface::new(config.tcp.clone(), &config.addrs, secret);
             // What the device does for the stack: checksums, and TCP segmentation (TSO),
             // which the send impairment (a packet at a time) leaves off.
-            iface.set_checksum(queues[i].checksum_caps());
+            iface.set_checksum(dev.checksum_caps());
             if config.impair_tx.is_none() {
-                iface.set_tso_max(queues[i].tso_max());
+                iface.set_tso_max(dev.tso_max());
             }
             let core = DeviceCore {
                 host: Host::new(iface),
