@@ -10,6 +10,7 @@
 #
 #   scripts/http-bench.sh [ROUNDS]     (DUR=5 seconds per wrk run, N=100000 h2load requests)
 #   ONLY=h1 scripts/http-bench.sh 5    only (a)'s HTTP/1.1 comparison (ONLY=a: all of (a))
+#   OFFLOAD=1 scripts/http-bench.sh    (b)'s TUN devices with --tun-offload
 #
 # Next to req/s, each wrk run reports the server's CPU per request: utime+stime of its
 # processes (from /proc/PID/stat, the server and its children, nginx's workers) over the run,
@@ -26,6 +27,8 @@ only=${ONLY:-all}
 hz=$(getconf CLK_TCK)
 dur=${DUR:-5}
 n=${N:-100000}
+tun_flags=()
+[ "${OFFLOAD:-0}" = 1 ] && tun_flags=(--tun-offload)
 dir=$(mktemp -d)
 ns_tun=synack-httpb-tun-$$
 ns_a=synack-httpb-a-$$
@@ -191,11 +194,11 @@ ip link add httpbva netns "$ns_a" type veth peer name httpbvb netns "$ns_b"
 ip -n "$ns_a" addr add 198.18.2.1/24 dev httpbva; ip -n "$ns_a" link set httpbva up; ip -n "$ns_a" link set lo up
 ip -n "$ns_b" addr add 198.18.2.2/24 dev httpbvb; ip -n "$ns_b" link set httpbvb up; ip -n "$ns_b" link set lo up
 ip netns exec "$ns_tun" timeout 1800 "$bin" serve --tun httpbt1 --ip 198.18.0.2/24 --port 80 \
-  --keepalive-requests 100000000 2>"$dir/tun1.err" &
+  "${tun_flags[@]}" --keepalive-requests 100000000 2>"$dir/tun1.err" &
 pids+=($!)
 wait_line "$dir/tun1.err" "listening on"
 ip netns exec "$ns_tun" timeout 1800 "$bin" serve --tun httpbt2 --ip 198.18.1.2/24 --port 80 \
-  --workers 2 --keepalive-requests 100000000 2>"$dir/tun2.err" &
+  "${tun_flags[@]}" --workers 2 --keepalive-requests 100000000 2>"$dir/tun2.err" &
 pids+=($!)
 wait_line "$dir/tun2.err" "listening on"
 ip netns exec "$ns_b" timeout 1800 "$bin" serve --kernel --listen 198.18.2.2:80 \

@@ -2,7 +2,8 @@
 //!
 //! Four workloads, each bounded in count and in time:
 //! - `churn`: connections opened, one byte each way after the handshake, closed by the server;
-//! - `bulk`: bytes sent one way over 4 connections at once;
+//! - `bulk`: bytes sent from the client to the server over 4 connections at once;
+//! - `bulk-in`: the same the other way, the server sending (over TUN: the kernel to synack);
 //! - `pingpong`: 64-byte messages on one connection, one in flight;
 //! - `http`: HTTP/1.1 keep-alive requests (`GET /`) to synack's HTTP server (synack-http).
 //!
@@ -37,7 +38,8 @@ pub const EXAMPLES: &str = "Examples:
   synack bench                                  # pipe: 1 and 2 workers, every workload
   synack bench --device sim --json              # simulated network, virtual time, exact counts
   synack bench --only churn,http --workers 1,2  # some workloads
-  sudo synack bench --device tun                # synack over TUN vs the kernel over veth";
+  sudo synack bench --device tun                # synack over TUN vs the kernel over veth
+  sudo synack bench --device tun --tun-offload --only bulk,bulk-in --workers 1 --rounds 5";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceKind {
@@ -53,6 +55,7 @@ pub enum DeviceKind {
 pub enum Workload {
     Churn,
     Bulk,
+    BulkIn,
     Pingpong,
     Http,
 }
@@ -62,15 +65,21 @@ impl Workload {
         match self {
             Workload::Churn => "churn",
             Workload::Bulk => "bulk",
+            Workload::BulkIn => "bulk-in",
             Workload::Pingpong => "pingpong",
             Workload::Http => "http",
         }
     }
 
+    /// Whether the workload counts bytes.
+    fn bytes(self) -> bool {
+        matches!(self, Workload::Bulk | Workload::BulkIn)
+    }
+
     fn unit(self) -> &'static str {
         match self {
             Workload::Churn => "conn/s",
-            Workload::Bulk => "MB/s",
+            Workload::Bulk | Workload::BulkIn => "MB/s",
             Workload::Pingpong => "rtt/s",
             Workload::Http => "req/s",
         }
@@ -114,6 +123,11 @@ pub struct BenchArgs {
     /// Print the results as JSON (schema synack-bench/1).
     #[arg(long)]
     pub json: bool,
+    /// With `--device tun`: open the TUN device with the kernel's offloads (`IFF_VNET_HDR`):
+    /// the kernel's GSO packets to synack's TCP whole, synack's super-segments cut by the
+    /// kernel (TSO), plain packets written in batches.
+    #[arg(long)]
+    pub tun_offload: bool,
     /// Run inside the network namespace already made (internal: `--device tun` re-runs
     /// itself there).
     #[arg(long, hide = true)]
@@ -146,7 +160,7 @@ impl Run {
 
     /// Units per CPU second: the cost of the work, whatever share of the machine it got.
     fn per_cpu(&self) -> Option<f64> {
-        let per = if self.workload == Workload::Bulk {
+        let per = if self.workload.bytes() {
             self.done as f64 / 1e6
         } else {
             self.done as f64
@@ -155,7 +169,7 @@ impl Run {
     }
 
     fn rate(&self) -> f64 {
-        let per = if self.workload == Workload::Bulk {
+        let per = if self.workload.bytes() {
             self.done as f64 / 1e6
         } else {
             self.done as f64
@@ -173,6 +187,8 @@ const CLIENT: &str = "198.18.0.1";
 const PORT_ECHO: u16 = 7;
 const PORT_HTTP: u16 = 80;
 const BULK_STREAMS: u64 = 4;
+/// The source server of `bulk-in`.
+const PORT_SOURCE: u16 = PORT_ECHO + 3;
 /// Over TUN and veth, each churn run of a process uses its own server port from here on: the
 /// kernel keeps the TIME-WAIT of the last run's connections, and reusing their 4-tuples would
 /// measure its TIME-WAIT handling instead.
@@ -204,6 +220,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         vec![
             Workload::Churn,
             Workload::Bulk,
+            Workload::BulkIn,
             Workload::Pingpong,
             Workload::Http,
         ]
@@ -279,7 +296,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
 fn target(args: &BenchArgs, w: Workload) -> u64 {
     match w {
         Workload::Churn => args.conns,
-        Workload::Bulk => args.bytes,
+        Workload::Bulk | Workload::BulkIn => args.bytes,
         Workload::Pingpong => args.pings,
         Workload::Http => args.requests,
     }
@@ -362,6 +379,24 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, close_after_one: bool
     }
 }
 
+/// Source: reads how many bytes to send (8 bytes, big-endian), sends them, closes.
+async fn source<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut n = [0u8; 8];
+    if s.read_exact(&mut n).await.is_err() {
+        return;
+    }
+    let chunk = vec![0xa5u8; 256 * 1024];
+    let mut left = u64::from_be_bytes(n);
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        if s.write_all(&chunk[..k]).await.is_err() {
+            return;
+        }
+        left -= k as u64;
+    }
+    let _ = s.shutdown().await;
+}
+
 /// Sink: counts what arrives, answers one byte at the end.
 async fn sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     let mut buf = vec![0u8; 256 * 1024];
@@ -383,13 +418,14 @@ async fn synack_servers(stack: &Stack) -> io::Result<Vec<tokio::task::JoinHandle
         bind(PORT_ECHO).await?,
         bind(PORT_ECHO + 1).await?,
         bind(PORT_ECHO + 2).await?,
+        bind(PORT_SOURCE).await?,
     ];
     Ok(servers(tcp, bind(PORT_HTTP).await?))
 }
 
 /// The servers of every workload, on whichever stack `L` listens: echo (ping-pong), sink
-/// (bulk), echo-one-then-close (churn), and synack's HTTP server (HTTP).
-fn servers<L: Listener>(tcp: [L; 3], http: L) -> Vec<tokio::task::JoinHandle<()>> {
+/// (bulk), echo-one-then-close (churn), source (bulk-in), and synack's HTTP server (HTTP).
+fn servers<L: Listener>(tcp: [L; 4], http: L) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (kind, mut l) in tcp.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -399,7 +435,8 @@ fn servers<L: Listener>(tcp: [L; 3], http: L) -> Vec<tokio::task::JoinHandle<()>
                     match kind {
                         0 => echo(s, false).await,
                         1 => sink(s).await,
-                        _ => echo(s, true).await,
+                        2 => echo(s, true).await,
+                        _ => source(s).await,
                     }
                 });
             }
@@ -477,7 +514,7 @@ async fn client<C: Connector>(
 fn clients(args: &BenchArgs, w: Workload) -> u64 {
     match w {
         Workload::Churn | Workload::Http => args.concurrency.max(1),
-        Workload::Bulk => BULK_STREAMS,
+        Workload::Bulk | Workload::BulkIn => BULK_STREAMS,
         Workload::Pingpong => 1,
     }
 }
@@ -515,6 +552,10 @@ async fn client_part<C: Connector>(
                 Workload::Bulk => {
                     let bytes = share(target, i as usize, clients as usize);
                     bulk_client(c, server, bytes, deadline, &tally, &progress).await
+                }
+                Workload::BulkIn => {
+                    let bytes = share(target, i as usize, clients as usize);
+                    bulk_in_client(c, server, bytes, deadline, &tally, &progress).await
                 }
             }
         }));
@@ -688,6 +729,48 @@ async fn bulk_client<C: Connector>(
     }
 }
 
+/// Asks the source server for `bytes` and reads them to its close (or the deadline).
+async fn bulk_in_client<C: Connector>(
+    c: C,
+    server: IpAddr,
+    bytes: u64,
+    deadline: tokio::time::Instant,
+    tally: &Tally,
+    progress: &Progress,
+) {
+    let Ok(mut s) = c.connect(SocketAddr::new(server, PORT_SOURCE)).await else {
+        tally.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if s.write_all(&bytes.to_be_bytes()).await.is_err() {
+        tally.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    loop {
+        let r = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
+        match r {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
+                if buf[..n].iter().any(|&b| b != 0xa5) {
+                    tally.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                got += n as u64;
+                progress.inc(n as u64);
+            }
+            Ok(Err(_)) => {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The time limit: what arrived counts.
+            Err(_) => break,
+        }
+    }
+    tally.done.fetch_add(got, Ordering::Relaxed);
+}
+
 /// Reads one HTTP/1.1 response of `s` (its head and a `Content-Length` body); returns its
 /// status and whether the server closes after it.
 async fn read_response<S: AsyncRead + Unpin>(
@@ -822,7 +905,7 @@ fn run_pipe(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::
             let (target, clients) = match w {
                 Workload::Pingpong if i > 0 => (0, 0),
                 Workload::Pingpong => (target(args, w), 1),
-                Workload::Bulk => {
+                Workload::Bulk | Workload::BulkIn => {
                     let streams = share(BULK_STREAMS, i, workers);
                     let bytes = (0..streams)
                         .map(|k| {
@@ -995,6 +1078,9 @@ fn tun_outer_inner(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         "--time-limit".into(),
         format!("{}ms", args.time_limit.as_millis()),
     ];
+    if args.tun_offload {
+        common.push("--tun-offload".into());
+    }
     if !args.only.is_empty() {
         common.push("--only".into());
         common.push(
@@ -1078,6 +1164,7 @@ fn parse_runs(json: &[u8]) -> io::Result<Vec<Run>> {
         let workload = match r["workload"].as_str() {
             Some("churn") => Workload::Churn,
             Some("bulk") => Workload::Bulk,
+            Some("bulk-in") => Workload::BulkIn,
             Some("pingpong") => Workload::Pingpong,
             _ => Workload::Http,
         };
@@ -1122,11 +1209,15 @@ fn run_tun(args: &BenchArgs, w: Workload, workers: usize, p: &Progress) -> io::R
                 // synack (the clients) over TUN; the kernel's servers on the TUN's address.
                 let mut tc = synack_stack::tun::TunConfig::new("sbtun0");
                 tc.addrs = vec![(ip(SERVER), 24)];
-                let queues = synack_stack::tun::TunDevice::create_queues(
-                    &tc,
-                    synack_stack::tun::TunOptions::default(),
-                    workers,
-                )?;
+                let options = if args.tun_offload {
+                    synack_stack::tun::TunOptions {
+                        offload: true,
+                        batch: 64,
+                    }
+                } else {
+                    synack_stack::tun::TunOptions::default()
+                };
+                let queues = synack_stack::tun::TunDevice::create_queues(&tc, options, workers)?;
                 let servers = kernel_servers(ip(SERVER)).await?;
                 let stack = Stack::new_multiqueue(queues, stack_config(CLIENT, workers, 1))?;
                 let (done, errors, seconds) =
@@ -1166,7 +1257,7 @@ fn veth_server(args: &BenchArgs) -> io::Result<()> {
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    let runs = (4 * args.workers.len() * args.rounds.max(1)) as u32;
+    let runs = (5 * args.workers.len() * args.rounds.max(1)) as u32;
     let limit = args.time_limit * (runs + 1);
     rt.block_on(async {
         let _servers = kernel_servers(ip(SERVER)).await?;
@@ -1195,6 +1286,7 @@ async fn kernel_servers(addr: IpAddr) -> io::Result<Vec<tokio::task::JoinHandle<
         bind(PORT_ECHO).await?,
         bind(PORT_ECHO + 1).await?,
         bind(churn).await?,
+        bind(PORT_SOURCE).await?,
     ];
     Ok(servers(tcp, bind(PORT_HTTP).await?))
 }

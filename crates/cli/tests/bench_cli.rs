@@ -56,6 +56,7 @@ fn sim_runs_every_workload_to_its_exact_count() {
         [
             ("churn", 1, 40, 0),
             ("bulk", 1, 1 << 20, 0),
+            ("bulk-in", 1, 1 << 20, 0),
             ("pingpong", 1, 30, 0),
             ("http", 1, 50, 0),
         ]

@@ -524,8 +524,8 @@ fn ip_layout(p: &[u8]) -> Option<(u8, usize, u8)> {
 /// partial, never crossed a wire) goes to TCP whole, one segment of up to 64 KiB, as Linux's
 /// GRO hands a coalesced segment up; its checksum is not verified (the kernel made it). Cut
 /// here instead: one with CE in its IP header or `GSO_ECN` (ECN counts marks per segment;
-/// CWR belongs to the first segment alone), one whose IP length disagrees with what was read,
-/// and UDP (the stack's UDP layer coalesces datagrams again itself). A packet without GSO and
+/// CWR belongs to the first segment alone), one whose IP length disagrees with what was read
+/// or whose TCP header is not right after the IP header (IPv6 extension headers), and UDP (the stack's UDP layer coalesces datagrams again itself). A packet without GSO and
 /// with a partial checksum is TCP's as it is (checksum trusted), or anything else's with the
 /// checksum completed here. Metadata that does not fit the packet is a drop, never a panic.
 pub(crate) fn classify_rx(hdr: &VirtioNetHdr, p: &mut [u8]) -> RxAction {
@@ -567,24 +567,26 @@ pub(crate) fn classify_rx(hdr: &VirtioNetHdr, p: &mut [u8]) -> RxAction {
         GSO_UDP_L4 => false,
         _ => return RxAction::Drop,
     };
-    if hdr.gso_size == 0 || !needs_csum || csum_start != ip_len {
+    // The transport header starts at csum_start: right after the IP header, or after IPv6
+    // extension headers (then the packet is cut here, by tun-rs, which reads it there too).
+    if hdr.gso_size == 0 || !needs_csum || csum_start < ip_len {
         return RxAction::Drop;
     }
     let l4_len = if tcp {
-        if proto != 6 || hdr.csum_offset != 16 {
+        if hdr.csum_offset != 16 || (csum_start == ip_len && proto != 6) {
             return RxAction::Drop;
         }
-        match p.get(ip_len + 12) {
+        match p.get(csum_start + 12) {
             Some(&b) if (20..=60).contains(&(usize::from(b >> 4) * 4)) => usize::from(b >> 4) * 4,
             _ => return RxAction::Drop,
         }
     } else {
-        if proto != 17 || hdr.csum_offset != 6 {
+        if hdr.csum_offset != 6 || (csum_start == ip_len && proto != 17) {
             return RxAction::Drop;
         }
         8
     };
-    let hdr_len = ip_len + l4_len;
+    let hdr_len = csum_start + l4_len;
     if p.len() < hdr_len {
         return RxAction::Drop;
     }
@@ -600,7 +602,7 @@ pub(crate) fn classify_rx(hdr: &VirtioNetHdr, p: &mut [u8]) -> RxAction {
     } else {
         (p[1] >> 4) & 3 == 3
     };
-    if !tcp || ce || hdr.gso_type & GSO_ECN != 0 || ip_total != p.len() {
+    if !tcp || ce || hdr.gso_type & GSO_ECN != 0 || ip_total != p.len() || csum_start != ip_len {
         return RxAction::Split(split);
     }
     RxAction::Whole(RxMeta {
@@ -822,9 +824,9 @@ mod tests {
                 p.clone(),
             ),
             (
-                "csum_start off the IP header",
+                "csum_start inside the IP header",
                 VirtioNetHdr {
-                    csum_start: 24,
+                    csum_start: 16,
                     ..gso4(1448)
                 },
                 p.clone(),

@@ -4118,20 +4118,20 @@ impl Connection {
             // Never the CWR segment (the flag belongs to its first segment alone: RFC 3168
             // §6.1.2) nor a resend.
             let cwr = self.ecn && self.ecn_cwr_due;
-            let mut ext = avail.min(by_cwnd).min(by_rwnd).min(tso);
-            // It ends with the segment that ends a write (PSH: the device sets it on its
-            // last segment alone). The PSH of a buffer filled inside it goes, as with Linux's
-            // buffers, which TSO makes 64 KiB long and marks as a whole.
-            let i = self.send_marks.partition_point(|m| m.end.le(seq));
-            if let Some(m) = self
-                .send_marks
-                .range(i..)
-                .take_while(|m| m.end.lt(seq + ext))
-                .find(|m| m.push)
-            {
-                ext = ext.min(m.end.since(seq).div_ceil(mss) * mss);
-            }
-            if full && ext > mss && !resend && !wakeup && !cwr && !fo_piece {
+            if full && tso > mss && !resend && !wakeup && !cwr && !fo_piece {
+                let mut ext = avail.min(by_cwnd).min(by_rwnd).min(tso);
+                // It ends with the segment that ends a write (PSH: the device sets it on its
+                // last segment alone). The PSH of a buffer filled inside it goes, as with
+                // Linux's buffers, which TSO makes 64 KiB long and marks as a whole.
+                let i = self.send_marks.partition_point(|m| m.end.le(seq));
+                if let Some(m) = self
+                    .send_marks
+                    .range(i..)
+                    .take_while(|m| m.end.lt(seq + ext))
+                    .find(|m| m.push)
+                {
+                    ext = ext.min(m.end.since(seq).div_ceil(mss) * mss);
+                }
                 let whole = ext / mss * mss;
                 let rest_goes = ext > whole
                     && ext == avail
@@ -4141,14 +4141,16 @@ impl Connection {
                         || (seq + ext == data_end
                             && (!self.nagle || !small_in_flight || fin_allowed)));
                 let len = if rest_goes { ext } else { whole };
-                return Some(Planned {
-                    seq,
-                    len,
-                    fin: fin_allowed && seq + len == data_end,
-                    retransmit: None,
-                    probe: false,
-                    push: false,
-                });
+                if len > mss {
+                    return Some(Planned {
+                        seq,
+                        len,
+                        fin: fin_allowed && seq + len == data_end,
+                        retransmit: None,
+                        probe: false,
+                        push: false,
+                    });
+                }
             }
         }
         Some(Planned {
