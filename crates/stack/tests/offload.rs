@@ -333,6 +333,9 @@ fn gro_super_segment_gives_the_same_bytes_and_acks_as_its_segments() {
         assert!(acks_split.len() >= 5, "{} ACKs", acks_split.len());
         assert_eq!(whole.read_b(), data);
         assert_eq!(split.read_b(), data);
+        // Each side counts the ten segments in (tcpi_segs_in), whole or not.
+        let segs_in = |t: &Two| t.b.tcp().conn(t.cb).unwrap().stats().segs_in;
+        assert_eq!(segs_in(&whole), segs_in(&split));
         let ws = whole.b.stats();
         assert_eq!(ws.rx_super_segments, 2);
         assert_eq!(ws.rx_bad_checksum, 0);

@@ -2139,7 +2139,14 @@ impl Connection {
     /// A segment for this connection arrived. RFC 9293 §3.10.7.3 in SYN-SENT, §3.10.7.4 in the
     /// other states; LISTEN and CLOSED are the endpoint's.
     pub fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        self.stats.segs_in = self.stats.segs_in.wrapping_add(1);
+        // A super-segment (GRO) counts as the segments it stands for, as Linux's `gso_segs`.
+        let len = seg.payload.len();
+        let pieces = if len > self.rcv_mss {
+            len.div_ceil(self.rcv_mss.max(1)) as u32
+        } else {
+            1
+        };
+        self.stats.segs_in = self.stats.segs_in.wrapping_add(pieces);
         if self.ecn && self.state.is_synchronized() {
             // RFC 3168 §6.1.3: the peer's CWR ends our echo; a CE mark (again) starts it, and
             // is acknowledged at once (as Linux).
