@@ -503,7 +503,16 @@ fn bulk_offload_vs_veth_interleaved() {
             )
             .unwrap();
             let ours: IpAddr = "198.18.0.2".parse().unwrap();
-            let stack = Stack::new(dev, StackConfig::new(&[ours])).unwrap();
+            let mut config = StackConfig::new(&[ours]);
+            // SYNACK_BENCH_BUF=N: send and receive buffers of N bytes (default: TCP's).
+            if let Some(n) = std::env::var("SYNACK_BENCH_BUF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                config.tcp.recv_buffer = n;
+                config.tcp.send_buffer = n;
+            }
+            let stack = Stack::new(dev, config).unwrap();
             let mut rows = Vec::new();
             for r in 0..rounds {
                 let port = 6000 + 2 * r as u16;
