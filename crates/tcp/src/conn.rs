@@ -3756,13 +3756,17 @@ impl Connection {
             }
             let again = p.retransmit.is_some();
             let full = self.payload_room(buf.len());
-            let mss = self.snd_mss.min(full).max(1);
-            // A super-segment has the PSH of its last segment (which the device keeps on
-            // that segment alone).
-            let last = p.seq + (p.len.max(1) - 1) / mss * mss;
+            // A super-segment (`plan` set `tx_gso`; not an MTU probe, one segment longer than
+            // the MSS) has the PSH of its last segment (which the device keeps on that
+            // segment alone).
+            let gso = usize::from(self.tx_gso);
+            let last = if gso > 0 {
+                p.seq + (p.len - 1) / gso * gso
+            } else {
+                p.seq
+            };
             let burst_end = self.burst_push(p.seq, p.len, !again);
-            if p.len > 0 && (p.push || burst_end || self.push_mark_in(last, p.seq + p.len, again))
-            {
+            if p.len > 0 && (p.push || burst_end || self.push_mark_in(last, p.seq + p.len, again)) {
                 flags |= TcpFlags::PSH;
             }
             // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
@@ -3773,12 +3777,11 @@ impl Connection {
                 self.ecn_cwr_due = false;
             }
             let offset = p.seq.since(self.send_buf_seq);
-            if p.len > mss {
+            if gso > 0 {
                 // A super-segment: the device cuts it and fills in each segment's checksum
                 // (so `emit` leaves it); its segments count one each, as Linux's
                 // `tcp_skb_pcount`.
-                self.tx_gso = mss as u16;
-                let pieces = p.len.div_ceil(mss) as u32;
+                let pieces = p.len.div_ceil(gso) as u32;
                 self.stats.segs_out = self.stats.segs_out.wrapping_add(pieces - 1);
             }
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
@@ -3786,7 +3789,7 @@ impl Connection {
             // Minshall's mark follows new data only: a short retransmission (or the data a SYN
             // carried, sent again) holds nothing back, as Linux's `tcp_minshall_update`. (A
             // super-segment's short last segment counts.)
-            if (p.len < full || (p.len > mss && p.len % mss != 0)) && p.retransmit.is_none() {
+            if (p.len < full || (gso > 0 && p.len % gso != 0)) && p.retransmit.is_none() {
                 self.snd_sml = self.snd_sml.max(p.seq + p.len);
             }
             let end = p.seq + p.len + p.fin as usize;
@@ -4149,6 +4152,7 @@ impl Connection {
                             && (!self.nagle || !small_in_flight || fin_allowed)));
                 let len = if rest_goes { ext } else { whole };
                 if len > mss {
+                    self.tx_gso = mss as u16;
                     return Some(Planned {
                         seq,
                         len,
