@@ -3760,11 +3760,11 @@ impl Connection {
             // the MSS) has the PSH of its last segment (which the device keeps on that
             // segment alone).
             let gso = usize::from(self.tx_gso);
-            let last = if gso > 0 {
-                p.seq + (p.len - 1) / gso * gso
-            } else {
-                p.seq
-            };
+            let last = p.seq
+                + p.len
+                    .saturating_sub(1)
+                    .checked_div(gso)
+                    .map_or(0, |k| k * gso);
             let burst_end = self.burst_push(p.seq, p.len, !again);
             if p.len > 0 && (p.push || burst_end || self.push_mark_in(last, p.seq + p.len, again)) {
                 flags |= TcpFlags::PSH;
