@@ -36,10 +36,18 @@
 //! smoltcp runs one `Interface` owning both addresses, with the client and server sockets in one
 //! `SocketSet` over a `Device` on one `Wire` (as its loopback example does over `Loopback`);
 //! smoltcp's tx token lets it build each packet straight into the wire's buffer. synack runs two
-//! `Interface`s (client 198.18.0.1, server 198.18.0.2), one `Wire` per direction; synack's
-//! `Interface::transmit` hands out a finished packet as `&[u8]`, which the wire copies into its
-//! buffer (one memcpy per packet that smoltcp's token API avoids: that is each stack's device
-//! API, and it is part of what is measured).
+//! `Interface`s (client 198.18.0.1, server 198.18.0.2), one `Wire` per direction, through
+//! `Interface::transmit_to`, whose `TxQueue` the wire implements: synack asks for a buffer once
+//! it knows a packet's length (40 bytes of room for an IP header, then the TCP segment: a
+//! `fresh` buffer is 20 bytes longer than an IPv4 packet), builds the segment and its IP header
+//! in it, and the wire queues it from where the IP header starts. Neither stack copies a packet
+//! on its way into the wire: each builds it in place through its own device API.
+//!
+//! Bytes of bulk data, per stack: the application's buffer is copied into the send buffer, from
+//! there into the packet, from the packet into the receive buffer and from there to the
+//! application: four copies each. With checksums on, smoltcp sums each payload once more on
+//! sending and once on receiving; synack sums it while copying it into the packet (one pass for
+//! both) and once on receiving.
 //!
 //! # The variants, named for what they are
 //!
@@ -171,8 +179,11 @@ impl DevMode {
 pub struct Wire {
     mode: DevMode,
     mtu: usize,
-    queue: VecDeque<(Vec<u8>, usize)>,
+    /// Packets: a buffer and the packet's range in it.
+    queue: VecDeque<(Vec<u8>, usize, usize)>,
     pool: Vec<Vec<u8>>,
+    /// The buffer last handed out to synack's `TxQueue::buffer`, and the length asked for.
+    pending: Option<(Vec<u8>, usize)>,
     /// Packets sent into the wire so far.
     pub sent: u64,
 }
@@ -184,6 +195,7 @@ impl Wire {
             mtu,
             queue: VecDeque::new(),
             pool: Vec::new(),
+            pending: None,
             sent: 0,
         }
     }
@@ -205,17 +217,19 @@ impl Wire {
     /// Queue a packet: the first `len` bytes of `buf`.
     fn push(&mut self, buf: Vec<u8>, len: usize) {
         self.sent += 1;
-        self.queue.push_back((buf, len));
+        self.queue.push_back((buf, 0, len));
     }
 
-    /// Queue a copy of `packet`.
-    fn push_copy(&mut self, packet: &[u8]) {
-        let mut b = self.buffer(packet.len());
-        b[..packet.len()].copy_from_slice(packet);
-        self.push(b, packet.len());
-    }
-
+    /// The next packet as a buffer and the packet's length at its start (smoltcp's packets
+    /// start there).
     fn pop(&mut self) -> Option<(Vec<u8>, usize)> {
+        let (buf, start, end) = self.queue.pop_front()?;
+        debug_assert_eq!(start, 0);
+        Some((buf, end))
+    }
+
+    /// The next packet as a buffer and the packet's range in it.
+    fn pop_range(&mut self) -> Option<(Vec<u8>, usize, usize)> {
         self.queue.pop_front()
     }
 
@@ -228,6 +242,34 @@ impl Wire {
 
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+}
+
+/// synack's device API: the interface asks for a buffer of the packet's length (40 bytes of
+/// headroom for the IP header, then the TCP segment), builds the packet in it and sends it from
+/// where its IP header starts.
+impl synack_stack::TxQueue for Wire {
+    fn buffer(&mut self, len: usize) -> &mut [u8] {
+        let reuse = match &self.pending {
+            Some((b, _)) if self.mode == DevMode::Pooled => b.len() >= len,
+            Some((b, _)) => b.len() == len,
+            None => false,
+        };
+        if !reuse {
+            if let Some((old, _)) = self.pending.take() {
+                self.recycle(old);
+            }
+            self.pending = Some((self.buffer(len), len));
+        }
+        let (b, l) = self.pending.as_mut().unwrap();
+        *l = len;
+        &mut b[..len]
+    }
+
+    fn send(&mut self, start: usize) {
+        let (buf, len) = self.pending.take().expect("send without a buffer");
+        self.sent += 1;
+        self.queue.push_back((buf, start, len));
     }
 }
 
@@ -303,17 +345,17 @@ mod synack {
                 }
             }
             loop {
-                client.transmit(now, &mut |p| to_server.push_copy(p));
-                server.transmit(now, &mut |p| to_client.push_copy(p));
+                client.transmit_to(now, to_server);
+                server.transmit_to(now, to_client);
                 if to_server.is_empty() && to_client.is_empty() {
                     break;
                 }
-                while let Some((b, len)) = to_server.pop() {
-                    server.receive(now, &b[..len]);
+                while let Some((b, start, end)) = to_server.pop_range() {
+                    server.receive(now, &b[start..end]);
                     to_server.recycle(b);
                 }
-                while let Some((b, len)) = to_client.pop() {
-                    client.receive(now, &b[..len]);
+                while let Some((b, start, end)) = to_client.pop_range() {
+                    client.receive(now, &b[start..end]);
                     to_client.recycle(b);
                 }
             }

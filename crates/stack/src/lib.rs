@@ -12,4 +12,4 @@ pub mod sim;
 pub mod tun;
 pub mod udp;
 
-pub use iface::{ChecksumCaps, IfaceStats, Interface};
+pub use iface::{ChecksumCaps, IfaceStats, Interface, TxQueue};

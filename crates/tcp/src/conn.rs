@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, SocketAddrV4};
 
-use synack_wire::tcp::fill_checksum;
+use synack_wire::tcp::fill_checksum_with_payload_sum;
 use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 
 use crate::assembler::Assembler;
@@ -25,6 +25,7 @@ use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
 use crate::config::{Config, Ecn, Keepalive};
 use crate::fastopen::{ClientOutcome, ClientPlan};
 use crate::rtt::RttEstimator;
+use crate::segbuf::{SegmentBuf, SliceBuf};
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, RecvError, SendError, State};
 use crate::time::{Duration, Instant};
@@ -718,6 +719,11 @@ pub struct Connection {
     rx_ce: bool,
     /// The segment `poll_transmit` just wrote is to be sent ECN-capable (ECT(0)).
     tx_ect: bool,
+    /// While [`handle_segment_placed`](Self::handle_segment_placed) runs: the length of the
+    /// segment's payload, already in the receive ring at the in-order end (written and summed
+    /// by [`place_payload`](Self::place_payload)), so the seventh step commits it without
+    /// copying it again. 0 otherwise.
+    placed: u16,
 
     /// Fill in the TCP checksum of what we send (off when the device computes it or needs
     /// none: [`set_tx_checksum`](Self::set_tx_checksum)).
@@ -938,6 +944,7 @@ impl Connection {
             ecn_high: None,
             rx_ce: false,
             tx_ect: false,
+            placed: 0,
             tx_checksum: true,
             stats: ConnStats::default(),
         }
@@ -1855,6 +1862,47 @@ impl Connection {
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
         }
+    }
+
+    /// Copy the payload of `seg`, whose checksum is not yet verified, into the receive ring
+    /// where the next in-order bytes go, summing it on the way (one pass for the copy and the
+    /// checksum, RFC 1071 §2(D)), and check the segment's checksum: `header_sum` is the partial
+    /// sum of the pseudo-header and the TCP header (checksum field included).
+    ///
+    /// Only for the common case: data at RCV.NXT in a synchronized state, nothing held out of
+    /// order, room for all of it in the storage the ring already has. Otherwise `None`: nothing
+    /// was written, and the caller verifies the checksum itself. `Some(false)`: the checksum is
+    /// wrong; the ring holds exactly the bytes it held (nothing is readable until committed),
+    /// and the segment is to be dropped (RFC 9293 §3.1). `Some(true)`: the checksum is right;
+    /// hand the same segment to [`handle_segment_placed`](Self::handle_segment_placed) next.
+    pub fn place_payload(&mut self, seg: &TcpRepr<'_>, header_sum: u64) -> Option<bool> {
+        let data = seg.payload;
+        if data.is_empty()
+            || data.len() > usize::from(u16::MAX)
+            || !matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+            || self.read_closed
+            || !self.assembler.is_empty()
+            || SeqNum(seg.seq) != self.rcv_nxt
+            || seg.flags.contains(TcpFlags::SYN)
+            || seg.flags.contains(TcpFlags::RST)
+        {
+            return None;
+        }
+        let sum = self.recv_buf.write_at_and_sum(0, data)?;
+        let (s, carry) = header_sum.overflowing_add(sum);
+        Some(synack_wire::checksum::fold(s + u64::from(carry)) == 0xffff)
+    }
+
+    /// [`handle_segment`](Self::handle_segment) for a segment whose payload
+    /// [`place_payload`](Self::place_payload) has just put in the receive ring (and found its
+    /// checksum right): the same processing, without copying the payload again.
+    pub fn handle_segment_placed(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.placed = seg.payload.len() as u16;
+        self.handle_segment(now, seg);
+        self.placed = 0;
     }
 
     /// Whether segments we send carry their TCP checksum (on by default). Off when the
@@ -3106,7 +3154,12 @@ impl Connection {
             return;
         }
         let had_holes = !self.assembler.is_empty();
-        let n = self.recv_buf.write_at(0, data);
+        let n = if !had_holes && data.len() == std::mem::take(&mut self.placed) as usize {
+            // Already in the ring (`place_payload`): the whole payload, at the in-order end.
+            data.len()
+        } else {
+            self.recv_buf.write_at(0, data)
+        };
         if !had_holes {
             self.recv_buf.commit(n);
             self.rcv_nxt += n;
@@ -3537,6 +3590,12 @@ impl Connection {
     /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
     /// the segment (the caller passes the room the MTU leaves after the IP header).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.poll_transmit_to(now, &mut SliceBuf(buf))
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit) into a [`SegmentBuf`]: the segment is written
+    /// into `buf.segment(len)` once its length is known; `buf.room()` bounds it.
+    pub fn poll_transmit_to(&mut self, now: Instant, buf: &mut dyn SegmentBuf) -> Option<usize> {
         self.tx_ect = false;
         if let Some(seq) = self.rst_reply.take() {
             return Some(self.emit(now, buf, TcpFlags::RST, seq, false, 0, 0));
@@ -3593,7 +3652,7 @@ impl Connection {
                         self.fast_open_syn_room()
                             .map_or(0, |room| room.min(self.send_buf.len()))
                     };
-                    let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
+                    let data = data.min(buf.room().saturating_sub(20 + TcpOptions::MAX_LEN));
                     if !synack && self.syn_count == 0 {
                         self.syn_fastopen = self
                             .fo_plan
@@ -3633,7 +3692,11 @@ impl Connection {
         }
     }
 
-    fn poll_transmit_synchronized(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    fn poll_transmit_synchronized(
+        &mut self,
+        now: Instant,
+        buf: &mut dyn SegmentBuf,
+    ) -> Option<usize> {
         self.update_chrono(now);
         // Pacing holds data back until the next buffer's time (pure ACKs still go).
         let paced = self.rate.pacer_mut().filter(|p| !p.may_send(now));
@@ -3641,7 +3704,7 @@ impl Connection {
             p.hold();
             None
         } else {
-            self.plan(self.payload_room(buf.len()))
+            self.plan(self.payload_room(buf.room()))
         };
         if let Some(p) = planned {
             let mut flags = TcpFlags::ACK;
@@ -3660,7 +3723,7 @@ impl Connection {
                 self.ecn_cwr_due = false;
             }
             let offset = p.seq.since(self.send_buf_seq);
-            let full = self.payload_room(buf.len());
+            let full = self.payload_room(buf.room());
             let n = self.emit(now, buf, flags, p.seq, true, offset, p.len);
             self.tx_ect = self.ecn && new_data;
             // Minshall's mark follows new data only: a short retransmission (or the data a SYN
@@ -4066,7 +4129,7 @@ impl Connection {
     fn emit(
         &mut self,
         now: Instant,
-        buf: &mut [u8],
+        buf: &mut dyn SegmentBuf,
         flags: TcpFlags,
         seq: SeqNum,
         with_ack: bool,
@@ -4137,16 +4200,16 @@ impl Connection {
         let hlen = repr.header_len();
         let total = hlen + len;
         self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
+        let buf = buf.segment(total);
         repr.emit_header(&mut buf[..hlen]);
-        if len > 0 {
-            self.send_buf.copy_out(offset, &mut buf[hlen..total]);
-        }
         if self.tx_checksum {
-            fill_checksum(
-                &mut buf[..total],
-                self.tuple().local.ip(),
-                self.tuple().remote.ip(),
-            );
+            // The payload is summed as it is copied out of the send buffer: one pass over it.
+            let (header, payload) = buf[..total].split_at_mut(hlen);
+            let (_, sum) = self.send_buf.copy_out_and_sum(offset, payload);
+            let t = self.tuple();
+            fill_checksum_with_payload_sum(header, t.local.ip(), t.remote.ip(), total, sum);
+        } else if len > 0 {
+            self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,
