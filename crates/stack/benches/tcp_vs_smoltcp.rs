@@ -90,7 +90,8 @@
 use std::collections::VecDeque;
 use std::time::Duration as StdDuration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, Throughput};
 
 /// One round of the fake clock.
 const TICK_US: u64 = 10;
@@ -1149,7 +1150,7 @@ mod smol {
     }
 }
 
-fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn configure<M: Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>) {
     g.warm_up_time(StdDuration::from_secs(1));
     g.measurement_time(StdDuration::from_secs(3));
     g.sample_size(20);
@@ -1181,7 +1182,7 @@ const SYNACK_VARIANTS: [(&str, synack_stack::ChecksumCaps); 2] = [
     ("synack_csum_off", synack_stack::ChecksumCaps::OFFLOADED),
 ];
 
-fn churn(c: &mut Criterion) {
+fn churn<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("churn");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
@@ -1221,7 +1222,7 @@ fn churn(c: &mut Criterion) {
     g.finish();
 }
 
-fn bulk_at(c: &mut Criterion, mtu: usize) {
+fn bulk_at<M: Measurement>(c: &mut Criterion<M>, mtu: usize) {
     // A first transfer, checked byte by byte, also opens the congestion windows: the timed
     // iterations measure the steady state of a long-lived connection.
     let group = format!("bulk_mtu{mtu}");
@@ -1263,12 +1264,12 @@ fn bulk_at(c: &mut Criterion, mtu: usize) {
     g.finish();
 }
 
-fn bulk(c: &mut Criterion) {
+fn bulk<M: Measurement>(c: &mut Criterion<M>) {
     bulk_at(c, 1500);
     bulk_at(c, 65535);
 }
 
-fn pingpong(c: &mut Criterion) {
+fn pingpong<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("pingpong");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
@@ -1312,5 +1313,87 @@ fn pingpong(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, churn, bulk, pingpong);
-criterion_main!(benches);
+/// The CPU time of the measuring thread (`CLOCK_THREAD_CPUTIME_ID`), for a busy machine: with
+/// `BENCH_CPU_TIME=1` both stacks are timed by the CPU they used rather than the wall clock,
+/// so that other processes taking the cores weigh less on each side's figure (they still share
+/// its caches). Reported in the usual units, per CPU second.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec the call fills.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Nanoseconds of CPU as they are; throughput per CPU second, in GiB/s or elements/s.
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns(cpu)"
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        match *t {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => {
+                for v in values {
+                    *v = b as f64 * 1e9 / *v / (1u64 << 30) as f64;
+                }
+                "GiB/s(cpu)"
+            }
+            Throughput::Elements(e) => {
+                for v in values {
+                    *v = e as f64 * 1e9 / *v;
+                }
+                "elem/s(cpu)"
+            }
+        }
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns(cpu)"
+    }
+}
+
+fn run<M: Measurement>(mut c: Criterion<M>) {
+    churn(&mut c);
+    bulk(&mut c);
+    pingpong(&mut c);
+}
+
+fn main() {
+    if std::env::var_os("BENCH_CPU_TIME").is_some_and(|v| v == "1") {
+        run(Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args());
+    } else {
+        run(Criterion::<WallTime>::default().configure_from_args());
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
