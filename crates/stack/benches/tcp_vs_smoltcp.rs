@@ -12,6 +12,9 @@
 //! much each stack owes to cross-crate inlining: under fat LTO smoltcp's whole path inlines into
 //! one function and gains about a third on churn, synack about a tenth. Filter as usual, e.g.
 //! `-- 'churn/pooled'`; criterion's `--warm-up-time 1 --measurement-time 3` shorten a run.
+//! On a machine other work keeps busy, `BENCH_CPU_TIME=1` times both stacks by the CPU time of
+//! the measuring thread instead of the wall clock (figures then read "per CPU second"); compare
+//! the two sides of one run, never figures across runs.
 //!
 //! Groups (each scenario is built and verified byte-exact the first time it runs):
 //! - `churn`: connect, one byte each way, close (the client closes first, so TIME-WAIT lands on
