@@ -15,7 +15,10 @@
 # scripts the kernel passes (one path a line, `#` comments), for the last column and the list.
 #
 # Against synack: the object reads the namespace's TCP sysctls (`sysctl=/proc/sys` in its
-# flags), as the scripts set them; and an LD_PRELOAD helper (crates/packetdrill/csrc/preload.c,
+# flags), as the scripts set them, and its route to the peer (metrics such as `ip route change
+# ... advmss 600 mtu lock 640 initcwnd 11`, and the device's `ethtool -K` offloads), so tun0
+# gets the address and route packetdrill gives it for the kernel (`ip route change ... via
+# GATEWAY` needs an on-link gateway); and an LD_PRELOAD helper (crates/packetdrill/csrc/preload.c,
 # built here) lets the C library's getsockopt() that packetdrill's `%{ }%` code events call
 # reach the object for its own descriptors (TCP_INFO), where the kernel knows none.
 set -u
@@ -33,6 +36,11 @@ mkdir -p "$out"
 rm -f "$out/results.txt"
 [ -x "$pd" ] || { echo "no packetdrill binary at $pd: build it first" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 2; }
+if ! command -v ethtool >/dev/null; then
+    echo "WARNING: ethtool is not installed: scripts that run 'ethtool -K tun0 gso off tso off'" \
+        "(mtu_probe/*, nagle/https_client.pkt) leave tun0's offloads as they are and may fail;" \
+        "apt-get install -y ethtool" >&2
+fi
 if [ "$mode" != kernel ]; then
     (cd "$here" && cargo build --release -q -p synack-packetdrill) || exit 2
     cc -shared -fPIC -O2 -Wall -Werror -o "$preload" "$here/crates/packetdrill/csrc/preload.c" -ldl \
@@ -53,21 +61,28 @@ v6='--ip_version=ipv6 --mtu=1520 --local_ip=fd3d:0a0b:17d6::1 --gateway_ip=fd3d:
 # run_one WHO SCRIPT: 0 if it passed (124 if it timed out).
 run_one() {
     local who=$1 rel=$2 flags sof
-    case $rel in *v6.pkt) flags=$v6; sof="local_ip=fd3d:0a0b:17d6::1 mtu=1520";;
-                 *) flags=$v4; sof="local_ip=192.168.0.1";; esac
+    # tun0's setup as packetdrill's for the kernel: the local address and prefix, the route to
+    # the remote address through the gateway.
+    local net
+    case $rel in *v6.pkt) flags=$v6; sof="local_ip=fd3d:0a0b:17d6::1 mtu=1520"
+                          net='ip link set tun0 mtu 1520; ip addr add "$L/48" dev tun0 nodad; ip -6 route add fd3d:fa7b:d17d::1 via fd3d:0a0b:17d6:8888::1 dev tun0';;
+                 *) flags=$v4; sof="local_ip=192.168.0.1"
+                    net='ip addr add "$L/16" dev tun0; ip route add 192.0.2.1 via 192.168.0.1 dev tun0';; esac
     # A script may set its own addresses (`--local_ip=...` lines): the object must use the same.
     local own
     own=$(sed -n 's/^--local_ip=\([^ ]*\).*/\1/p' "$suite/$rel" | head -1)
     [ -n "$own" ] && sof="$sof local_ip=$own"
+    local lip=${own:-${sof#local_ip=}}
+    lip=${lip%% *}
     sof="$sof sysctl=/proc/sys"
     local log=$out/$who/${rel//\//_}.log
     mkdir -p "$out/$who"
     if [ "$who" = synack ]; then
         # packetdrill makes no tun0 when it loads a shared object, but defaults.sh configures
         # one: give it one to configure.
-        (cd "$suite/$(dirname "$rel")" && LD_PRELOAD=$preload SYNACK_PACKETDRILL_SO=$so \
+        (cd "$suite/$(dirname "$rel")" && LD_PRELOAD=$preload SYNACK_PACKETDRILL_SO=$so L=$lip \
             timeout -k 2 20 unshare -n bash -c \
-            'ip link set lo up; ip tuntap add dev tun0 mode tun; ip link set tun0 up; exec "$@"' _ \
+            "ip link set lo up; ip tuntap add dev tun0 mode tun; ip link set tun0 up; { $net; }"' >/dev/null 2>&1; exec "$@"' _ \
             "$pd" $flags --send_omit_free --so_filename="$so" --so_flags="$sof" \
             "$(basename "$rel")") >"$log" 2>&1
     else

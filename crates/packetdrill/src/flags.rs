@@ -18,6 +18,10 @@
 //! | `fastopen_key` | the Fast Open server key, as the `tcp_fastopen_key` sysctl writes it | derived from `seed` |
 //! | `ecn` | ECN (RFC 3168) as Linux's `net.ipv4.tcp_ecn`: 0 off, 1 ask and accept, 2 accept | `2` |
 //! | `quick_ack` | Linux's quick-ACK mode at connection start (`on`/`off`) | `on` |
+//! | `mtu_probing` | RFC 4821 probing as Linux's `net.ipv4.tcp_mtu_probing`: 0 off, 1 after repeated timeouts, 2 always | `0` |
+//! | `base_mss` | the MSS the probing search starts from (`tcp_base_mss`) | `1024` |
+//! | `path_mtu`, `advmss`, `initcwnd` | a route's metrics: the path MTU segments are sized for, the MSS announced, the initial window in segments | the interface MTU's; `10` |
+//! | `offload` | the device segments TCP for us (`on`), or not (`off`: `ethtool -K dev gso off tso off`; see `synack_tcp::Config::segmentation_offload`) | `on` |
 //! | `real_fds` | descriptor numbers are real descriptors of the process (memfds held while open), so that packetdrill's own `close()` at teardown succeeds and a script's `open()` never collides (`on`/`off`) | `on` |
 //!
 //! Durations take a unit (`us`, `ms`, `s`, `min`); a bare number is in **microseconds**, as
@@ -184,6 +188,26 @@ impl ShimConfig {
                 }
             }
             "ecn" => t.ecn = synack_tcp::Ecn::from_linux_sysctl(parse_num(key, v)?),
+            "mtu_probing" => {
+                t.mtu_probing.mode = synack_tcp::MtuProbeMode::from_linux_sysctl(parse_num(key, v)?)
+            }
+            "base_mss" => t.mtu_probing.base_mss = parse_num::<usize>(key, v)?.clamp(48, 65495),
+            "path_mtu" => {
+                let mtu: usize = parse_num(key, v)?;
+                if !(68..=65535).contains(&mtu) {
+                    return Err(format!("path_mtu={v}: must be in 68..=65535"));
+                }
+                t.path_mtu = Some(mtu);
+            }
+            "advmss" => t.advmss = Some(parse_num::<usize>(key, v)?.clamp(48, 65495)),
+            "initcwnd" => t.initial_window = parse_num::<usize>(key, v)?.clamp(1, 1000),
+            "offload" => {
+                t.segmentation_offload = match v {
+                    "on" | "1" => true,
+                    "off" | "0" => false,
+                    _ => return Err(format!("{key}={v}: on or off")),
+                }
+            }
             "quick_ack" => {
                 t.quick_ack = match v {
                     "on" | "1" => true,

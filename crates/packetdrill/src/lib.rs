@@ -11,11 +11,13 @@
 //! - [`ffi`]: the C ABI (`struct packetdrill_interface`), errno, panics kept out of C;
 //! - [`shim`]: the socket calls, blocking, the clock and the netdev queue;
 //! - [`flags`]: the `--so_flags` words;
+//! - [`sysctl`], [`route`]: the namespace's TCP settings and its route to the peer;
 //! - [`script`]: a runner for the subset of packetdrill's script language our own scripts use
 //!   (`tests/packetdrill/*.pkt`), so the same scenarios run in CI without packetdrill.
 
 pub mod ffi;
 pub mod flags;
+pub mod route;
 pub mod script;
 pub mod shim;
 pub mod sockaddr;

@@ -25,6 +25,7 @@ use synack_tcp::{
 };
 
 use crate::flags::ShimConfig;
+use crate::route::Route;
 use crate::sysctl::SysctlSource;
 use crate::tcpinfo::TcpInfo;
 
@@ -314,6 +315,8 @@ pub(crate) struct Inner {
     stale: Vec<c_int>,
     /// Since when `netdev_receive` has found nothing left to send.
     idle_since: Option<Instant>,
+    /// The initial window the flags set (a route's `initcwnd` overrides it).
+    flags_iw: usize,
 }
 
 impl Drop for Inner {
@@ -392,14 +395,62 @@ impl Inner {
             out_dropped,
             ..
         } = self;
+        let mut peers: Vec<IpAddr> = Vec::new();
         iface.transmit(now, &mut |p: &[u8]| {
             if out.len() >= MAX_OUT {
                 out.pop_front();
                 *out_dropped += 1;
             }
+            if let Some(dst) = packet_addr(p, false) {
+                if !peers.contains(&dst) {
+                    peers.push(dst);
+                }
+            }
             out.push_back((p.to_vec(), now));
         });
+        for peer in peers {
+            self.route_after_transmit(peer);
+        }
         self.stamp();
+    }
+
+    /// The route to `peer` as the namespace has it now, when the namespace's settings are
+    /// read (the `sysctl` flag).
+    fn route_to(&self, peer: IpAddr) -> Option<Route> {
+        self.sysctl.root.as_ref()?;
+        Route::lookup(peer)
+    }
+
+    /// Apply the route to `peer` to new connections (Linux looks its route up when a SYN
+    /// arrives and at `connect`).
+    fn refresh_route(&mut self, peer: IpAddr) {
+        if let Some(r) = self.route_to(peer) {
+            r.apply(&mut self.base, self.flags_iw);
+            r.apply(self.iface.tcp_mut().config_mut(), self.flags_iw);
+        }
+    }
+
+    /// Packets went out to `peer`: a Linux socket checks its cached route as it transmits
+    /// (`__sk_dst_check`) and so learns of a changed path MTU, which its next write or
+    /// acknowledgment applies. Tell the connections to `peer` the same.
+    fn route_after_transmit(&mut self, peer: IpAddr) {
+        let Some(r) = self.route_to(peer) else {
+            return;
+        };
+        let mtu = r.mtu.map_or(self.base.mtu, |m| m as usize);
+        let now = self.now;
+        let tcp = self.iface.tcp_mut();
+        let ids: Vec<_> = tcp
+            .connections()
+            .filter(|&id| {
+                tcp.conn(id).is_some_and(|c| {
+                    c.tuple().remote.ip() == peer && c.path_mtu().is_some_and(|m| m != mtu)
+                })
+            })
+            .collect();
+        for id in ids {
+            tcp.with_conn(now, id, |c| c.set_path_mtu(mtu));
+        }
     }
 
     /// SO_TIMESTAMPING: report the writes whose last byte went out (`SCM_TSTAMP_SCHED`,
@@ -749,6 +800,7 @@ impl Shim {
                 reserved: HashMap::new(),
                 stale: Vec::new(),
                 idle_since: None,
+                flags_iw: cfg.tcp.initial_window,
             }),
             cond: Condvar::new(),
             tick: Duration::from_micros(cfg.tick_usecs),
@@ -966,6 +1018,9 @@ impl Shim {
         }
         let mut g = self.lock();
         g.refresh_sysctls();
+        if let Some(peer) = packet_addr(packet, true) {
+            g.refresh_route(peer);
+        }
         let now = g.now;
         g.iface.receive(now, packet);
         self.done(g);
@@ -1284,6 +1339,7 @@ impl Shim {
                 .ok_or(Errno(libc::ENETUNREACH))?,
         };
         let local_port = s.local.map(|a| a.port()).filter(|&p| p != 0);
+        inner.refresh_route(remote.ip());
         let config = inner.config_for(&s.opts, remote.is_ipv6());
         let now = inner.now;
         let tcp = inner.iface.tcp_mut();
@@ -2356,4 +2412,21 @@ pub enum OptIn {
     },
     /// The option's bytes as passed (TCP_FASTOPEN_KEY).
     Bytes(Vec<u8>),
+}
+
+/// The source (`src`) or destination address of an IP packet.
+fn packet_addr(p: &[u8], src: bool) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 => {
+            let at = if src { 12 } else { 16 };
+            let b: [u8; 4] = p.get(at..at + 4)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        6 => {
+            let at = if src { 8 } else { 24 };
+            let b: [u8; 16] = p.get(at..at + 16)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
 }

@@ -36,6 +36,13 @@ pub struct Sysctls {
     pub tcp_notsent_lowat: Option<u64>,
     /// `tcp_congestion_control`: the namespace's congestion control.
     pub tcp_congestion_control: Option<String>,
+    /// RFC 4821 probing: `tcp_mtu_probing`, `tcp_base_mss`, `tcp_probe_threshold`,
+    /// `tcp_probe_interval` (seconds), `tcp_mtu_probe_floor`.
+    pub tcp_mtu_probing: Option<u32>,
+    pub tcp_base_mss: Option<usize>,
+    pub tcp_probe_threshold: Option<usize>,
+    pub tcp_probe_interval: Option<u64>,
+    pub tcp_mtu_probe_floor: Option<usize>,
 }
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -86,6 +93,11 @@ impl Sysctls {
             tcp_notsent_lowat: num(root, "net/ipv4/tcp_notsent_lowat"),
             tcp_congestion_control: read(root, "net/ipv4/tcp_congestion_control")
                 .map(|s| s.trim().to_owned()),
+            tcp_mtu_probing: num(root, "net/ipv4/tcp_mtu_probing"),
+            tcp_base_mss: num(root, "net/ipv4/tcp_base_mss"),
+            tcp_probe_threshold: num(root, "net/ipv4/tcp_probe_threshold"),
+            tcp_probe_interval: num(root, "net/ipv4/tcp_probe_interval"),
+            tcp_mtu_probe_floor: num(root, "net/ipv4/tcp_mtu_probe_floor"),
         }
     }
 
@@ -140,6 +152,22 @@ impl Sysctls {
             // UINT_MAX (the default) is no limit.
             c.notsent_lowat = (v < u64::from(u32::MAX)).then_some(v as usize);
         }
+        let p = &mut c.mtu_probing;
+        if let Some(v) = self.tcp_mtu_probing {
+            p.mode = synack_tcp::MtuProbeMode::from_linux_sysctl(v);
+        }
+        if let Some(v) = self.tcp_base_mss {
+            p.base_mss = v.clamp(48, 65495);
+        }
+        if let Some(v) = self.tcp_probe_threshold {
+            p.threshold = v;
+        }
+        if let Some(v) = self.tcp_probe_interval {
+            p.interval = Duration::from_secs(v);
+        }
+        if let Some(v) = self.tcp_mtu_probe_floor {
+            p.floor = v.clamp(48, 65495);
+        }
         if let Some(v) = self.tcp_syncookies {
             c.syn_cookies = v != 0;
         }
@@ -193,6 +221,8 @@ mod tests {
         put("net/core/rmem_max", "212992\n");
         put("net/ipv4/tcp_timestamps", "0\n");
         put("net/ipv4/tcp_syn_retries", "5\n");
+        put("net/ipv4/tcp_mtu_probing", "2\n");
+        put("net/ipv4/tcp_base_mss", "512\n");
         let s = Sysctls::read(&dir);
         assert_eq!(s.window_scale(), Some(8));
         let mut c = Config::default();
@@ -206,6 +236,9 @@ mod tests {
         assert!(!c.timestamps);
         assert!(c.sack, "a missing file changes nothing");
         assert_eq!(c.syn_retries, 5);
+        assert_eq!(c.mtu_probing.mode, synack_tcp::MtuProbeMode::Always);
+        assert_eq!(c.mtu_probing.base_mss, 512);
+        assert_eq!(c.mtu_probing.threshold, 8, "a missing file changes nothing");
         assert!(!c.pacing, "no congestion control named: no pacing");
         // Linux's default 6 MiB maximum gives 7.
         put("net/ipv4/tcp_rmem", "4096 131072 6291456");

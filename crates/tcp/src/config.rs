@@ -2,6 +2,7 @@
 //! allow it, so that scripts and peers written against Linux see what they expect.
 
 use crate::cc::Algorithm;
+pub use crate::conn::mtuprobe::{MtuProbeMode, MtuProbing};
 use crate::fastopen::FastOpenConfig;
 use crate::time::Duration;
 
@@ -58,6 +59,22 @@ impl Ecn {
 pub struct Config {
     /// The interface MTU; the MSS we announce is this minus the IP and TCP headers.
     pub mtu: usize,
+    /// The MSS to announce instead of the one `mtu` gives (Linux's route metric `advmss`),
+    /// never above it.
+    pub advmss: Option<usize>,
+    /// The path MTU known before any probing (Linux's route metric `mtu`): segments are sized
+    /// for it rather than for `mtu`, and a connection learns a new one through
+    /// [`Connection::set_path_mtu`](crate::Connection::set_path_mtu). `None`: `mtu`.
+    pub path_mtu: Option<usize>,
+    /// Packetization Layer Path MTU Discovery (RFC 4821), as Linux's `tcp_mtu_probing` (off by
+    /// default, as Linux's).
+    pub mtu_probing: MtuProbing,
+    /// The device segments for us (TSO/GSO on, Linux's default and a TUN path's): write-queue
+    /// buffers of two segments, each sent pushed. Off (`ethtool -K dev gso off tso off`),
+    /// Linux still builds large buffers but sends each burst of at most half the congestion
+    /// window as one software-segmented packet whose last segment carries PSH (see
+    /// `conn::mtuprobe`).
+    pub segmentation_offload: bool,
     /// Receive buffer per connection, in bytes: the most we ever advertise.
     pub recv_buffer: usize,
     /// Send buffer per connection, in bytes.
@@ -161,6 +178,10 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             mtu: 1500,
+            advmss: None,
+            path_mtu: None,
+            mtu_probing: MtuProbing::default(),
+            segmentation_offload: true,
             recv_buffer: 1 << 20,
             send_buffer: 1 << 20,
             window_scaling: true,
@@ -196,5 +217,15 @@ impl Default for Config {
             fast_open: FastOpenConfig::default(),
             ecn: Ecn::default(),
         }
+    }
+}
+
+impl Config {
+    /// The MSS our SYN or SYN-ACK announces: `advmss` if set (bounded by `mtu`), else the
+    /// `mtu` less the IP and TCP headers.
+    pub fn announced_mss(&self, ipv6: bool) -> usize {
+        let own = crate::conn::mss_for_mtu(self.mtu, ipv6);
+        self.advmss
+            .map_or(own, |a| a.clamp(crate::conn::MIN_SND_MSS, own))
     }
 }

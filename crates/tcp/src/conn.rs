@@ -59,6 +59,7 @@ pub enum RetransmitCause {
     TailLossProbe,
 }
 
+pub(crate) mod mtuprobe;
 mod pacing;
 mod prr;
 mod timewait;
@@ -95,7 +96,7 @@ pub struct SendFlags {
 /// flag from here (RFC 9293 §3.9.1, "PUSH"): a segment that reaches the end of a pushed buffer
 /// carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SendMark {
+pub(crate) struct SendMark {
     end: SeqNum,
     /// The end of a write (but `MSG_MORE`): PSH on the segment that ends here, sent first or
     /// again.
@@ -131,12 +132,21 @@ impl core::ops::DerefMut for SendMarks {
     }
 }
 
+/// The storage of a write queue that holds nothing, kept by the endpoint for the next
+/// connection that writes (as drained rings are): a write then allocates nothing.
+pub(crate) type MarksStorage = Box<VecDeque<SendMark>>;
+
+/// Most empty write-queue storages an endpoint keeps.
+pub(crate) const SPARE_MARKS_MAX: usize = 256;
+
 impl SendMarks {
-    /// Free the queue once it holds nothing.
+    /// The queue's storage, once it holds nothing (the connection keeps one word).
     #[inline]
-    fn tidy(&mut self) {
+    fn take_empty(&mut self) -> Option<MarksStorage> {
         if self.0.as_ref().is_some_and(|q| q.is_empty()) {
-            self.0 = None;
+            self.0.take()
+        } else {
+            None
         }
     }
 }
@@ -156,7 +166,8 @@ impl Nanos {
 
     #[inline]
     fn new(d: Duration) -> Nanos {
-        Nanos(u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+        // As `d.as_nanos()` saturated below `u64::MAX`, without 128-bit arithmetic.
+        Nanos(crate::time::duration_nanos(d).min(u64::MAX - 1))
     }
 
     #[inline]
@@ -325,7 +336,7 @@ impl HyStart {
             self.window_end = Some(snd_nxt);
         }
         let Some(rtt) = rtt else { return false };
-        let us = u64::try_from(rtt.as_micros()).map_or(NO_RTT - 1, |us| us.min(NO_RTT - 1));
+        let us = crate::time::duration_micros(rtt).min(NO_RTT - 1);
         self.current_round_min = self.current_round_min.min(us);
         self.samples += 1;
         if self.samples < HS_N_RTT_SAMPLE || self.last_round_min == NO_RTT {
@@ -522,6 +533,9 @@ pub struct Connection {
     adv_mss: usize,
     /// Payload bytes per full segment we expect from the peer (options taken off).
     rcv_mss: usize,
+    /// The path MTU and RFC 4821 probing (`conn::mtuprobe`); boxed, and only where a setting
+    /// asks for them.
+    path: Option<Box<mtuprobe::PathMtu>>,
 
     ts_enabled: bool,
     ts_offer: bool,
@@ -788,7 +802,7 @@ impl Connection {
         now: Instant,
     ) -> Self {
         let ipv6 = tuple.local.is_ipv6();
-        let rcv_mss = mss_for_mtu(config.mtu, ipv6);
+        let rcv_mss = config.announced_mss(ipv6);
         // Until the peer's SYN says otherwise, RFC 9293 §3.7.1's default send MSS.
         let snd_mss = if ipv6 { 1220 } else { 536 };
         let cc = config
@@ -829,6 +843,7 @@ impl Connection {
             seg_budget: snd_mss,
             adv_mss: rcv_mss,
             rcv_mss,
+            path: mtuprobe::PathMtu::for_config(config, ipv6),
             ts_enabled: false,
             ts_offer: config.timestamps,
             ts_recent: 0,
@@ -1449,6 +1464,7 @@ impl Connection {
         // one, as Linux's `tcp_sendmsg_fastopen`.
         self.defer_syn = false;
         self.push_once = false;
+        self.path_refresh();
         let start = self.fin_seq();
         let data = &data[..self.lowat_room(data.len())];
         let n = self.send_buf.push(data);
@@ -1555,6 +1571,9 @@ impl Connection {
     /// but no more than half the largest window the peer offered (`tcp_bound_to_half_wnd`),
     /// in whole segments, and at least one.
     fn size_goal(&self) -> usize {
+        if let Some(goal) = self.unoffloaded_size_goal() {
+            return goal;
+        }
         let mss = self.snd_mss.max(1);
         let mut goal = 2 * mss;
         if self.max_snd_wnd > 536 {
@@ -1605,6 +1624,7 @@ impl Connection {
     /// Once the handshake sets the segment size, cut what was written before it and not yet
     /// sent into buffers of the size goal, as written now: Linux's SYN-data skb keeps what
     /// the SYN carried, and a blocking Fast Open `sendto` writes the rest once connected.
+    #[cold]
     fn rechunk_unsent(&mut self) {
         let from = self.snd_max.max(self.send_buf_seq);
         let end = self.fin_seq();
@@ -1638,7 +1658,8 @@ impl Connection {
         while self.send_marks.front().is_some_and(|m| m.end.le(una)) {
             self.send_marks.pop_front();
         }
-        self.send_marks.tidy();
+        // An empty queue keeps its storage until `release_drained` gives it to the endpoint
+        // for the next write.
     }
 
     /// Whether a pushed buffer ends within `(from, to]`: the segment covering it carries PSH
@@ -1847,17 +1868,36 @@ impl Connection {
         }
     }
 
+    /// Lend an empty write queue's storage from `spare` before the application may write
+    /// (see [`release_drained`](Self::release_drained)).
+    #[inline]
+    pub(crate) fn lend_marks(&mut self, spare: &mut Vec<MarksStorage>) {
+        if self.send_marks.0.is_none() {
+            self.send_marks.0 = spare.pop();
+        }
+    }
+
     /// Hand the storage of each ring that holds nothing (everything sent was acknowledged;
     /// everything received was read, nothing out of order) and is at most `max` bytes to
     /// `give`: an idle connection keeps no buffer memory. Larger rings (a connection moving
-    /// bulk data) are kept.
+    /// bulk data) are kept. So is the write queue's storage once it holds nothing, to `marks`
+    /// (up to [`SPARE_MARKS_MAX`] there; the rest is freed).
     #[inline]
-    pub(crate) fn release_drained(&mut self, max: usize, give: &mut impl FnMut(Vec<u8>)) {
+    pub(crate) fn release_drained(
+        &mut self,
+        max: usize,
+        give: &mut impl FnMut(Vec<u8>),
+        marks: &mut Vec<MarksStorage>,
+    ) {
         let a = self.send_buf.allocated();
         if a > 0 && a <= max && self.send_buf.is_empty() {
             give(self.send_buf.take_storage());
         }
-        self.send_marks.tidy();
+        if let Some(m) = self.send_marks.take_empty() {
+            if marks.len() < SPARE_MARKS_MAX {
+                marks.push(m);
+            }
+        }
         let a = self.recv_buf.allocated();
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
@@ -1933,6 +1973,7 @@ impl Connection {
                     || (self.fin_queued && self.snd_nxt.le(self.fin_seq()))
                     || (self.recover.is_some() && self.sack_enabled)
                     || self.window_update_due()
+                    || self.path_repair_due()
             }
         }
     }
@@ -1970,6 +2011,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn fail(&mut self, e: ConnectionError) {
         let e = match (e, self.soft_error) {
             (ConnectionError::TimedOut, Some(soft)) => soft,
@@ -2117,6 +2159,7 @@ impl Connection {
         // MIN_SND_MSS bytes of options and data per segment, as Linux's `tcp_min_snd_mss`.
         self.seg_budget = peer_mss.max(MIN_SND_MSS).min(self.adv_mss);
         self.snd_mss = self.seg_budget.saturating_sub(ts_len).max(1);
+        self.path_on_negotiated(peer_mss);
         self.rcv_mss = self.adv_mss.saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.snd_mss);
         let iw = initial_window(self.snd_mss, self.iw_segments as usize);
@@ -2339,6 +2382,7 @@ impl Connection {
     /// take is sent again at once, not after a timeout ("the client MUST retransmit"), and
     /// what the SYN-ACK says of the server (its MSS, a cookie) is kept for the cache, as Linux's
     /// `tcp_rcv_fastopen_synack`.
+    #[cold]
     fn on_fast_open_synack(&mut self, seg: &TcpRepr<'_>, ack: SeqNum) {
         if self.syn_fastopen.is_none() && self.syn_data == 0 {
             return;
@@ -2389,6 +2433,7 @@ impl Connection {
         } else {
             self.set_state(State::Established);
         }
+        self.path_on_established(now);
         self.rechunk_unsent();
         self.arm_keepalive(now);
     }
@@ -2875,6 +2920,7 @@ impl Connection {
         if self.tlp_high.is_some_and(|h| ack.ge(h)) {
             self.tlp_high = None;
         }
+        self.path_on_ack();
         if flight == 0 {
             self.timers.stop(Timer::Retransmit);
             self.timers.stop(Timer::UserTimeout);
@@ -2912,6 +2958,7 @@ impl Connection {
     /// `tcp_invalid_ratelimit`). The endpoint also caps them across connections
     /// (`challenge_ack_limit`), so a blind attacker learns nothing from counting them and a
     /// flood of forged segments draws no flood of ACKs.
+    #[cold]
     fn challenge_ack(&mut self, now: Instant) {
         if self.oow_ack_allowed(now) {
             self.challenge_pending = true;
@@ -2934,6 +2981,7 @@ impl Connection {
     /// The ACK owed to an unacceptable segment (RFC 9293 §3.10.7.4). A segment with data gets
     /// it always (a zero-window probe, a retransmission below the window); one without, which
     /// could be half of an ACK loop, at the challenge ACKs' pace, as Linux does.
+    #[cold]
     fn out_of_window_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let syn = seg.flags.contains(TcpFlags::SYN);
         if (!seg.payload.is_empty() && !syn) || self.oow_ack_allowed(now) {
@@ -2960,6 +3008,7 @@ impl Connection {
     }
 
     /// The path reordered `depth` bytes: DupThresh covers that many segments from now on.
+    #[cold]
     fn note_reordering(&mut self, depth: usize) {
         let segments = depth.div_ceil(self.snd_mss.max(1)) + 1;
         self.reordering = self.reordering.max(segments).min(MAX_REORDERING);
@@ -2967,6 +3016,7 @@ impl Connection {
 
     /// The fast retransmission was spurious (RFC 3522): the original arrived, only late.
     /// Restore the congestion state from before the recovery (RFC 4015 §3) and leave it.
+    #[cold]
     fn undo_recovery(&mut self) {
         let Some(u) = self.undo.take() else {
             return;
@@ -2989,6 +3039,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn on_dup_ack(&mut self, now: Instant) {
         self.dupacks += 1;
         if self.recover.is_some() {
@@ -3066,7 +3117,11 @@ impl Connection {
     }
 
     /// Fast retransmit and recovery begin (RFC 5681 §3.2, RFC 6675 §5, RFC 6582 §3.2).
+    #[cold]
     fn enter_recovery(&mut self, now: Instant) {
+        if self.path_probe_lost() {
+            return;
+        }
         let flight = self.snd_nxt.since(self.snd_una);
         // Holes the last recovery already sent again (below its HighRxt) are in flight,
         // not lost anew: this recovery starts above them. And Eifel's test only means
@@ -3109,6 +3164,7 @@ impl Connection {
         self.push_congestion_event();
     }
 
+    #[cold]
     fn push_congestion_event(&mut self) {
         self.events.push(Event::Congestion {
             cwnd: self.cc.cwnd(),
@@ -3332,6 +3388,7 @@ impl Connection {
                     }
                     return;
                 }
+                self.path_on_too_big((mtu as usize).max(floor) as u32);
                 if budget < self.seg_budget {
                     self.seg_budget = budget;
                     self.snd_mss = budget.saturating_sub(ts).max(1);
@@ -3435,18 +3492,19 @@ impl Connection {
     /// delayed ACK when one segment is in flight, and never later than the RTO.
     fn arm_tlp(&mut self, now: Instant) {
         let open = self.recover.is_none() && self.rto_count == 0 && self.tlp_high.is_none();
-        let Some(srtt) = self.rtt.srtt() else {
+        // In microseconds: this runs on every segment of new data sent.
+        let Some(srtt) = self.rtt.srtt_us() else {
             return;
         };
         if !self.sack_enabled || !open || self.snd_max == self.snd_una {
             return;
         }
-        let mut pto = srtt * 2;
+        let mut pto = srtt.saturating_mul(2);
         if self.snd_max.since(self.snd_una) <= self.snd_mss {
-            pto += Duration::from_millis(200);
+            pto = pto.saturating_add(200_000);
         }
-        let pto = pto.max(Duration::from_millis(10));
-        let at = now + pto;
+        let pto = pto.max(10_000);
+        let at = Instant::from_micros(now.as_micros().saturating_add(pto));
         match self.timers.get(Timer::Retransmit) {
             // "If the RTO formula yields an earlier time, then use that time" (Linux's
             // `tcp_schedule_loss_probe`, RFC 8985 §7.2's PTO never later than the RTO): the
@@ -3461,6 +3519,7 @@ impl Connection {
     }
 
     /// RFC 6298 §5.4–5.6: retransmit the earliest unacknowledged segment, back off the timer.
+    #[cold]
     fn on_rto(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
@@ -3498,6 +3557,7 @@ impl Connection {
                     self.fail(ConnectionError::TimedOut);
                     return;
                 }
+                self.path_on_rto(now);
                 let flight = self.snd_max.since(self.snd_una);
                 self.cc.on_rto(now, flight);
                 self.rtt.back_off();
@@ -3532,6 +3592,7 @@ impl Connection {
         }
     }
 
+    #[cold]
     fn arm_persist(&mut self, now: Instant) {
         let base = self.rtt.rto();
         let t = base
@@ -3704,7 +3765,7 @@ impl Connection {
             p.hold();
             None
         } else {
-            self.plan(self.payload_room(buf.room()))
+            self.plan(now, self.payload_room(buf.room()), buf.room())
         };
         if let Some(p) = planned {
             let mut flags = TcpFlags::ACK;
@@ -3712,7 +3773,9 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let again = p.retransmit.is_some();
-            if p.len > 0 && (p.push || self.push_mark_in(p.seq, p.seq + p.len, again)) {
+            let burst_end = self.burst_push(p.seq, p.len, !again);
+            if p.len > 0 && (p.push || burst_end || self.push_mark_in(p.seq, p.seq + p.len, again))
+            {
                 flags |= TcpFlags::PSH;
             }
             // RFC 3168 §6.1.2: new data is ECN-capable, and the first new data after a
@@ -3865,7 +3928,7 @@ impl Connection {
     }
 
     /// Decide the next segment that carries data or a FIN, if any may go now.
-    fn plan(&mut self, room: usize) -> Option<Planned> {
+    fn plan(&mut self, now: Instant, room: usize, buf_len: usize) -> Option<Planned> {
         let mss = self.snd_mss.min(room);
         if mss == 0 {
             return None;
@@ -3907,6 +3970,17 @@ impl Connection {
                     push: false,
                 });
             }
+        }
+        // A lost MTU probe's bytes, in segments of the current size (`conn::mtuprobe`).
+        if let Some((seq, end)) = self.path_repair_next(mss) {
+            return Some(Planned {
+                seq,
+                len: end.since(seq),
+                fin: false,
+                retransmit: Some(RetransmitCause::FastRetransmit),
+                probe: false,
+                push: false,
+            });
         }
         // 1. A retransmission asked for by fast retransmit or a partial ACK.
         if let Some((seq, cause)) = self.retransmit_at.take() {
@@ -3964,6 +4038,21 @@ impl Connection {
         } else {
             self.snd_nxt.since(self.snd_una)
         };
+        // RFC 4821 §7.3: an MTU probe built from the head of the new data (`conn::mtuprobe`).
+        match self.mtu_probe_plan(now, seq, buf_len) {
+            mtuprobe::ProbePlan::Continue => {}
+            mtuprobe::ProbePlan::Wait => return None,
+            mtuprobe::ProbePlan::Send(len) => {
+                return Some(Planned {
+                    seq,
+                    len,
+                    fin: false,
+                    retransmit: None,
+                    probe: false,
+                    push: false,
+                })
+            }
+        }
         let cwnd = self.send_cwnd() + self.inflation;
         let by_cwnd = cwnd.saturating_sub(in_flight);
         let by_rwnd = (self.snd_una + self.snd_wnd).since(seq);
@@ -4186,9 +4275,10 @@ impl Connection {
             }
             self.window_to_advertise()
         };
+        let tuple = self.tuple();
         let repr = TcpRepr {
-            src_port: self.tuple().local.port(),
-            dst_port: self.tuple().remote.port(),
+            src_port: tuple.local.port(),
+            dst_port: tuple.remote.port(),
             seq: seq.0,
             ack: if with_ack { self.rcv_nxt.0 } else { 0 },
             flags,
@@ -4201,13 +4291,12 @@ impl Connection {
         let total = hlen + len;
         self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
         let buf = buf.segment(total);
-        repr.emit_header(&mut buf[..hlen]);
+        repr.write_header(buf);
         if self.tx_checksum {
             // The payload is summed as it is copied out of the send buffer: one pass over it.
             let (header, payload) = buf[..total].split_at_mut(hlen);
             let (_, sum) = self.send_buf.copy_out_and_sum(offset, payload);
-            let t = self.tuple();
-            fill_checksum_with_payload_sum(header, t.local.ip(), t.remote.ip(), total, sum);
+            fill_checksum_with_payload_sum(header, tuple.local.ip(), tuple.remote.ip(), total, sum);
         } else if len > 0 {
             self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }

@@ -71,7 +71,7 @@ impl CongestionControl for Cubic {
 
     fn on_ack(&mut self, now: Instant, acked: usize, _flight: usize, rtt: Option<Duration>) {
         if let Some(r) = rtt {
-            let ns = u64::try_from(r.as_nanos()).map_or(NONE - 1, |n| n.min(NONE - 1));
+            let ns = crate::time::duration_nanos(r).min(NONE - 1);
             self.min_rtt = self.min_rtt.min(ns);
         }
         if self.cwnd < self.ssthresh {

@@ -15,7 +15,7 @@ use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
 
 use crate::config::Config;
-use crate::conn::{Connection, Event, TimeWait};
+use crate::conn::{Connection, Event, MarksStorage, TimeWait};
 use crate::fastopen::{ClientCache, FastOpenKey};
 use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
@@ -321,6 +321,9 @@ pub struct Endpoint {
     /// Compact TIME-WAIT entries of expired ones, for the next.
     #[allow(clippy::vec_box)]
     spare_tw: Vec<Box<TimeWait>>,
+    /// Write-queue storage of connections whose queues drained, lent to the next write (as
+    /// `spare` is for rings): a write allocates nothing in the steady state.
+    spare_marks: Vec<MarksStorage>,
     /// Fill in TCP checksums of what we send (see [`set_tx_checksum`](Self::set_tx_checksum)).
     tx_checksum: bool,
     /// Connections held as compact TIME-WAIT entries.
@@ -359,6 +362,7 @@ impl Endpoint {
             fo_cache: ClientCache::default(),
             fo_default_key: FastOpenKey::from_bytes(IsnGenerator::new(secret).derive_key(3)),
             spare_tw: Vec::new(),
+            spare_marks: Vec::new(),
             tx_checksum: true,
             compact_time_waits: 0,
         }
@@ -696,6 +700,20 @@ impl Endpoint {
         given_iss: Option<SeqNum>,
         open: impl FnOnce(&mut Connection, &Config),
     ) -> ConnId {
+        // Only `open` differs between callers: the rest is one copy, not one per caller.
+        let mut conn = self.new_conn(now, tuple, given_iss);
+        open(&mut conn, &self.config);
+        self.place(conn, tuple, listener, held)
+    }
+
+    /// A fresh TCB for `tuple` (in a reused box when there is one), its ISS given or drawn.
+    #[inline(never)]
+    fn new_conn(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        given_iss: Option<SeqNum>,
+    ) -> Box<Connection> {
         let (drawn, ts) = self.isn.isn_and_ts_offset(now, tuple.local, tuple.remote);
         let iss = given_iss.unwrap_or(drawn);
         let mut conn = match self.spare_conns.pop() {
@@ -708,7 +726,18 @@ impl Endpoint {
         conn.set_tx_checksum(self.tx_checksum);
         // Events only feed the trace: the accept queue follows states.
         conn.set_events(self.trace.is_some());
-        open(&mut conn, &self.config);
+        conn
+    }
+
+    /// Give `conn` a slot and enter its tuple in the table.
+    #[inline(never)]
+    fn place(
+        &mut self,
+        conn: Box<Connection>,
+        tuple: FourTuple,
+        listener: Option<ListenerId>,
+        held: bool,
+    ) -> ConnId {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -878,6 +907,7 @@ impl Endpoint {
         // Drained rings were given back to the pool: data the application writes now goes
         // into storage from it.
         conn.lend_storage(&mut self.spare, true);
+        conn.lend_marks(&mut self.spare_marks);
         let r = f(conn);
         self.after(now, id);
         Some(r)
@@ -1306,6 +1336,7 @@ impl Endpoint {
 
     /// Answer a SYN with a SYN cookie (RFC 4987 §3.6): a SYN-ACK whose ISS encodes what the
     /// connection needs, and nothing kept.
+    #[cold]
     fn send_cookie(&mut self, now: Instant, l: ListenerId, tuple: FourTuple, seg: &TcpRepr<'_>) {
         if self.cookies.len() >= MAX_STATELESS_REPLIES {
             self.stats.syn_dropped += 1;
@@ -1313,7 +1344,7 @@ impl Endpoint {
         }
         let ipv6 = tuple.local.is_ipv6();
         let peer_mss = seg.options.mss.unwrap_or(if ipv6 { 1220 } else { 536 });
-        let our_mss = crate::conn::mss_for_mtu(self.config.mtu, ipv6);
+        let our_mss = self.config.announced_mss(ipv6);
         let (iss, _) = crate::syncookie::make(
             &self.isn,
             now,
@@ -1361,6 +1392,7 @@ impl Endpoint {
 
     /// The handshake's ACK to a listener with no connection: if it carries a valid cookie,
     /// the connection is made now, ESTABLISHED, as if its SYN had been queued.
+    #[cold]
     fn accept_cookie(
         &mut self,
         now: Instant,
@@ -1429,6 +1461,7 @@ impl Endpoint {
     /// RFC 9293 §3.10.7.1, CLOSED: "all data in the incoming segment is discarded. An incoming
     /// segment containing a RST is discarded. An incoming segment not containing a RST causes a
     /// RST to be sent in response."
+    #[cold]
     fn on_closed_segment(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
         if seg.flags.contains(TcpFlags::RST) {
             self.stats.dropped += 1;
@@ -1437,6 +1470,7 @@ impl Endpoint {
         self.queue_reset(tuple, seg);
     }
 
+    #[cold]
     fn queue_reset(&mut self, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let reset = if seg.flags.contains(TcpFlags::ACK) {
             // <SEQ=SEG.ACK><CTL=RST>
@@ -1740,11 +1774,15 @@ impl Endpoint {
         }
         // An idle connection holds no ring storage: drained rings go back to the pool.
         let spare = &mut self.spare;
-        conn.release_drained(SPARE_MAX_BYTES, &mut |storage| {
-            if spare.len() < SPARE_MAX {
-                spare.push(storage);
-            }
-        });
+        conn.release_drained(
+            SPARE_MAX_BYTES,
+            &mut |storage| {
+                if spare.len() < SPARE_MAX {
+                    spare.push(storage);
+                }
+            },
+            &mut self.spare_marks,
+        );
         let bytes = conn.buffer_bytes().min(u32::MAX as usize) as u32;
         self.buffer_bytes = self.buffer_bytes + bytes as usize - slot.buffer_bytes as usize;
         slot.buffer_bytes = bytes;
@@ -1762,45 +1800,56 @@ impl Endpoint {
         if let Some(outcome) = conn.take_fast_open_outcome() {
             self.fo_cache.update(conn.tuple().remote.ip(), outcome);
         }
-        if let Some(l) = slot.listener {
-            // A passive connection: queued for accept once synchronized (it may have moved
-            // past ESTABLISHED within one segment), dropped from its listener when CLOSED —
-            // unless it is queued with data to read or is a Fast Open child, which Linux
-            // still hands to accept() (its data readable, then its error).
-            let state = conn.state();
-            let closed = state == State::Closed;
-            let queued = slot.in_accept_queue;
-            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
-            if slot.fo_pending && (closed || state.is_synchronized()) {
-                slot.fo_pending = false;
-                if let Some(listener) = listener {
-                    listener.fo_pending = listener.fo_pending.saturating_sub(1);
-                }
-            }
-            let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
-            let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
-            if !queued && (closed || state.is_synchronized()) {
-                if closed {
-                    slot.listener = None;
-                } else {
-                    slot.in_accept_queue = true;
-                }
-                if let Some(listener) = listener {
-                    listener.half_open = listener.half_open.saturating_sub(1);
-                    if !closed {
-                        listener.accept_queue.push_back(id);
-                        self.stats.accepted += 1;
-                    }
-                }
-            } else if queued && closed && !keep {
-                slot.listener = None;
-                slot.in_accept_queue = false;
-                if let Some(listener) = listener {
-                    listener.accept_queue.retain(|&c| c != id);
-                }
-            }
+        if slot.listener.is_some() {
+            self.after_passive(id);
         }
         may_transmit
+    }
+
+    /// [`after_quiet`](Self::after_quiet) for a passive connection not yet accepted: its
+    /// place in its listener's queues. Out of line: most calls are for other connections.
+    #[inline(never)]
+    fn after_passive(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.index as usize];
+        let (Some(l), Some(conn)) = (slot.listener, slot.conn.as_ref()) else {
+            return;
+        };
+        // A passive connection: queued for accept once synchronized (it may have moved
+        // past ESTABLISHED within one segment), dropped from its listener when CLOSED —
+        // unless it is queued with data to read or is a Fast Open child, which Linux
+        // still hands to accept() (its data readable, then its error).
+        let state = conn.state();
+        let closed = state == State::Closed;
+        let queued = slot.in_accept_queue;
+        let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
+        if slot.fo_pending && (closed || state.is_synchronized()) {
+            slot.fo_pending = false;
+            if let Some(listener) = listener {
+                listener.fo_pending = listener.fo_pending.saturating_sub(1);
+            }
+        }
+        let listener = self.listeners.get_mut(l.index()).and_then(Option::as_mut);
+        let keep = conn.recv_available() > 0 || conn.is_fast_open_child();
+        if !queued && (closed || state.is_synchronized()) {
+            if closed {
+                slot.listener = None;
+            } else {
+                slot.in_accept_queue = true;
+            }
+            if let Some(listener) = listener {
+                listener.half_open = listener.half_open.saturating_sub(1);
+                if !closed {
+                    listener.accept_queue.push_back(id);
+                    self.stats.accepted += 1;
+                }
+            }
+        } else if queued && closed && !keep {
+            slot.listener = None;
+            slot.in_accept_queue = false;
+            if let Some(listener) = listener {
+                listener.accept_queue.retain(|&c| c != id);
+            }
+        }
     }
 
     /// Forget a CLOSED connection nobody holds, once it has nothing left to send.
@@ -1923,8 +1972,10 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         assert!(
-            // 936 + 8: the one pointer to PRR's and the pacer's state (`conn::pacing`).
-            core::mem::size_of::<Connection>() <= 944,
+            // 936 + 8: the one pointer to PRR's and the pacer's state (`conn::pacing`); + 8:
+            // the one pointer to the path MTU and probing state (`conn::mtuprobe`), boxed and
+            // allocated only where a setting asks for it. 952 + 48 + 8 = 1008 bytes all told.
+            core::mem::size_of::<Connection>() <= 952,
             "Connection is {} bytes",
             core::mem::size_of::<Connection>()
         );

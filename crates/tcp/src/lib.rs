@@ -26,7 +26,7 @@ pub mod syncookie;
 pub mod timer;
 
 pub use cc::{Algorithm, CongestionControl};
-pub use config::{Config, Ecn, Keepalive};
+pub use config::{Config, Ecn, Keepalive, MtuProbeMode, MtuProbing};
 pub use conn::{ConnStats, Connection, Event, IcmpError, RetransmitCause, SendFlags};
 pub use fastopen::{FastOpenConfig, FastOpenKey};
 pub use isn::IsnGenerator;

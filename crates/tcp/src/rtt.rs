@@ -25,8 +25,9 @@ pub struct RttEstimator {
 
 const G_US: u64 = 1000;
 
+#[inline]
 fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    crate::time::duration_micros(d)
 }
 
 impl RttEstimator {
@@ -103,7 +104,13 @@ impl RttEstimator {
     }
 
     pub fn srtt(&self) -> Option<Duration> {
-        (self.srtt != NO_SRTT).then(|| Duration::from_micros(self.srtt))
+        self.srtt_us().map(Duration::from_micros)
+    }
+
+    /// [`srtt`](Self::srtt) in microseconds.
+    #[inline]
+    pub fn srtt_us(&self) -> Option<u64> {
+        (self.srtt != NO_SRTT).then_some(self.srtt)
     }
 
     pub fn rttvar(&self) -> Duration {

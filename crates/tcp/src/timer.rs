@@ -86,6 +86,9 @@ impl TimerTable {
         }
     }
 
+    /// Out of line: the earliest deadline moved later, which is rarer than setting or
+    /// stopping a timer, and every caller shares this one copy.
+    #[inline(never)]
     fn recompute(&mut self) {
         self.next = self.deadlines.iter().copied().min().unwrap_or(UNSET);
     }

@@ -96,7 +96,12 @@ impl Ipv4Repr {
             return Err(Error::BadHeaderLength);
         }
         let full_header = packet.get(..header_len).ok_or(Error::BadHeaderLength)?;
-        if checksum::checksum(full_header, 0) != 0 {
+        let sum = if header_len == Self::HEADER_LEN {
+            checksum::checksum20(hdr)
+        } else {
+            checksum::checksum(full_header, 0)
+        };
+        if sum != 0 {
             return Err(Error::BadChecksum);
         }
         let total_len = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
@@ -142,7 +147,7 @@ impl Ipv4Repr {
         hdr[10..12].copy_from_slice(&[0, 0]);
         hdr[12..16].copy_from_slice(&self.src.octets());
         hdr[16..20].copy_from_slice(&self.dst.octets());
-        let sum = checksum::checksum(hdr, 0);
+        let sum = checksum::checksum20((&*hdr).try_into().expect("20 bytes"));
         hdr[10..12].copy_from_slice(&sum.to_be_bytes());
     }
 }
