@@ -12,6 +12,9 @@
 //! much each stack owes to cross-crate inlining: under fat LTO smoltcp's whole path inlines into
 //! one function and gains about a third on churn, synack about a tenth. Filter as usual, e.g.
 //! `-- 'churn/pooled'`; criterion's `--warm-up-time 1 --measurement-time 3` shorten a run.
+//! On a machine other work keeps busy, `BENCH_CPU_TIME=1` times both stacks by the CPU time of
+//! the measuring thread instead of the wall clock (figures then read "per CPU second"); compare
+//! the two sides of one run, never figures across runs.
 //!
 //! Groups (each scenario is built and verified byte-exact the first time it runs):
 //! - `churn`: connect, one byte each way, close (the client closes first, so TIME-WAIT lands on
@@ -36,10 +39,18 @@
 //! smoltcp runs one `Interface` owning both addresses, with the client and server sockets in one
 //! `SocketSet` over a `Device` on one `Wire` (as its loopback example does over `Loopback`);
 //! smoltcp's tx token lets it build each packet straight into the wire's buffer. synack runs two
-//! `Interface`s (client 198.18.0.1, server 198.18.0.2), one `Wire` per direction; synack's
-//! `Interface::transmit` hands out a finished packet as `&[u8]`, which the wire copies into its
-//! buffer (one memcpy per packet that smoltcp's token API avoids: that is each stack's device
-//! API, and it is part of what is measured).
+//! `Interface`s (client 198.18.0.1, server 198.18.0.2), one `Wire` per direction, through
+//! `Interface::transmit_to`, whose `TxQueue` the wire implements: synack asks for a buffer once
+//! it knows a packet's length (40 bytes of room for an IP header, then the TCP segment: a
+//! `fresh` buffer is 20 bytes longer than an IPv4 packet), builds the segment and its IP header
+//! in it, and the wire queues it from where the IP header starts. Neither stack copies a packet
+//! on its way into the wire: each builds it in place through its own device API.
+//!
+//! Bytes of bulk data, per stack: the application's buffer is copied into the send buffer, from
+//! there into the packet, from the packet into the receive buffer and from there to the
+//! application: four copies each. With checksums on, smoltcp sums each payload once more on
+//! sending and once on receiving; synack sums it while copying it into the packet (one pass for
+//! both) and once on receiving.
 //!
 //! # The variants, named for what they are
 //!
@@ -82,7 +93,8 @@
 use std::collections::VecDeque;
 use std::time::Duration as StdDuration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, Throughput};
 
 /// One round of the fake clock.
 const TICK_US: u64 = 10;
@@ -171,8 +183,11 @@ impl DevMode {
 pub struct Wire {
     mode: DevMode,
     mtu: usize,
-    queue: VecDeque<(Vec<u8>, usize)>,
+    /// Packets: a buffer and the packet's range in it.
+    queue: VecDeque<(Vec<u8>, usize, usize)>,
     pool: Vec<Vec<u8>>,
+    /// The buffer last handed out to synack's `TxQueue::buffer`, and the length asked for.
+    pending: Option<(Vec<u8>, usize)>,
     /// Packets sent into the wire so far.
     pub sent: u64,
 }
@@ -184,6 +199,7 @@ impl Wire {
             mtu,
             queue: VecDeque::new(),
             pool: Vec::new(),
+            pending: None,
             sent: 0,
         }
     }
@@ -205,17 +221,19 @@ impl Wire {
     /// Queue a packet: the first `len` bytes of `buf`.
     fn push(&mut self, buf: Vec<u8>, len: usize) {
         self.sent += 1;
-        self.queue.push_back((buf, len));
+        self.queue.push_back((buf, 0, len));
     }
 
-    /// Queue a copy of `packet`.
-    fn push_copy(&mut self, packet: &[u8]) {
-        let mut b = self.buffer(packet.len());
-        b[..packet.len()].copy_from_slice(packet);
-        self.push(b, packet.len());
-    }
-
+    /// The next packet as a buffer and the packet's length at its start (smoltcp's packets
+    /// start there).
     fn pop(&mut self) -> Option<(Vec<u8>, usize)> {
+        let (buf, start, end) = self.queue.pop_front()?;
+        debug_assert_eq!(start, 0);
+        Some((buf, end))
+    }
+
+    /// The next packet as a buffer and the packet's range in it.
+    fn pop_range(&mut self) -> Option<(Vec<u8>, usize, usize)> {
         self.queue.pop_front()
     }
 
@@ -228,6 +246,34 @@ impl Wire {
 
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+}
+
+/// synack's device API: the interface asks for a buffer of the packet's length (40 bytes of
+/// headroom for the IP header, then the TCP segment), builds the packet in it and sends it from
+/// where its IP header starts.
+impl synack_stack::TxQueue for Wire {
+    fn buffer(&mut self, len: usize) -> &mut [u8] {
+        let reuse = match &self.pending {
+            Some((b, _)) if self.mode == DevMode::Pooled => b.len() >= len,
+            Some((b, _)) => b.len() == len,
+            None => false,
+        };
+        if !reuse {
+            if let Some((old, _)) = self.pending.take() {
+                self.recycle(old);
+            }
+            self.pending = Some((self.buffer(len), len));
+        }
+        let (b, l) = self.pending.as_mut().unwrap();
+        *l = len;
+        &mut b[..len]
+    }
+
+    fn send(&mut self, start: usize) {
+        let (buf, len) = self.pending.take().expect("send without a buffer");
+        self.sent += 1;
+        self.queue.push_back((buf, start, len));
     }
 }
 
@@ -303,17 +349,17 @@ mod synack {
                 }
             }
             loop {
-                client.transmit(now, &mut |p| to_server.push_copy(p));
-                server.transmit(now, &mut |p| to_client.push_copy(p));
+                client.transmit_to(now, to_server);
+                server.transmit_to(now, to_client);
                 if to_server.is_empty() && to_client.is_empty() {
                     break;
                 }
-                while let Some((b, len)) = to_server.pop() {
-                    server.receive(now, &b[..len]);
+                while let Some((b, start, end)) = to_server.pop_range() {
+                    server.receive(now, &b[start..end]);
                     to_server.recycle(b);
                 }
-                while let Some((b, len)) = to_client.pop() {
-                    client.receive(now, &b[..len]);
+                while let Some((b, start, end)) = to_client.pop_range() {
+                    client.receive(now, &b[start..end]);
                     to_client.recycle(b);
                 }
             }
@@ -1107,7 +1153,7 @@ mod smol {
     }
 }
 
-fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn configure<M: Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>) {
     g.warm_up_time(StdDuration::from_secs(1));
     g.measurement_time(StdDuration::from_secs(3));
     g.sample_size(20);
@@ -1139,7 +1185,7 @@ const SYNACK_VARIANTS: [(&str, synack_stack::ChecksumCaps); 2] = [
     ("synack_csum_off", synack_stack::ChecksumCaps::OFFLOADED),
 ];
 
-fn churn(c: &mut Criterion) {
+fn churn<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("churn");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
@@ -1179,7 +1225,7 @@ fn churn(c: &mut Criterion) {
     g.finish();
 }
 
-fn bulk_at(c: &mut Criterion, mtu: usize) {
+fn bulk_at<M: Measurement>(c: &mut Criterion<M>, mtu: usize) {
     // A first transfer, checked byte by byte, also opens the congestion windows: the timed
     // iterations measure the steady state of a long-lived connection.
     let group = format!("bulk_mtu{mtu}");
@@ -1221,12 +1267,12 @@ fn bulk_at(c: &mut Criterion, mtu: usize) {
     g.finish();
 }
 
-fn bulk(c: &mut Criterion) {
+fn bulk<M: Measurement>(c: &mut Criterion<M>) {
     bulk_at(c, 1500);
     bulk_at(c, 65535);
 }
 
-fn pingpong(c: &mut Criterion) {
+fn pingpong<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("pingpong");
     configure(&mut g);
     g.throughput(Throughput::Elements(1));
@@ -1270,5 +1316,87 @@ fn pingpong(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, churn, bulk, pingpong);
-criterion_main!(benches);
+/// The CPU time of the measuring thread (`CLOCK_THREAD_CPUTIME_ID`), for a busy machine: with
+/// `BENCH_CPU_TIME=1` both stacks are timed by the CPU they used rather than the wall clock,
+/// so that other processes taking the cores weigh less on each side's figure (they still share
+/// its caches). Reported in the usual units, per CPU second.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec the call fills.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Nanoseconds of CPU as they are; throughput per CPU second, in GiB/s or elements/s.
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns(cpu)"
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        match *t {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => {
+                for v in values {
+                    *v = b as f64 * 1e9 / *v / (1u64 << 30) as f64;
+                }
+                "GiB/s(cpu)"
+            }
+            Throughput::Elements(e) => {
+                for v in values {
+                    *v = e as f64 * 1e9 / *v;
+                }
+                "elem/s(cpu)"
+            }
+        }
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns(cpu)"
+    }
+}
+
+fn run<M: Measurement>(mut c: Criterion<M>) {
+    churn(&mut c);
+    bulk(&mut c);
+    pingpong(&mut c);
+}
+
+fn main() {
+    if std::env::var_os("BENCH_CPU_TIME").is_some_and(|v| v == "1") {
+        run(Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args());
+    } else {
+        run(Criterion::<WallTime>::default().configure_from_args());
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use synack_tcp::{Config, Endpoint, FastOpenConfig, IcmpError, Instant};
+use synack_tcp::{Config, Endpoint, FastOpenConfig, IcmpError, Instant, SegmentBuf};
+use synack_wire::checksum;
 use synack_wire::icmp::{Icmpv4Repr, Icmpv6Repr};
 use synack_wire::{Error as WireError, IpProtocol, IpRepr, TcpRepr};
 
@@ -90,8 +91,37 @@ impl Default for ChecksumCaps {
     }
 }
 
-/// Room before the TCP segment in the scratch buffer: enough for an IPv6 header.
-const HEADROOM: usize = 40;
+/// Room before the TCP segment in the scratch buffer (and in a [`TxQueue`]'s buffer): enough
+/// for an IPv6 header.
+pub const HEADROOM: usize = 40;
+
+/// A device's transmit queue, for [`Interface::transmit_to`]: the interface builds each packet
+/// straight into a buffer the queue hands out (a pooled NIC buffer, a queue entry allocated at
+/// the packet's length), so no packet is copied on its way to the device.
+pub trait TxQueue {
+    /// A buffer of exactly `len` bytes for the next packet, its contents anything. A second
+    /// call with the same `len` before [`send`](Self::send) returns the same buffer, as written.
+    fn buffer(&mut self, len: usize) -> &mut [u8];
+
+    /// Queue the packet in the buffer last handed out, from byte `start` to its end.
+    fn send(&mut self, start: usize);
+}
+
+/// The endpoint's room for one TCP segment: [`HEADROOM`] bytes into a [`TxQueue`] buffer.
+struct QueueSegment<'a> {
+    queue: &'a mut dyn TxQueue,
+    room: usize,
+}
+
+impl SegmentBuf for QueueSegment<'_> {
+    fn room(&self) -> usize {
+        self.room
+    }
+
+    fn segment(&mut self, len: usize) -> &mut [u8] {
+        &mut self.queue.buffer(HEADROOM + len)[HEADROOM..]
+    }
+}
 
 /// The longest TCP segment in one IP packet: IPv4's total length (65535) less its header.
 const MAX_TCP_SEGMENT: usize = 65_535 - 20;
@@ -240,20 +270,19 @@ impl Interface {
             return;
         }
         match ip.protocol() {
-            IpProtocol::Tcp => {
-                let verify = self.checksum.rx && !meta.csum_trusted;
-                match TcpRepr::parse(payload, verify.then(|| (ip.src(), ip.dst()))) {
-                    Ok(seg) => {
-                        if meta.gso_size > 0 && seg.payload.len() > usize::from(meta.gso_size) {
-                            self.stats.rx_super_segments += 1;
-                        }
-                        self.tcp
-                            .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg)
-                    }
-                    Err(WireError::BadChecksum) => self.stats.rx_bad_checksum += 1,
-                    Err(_) => self.stats.rx_malformed_transport += 1,
-                }
+            IpProtocol::Tcp if self.checksum.rx && !meta.csum_trusted => {
+                self.receive_tcp_unverified(now, &ip, payload)
             }
+            IpProtocol::Tcp => match TcpRepr::parse(payload, None) {
+                Ok(seg) => {
+                    if meta.gso_size > 0 && seg.payload.len() > usize::from(meta.gso_size) {
+                        self.stats.rx_super_segments += 1;
+                    }
+                    self.tcp
+                        .handle_segment_ecn(now, ip.src(), ip.dst(), ip.ecn(), &seg)
+                }
+                Err(_) => self.stats.rx_malformed_transport += 1,
+            },
             IpProtocol::Udp => {
                 let end = payload.as_ptr() as usize - packet.as_ptr() as usize + payload.len();
                 self.udp.receive(now, &ip, payload, &packet[..end]);
@@ -261,6 +290,35 @@ impl Interface {
             IpProtocol::Icmp => self.receive_icmpv4(now, &ip, payload),
             IpProtocol::Icmpv6 => self.receive_icmpv6(now, &ip, payload),
             _ => self.stats.rx_unsupported += 1,
+        }
+    }
+
+    /// A TCP segment whose checksum is to be verified (RFC 9293 §3.1): the header and the
+    /// pseudo-header are summed here, the payload by the endpoint as it copies it into the
+    /// receive buffer when it can (one pass over the bytes). Counted as a bad checksum and
+    /// dropped when the sum is wrong, as if it had been verified first.
+    fn receive_tcp_unverified(&mut self, now: Instant, ip: &IpRepr, segment: &[u8]) {
+        let (src, dst) = (ip.src(), ip.dst());
+        let seg = match TcpRepr::parse(segment, None) {
+            Ok(seg) => seg,
+            // A checksum that does not verify takes precedence, as `parse` checks it first.
+            Err(_) => match TcpRepr::parse(segment, Some((src, dst))) {
+                Err(WireError::BadChecksum) => return self.stats.rx_bad_checksum += 1,
+                _ => return self.stats.rx_malformed_transport += 1,
+            },
+        };
+        let Ok(len) = u32::try_from(segment.len()) else {
+            self.stats.rx_bad_checksum += 1;
+            return;
+        };
+        let header = &segment[..segment.len() - seg.payload.len()];
+        let pseudo = checksum::pseudo_header_sum(src, dst, 6, len);
+        let header_sum = checksum::ones_complement_sum(header, pseudo);
+        if !self
+            .tcp
+            .handle_segment_unverified(now, src, dst, ip.ecn(), &seg, header_sum)
+        {
+            self.stats.rx_bad_checksum += 1;
         }
     }
 
@@ -384,6 +442,43 @@ impl Interface {
                 self.stats.tx_super_segments += 1;
             }
             send(&self.scratch[start..end], TxMeta { gso_size });
+        }
+    }
+
+    /// Hand every packet due now to `queue`, each built in a buffer the queue hands out: TCP
+    /// segments are written there by the endpoint, behind room for the IP header, and the IP
+    /// header in front of them (other packets, rare, are copied in). The packets and their
+    /// order are those of [`transmit`](Self::transmit).
+    pub fn transmit_to(&mut self, now: Instant, queue: &mut dyn TxQueue) {
+        while let Some(p) = self.queued.pop_front() {
+            self.stats.tx_packets += 1;
+            queue.buffer(p.len()).copy_from_slice(&p);
+            queue.send(0);
+        }
+        while let Some(p) = self.udp.poll_transmit() {
+            self.stats.tx_packets += 1;
+            queue.buffer(p.len()).copy_from_slice(&p);
+            queue.send(0);
+        }
+        let room = self.mtu;
+        loop {
+            let mut seg = QueueSegment {
+                queue: &mut *queue,
+                room,
+            };
+            let Some(t) = self.tcp.poll_transmit_to(now, &mut seg) else {
+                break;
+            };
+            let Some(mut ip) = IpRepr::new(t.src, t.dst, IpProtocol::Tcp, t.len, self.ttl) else {
+                // No IP header fits these addresses (never for a connection's own): as
+                // `transmit` does, stop here without sending the segment.
+                break;
+            };
+            self.stats.tx_packets += 1;
+            ip.set_ecn(t.ecn);
+            let start = HEADROOM - ip.header_len();
+            ip.emit(&mut queue.buffer(HEADROOM + t.len)[start..HEADROOM]);
+            queue.send(start);
         }
     }
 

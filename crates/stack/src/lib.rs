@@ -12,4 +12,4 @@ pub mod sim;
 pub mod tun;
 pub mod udp;
 
-pub use iface::{ChecksumCaps, IfaceStats, Interface, RxMeta, TxMeta};
+pub use iface::{ChecksumCaps, IfaceStats, Interface, RxMeta, TxMeta, TxQueue};

@@ -5,6 +5,8 @@
 //! the [`Assembler`](crate::assembler::Assembler)). Storage is allocated lazily, doubling up to the
 //! capacity, so a connection that moves a few bytes costs a few bytes.
 
+use synack_wire::copy_sum::{after_odd, copy_and_sum};
+
 /// `x mod cap` for `x < 2 * cap` (every position here is a head below `cap` plus a length
 /// within the storage): a compare, not a division, on the per-segment path.
 #[inline(always)]
@@ -167,6 +169,38 @@ impl RingBuffer {
         n
     }
 
+    /// [`write_at`](Self::write_at) of all of `data`, summing it for the Internet checksum as
+    /// it is copied (one pass: RFC 1071 §2(D)); returns the partial sum from zero, as
+    /// `ones_complement_sum(data, 0)` gives it. Only into storage the ring already has: `None`,
+    /// with nothing written, when `data` does not fit there whole. Nothing becomes readable
+    /// until [`commit`](Self::commit), so a caller that finds the sum wrong leaves the ring's
+    /// contents as they were by not committing.
+    pub fn write_at_and_sum(&mut self, offset: usize, data: &[u8]) -> Option<u64> {
+        let n = data.len();
+        let len = self.len();
+        if offset + n > self.free() || len + offset + n > self.storage.len() {
+            return None;
+        }
+        if n == 0 {
+            return Some(0);
+        }
+        let cap = self.storage.len();
+        let start = wrap(self.head() + len + offset, cap);
+        let first = n.min(cap - start);
+        let sum = copy_and_sum(&mut self.storage[start..start + first], &data[..first], 0);
+        if first == n {
+            return Some(sum);
+        }
+        let rest = copy_and_sum(&mut self.storage[..n - first], &data[first..], 0);
+        let rest = if first % 2 == 1 {
+            after_odd(rest)
+        } else {
+            rest
+        };
+        let (s, carry) = sum.overflowing_add(rest);
+        Some(s + u64::from(carry))
+    }
+
     /// Make `n` bytes written with `write_at(0, ..)` (and following) readable.
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.free());
@@ -226,6 +260,23 @@ impl RingBuffer {
         dst[a.len()..a.len() + b.len()].copy_from_slice(b);
         a.len() + b.len()
     }
+
+    /// [`copy_out`](Self::copy_out), summing the bytes for the Internet checksum as they are
+    /// copied (one pass, not two: RFC 1071 §2(D)); returns the count and the partial sum from
+    /// zero, as `ones_complement_sum` of the bytes copied would give it.
+    pub fn copy_out_and_sum(&self, offset: usize, dst: &mut [u8]) -> (usize, u64) {
+        let (a, b) = self.slices(offset, dst.len());
+        let (da, rest) = dst.split_at_mut(a.len());
+        let sum = copy_and_sum(da, a, 0);
+        if b.is_empty() {
+            return (a.len(), sum);
+        }
+        let sb = copy_and_sum(&mut rest[..b.len()], b, 0);
+        // The second piece pairs its bytes as the whole does only after an even first one.
+        let sb = if a.len() % 2 == 1 { after_odd(sb) } else { sb };
+        let (s, carry) = sum.overflowing_add(sb);
+        (a.len() + b.len(), s + u64::from(carry))
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +325,68 @@ mod tests {
         assert!(out[..1000].iter().all(|&b| b == 1));
         assert!(out[1000..6000].iter().all(|&b| b == 9));
         assert!(out[6000..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn copy_out_and_sum_across_the_wrap() {
+        use synack_wire::checksum::{fold, ones_complement_sum};
+        // Odd and even capacities put the wrap at odd and even offsets of what is copied.
+        for cap in [64usize, 101, 4096] {
+            let mut r = RingBuffer::new(cap);
+            let fill: Vec<u8> = (0..cap).map(|i| (i * 31 + 7) as u8).collect();
+            for skip in 0..cap.min(80) {
+                r.discard(r.len());
+                r.push(&fill[..skip]);
+                r.discard(skip);
+                assert_eq!(r.push(&fill), cap);
+                for (offset, len) in [(0, cap), (1, cap - 1), (3, cap / 2), (cap / 3, 17)] {
+                    let mut out = vec![0u8; len];
+                    let (n, sum) = r.copy_out_and_sum(offset, &mut out);
+                    assert_eq!(n, len);
+                    assert_eq!(out, fill[offset..offset + len], "cap {cap} skip {skip}");
+                    assert_eq!(
+                        fold(sum),
+                        fold(ones_complement_sum(&out, 0)),
+                        "cap {cap} skip {skip} offset {offset}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn write_at_and_sum_across_the_wrap_or_not_at_all() {
+        use synack_wire::checksum::{fold, ones_complement_sum};
+        for cap in [64usize, 101, 4096] {
+            let data: Vec<u8> = (0..cap).map(|i| (i * 13 + 3) as u8).collect();
+            for skip in 0..cap.min(70) {
+                let mut r = RingBuffer::new(cap);
+                // Storage allocated whole, the head moved to `skip`.
+                r.push(&data);
+                r.discard(cap);
+                r.push(&data[..skip]);
+                r.discard(skip);
+                r.push(&data[..7]);
+                let len = cap - 7 - 3;
+                let sum = r.write_at_and_sum(2, &data[..len]).expect("fits");
+                assert_eq!(fold(sum), fold(ones_complement_sum(&data[..len], 0)));
+                // Not readable until committed.
+                assert_eq!(r.len(), 7);
+                assert_eq!(r.write_at(0, b"xy"), 2);
+                r.commit(2 + len);
+                let mut out = vec![0u8; 9 + len];
+                assert_eq!(r.pop(&mut out), 9 + len);
+                assert_eq!(&out[..7], &data[..7]);
+                assert_eq!(&out[7..9], b"xy");
+                assert_eq!(&out[9..], &data[..len], "cap {cap} skip {skip}");
+            }
+            // Past the free space, or past the storage allocated so far: nothing written.
+            let mut r = RingBuffer::new(cap);
+            assert_eq!(r.write_at_and_sum(0, &data[..1]), None);
+            r.push(&data[..cap / 2]);
+            assert_eq!(r.write_at_and_sum(cap / 2, &data[..1]), None);
+            assert_eq!(r.write_at_and_sum(0, &data[..cap / 2 + 1]), None);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, SocketAddrV4};
 
-use synack_wire::tcp::fill_checksum;
+use synack_wire::tcp::fill_checksum_with_payload_sum;
 use synack_wire::{FastOpen, SackBlock, TcpFlags, TcpOptions, TcpRepr, Timestamp};
 
 use crate::assembler::Assembler;
@@ -25,6 +25,7 @@ use crate::cc::{initial_window, Algorithm, CongestionControl, Controller};
 use crate::config::{Config, Ecn, Keepalive};
 use crate::fastopen::{ClientOutcome, ClientPlan};
 use crate::rtt::RttEstimator;
+use crate::segbuf::{SegmentBuf, SliceBuf};
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, RecvError, SendError, State};
 use crate::time::{Duration, Instant};
@@ -735,6 +736,12 @@ pub struct Connection {
     /// The segment size to cut the super-segment `poll_transmit_tso` just wrote at (0: a
     /// plain segment).
     tx_gso: u16,
+    /// While [`handle_segment_placed`](Self::handle_segment_placed) runs: the segment's
+    /// payload is already in the receive ring at the in-order end (written and summed by
+    /// [`place_payload`](Self::place_payload)), so the seventh step commits it without copying
+    /// it again. (It came at RCV.NXT: what the window leaves of it is a prefix of what was
+    /// placed.)
+    placed: bool,
 
     /// Fill in the TCP checksum of what we send (off when the device computes it or needs
     /// none: [`set_tx_checksum`](Self::set_tx_checksum)).
@@ -957,6 +964,7 @@ impl Connection {
             rx_ce: false,
             tx_ect: false,
             tx_gso: 0,
+            placed: false,
             tx_checksum: true,
             stats: ConnStats::default(),
         }
@@ -1905,6 +1913,47 @@ impl Connection {
         if a > 0 && a <= max && self.recv_buf.is_empty() && self.assembler.is_empty() {
             give(self.recv_buf.take_storage());
         }
+    }
+
+    /// Copy the payload of `seg`, whose checksum is not yet verified, into the receive ring
+    /// where the next in-order bytes go, summing it on the way (one pass for the copy and the
+    /// checksum, RFC 1071 §2(D)), and check the segment's checksum: `header_sum` is the partial
+    /// sum of the pseudo-header and the TCP header (checksum field included).
+    ///
+    /// Only for the common case: data at RCV.NXT in a synchronized state, nothing held out of
+    /// order, room for all of it in the storage the ring already has. Otherwise `None`: nothing
+    /// was written, and the caller verifies the checksum itself. `Some(false)`: the checksum is
+    /// wrong; the ring holds exactly the bytes it held (nothing is readable until committed),
+    /// and the segment is to be dropped (RFC 9293 §3.1). `Some(true)`: the checksum is right;
+    /// hand the same segment to [`handle_segment_placed`](Self::handle_segment_placed) next.
+    pub fn place_payload(&mut self, seg: &TcpRepr<'_>, header_sum: u64) -> Option<bool> {
+        let data = seg.payload;
+        if data.is_empty()
+            || data.len() > usize::from(u16::MAX)
+            || !matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+            || self.read_closed
+            || !self.assembler.is_empty()
+            || SeqNum(seg.seq) != self.rcv_nxt
+            || seg.flags.contains(TcpFlags::SYN)
+            || seg.flags.contains(TcpFlags::RST)
+        {
+            return None;
+        }
+        let sum = self.recv_buf.write_at_and_sum(0, data)?;
+        let (s, carry) = header_sum.overflowing_add(sum);
+        Some(synack_wire::checksum::fold(s + u64::from(carry)) == 0xffff)
+    }
+
+    /// [`handle_segment`](Self::handle_segment) for a segment whose payload
+    /// [`place_payload`](Self::place_payload) has just put in the receive ring (and found its
+    /// checksum right): the same processing, without copying the payload again.
+    pub fn handle_segment_placed(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.placed = true;
+        self.handle_segment(now, seg);
+        self.placed = false;
     }
 
     /// Whether segments we send carry their TCP checksum (on by default). Off when the
@@ -3179,7 +3228,13 @@ impl Connection {
             return;
         }
         let had_holes = !self.assembler.is_empty();
-        let n = self.recv_buf.write_at(0, data);
+        let n = if !had_holes && std::mem::take(&mut self.placed) {
+            // Already in the ring (`place_payload`), at the in-order end: what the window
+            // kept of it is a prefix of what was placed there.
+            data.len()
+        } else {
+            self.recv_buf.write_at(0, data)
+        };
         if !had_holes {
             self.recv_buf.commit(n);
             self.rcv_nxt += n;
@@ -3615,7 +3670,7 @@ impl Connection {
     /// payload and checksum — and return its length; `None` when nothing is due. `buf` bounds
     /// the segment (the caller passes the room the MTU leaves after the IP header).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        self.poll_transmit_tso(now, buf, 0)
+        self.transmit_into(now, &mut SliceBuf(buf), 0)
     }
 
     /// As [`poll_transmit`](Self::poll_transmit), for a device that segments TCP itself
@@ -3629,6 +3684,22 @@ impl Connection {
         &mut self,
         now: Instant,
         buf: &mut [u8],
+        max_payload: usize,
+    ) -> Option<usize> {
+        self.transmit_into(now, &mut SliceBuf(buf), max_payload)
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit) into a [`SegmentBuf`]: the segment is written
+    /// into `buf.segment(len)` once its length is known; `buf.room()` bounds it.
+    pub fn poll_transmit_to(&mut self, now: Instant, buf: &mut dyn SegmentBuf) -> Option<usize> {
+        self.transmit_into(now, buf, 0)
+    }
+
+    /// The one transmit path behind the three above.
+    pub(crate) fn transmit_into(
+        &mut self,
+        now: Instant,
+        buf: &mut dyn SegmentBuf,
         max_payload: usize,
     ) -> Option<usize> {
         self.tx_ect = false;
@@ -3688,7 +3759,7 @@ impl Connection {
                         self.fast_open_syn_room()
                             .map_or(0, |room| room.min(self.send_buf.len()))
                     };
-                    let data = data.min(buf.len().saturating_sub(20 + TcpOptions::MAX_LEN));
+                    let data = data.min(buf.room().saturating_sub(20 + TcpOptions::MAX_LEN));
                     if !synack && self.syn_count == 0 {
                         self.syn_fastopen = self
                             .fo_plan
@@ -3731,7 +3802,7 @@ impl Connection {
     fn poll_transmit_synchronized(
         &mut self,
         now: Instant,
-        buf: &mut [u8],
+        buf: &mut dyn SegmentBuf,
         tso: usize,
     ) -> Option<usize> {
         self.update_chrono(now);
@@ -3744,9 +3815,9 @@ impl Connection {
             // Room for the largest TCP header (60 bytes) in front of a super-segment.
             self.plan(
                 now,
-                self.payload_room(buf.len()),
-                buf.len(),
-                tso.min(buf.len().saturating_sub(60)),
+                self.payload_room(buf.room()),
+                buf.room(),
+                tso.min(buf.room().saturating_sub(60)),
             )
         };
         if let Some(p) = planned {
@@ -3755,7 +3826,7 @@ impl Connection {
                 flags |= TcpFlags::FIN;
             }
             let again = p.retransmit.is_some();
-            let full = self.payload_room(buf.len());
+            let full = self.payload_room(buf.room());
             // A super-segment (`plan` set `tx_gso`; not an MTU probe, one segment longer than
             // the MSS) has the PSH of its last segment (which the device keeps on that
             // segment alone).
@@ -4259,7 +4330,7 @@ impl Connection {
     fn emit(
         &mut self,
         now: Instant,
-        buf: &mut [u8],
+        buf: &mut dyn SegmentBuf,
         flags: TcpFlags,
         seq: SeqNum,
         with_ack: bool,
@@ -4328,14 +4399,18 @@ impl Connection {
             options,
             payload: &[],
         };
-        let hlen = repr.write_header(buf);
+        let hlen = repr.header_len();
         let total = hlen + len;
         self.stats.segs_out = self.stats.segs_out.wrapping_add(1);
-        if len > 0 {
-            self.send_buf.copy_out(offset, &mut buf[hlen..total]);
-        }
+        let buf = buf.segment(total);
+        repr.write_header(buf);
         if self.tx_checksum && self.tx_gso == 0 {
-            fill_checksum(&mut buf[..total], tuple.local.ip(), tuple.remote.ip());
+            // The payload is summed as it is copied out of the send buffer: one pass over it.
+            let (header, payload) = buf[..total].split_at_mut(hlen);
+            let (_, sum) = self.send_buf.copy_out_and_sum(offset, payload);
+            fill_checksum_with_payload_sum(header, tuple.local.ip(), tuple.remote.ip(), total, sum);
+        } else if len > 0 {
+            self.send_buf.copy_out(offset, &mut buf[hlen..total]);
         }
         if len > 0 && !syn && now.saturating_duration_since(self.lrcvtime) < self.ato.get() {
             // Data sent within the ACK timeout of data received: an interactive exchange,

@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 
+use synack_wire::checksum;
 use synack_wire::tcp::fill_checksum;
 use synack_wire::{FastOpen, TcpFlags, TcpOptions, TcpRepr};
 
@@ -18,6 +19,7 @@ use crate::conn::{Connection, Event, MarksStorage, TimeWait};
 use crate::fastopen::{ClientCache, FastOpenKey};
 use crate::hash::TupleHashBuilder;
 use crate::isn::IsnGenerator;
+use crate::segbuf::{SegmentBuf, SliceBuf};
 use crate::seq::SeqNum;
 use crate::state::{ConnectionError, FourTuple, State};
 use crate::table::ConnTable;
@@ -1007,6 +1009,79 @@ impl Endpoint {
         ecn: u8,
         seg: &TcpRepr<'_>,
     ) {
+        self.handle_segment_inner(now, src, dst, ecn, seg, false)
+    }
+
+    /// [`handle_segment_ecn`](Self::handle_segment_ecn) for a segment whose TCP checksum is
+    /// not verified yet: `header_sum` is the partial sum (RFC 1071) of its pseudo-header and
+    /// its TCP header, checksum field included. When the segment carries the next in-order
+    /// bytes of an established connection, its payload is checked as it is copied into the
+    /// receive buffer ([`Connection::place_payload`]: one pass over the bytes, not two);
+    /// otherwise it is summed here first. Returns `false`, having changed nothing, when the
+    /// checksum is wrong: the segment is dropped (RFC 9293 §3.1), and the caller counts it.
+    pub fn handle_segment_unverified(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        ecn: u8,
+        seg: &TcpRepr<'_>,
+        header_sum: u64,
+    ) -> bool {
+        let mut placed = None;
+        if !seg.payload.is_empty() {
+            let tuple = FourTuple {
+                local: SocketAddr::new(dst, seg.dst_port),
+                remote: SocketAddr::new(src, seg.src_port),
+            };
+            let found = match self.last_found {
+                Some((t, id)) if t == tuple => Some(id),
+                _ => {
+                    let found = self.lookup(&tuple);
+                    if let Some(id) = found {
+                        self.last_found = Some((tuple, id));
+                    }
+                    found
+                }
+            };
+            if let Some(id) = found {
+                let slot = &mut self.slots[id.index as usize];
+                if slot.tw.is_none() {
+                    if let Some(c) = slot.conn.as_mut() {
+                        placed = c.place_payload(seg, header_sum);
+                    }
+                }
+            }
+        }
+        match placed {
+            Some(false) => false,
+            Some(true) => {
+                self.handle_segment_inner(now, src, dst, ecn, seg, true);
+                true
+            }
+            None => {
+                let (s, carry) =
+                    header_sum.overflowing_add(checksum::ones_complement_sum(seg.payload, 0));
+                if checksum::fold(s + u64::from(carry)) != 0xffff {
+                    return false;
+                }
+                self.handle_segment_inner(now, src, dst, ecn, seg, false);
+                true
+            }
+        }
+    }
+
+    /// `placed`: the payload is in the connection's receive ring already
+    /// ([`Connection::place_payload`]).
+    fn handle_segment_inner(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        ecn: u8,
+        seg: &TcpRepr<'_>,
+        placed: bool,
+    ) {
         self.stats.segments_received += 1;
         let tuple = FourTuple {
             local: SocketAddr::new(dst, seg.dst_port),
@@ -1049,7 +1124,11 @@ impl Endpoint {
                         c.lend_storage(&mut self.spare, false);
                     }
                     c.set_rx_ce(ecn == 3);
-                    c.handle_segment(now, seg);
+                    if placed {
+                        c.handle_segment_placed(now, seg);
+                    } else {
+                        c.handle_segment(now, seg);
+                    }
                 }
                 self.after(now, id);
                 return;
@@ -1508,7 +1587,7 @@ impl Endpoint {
     /// Write the next TCP segment into `buf` (header, payload and checksum). Returns its
     /// addresses and length, or `None` when nothing is due.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        self.poll_transmit_tso(now, buf, 0)
+        self.transmit_into(now, &mut SliceBuf(buf), 0)
     }
 
     /// As [`poll_transmit`](Self::poll_transmit), for a device that cuts TCP super-segments
@@ -1519,6 +1598,23 @@ impl Endpoint {
         &mut self,
         now: Instant,
         buf: &mut [u8],
+        max_payload: usize,
+    ) -> Option<Transmit> {
+        self.transmit_into(now, &mut SliceBuf(buf), max_payload)
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit) into a [`SegmentBuf`]: the segment is written
+    /// into `buf.segment(len)` once its length is known (a device's own packet buffer, say),
+    /// `buf.room()` bounding it.
+    pub fn poll_transmit_to(&mut self, now: Instant, buf: &mut dyn SegmentBuf) -> Option<Transmit> {
+        self.transmit_into(now, buf, 0)
+    }
+
+    /// The one transmit path behind the three above.
+    fn transmit_into(
+        &mut self,
+        now: Instant,
+        buf: &mut dyn SegmentBuf,
         max_payload: usize,
     ) -> Option<Transmit> {
         if let Some(r) = self.resets.pop_front() {
@@ -1546,7 +1642,7 @@ impl Endpoint {
                 conn.cancel_challenge();
                 self.stats.challenge_acks_limited += 1;
             }
-            match conn.poll_transmit_tso(now, buf, max_payload) {
+            match conn.transmit_into(now, buf, max_payload) {
                 Some(len) => {
                     let ecn = if conn.last_segment_ect() { 2 } else { 0 };
                     let gso_size = conn.last_segment_gso();
@@ -1561,7 +1657,7 @@ impl Endpoint {
                         self.maybe_reap(id);
                     }
                     if let Some(tuple) = tuple {
-                        self.record_sent(now, tuple, &buf[..len]);
+                        self.record_sent(now, tuple, buf.segment(len));
                     }
                     return Some(Transmit {
                         src,
@@ -1596,7 +1692,7 @@ impl Endpoint {
         }
     }
 
-    fn emit_cookie(&mut self, now: Instant, c: CookieSynAck, buf: &mut [u8]) -> Transmit {
+    fn emit_cookie(&mut self, now: Instant, c: CookieSynAck, buf: &mut dyn SegmentBuf) -> Transmit {
         let repr = TcpRepr {
             src_port: c.src.port(),
             dst_port: c.dst.port(),
@@ -1618,12 +1714,13 @@ impl Endpoint {
         src: SocketAddr,
         dst: SocketAddr,
         repr: &TcpRepr<'_>,
-        buf: &mut [u8],
+        buf: &mut dyn SegmentBuf,
     ) -> Transmit {
         let len = repr.header_len();
-        repr.emit_header(&mut buf[..len]);
+        let buf = buf.segment(len);
+        repr.emit_header(buf);
         if self.tx_checksum {
-            fill_checksum(&mut buf[..len], src.ip(), dst.ip());
+            fill_checksum(buf, src.ip(), dst.ip());
         }
         self.stats.segments_sent += 1;
         if self.trace.is_some() {
@@ -1648,7 +1745,7 @@ impl Endpoint {
         }
     }
 
-    fn emit_reset(&mut self, now: Instant, r: Reset, buf: &mut [u8]) -> Transmit {
+    fn emit_reset(&mut self, now: Instant, r: Reset, buf: &mut dyn SegmentBuf) -> Transmit {
         let mut flags = TcpFlags::RST;
         if r.ack.is_some() {
             flags |= TcpFlags::ACK;

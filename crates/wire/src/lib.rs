@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod copy_sum;
 pub mod h2;
 pub mod icmp;
 pub mod ip;

@@ -740,6 +740,30 @@ pub fn fill_checksum(segment: &mut [u8], src: IpAddr, dst: IpAddr) {
     segment[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Stores the checksum of a segment whose payload was summed as it was copied in
+/// ([`copy_and_sum`](crate::copy_sum::copy_and_sum) from `0`, giving `payload_sum`): `header`
+/// is the emitted header with its options (a multiple of four bytes, so the payload's words
+/// pair up as in the whole segment), `len` the whole segment's length, header included (RFC
+/// 9293 §3.1). The result is what [`fill_checksum`] over the whole segment stores.
+///
+/// # Panics
+/// If `header` is shorter than 20 bytes or `len` longer than `u32::MAX`.
+#[inline]
+pub fn fill_checksum_with_payload_sum(
+    header: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    len: usize,
+    payload_sum: u64,
+) {
+    header[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&[0, 0]);
+    let len = u32::try_from(len).expect("TCP segment longer than u32::MAX");
+    let pseudo = checksum::pseudo_header_sum(src, dst, TCP_PROTOCOL, len);
+    let (s, carry) = pseudo.overflowing_add(payload_sum);
+    let sum = checksum::checksum(header, s + u64::from(carry));
+    header[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// Whether a received segment's checksum verifies over the pseudo-header of `src` and `dst`
 /// (RFC 9293 §3.1). A segment longer than `u32::MAX` does not.
 #[inline]
@@ -1302,6 +1326,25 @@ mod tests {
         fill_checksum(&mut buf, src, dst);
         assert_eq!(buf, good);
         assert!(verify_checksum(&buf, src, dst));
+    }
+
+    #[test]
+    fn checksum_from_a_payload_sum_matches_fill_checksum() {
+        for (src, dst) in [v4_addrs(), v6_addrs()] {
+            for len in [0usize, 1, 2, 7, 33, 1448, 1449] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+                let r = data_segment(&payload);
+                let mut want = vec![0u8; r.buffer_len()];
+                r.emit(&mut want, src, dst);
+                let hlen = r.header_len();
+                let mut got = vec![0xeeu8; r.buffer_len()];
+                r.emit_header(&mut got[..hlen]);
+                let (h, p) = got.split_at_mut(hlen);
+                let sum = crate::copy_sum::copy_and_sum(p, &payload, 0);
+                fill_checksum_with_payload_sum(h, src, dst, hlen + len, sum);
+                assert_eq!(got, want, "len {len}");
+            }
+        }
     }
 
     #[test]
