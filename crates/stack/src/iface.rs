@@ -271,7 +271,7 @@ impl Interface {
         }
         match ip.protocol() {
             IpProtocol::Tcp if self.checksum.rx && !meta.csum_trusted => {
-                self.receive_tcp_unverified(now, &ip, payload)
+                self.receive_tcp_unverified(now, &ip, payload, meta.gso_size)
             }
             IpProtocol::Tcp => match TcpRepr::parse(payload, None) {
                 Ok(seg) => {
@@ -297,7 +297,7 @@ impl Interface {
     /// pseudo-header are summed here, the payload by the endpoint as it copies it into the
     /// receive buffer when it can (one pass over the bytes). Counted as a bad checksum and
     /// dropped when the sum is wrong, as if it had been verified first.
-    fn receive_tcp_unverified(&mut self, now: Instant, ip: &IpRepr, segment: &[u8]) {
+    fn receive_tcp_unverified(&mut self, now: Instant, ip: &IpRepr, segment: &[u8], gso_size: u16) {
         let (src, dst) = (ip.src(), ip.dst());
         let seg = match TcpRepr::parse(segment, None) {
             Ok(seg) => seg,
@@ -311,6 +311,9 @@ impl Interface {
             self.stats.rx_bad_checksum += 1;
             return;
         };
+        if gso_size > 0 && seg.payload.len() > usize::from(gso_size) {
+            self.stats.rx_super_segments += 1;
+        }
         let header = &segment[..segment.len() - seg.payload.len()];
         let pseudo = checksum::pseudo_header_sum(src, dst, 6, len);
         let header_sum = checksum::ones_complement_sum(header, pseudo);

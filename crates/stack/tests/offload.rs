@@ -360,6 +360,28 @@ fn partial_checksum_without_the_device_is_a_counted_drop() {
     assert_eq!(two.read_b(), pattern(4 * mss));
 }
 
+/// A super-segment the device does not vouch for, its checksum complete, is verified (in the
+/// copy into the receive ring) and still counted as a super-segment received whole.
+#[test]
+fn a_super_segment_verified_here_is_counted_too() {
+    let mut two = Two::new(true);
+    let mss = two.mss();
+    two.send(&pattern(4 * mss));
+    let sup = drain(&mut two.a, two.now);
+    assert_eq!(sup.len(), 1);
+    let mut p = sup[0].bytes.clone();
+    fill_checksum(&mut p[20..], ip(A), ip(B));
+    let meta = RxMeta {
+        csum_trusted: false,
+        gso_size: mss as u16,
+    };
+    let now = two.now;
+    two.b.receive_with(now, &p, meta);
+    assert_eq!(two.read_b(), pattern(4 * mss));
+    let st = two.b.stats();
+    assert_eq!((st.rx_super_segments, st.rx_bad_checksum), (1, 0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the device driver: an in-memory link that passes super-segments on whole, as a TUN
 // device with offloads and the kernel's GRO do.
