@@ -45,8 +45,23 @@ impl Drop for Served {
     }
 }
 
-/// Starts the server; returns it once it says HTTP/3 listens, with its stderr lines so far.
-fn start(port: u16) -> (Served, mpsc::Receiver<String>) {
+/// Starts the server on a free port; returns it once it says HTTP/3 listens, with its stderr
+/// lines so far and the port. A port found free can be taken before the server binds it
+/// (another test's client picks its ephemeral UDP port from the same range): a server that
+/// exits saying so is started again on another port.
+fn start() -> (Served, mpsc::Receiver<String>, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        match start_on(port) {
+            Ok((s, rx)) => return (s, rx, port),
+            Err(lines) if lines.iter().any(|l| l.contains("in use")) => continue,
+            Err(lines) => panic!("synack serve did not say HTTP/3 listens: {lines:?}"),
+        }
+    }
+    panic!("synack serve found no free port in 5 tries");
+}
+
+fn start_on(port: u16) -> Result<(Served, mpsc::Receiver<String>), Vec<String>> {
     let listen = format!("127.0.0.1:{port}");
     let mut c = Command::new(env!("CARGO_BIN_EXE_synack"))
         .args(["serve", "--kernel", "--listen", &listen, "--tls", "--http3"])
@@ -63,14 +78,20 @@ fn start(port: u16) -> (Served, mpsc::Receiver<String>) {
             let _ = tx.send(line);
         }
     });
+    let served = Served(Some(c));
     let t0 = std::time::Instant::now();
+    let mut seen = Vec::new();
     loop {
         match rx.recv_timeout(PATIENCE) {
-            Ok(l) if l.contains("HTTP/3 on udp://127.0.0.1") => return (Served(Some(c)), rx),
-            Ok(_) if t0.elapsed() < PATIENCE => {}
-            r => {
-                let _ = c.kill();
-                panic!("synack serve did not say HTTP/3 listens: {r:?}");
+            Ok(l) if l.contains("HTTP/3 on udp://127.0.0.1") => return Ok((served, rx)),
+            Ok(l) if t0.elapsed() < PATIENCE => seen.push(l),
+            Ok(l) => {
+                seen.push(l);
+                return Err(seen);
+            }
+            Err(e) => {
+                seen.push(format!("({e:?})"));
+                return Err(seen);
             }
         }
     }
@@ -107,8 +128,7 @@ fn stop(mut s: Served, rx: mpsc::Receiver<String>) -> Vec<String> {
 
 #[test]
 fn serve_http3_and_get_http3_over_kernel_loopback() {
-    let port = free_port();
-    let (server, lines) = start(port);
+    let (server, lines, port) = start();
     let base = format!("https://127.0.0.1:{port}");
     let urls: Vec<String> = ["/", "/bytes/100000", "/bytes/7"]
         .iter()
@@ -241,8 +261,7 @@ fn ngtcp2_client_gets_over_http3_and_resumes_in_0rtt() {
         eprintln!("skipping: gtlsclient (Debian's ngtcp2-client) is not installed");
         return;
     }
-    let port = free_port();
-    let (server, lines) = start(port);
+    let (server, lines, port) = start();
     let dir = std::env::temp_dir().join(format!("synack-ngtcp2-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (dl1, dl2) = (dir.join("dl1"), dir.join("dl2"));
