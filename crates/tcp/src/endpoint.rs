@@ -994,6 +994,21 @@ impl Endpoint {
     // ---------------------------------------------------------------------------------------
     // Inputs.
 
+    /// [`lookup`](Self::lookup), remembering the last connection found: the segments of a
+    /// burst mostly belong to one connection.
+    fn lookup_cached(&mut self, tuple: FourTuple) -> Option<ConnId> {
+        match self.last_found {
+            Some((t, id)) if t == tuple => Some(id),
+            _ => {
+                let found = self.lookup(&tuple);
+                if let Some(id) = found {
+                    self.last_found = Some((tuple, id));
+                }
+                found
+            }
+        }
+    }
+
     /// A TCP segment from `src` to `dst` (already checksummed and parsed by the stack).
     pub fn handle_segment(&mut self, now: Instant, src: IpAddr, dst: IpAddr, seg: &TcpRepr<'_>) {
         self.handle_segment_ecn(now, src, dst, 0, seg)
@@ -1034,16 +1049,7 @@ impl Endpoint {
                 local: SocketAddr::new(dst, seg.dst_port),
                 remote: SocketAddr::new(src, seg.src_port),
             };
-            let found = match self.last_found {
-                Some((t, id)) if t == tuple => Some(id),
-                _ => {
-                    let found = self.lookup(&tuple);
-                    if let Some(id) = found {
-                        self.last_found = Some((tuple, id));
-                    }
-                    found
-                }
-            };
+            let found = self.lookup_cached(tuple);
             if let Some(id) = found {
                 let slot = &mut self.slots[id.index as usize];
                 if slot.tw.is_none() {
@@ -1097,16 +1103,7 @@ impl Endpoint {
                 },
             );
         }
-        let found = match self.last_found {
-            Some((t, id)) if t == tuple => Some(id),
-            _ => {
-                let found = self.lookup(&tuple);
-                if let Some(id) = found {
-                    self.last_found = Some((tuple, id));
-                }
-                found
-            }
-        };
+        let found = self.lookup_cached(tuple);
         if let Some(id) = found {
             if self.slots[id.index as usize].tw.is_some() {
                 self.rehydrate(now, id);

@@ -195,7 +195,7 @@ pub fn checksum(data: &[u8], initial: u64) -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -215,10 +215,10 @@ mod tests {
         s as u16
     }
 
-    /// A small deterministic generator (xorshift64), so the test needs no dependency.
-    struct Rng(u64);
+    /// A small deterministic generator (xorshift64), so the tests need no dependency.
+    pub(crate) struct Rng(pub(crate) u64);
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

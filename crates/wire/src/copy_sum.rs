@@ -98,16 +98,7 @@ pub fn after_odd(sum: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::checksum::ones_complement_sum;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::checksum::tests::Rng;
 
     #[test]
     fn copies_exactly_and_sums_as_ones_complement_sum() {
